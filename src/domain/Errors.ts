@@ -1,0 +1,34 @@
+/**
+ * Errors that cross the wire. Each is a `Schema.TaggedError`: a typed failure inside the program and,
+ * encoded, the reply a peer gets (`{"_tag":"Busy","message":"..."}`).
+ */
+import { Schema } from "effect"
+
+/** The request could not be understood or is out of bounds: malformed JSON, unknown tag, bad field. */
+export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()("InvalidRequest", {
+  message: Schema.String
+}) {}
+
+/** The named file is not served here: unknown, not a plain name, or outside the served folder. */
+export class FileNotFound extends Schema.TaggedError<FileNotFound>()("FileNotFound", {
+  message: Schema.String
+}) {}
+
+/** The balancer has no live server it may hand out. */
+export class NoServerAvailable extends Schema.TaggedError<NoServerAvailable>()("NoServerAvailable", {
+  message: Schema.String
+}) {}
+
+/** A guarded request came without the right token. */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", {
+  message: Schema.String
+}) {}
+
+/** The process is past its connection limit, or shutting down. */
+export class Busy extends Schema.TaggedError<Busy>()("Busy", {
+  message: Schema.String
+}) {}
+
+/** Every error a peer may send back. */
+export const WireError = Schema.Union(InvalidRequest, FileNotFound, NoServerAvailable, Unauthorized, Busy)
+export type WireError = typeof WireError.Type

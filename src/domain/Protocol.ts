@@ -1,0 +1,85 @@
+/**
+ * Every wire message of PROTOCOL.md as a Schema: one union per port and direction. Peers send JSON;
+ * nothing gets past the edge until it has been decoded by one of these.
+ */
+import { Schema } from "effect"
+import { Busy, FileNotFound, InvalidRequest, NoServerAvailable, Unauthorized } from "./Errors.js"
+import { EndpointFromString, ServerId, ServerLocation, ServerSpec, ServerView } from "./Server.js"
+
+/** A strategy's name on the wire (kebab-case); whether the balancer knows it is checked there. */
+export const StrategyName = Schema.String.pipe(Schema.pattern(/^[a-z0-9]+(?:-[a-z0-9]+)*$/), Schema.maxLength(64))
+
+const Token = Schema.String.pipe(Schema.maxLength(1024))
+
+// ---- balancer port: requests -------------------------------------------------------------------
+
+/** A client asks where to go; `exclude` names servers it has just failed on. */
+export class Locate extends Schema.TaggedClass<Locate>()("Locate", {
+  exclude: Schema.optional(Schema.Array(EndpointFromString).pipe(Schema.maxItems(1024)))
+}) {}
+export class Register extends Schema.TaggedClass<Register>()("Register", {
+  server: ServerSpec,
+  token: Schema.optional(Token)
+}) {}
+export class Load extends Schema.TaggedClass<Load>()("Load", { active: Schema.NonNegativeInt }) {}
+export class Deregister extends Schema.TaggedClass<Deregister>()("Deregister", {}) {}
+export class Status extends Schema.TaggedClass<Status>()("Status", {}) {}
+export class SetStrategy extends Schema.TaggedClass<SetStrategy>()("SetStrategy", {
+  strategy: StrategyName,
+  token: Schema.optional(Token)
+}) {}
+
+export const BalancerRequest = Schema.Union(Locate, Register, Load, Deregister, Status, SetStrategy)
+export type BalancerRequest = typeof BalancerRequest.Type
+
+// ---- balancer port: replies --------------------------------------------------------------------
+
+export class Located extends Schema.TaggedClass<Located>()("Located", { server: ServerLocation }) {}
+export class Registered extends Schema.TaggedClass<Registered>()("Registered", { id: ServerId }) {}
+export class StatusReport extends Schema.TaggedClass<StatusReport>()("StatusReport", {
+  strategy: StrategyName,
+  servers: Schema.Array(ServerView)
+}) {}
+export class StrategySet extends Schema.TaggedClass<StrategySet>()("StrategySet", { strategy: StrategyName }) {}
+
+export const BalancerReply = Schema.Union(
+  Located,
+  Registered,
+  StatusReport,
+  StrategySet,
+  InvalidRequest,
+  NoServerAvailable,
+  Unauthorized,
+  Busy
+)
+export type BalancerReply = typeof BalancerReply.Type
+
+// ---- server port: requests ---------------------------------------------------------------------
+
+export class ListFiles extends Schema.TaggedClass<ListFiles>()("ListFiles", {}) {}
+/** `name` is any text on the wire: the file store, not the decoder, decides what is served. */
+export class Download extends Schema.TaggedClass<Download>()("Download", {
+  name: Schema.String.pipe(Schema.maxLength(4096))
+}) {}
+/** Whole seconds, at least 0; the server's own maximum is checked by the server. */
+export class Compute extends Schema.TaggedClass<Compute>()("Compute", { seconds: Schema.NonNegativeInt }) {}
+export class Ping extends Schema.TaggedClass<Ping>()("Ping", {}) {}
+
+export const ServerRequest = Schema.Union(ListFiles, Download, Compute, Ping)
+export type ServerRequest = typeof ServerRequest.Type
+
+// ---- server port: replies ----------------------------------------------------------------------
+
+export class FileList extends Schema.TaggedClass<FileList>()("FileList", {
+  files: Schema.Record({ key: Schema.String, value: Schema.String })
+}) {}
+/** Announces exactly `size` raw bytes that follow this line. */
+export class FileHeader extends Schema.TaggedClass<FileHeader>()("FileHeader", {
+  name: Schema.String,
+  size: Schema.NonNegativeInt
+}) {}
+export class Computed extends Schema.TaggedClass<Computed>()("Computed", { seconds: Schema.NonNegativeInt }) {}
+export class Pong extends Schema.TaggedClass<Pong>()("Pong", { id: ServerId, active: Schema.NonNegativeInt }) {}
+
+export const ServerReply = Schema.Union(FileList, FileHeader, Computed, Pong, InvalidRequest, FileNotFound, Busy)
+export type ServerReply = typeof ServerReply.Type

@@ -1,0 +1,78 @@
+/**
+ * What a backend server IS: its identity, where it listens, how much it weighs, and the state the
+ * balancer sees it in. Values only — no I/O.
+ */
+import { ParseResult, Schema } from "effect"
+
+/** A server's name, unique within one balancer (`s1`, `api-3`, `10.0.0.7:4001`). */
+export const ServerId = Schema.String.pipe(
+  Schema.minLength(1),
+  Schema.maxLength(128),
+  Schema.pattern(/^[A-Za-z0-9._:\-[\]]+$/),
+  Schema.brand("ServerId")
+)
+export type ServerId = typeof ServerId.Type
+
+/** A host name or an IP address literal (IPv6 without brackets). */
+export const Host = Schema.String.pipe(
+  Schema.minLength(1),
+  Schema.maxLength(255),
+  Schema.pattern(/^[A-Za-z0-9._:%-]+$/),
+  Schema.brand("Host")
+)
+export type Host = typeof Host.Type
+
+export const Port = Schema.Int.pipe(Schema.between(1, 65535), Schema.brand("Port"))
+export type Port = typeof Port.Type
+
+/** How many shares of traffic a server takes, relative to the others. */
+export const Weight = Schema.Int.pipe(Schema.between(1, 1000), Schema.brand("Weight"))
+export type Weight = typeof Weight.Type
+
+export const ServerState = Schema.Literal("live", "dead", "draining")
+export type ServerState = typeof ServerState.Type
+
+/** Where a server listens. */
+export const Endpoint = Schema.Struct({ host: Host, port: Port })
+export type Endpoint = typeof Endpoint.Type
+
+/** `host:port`, with IPv6 literals in brackets (`[::1]:4001`) so the text is never ambiguous. */
+export const formatEndpoint = (endpoint: { readonly host: string; readonly port: number }): string =>
+  endpoint.host.includes(":") ? `[${endpoint.host}]:${endpoint.port}` : `${endpoint.host}:${endpoint.port}`
+
+const endpointPattern = /^(?:\[([^\]]+)\]|([^:]+)|(.*:.*)):(\d{1,5})$/
+
+/** `host:port` text ⇄ `Endpoint`. Accepts `[::1]:4001` and, for IPv6, the bare `::1:4001` form. */
+export const EndpointFromString = Schema.transformOrFail(Schema.String, Endpoint, {
+  strict: true,
+  decode: (text, _, ast) => {
+    const match = endpointPattern.exec(text.trim())
+    const host = match?.[1] ?? match?.[2] ?? match?.[3]
+    const port = match?.[4]
+    return host === undefined || port === undefined
+      ? ParseResult.fail(new ParseResult.Type(ast, text, `expected host:port, got "${text}"`))
+      : ParseResult.succeed({ host, port: Number(port) })
+  },
+  encode: (endpoint) => ParseResult.succeed(formatEndpoint(endpoint))
+})
+
+/** A server as a client needs to know it: its name and where to reach it. */
+export const ServerLocation = Schema.Struct({ id: ServerId, host: Host, port: Port })
+export type ServerLocation = typeof ServerLocation.Type
+
+/** A server as it introduces itself to the balancer. */
+export const ServerSpec = Schema.Struct({ id: ServerId, host: Host, port: Port, weight: Weight })
+export type ServerSpec = typeof ServerSpec.Type
+
+/** A server as the balancer reports it. */
+export const ServerView = Schema.Struct({
+  id: ServerId,
+  host: Host,
+  port: Port,
+  weight: Weight,
+  state: ServerState,
+  active: Schema.NonNegativeInt,
+  responseTimeMs: Schema.NullOr(Schema.NonNegative),
+  located: Schema.NonNegativeInt
+})
+export type ServerView = typeof ServerView.Type

@@ -1,0 +1,60 @@
+/** Command-line option helpers shared by every command: durations, ports, and where things are. */
+import { Options } from "@effect/cli"
+import { Duration, Option, ParseResult, Schema } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+
+const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/** `500ms`, `1s`, `2.5s`, `5m`, `1h` (a bare number is seconds) ⇄ a Duration. */
+export const DurationFromText = Schema.transformOrFail(Schema.String, Schema.DurationFromSelf, {
+  strict: true,
+  decode: (text, _, ast) => {
+    const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(text.trim())
+    const amount = match?.[1]
+    const unit = units[match?.[2] ?? "s"]
+    return amount === undefined || unit === undefined
+      ? ParseResult.fail(new ParseResult.Type(ast, text, `expected a duration like 500ms, 1s or 5m, got "${text}"`))
+      : ParseResult.succeed(Duration.millis(Number(amount) * unit))
+  },
+  encode: (duration) => ParseResult.succeed(`${Duration.toMillis(duration)}ms`)
+})
+
+export const duration = (name: string, fallback: Duration.DurationInput, description: string) =>
+  Options.text(name).pipe(
+    Options.withSchema(DurationFromText),
+    Options.withDefault(Duration.decode(fallback)),
+    Options.withDescription(description)
+  )
+
+/** A TCP port; 0 lets the system pick one (the chosen port is printed). */
+export const port = (fallback: number, description: string) =>
+  Options.integer("port").pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
+    Options.withDefault(fallback),
+    Options.withDescription(description)
+  )
+
+export const host = Options.text("host").pipe(
+  Options.withDefault("127.0.0.1"),
+  Options.withDescription("address to listen on")
+)
+
+export const positiveInt = (name: string, fallback: number, max: number, description: string) =>
+  Options.integer(name).pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(1, max))),
+    Options.withDefault(fallback),
+    Options.withDescription(description)
+  )
+
+/** The sample folder shipped with effect-lb, found from wherever this module runs (src/ or dist/src/). */
+export const sampleFolder = (): Option.Option<string> => {
+  let dir = Path.dirname(fileURLToPath(import.meta.url))
+  for (let i = 0; i < 5; i++) {
+    const candidate = Path.join(dir, "samples")
+    if (Fs.existsSync(Path.join(dir, "package.json")) && Fs.existsSync(candidate)) return Option.some(candidate)
+    dir = Path.dirname(dir)
+  }
+  return Option.none()
+}

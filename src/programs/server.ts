@@ -1,0 +1,80 @@
+/** `effect-lb server`: a backend server serving a folder, computing, and answering probes. */
+import { Command, Options } from "@effect/cli"
+import { NodeContext } from "@effect/platform-node"
+import { Console, Effect, Layer, Option, Schema } from "effect"
+import { ServerId } from "../domain/Server.js"
+import * as FileServer from "../services/FileServer.js"
+import * as FileStore from "../services/FileStore.js"
+import * as Wire from "../services/Wire.js"
+import { duration, host, port, positiveInt, sampleFolder } from "./options.js"
+
+const options = {
+  port: port(FileServer.defaults.port, "port to serve on (0: any free port)"),
+  host,
+  id: Options.text("id").pipe(
+    Options.withSchema(ServerId),
+    Options.optional,
+    Options.withDescription("name of this server (default: s<port>)")
+  ),
+  weight: positiveInt("weight", 1, 1000, "share of traffic relative to other servers (1..1000)"),
+  files: Options.directory("files", { exists: "yes" }).pipe(
+    Options.optional,
+    Options.withDescription("folder to serve (default: the sample folder shipped with effect-lb)")
+  ),
+  maxCompute: Options.integer("max-compute").pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(0, 86_400))),
+    Options.withDefault(FileServer.defaults.maxCompute),
+    Options.withDescription("longest Compute accepted, in seconds")
+  ),
+  maxConnections: positiveInt(
+    "max-connections",
+    FileServer.defaults.maxConnections,
+    1_000_000,
+    "connections past this many are answered Busy"
+  ),
+  idleTimeout: duration("idle-timeout", FileServer.defaults.idleTimeout, "close a connection idle this long"),
+  drainTimeout: duration(
+    "drain-timeout",
+    FileServer.defaults.drainTimeout,
+    "on SIGINT/SIGTERM, wait this long for requests in flight"
+  )
+}
+
+export const serverCommand = Command.make("server", options, (flags) =>
+  Effect.gen(function* () {
+    const folder = yield* Option.match(Option.orElse(flags.files, sampleFolder), {
+      onNone: () =>
+        Effect.fail(
+          new FileStore.FolderUnavailable({ folder: "samples", reason: "the sample folder is missing; pass --files" })
+        ),
+      onSome: Effect.succeed
+    })
+    const config: FileServer.FileServerConfig = {
+      ...Option.match(flags.id, { onNone: () => ({}), onSome: (id) => ({ id }) }),
+      host: flags.host,
+      port: flags.port,
+      maxCompute: flags.maxCompute,
+      idleTimeout: flags.idleTimeout,
+      maxConnections: flags.maxConnections,
+      drainTimeout: flags.drainTimeout,
+      maxLine: FileServer.defaults.maxLine
+    }
+    const announce = Layer.effectDiscard(
+      Effect.gen(function* () {
+        const server = yield* FileServer.FileServer
+        const store = yield* FileStore.FileStore
+        yield* Console.log(
+          `effect-lb server ${server.id} listening on ${server.address.host}:${server.address.port}, serving ${store.folder}`
+        )
+      })
+    )
+    yield* Layer.launch(
+      announce.pipe(
+        Layer.provideMerge(FileServer.layer(config)),
+        Layer.provide(Wire.layer),
+        Layer.provideMerge(FileStore.layer(folder)),
+        Layer.provide(NodeContext.layer)
+      )
+    )
+  })
+).pipe(Command.withDescription("run a backend server: file list, downloads, computations, health probes"))

@@ -1,0 +1,183 @@
+/**
+ * The backend server: answers ListFiles, Download, Compute and Ping on its port, one fiber per
+ * connection, several requests per connection. It keeps its count of active connections in a
+ * `SubscriptionRef` so other services (the balancer link) can follow it, and on shutdown it stops
+ * taking new work and lets what is in flight finish, for a bounded time.
+ */
+import { Context, Deferred, Duration, Effect, Layer, Option, Ref, Stream, SubscriptionRef } from "effect"
+import { Busy, InvalidRequest } from "../domain/Errors.js"
+import {
+  Computed,
+  FileHeader,
+  FileList,
+  Pong,
+  type ServerReply as ServerReplyType,
+  ServerReply,
+  ServerRequest
+} from "../domain/Protocol.js"
+import { ServerId } from "../domain/Server.js"
+import type { Connection, ConnectionClosed, PayloadFailed } from "./Connection.js"
+import { FileStore } from "./FileStore.js"
+import { type Address, Wire } from "./Wire.js"
+
+export interface FileServerConfig {
+  /** Default: `s<port>`, with the port actually bound. */
+  readonly id?: ServerId
+  readonly host: string
+  /** 0 lets the system pick. */
+  readonly port: number
+  /** Longest `Compute` accepted, in seconds. */
+  readonly maxCompute: number
+  /** A connection with no request for this long is closed. */
+  readonly idleTimeout: Duration.DurationInput
+  /** Connections past this many are answered `Busy` and closed. */
+  readonly maxConnections: number
+  /** How long shutdown waits for requests in flight. */
+  readonly drainTimeout: Duration.DurationInput
+  readonly maxLine: number
+}
+
+export const defaults = {
+  host: "127.0.0.1",
+  port: 4001,
+  maxCompute: 60,
+  idleTimeout: Duration.seconds(30),
+  maxConnections: 4096,
+  drainTimeout: Duration.seconds(5),
+  maxLine: 64 * 1024
+} as const
+
+export class FileServer extends Context.Tag("effect-lb/FileServer")<
+  FileServer,
+  {
+    readonly id: ServerId
+    /** Where it listens (the real port when asked for 0). */
+    readonly address: Address
+    /** Connections that have made a request (probes that only ping are not counted); watchable. */
+    readonly active: SubscriptionRef.SubscriptionRef<number>
+    /** Stops taking new work and waits, up to the drain timeout, for what is in flight. */
+    readonly drain: Effect.Effect<void>
+  }
+>() {}
+
+export const make = (config: FileServerConfig) =>
+  Effect.gen(function* () {
+    const wire = yield* Wire
+    const store = yield* FileStore
+    const active = yield* SubscriptionRef.make(0)
+    const open = yield* SubscriptionRef.make(0)
+    const draining = yield* Deferred.make<void>()
+    // Known once the port is bound; no request can arrive before then.
+    let id: ServerId = config.id ?? ServerId.make(`s${config.port}`)
+
+    const reply = (connection: Connection, message: ServerReplyType) => connection.send(ServerReply, message)
+
+    const answer = (
+      connection: Connection,
+      request: ServerRequest
+    ): Effect.Effect<void, ConnectionClosed | PayloadFailed> => {
+      switch (request._tag) {
+        case "Ping":
+          return Effect.flatMap(SubscriptionRef.get(active), (count) =>
+            reply(connection, new Pong({ id, active: count }))
+          )
+        case "ListFiles":
+          return store.list.pipe(
+            Effect.map((files): ServerReplyType => new FileList({ files })),
+            Effect.merge,
+            Effect.flatMap((message) => reply(connection, message))
+          )
+        case "Download":
+          return Effect.scoped(
+            store.open(request.name).pipe(
+              Effect.matchEffect({
+                onFailure: (error) => reply(connection, error),
+                onSuccess: (file) =>
+                  reply(connection, new FileHeader({ name: file.name, size: file.size })).pipe(
+                    Effect.zipRight(connection.sendPayload(file.stream, file.size))
+                  )
+              })
+            )
+          )
+        case "Compute":
+          if (request.seconds > config.maxCompute) {
+            return reply(
+              connection,
+              new InvalidRequest({ message: `seconds must be an integer from 0 to ${config.maxCompute}` })
+            )
+          }
+          // The work is a sleep on the Clock: it blocks no one, and stops if the client goes away.
+          return Effect.raceFirst(
+            Effect.sleep(Duration.seconds(request.seconds)).pipe(
+              Effect.zipRight(reply(connection, new Computed({ seconds: request.seconds })))
+            ),
+            connection.closed
+          )
+      }
+    }
+
+    /** Serves requests on one connection until it ends, idles out, breaks, or the server drains. */
+    const serveConnection = (connection: Connection) =>
+      Effect.gen(function* () {
+        let counted = false
+        const idle = Effect.sleep(config.idleTimeout).pipe(Effect.as("idle" as const))
+        const drain = Deferred.await(draining).pipe(Effect.as("draining" as const))
+        while (true) {
+          const request = connection.read(ServerRequest).pipe(
+            // A bad line does not spoil the connection: say why, and read the next one.
+            Effect.catchTag("InvalidRequest", (error) => Effect.as(reply(connection, error), "skipped" as const))
+          )
+          const next = yield* Effect.raceFirst(request, Effect.raceFirst(idle, drain))
+          if (next === "skipped") continue
+          if (next === "idle" || next === "draining" || Option.isNone(next)) return
+          if (!counted && next.value._tag !== "Ping") {
+            counted = true
+            yield* SubscriptionRef.update(active, (n) => n + 1)
+            yield* Effect.addFinalizer(() => SubscriptionRef.update(active, (n) => n - 1))
+          }
+          // Draining does not cut a request that started: it ends, or the drain timeout cuts it.
+          yield* answer(connection, next.value)
+          if (yield* Deferred.isDone(draining)) return
+        }
+      }).pipe(
+        Effect.catchTag("LineTooLong", (error) => reply(connection, new InvalidRequest({ message: error.message }))),
+        Effect.scoped
+      )
+
+    const accept = (connection: Connection) =>
+      Effect.gen(function* () {
+        const accepted = yield* Ref.modify(open, (n): [boolean, number] =>
+          n >= config.maxConnections ? [false, n] : [true, n + 1]
+        )
+        if (!accepted || (yield* Deferred.isDone(draining))) {
+          if (accepted) yield* SubscriptionRef.update(open, (n) => n - 1)
+          const reason = accepted
+            ? "the server is shutting down"
+            : `the server is at its limit of ${config.maxConnections} connections`
+          return yield* reply(connection, new Busy({ message: reason }))
+        }
+        yield* serveConnection(connection).pipe(Effect.ensuring(SubscriptionRef.update(open, (n) => n - 1)))
+      }).pipe(
+        Effect.catchAll((error) => Effect.logDebug(`connection from ${connection.peer} ended`, error)),
+        Effect.annotateLogs({ server: id })
+      )
+
+    const address = yield* wire.serve({ host: config.host, port: config.port, maxLine: config.maxLine }, accept)
+    id = config.id ?? ServerId.make(`s${address.port}`)
+
+    const drain = Effect.gen(function* () {
+      yield* Deferred.succeed(draining, undefined)
+      yield* open.changes.pipe(
+        Stream.takeUntil((n) => n === 0),
+        Stream.runDrain,
+        Effect.timeout(config.drainTimeout),
+        Effect.ignore
+      )
+    })
+    // Runs before the listener is closed: in-flight requests end first.
+    yield* Effect.addFinalizer(() => drain)
+
+    return FileServer.of({ id, address, active, drain })
+  })
+
+export const layer = (config: FileServerConfig) => Layer.scoped(FileServer, make(config))

@@ -1,0 +1,68 @@
+/**
+ * NDJSON framing as a pure, synchronous state machine: bytes in, lines (or raw payload bytes) out.
+ * No I/O and no Effect here, so it can be property-tested on any split of any byte stream, and the
+ * socket code above it stays a thin adapter.
+ */
+
+/** What the decoder can hand out next. */
+export type Frame =
+  /** A complete line, without its `\n` (a trailing `\r` is dropped too). */
+  | { readonly _tag: "Line"; readonly text: string }
+  /** A complete line that is not valid UTF-8: the framing is intact, the line is not. */
+  | { readonly _tag: "BadLine"; readonly reason: string }
+  /** More than `maxLine` bytes without a `\n`: the stream cannot be framed any further. */
+  | { readonly _tag: "TooLong"; readonly limit: number }
+
+export const defaultMaxLine = 64 * 1024
+
+const newline = 0x0a
+const carriageReturn = 0x0d
+const empty = Buffer.alloc(0)
+
+export class FrameDecoder {
+  private pending: Buffer = empty
+  /** Bytes of `pending` already known to hold no newline, so they are never scanned twice. */
+  private scanned = 0
+  private readonly utf8 = new TextDecoder("utf-8", { fatal: true })
+
+  constructor(readonly maxLine: number = defaultMaxLine) {}
+
+  /** How many bytes wait to be taken. */
+  get buffered(): number {
+    return this.pending.length
+  }
+
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return
+    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)
+    this.pending = this.pending.length === 0 ? bytes : Buffer.concat([this.pending, bytes])
+  }
+
+  /** The next frame, or `undefined` when more bytes are needed. */
+  nextLine(): Frame | undefined {
+    const end = this.pending.indexOf(newline, this.scanned)
+    if (end < 0) {
+      this.scanned = this.pending.length
+      return this.pending.length > this.maxLine ? { _tag: "TooLong", limit: this.maxLine } : undefined
+    }
+    if (end > this.maxLine) return { _tag: "TooLong", limit: this.maxLine }
+    const stop = end > 0 && this.pending[end - 1] === carriageReturn ? end - 1 : end
+    const line = this.pending.subarray(0, stop)
+    this.pending = this.pending.subarray(end + 1)
+    this.scanned = 0
+    try {
+      return { _tag: "Line", text: this.utf8.decode(line) }
+    } catch {
+      return { _tag: "BadLine", reason: "the line is not valid UTF-8" }
+    }
+  }
+
+  /** Up to `max` raw bytes (a payload after a `FileHeader`), or `undefined` when none are buffered. */
+  takeBytes(max: number): Buffer | undefined {
+    if (this.pending.length === 0 || max <= 0) return undefined
+    const taken = this.pending.length <= max ? this.pending : this.pending.subarray(0, max)
+    this.pending = this.pending.length <= max ? empty : this.pending.subarray(max)
+    this.scanned = 0
+    return taken
+  }
+}
