@@ -212,7 +212,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
         // `_tag` first, as PROTOCOL.md writes it: easier to read in a capture.
         const tagged =
           typeof encoded === "object" && encoded !== null && "_tag" in encoded
-            ? { _tag: encoded._tag, ...encoded }
+            ? Object.assign({ _tag: encoded._tag }, encoded)
             : encoded
         return writeLine(JSON.stringify(tagged))
       })

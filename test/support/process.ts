@@ -1,0 +1,64 @@
+/** Runs the real `effect-lb` command (the build in dist/) as a child process, stopped with the scope. */
+import { Effect } from "effect"
+import * as ChildProcess from "node:child_process"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+
+export const binary = Path.join(Path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "effect-lb.js")
+
+export interface Running {
+  readonly child: ChildProcess.ChildProcess
+  readonly output: () => string
+  readonly errors: () => string
+  /** Waits until stdout matches `pattern` (or fails after `timeoutMs`). */
+  readonly waitFor: (pattern: RegExp, timeoutMs?: number) => Effect.Effect<RegExpMatchArray, Error>
+  /** Waits for the exit code. */
+  readonly exited: Effect.Effect<number | null>
+}
+
+export const spawn = (args: ReadonlyArray<string>) =>
+  Effect.acquireRelease(
+    Effect.sync((): Running => {
+      const child = ChildProcess.spawn(process.execPath, [binary, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+      const exited = Effect.async<number | null>((resume) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.succeed(child.exitCode))
+        child.once("exit", (code) => resume(Effect.succeed(code)))
+      })
+      const waitFor = (pattern: RegExp, timeoutMs = 10_000) =>
+        Effect.async<RegExpMatchArray, Error>((resume) => {
+          const check = () => {
+            const match = pattern.exec(stdout)
+            if (match !== null) {
+              cleanup()
+              resume(Effect.succeed(match))
+            }
+          }
+          const onExit = () => {
+            cleanup()
+            resume(Effect.fail(new Error(`exited before printing ${pattern}: ${stdout}${stderr}`)))
+          }
+          const timer = setTimeout(() => {
+            cleanup()
+            resume(Effect.fail(new Error(`no ${pattern} within ${timeoutMs} ms: ${stdout}${stderr}`)))
+          }, timeoutMs)
+          const cleanup = () => {
+            clearTimeout(timer)
+            child.stdout.off("data", check)
+            child.off("exit", onExit)
+          }
+          child.stdout.on("data", check)
+          child.once("exit", onExit)
+          check()
+          return Effect.sync(cleanup)
+        })
+      return { child, output: () => stdout, errors: () => stderr, waitFor, exited }
+    }),
+    ({ child }) =>
+      Effect.sync(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+      })
+  )
