@@ -1,0 +1,39 @@
+/**
+ * The shape shared by the "least something" strategies: the eligible server with the lowest score,
+ * kept in a heap (O(log n) per pick and per update); among equal scores, the one picked longest ago,
+ * so ties rotate instead of always hitting the same server.
+ */
+import type { ServerId } from "../../domain/Server.js"
+import type { Candidate, StrategyDefinition } from "../Strategy.js"
+import { IndexedHeap, pickSkipping } from "./Heap.js"
+
+interface Ranked {
+  readonly score: number
+  readonly lastPicked: number
+}
+
+export const leastBy = (name: string, summary: string, score: (candidate: Candidate) => number): StrategyDefinition => ({
+  name,
+  summary,
+  make: () => {
+    const heap = new IndexedHeap<ServerId, Ranked>(
+      (a, b) => a.score < b.score || (a.score === b.score && a.lastPicked < b.lastPicked)
+    )
+    let picks = 0
+    return {
+      upsert: (candidate) => {
+        const current = heap.get(candidate.id)
+        const value = score(candidate)
+        if (current?.score === value) return
+        heap.set(candidate.id, { score: value, lastPicked: current?.lastPicked ?? 0 })
+      },
+      remove: (id) => heap.remove(id),
+      pick: (skip) => {
+        const id = pickSkipping(heap, skip)
+        const current = id === undefined ? undefined : heap.get(id)
+        if (id !== undefined && current !== undefined) heap.set(id, { score: current.score, lastPicked: ++picks })
+        return id
+      }
+    }
+  }
+})

@@ -1,0 +1,203 @@
+import { describe, expect, it } from "@effect/vitest"
+import { FastCheck } from "effect"
+import { ServerId } from "../../src/domain/Server.js"
+import { all, type Candidate, type Strategy } from "../../src/services/Strategy.js"
+import { roundRobin } from "../../src/services/strategies/RoundRobin.js"
+import { weightedLeastConnection } from "../../src/services/strategies/WeightedLeastConnection.js"
+import { weightedResponseTime } from "../../src/services/strategies/WeightedResponseTime.js"
+import { weightedRoundRobin } from "../../src/services/strategies/WeightedRoundRobin.js"
+
+const id = (i: number) => ServerId.make(`s${i}`)
+const none: ReadonlySet<ServerId> = new Set()
+
+const candidate = (i: number, fields: Partial<Candidate> = {}): Candidate => ({
+  id: id(i),
+  weight: 1,
+  active: 0,
+  responseTimeMs: null,
+  ...fields
+})
+
+const withServers = (strategy: Strategy, candidates: ReadonlyArray<Candidate>) => {
+  for (const c of candidates) strategy.upsert(c)
+  return strategy
+}
+
+const picks = (strategy: Strategy, count: number, skip = none) =>
+  Array.from({ length: count }, () => strategy.pick(skip))
+
+const longestRun = (sequence: ReadonlyArray<ServerId | undefined>, target: ServerId) => {
+  let longest = 0
+  let run = 0
+  for (const picked of sequence) {
+    run = picked === target ? run + 1 : 0
+    longest = Math.max(longest, run)
+  }
+  return longest
+}
+
+const weights = FastCheck.array(FastCheck.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 10 })
+
+describe("round-robin", () => {
+  it.prop(
+    "gives each server in turn, in a fixed cycle",
+    [FastCheck.integer({ min: 1, max: 40 }), FastCheck.integer({ min: 1, max: 5 })],
+    ([n, cycles]) => {
+      const strategy = withServers(
+        roundRobin.make(),
+        Array.from({ length: n }, (_, i) => candidate(i))
+      )
+      const sequence = picks(strategy, n * cycles)
+      const first = sequence.slice(0, n)
+      expect(new Set(first).size).toBe(n)
+      sequence.forEach((picked, at) => expect(picked).toBe(first[at % n]))
+    }
+  )
+})
+
+describe("weighted-round-robin", () => {
+  it.prop("gives each server exactly its weight in every cycle, with short runs", [weights], ([ws]) => {
+    const strategy = withServers(
+      weightedRoundRobin.make(),
+      ws.map((weight, i) => candidate(i, { weight }))
+    )
+    const total = ws.reduce((a, b) => a + b, 0)
+    const sequence = picks(strategy, total * 3)
+    for (let cycle = 0; cycle < 3; cycle++) {
+      const slice = sequence.slice(cycle * total, (cycle + 1) * total)
+      ws.forEach((weight, i) => expect(slice.filter((picked) => picked === id(i)).length).toBe(weight))
+    }
+    if (ws.length > 1) {
+      ws.forEach((weight, i) => {
+        const heaviestOther = Math.max(...ws.filter((_, j) => j !== i))
+        expect(longestRun(sequence, id(i))).toBeLessThanOrEqual(1 + Math.ceil(weight / heaviestOther))
+      })
+    }
+  })
+
+  it("interleaves weights 1:2:3 smoothly: 1, 2 and 3 picks per 6, never three in a row", () => {
+    const strategy = withServers(
+      weightedRoundRobin.make(),
+      [1, 2, 3].map((weight, i) => candidate(i, { weight }))
+    )
+    const sequence = picks(strategy, 60)
+    for (let cycle = 0; cycle < 10; cycle++) {
+      const slice = sequence.slice(cycle * 6, cycle * 6 + 6)
+      expect([0, 1, 2].map((i) => slice.filter((picked) => picked === id(i)).length)).toEqual([1, 2, 3])
+    }
+    for (const i of [0, 1, 2]) expect(longestRun(sequence, id(i))).toBeLessThan(3)
+  })
+
+  it("does not burst a server that clients skipped for a while", () => {
+    const strategy = withServers(weightedRoundRobin.make(), [candidate(0), candidate(1)])
+    picks(strategy, 100, new Set([id(0)]))
+    expect(longestRun(picks(strategy, 20), id(0))).toBeLessThanOrEqual(2)
+  })
+})
+
+describe("weighted-least-connection", () => {
+  it.prop(
+    "never picks a server with a higher load per weight than another eligible one",
+    [
+      FastCheck.array(FastCheck.record({ weight: FastCheck.integer({ min: 1, max: 10 }), active: FastCheck.nat(50) }), {
+        minLength: 1,
+        maxLength: 30
+      }),
+      FastCheck.array(FastCheck.tuple(FastCheck.nat(29), FastCheck.nat(50)), { maxLength: 60 })
+    ],
+    ([servers, updates]) => {
+      const state = servers.map((s, i) => candidate(i, s))
+      const strategy = withServers(weightedLeastConnection.make(), state)
+      for (const [which, active] of updates) {
+        const at = which % state.length
+        const current = state[at]
+        if (current !== undefined) {
+          state[at] = { ...current, active }
+          strategy.upsert(state[at])
+        }
+        const pickedId = strategy.pick(none)
+        const picked = state.find((c) => c.id === pickedId)
+        expect(picked).toBeDefined()
+        const best = Math.min(...state.map((c) => c.active / c.weight))
+        expect((picked?.active ?? Infinity) / (picked?.weight ?? 1)).toBe(best)
+      }
+    }
+  )
+
+  it("rotates among servers with equal load instead of always taking the first", () => {
+    const strategy = withServers(
+      weightedLeastConnection.make(),
+      [0, 1, 2, 3].map((i) => candidate(i, { active: 2 }))
+    )
+    expect(new Set(picks(strategy, 4))).toEqual(new Set([id(0), id(1), id(2), id(3)]))
+  })
+})
+
+describe("weighted-response-time", () => {
+  it.prop(
+    "picks the least response time per weight, and a server not yet measured first",
+    [
+      FastCheck.array(
+        FastCheck.record({
+          weight: FastCheck.integer({ min: 1, max: 10 }),
+          responseTimeMs: FastCheck.option(FastCheck.double({ min: 0.01, max: 5000, noNaN: true }), { nil: null })
+        }),
+        { minLength: 1, maxLength: 30 }
+      )
+    ],
+    ([servers]) => {
+      const state = servers.map((s, i) => candidate(i, s))
+      const pickedId = withServers(weightedResponseTime.make(), state).pick(none)
+      const picked = state.find((c) => c.id === pickedId)
+      const unmeasured = state.filter((c) => c.responseTimeMs === null)
+      if (unmeasured.length > 0) expect(picked?.responseTimeMs).toBeNull()
+      else {
+        const best = Math.min(...state.map((c) => (c.responseTimeMs ?? 0) / c.weight))
+        expect((picked?.responseTimeMs ?? Infinity) / (picked?.weight ?? 1)).toBe(best)
+      }
+    }
+  )
+})
+
+describe("every strategy", () => {
+  const operation = FastCheck.oneof(
+    FastCheck.record({
+      kind: FastCheck.constant("upsert" as const),
+      server: FastCheck.nat(15),
+      weight: FastCheck.integer({ min: 1, max: 9 }),
+      active: FastCheck.nat(20),
+      rt: FastCheck.option(FastCheck.integer({ min: 1, max: 900 }), { nil: null })
+    }),
+    FastCheck.record({ kind: FastCheck.constant("remove" as const), server: FastCheck.nat(15) }),
+    FastCheck.record({
+      kind: FastCheck.constant("pick" as const),
+      skip: FastCheck.array(FastCheck.nat(15), { maxLength: 4 })
+    })
+  )
+
+  for (const definition of all) {
+    it.prop(
+      `${definition.name}: never returns a skipped or removed server, and returns one whenever one is eligible`,
+      [FastCheck.array(operation, { maxLength: 200 })],
+      ([operations]) => {
+        const strategy = definition.make()
+        const members = new Set<ServerId>()
+        for (const op of operations) {
+          if (op.kind === "upsert") {
+            strategy.upsert(candidate(op.server, { weight: op.weight, active: op.active, responseTimeMs: op.rt }))
+            members.add(id(op.server))
+          } else if (op.kind === "remove") {
+            strategy.remove(id(op.server))
+            members.delete(id(op.server))
+          } else {
+            const skip = new Set(op.skip.map(id))
+            const picked = strategy.pick(skip)
+            const eligible = [...members].filter((m) => !skip.has(m))
+            if (eligible.length === 0) expect(picked).toBeUndefined()
+            else expect(eligible).toContain(picked)
+          }
+        }
+      }
+    )
+  }
+})
