@@ -12,7 +12,11 @@ interface Ranked {
   readonly lastPicked: number
 }
 
-export const leastBy = (name: string, summary: string, score: (candidate: Candidate) => number): StrategyDefinition => ({
+export const leastBy = (
+  name: string,
+  summary: string,
+  score: (candidate: Candidate) => number
+): StrategyDefinition => ({
   name,
   summary,
   make: () => {

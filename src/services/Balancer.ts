@@ -1,0 +1,83 @@
+/**
+ * The balancer's decision: which server a client gets. Eligible servers are the live ones minus
+ * those the client excluded (its recent failures) — excluded ones are used only when nothing else
+ * is live — and the current strategy picks among them. The strategy can be switched at run time;
+ * the switch and every pick are single synchronous steps, so no pick ever sees half a switch.
+ */
+import { Context, Effect, Layer } from "effect"
+import { InvalidRequest, NoServerAvailable } from "../domain/Errors.js"
+import type { Endpoint, ServerId, ServerLocation } from "../domain/Server.js"
+import { ServerRegistry } from "./ServerRegistry.js"
+import { type Candidate, Strategies, type Strategy, type StrategyDefinition } from "./Strategy.js"
+
+export class Balancer extends Context.Tag("effect-lb/Balancer")<
+  Balancer,
+  {
+    /** Where the next client goes. */
+    readonly determineServer: (exclude?: ReadonlyArray<Endpoint>) => Effect.Effect<ServerLocation, NoServerAvailable>
+    readonly strategy: Effect.Effect<string>
+    /** Switches strategy at once; an unknown name is `InvalidRequest` and changes nothing. */
+    readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
+  }
+>() {}
+
+const nothingExcluded: ReadonlySet<ServerId> = new Set()
+
+export const make = (initialStrategy: string) =>
+  Effect.gen(function* () {
+    const registry = yield* ServerRegistry
+    const strategies = yield* Strategies
+
+    const find = (name: string) =>
+      Effect.suspend(() => {
+        const definition = strategies.get(name)
+        return definition === undefined
+          ? Effect.fail(
+              new InvalidRequest({
+                message: `unknown strategy "${name}"; known: ${[...strategies.keys()].join(", ")}`
+              })
+            )
+          : Effect.succeed(definition)
+      })
+
+    let current: { definition: StrategyDefinition; instance: Strategy } = {
+      definition: yield* find(initialStrategy).pipe(Effect.orDie),
+      instance: { upsert: () => undefined, remove: () => undefined, pick: () => undefined }
+    }
+    // The strategy's index follows the registry: a server enters when live, leaves otherwise.
+    const live = yield* registry.observe((server, candidate) => {
+      if (candidate === undefined) current.instance.remove(server.id)
+      else current.instance.upsert(candidate)
+    })
+    const seeded = (definition: StrategyDefinition, candidates: ReadonlyArray<Candidate>) => {
+      const instance = definition.make()
+      for (const candidate of candidates) instance.upsert(candidate)
+      return { definition, instance }
+    }
+    current = seeded(current.definition, live)
+
+    const noServer = new NoServerAvailable({ message: "no live server is available" })
+
+    return Balancer.of({
+      determineServer: (exclude = []) =>
+        Effect.suspend(() => {
+          let skip = nothingExcluded
+          if (exclude.length > 0) {
+            skip = new Set(exclude.flatMap((endpoint) => registry.unsafeIdAt(endpoint) ?? []))
+          }
+          const id = current.instance.pick(skip) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded) : undefined)
+          const location = id === undefined ? undefined : registry.unsafeLocated(id)
+          return location === undefined ? Effect.fail(noServer) : Effect.succeed(location)
+        }),
+      strategy: Effect.sync(() => current.definition.name),
+      setStrategy: (name) =>
+        Effect.flatMap(find(name), (definition) =>
+          Effect.sync(() => {
+            current = seeded(definition, registry.unsafeLive())
+          })
+        )
+    })
+  })
+
+export const layer = (initialStrategy: string): Layer.Layer<Balancer, never, ServerRegistry | Strategies> =>
+  Layer.scoped(Balancer, make(initialStrategy))

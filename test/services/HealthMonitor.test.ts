@@ -1,0 +1,108 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Option, Ref, TestClock } from "effect"
+import * as HealthMonitor from "../../src/services/HealthMonitor.js"
+import { ServerRegistry } from "../../src/services/ServerRegistry.js"
+import * as ServerRegistryModule from "../../src/services/ServerRegistry.js"
+import * as Wire from "../../src/services/Wire.js"
+import { type Behaviour, fakeServer, spec } from "../support/balancer.js"
+
+const monitored = HealthMonitor.layer().pipe(
+  Layer.provideMerge(ServerRegistryModule.layer()),
+  Layer.provideMerge(Wire.layerMemory)
+)
+
+const stateOf = (id: string) =>
+  Effect.flatMap(ServerRegistry, (registry) => registry.list).pipe(
+    Effect.map((servers) => servers.find((server) => server.id === id)?.state)
+  )
+
+describe("HealthMonitor on the test clock", () => {
+  it.scoped("marks a silent server dead at 5 seconds of silence, not 4.9", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      yield* registry.add(spec(1))
+      yield* TestClock.adjust("4999 millis")
+      expect(yield* stateOf("s1")).toBe("live")
+      yield* TestClock.adjust("1 millis")
+      expect(yield* stateOf("s1")).toBe("dead")
+    }).pipe(Effect.provide(monitored))
+  )
+
+  it.scoped("keeps a server that answers live, and measures its round trip", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const pings = yield* fakeServer(spec(1), yield* Ref.make<Behaviour>("healthy"))
+      yield* registry.add(spec(1))
+      yield* TestClock.adjust("20 seconds")
+      expect(yield* stateOf("s1")).toBe("live")
+      expect(yield* Ref.get(pings)).toBeGreaterThanOrEqual(20)
+      const server = yield* registry.get(spec(1).id)
+      expect(Option.map(server, (s) => s.responseTimeMs)).toEqual(Option.some(0))
+    }).pipe(Effect.provide(monitored))
+  )
+
+  it.scoped("brings a dead server back to live when it answers again", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const behaviour = yield* Ref.make<Behaviour>("stalled")
+      yield* fakeServer(spec(1), behaviour)
+      yield* registry.add(spec(1))
+      yield* TestClock.adjust("6 seconds")
+      expect(yield* stateOf("s1")).toBe("dead")
+      yield* Ref.set(behaviour, "healthy")
+      yield* TestClock.adjust("6 seconds")
+      expect(yield* stateOf("s1")).toBe("live")
+    }).pipe(Effect.provide(monitored))
+  )
+
+  it.scoped("never lets a stalled server delay another server's probes", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      yield* fakeServer(spec(1), yield* Ref.make<Behaviour>("stalled"))
+      const healthyPings = yield* fakeServer(spec(2), yield* Ref.make<Behaviour>("healthy"))
+      yield* registry.add(spec(1))
+      yield* registry.add(spec(2))
+      for (let second = 1; second <= 10; second++) {
+        yield* TestClock.adjust("1 second")
+        // One probe a second, on time, whatever the stalled server does.
+        expect(yield* Ref.get(healthyPings)).toBe(second + 1)
+      }
+      expect(yield* stateOf("s1")).toBe("dead")
+      expect(yield* stateOf("s2")).toBe("live")
+    }).pipe(Effect.provide(monitored))
+  )
+
+  it.scoped("stops probing a server once it is removed", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const monitor = yield* HealthMonitor.HealthMonitor
+      const pings = yield* fakeServer(spec(1), yield* Ref.make<Behaviour>("healthy"))
+      yield* registry.add(spec(1))
+      yield* TestClock.adjust("2 seconds")
+      expect(yield* monitor.watched).toBe(1)
+      yield* registry.remove(spec(1).id)
+      const before = yield* Ref.get(pings)
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* Ref.get(pings)).toBe(before)
+      expect(yield* monitor.watched).toBe(0)
+    }).pipe(Effect.provide(monitored))
+  )
+
+  it.scoped("uses the configured probe interval and dead-after", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      yield* registry.add(spec(1))
+      yield* TestClock.adjust("1999 millis")
+      expect(yield* stateOf("s1")).toBe("live")
+      yield* TestClock.adjust("1 millis")
+      expect(yield* stateOf("s1")).toBe("dead")
+    }).pipe(
+      Effect.provide(
+        HealthMonitor.layer({ probeInterval: "250 millis", deadAfter: "2 seconds" }).pipe(
+          Layer.provideMerge(ServerRegistryModule.layer()),
+          Layer.provideMerge(Wire.layerMemory)
+        )
+      )
+    )
+  )
+})
