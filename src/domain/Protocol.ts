@@ -22,7 +22,14 @@ export class Register extends Schema.TaggedClass<Register>()("Register", {
   token: Schema.optional(Token)
 }) {}
 export class Load extends Schema.TaggedClass<Load>()("Load", { active: Schema.NonNegativeInt }) {}
-export class Deregister extends Schema.TaggedClass<Deregister>()("Deregister", {}) {}
+/**
+ * Leave the rotation gracefully: drained, then removed. On a server's own control connection it
+ * needs nothing more; from elsewhere (an operator) it names the server, with the token if one is set.
+ */
+export class Deregister extends Schema.TaggedClass<Deregister>()("Deregister", {
+  id: Schema.optional(ServerId),
+  token: Schema.optional(Token)
+}) {}
 export class Status extends Schema.TaggedClass<Status>()("Status", {}) {}
 export class SetStrategy extends Schema.TaggedClass<SetStrategy>()("SetStrategy", {
   strategy: StrategyName,
@@ -40,11 +47,13 @@ export class StatusReport extends Schema.TaggedClass<StatusReport>()("StatusRepo
   strategy: StrategyName,
   servers: Schema.Array(ServerView)
 }) {}
+export class Deregistered extends Schema.TaggedClass<Deregistered>()("Deregistered", { id: ServerId }) {}
 export class StrategySet extends Schema.TaggedClass<StrategySet>()("StrategySet", { strategy: StrategyName }) {}
 
 export const BalancerReply = Schema.Union(
   Located,
   Registered,
+  Deregistered,
   StatusReport,
   StrategySet,
   InvalidRequest,

@@ -1,6 +1,7 @@
 /** Command-line option helpers shared by every command: durations, ports, and where things are. */
 import { Options } from "@effect/cli"
 import { Duration, Option, ParseResult, Schema } from "effect"
+import { EndpointFromString, Host, Port, Weight } from "../domain/Server.js"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -58,3 +59,40 @@ export const sampleFolder = (): Option.Option<string> => {
   }
   return Option.none()
 }
+
+/** `--balancer host:port`: where the balancer's port is. */
+export const balancerAddress = Options.text("balancer").pipe(Options.withSchema(EndpointFromString))
+
+export const balancer = balancerAddress.pipe(
+  Options.withDefault({ host: Host.make("127.0.0.1"), port: Port.make(4000) }),
+  Options.withDescription("the balancer's address, host:port (default 127.0.0.1:4000)")
+)
+
+export const token = Options.text("token").pipe(
+  Options.optional,
+  Options.withDescription("shared secret guarding Register, SetStrategy and Deregister")
+)
+
+export const json = Options.boolean("json").pipe(Options.withDescription("print JSON for scripts"))
+
+const serverPattern = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})(?::(\d{1,4}))?$/
+
+/** `host:port[:weight]` (IPv6 in brackets: `[::1]:4001:2`) ⇄ a server's address and weight. */
+export const ServerAddressFromText = Schema.transformOrFail(
+  Schema.String,
+  Schema.Struct({ host: Host, port: Port, weight: Weight }),
+  {
+    strict: true,
+    decode: (text, _, ast) => {
+      const match = serverPattern.exec(text.trim())
+      const host = match?.[1] ?? match?.[2]
+      return host === undefined || match?.[3] === undefined
+        ? ParseResult.fail(new ParseResult.Type(ast, text, `expected host:port or host:port:weight, got "${text}"`))
+        : ParseResult.succeed({ host, port: Number(match[3]), weight: Number(match[4] ?? 1) })
+    },
+    encode: (server) =>
+      ParseResult.succeed(
+        `${server.host.includes(":") ? `[${server.host}]` : server.host}:${server.port}:${server.weight}`
+      )
+  }
+)

@@ -2,11 +2,12 @@
 import { Command, Options } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
 import { Console, Effect, Layer, Option, Schema } from "effect"
-import { ServerId } from "../domain/Server.js"
+import { ServerId, Weight } from "../domain/Server.js"
 import * as FileServer from "../services/FileServer.js"
 import * as FileStore from "../services/FileStore.js"
 import * as Wire from "../services/Wire.js"
-import { duration, host, port, positiveInt, sampleFolder } from "./options.js"
+import * as BalancerLink from "../services/BalancerLink.js"
+import { balancerAddress, duration, host, port, positiveInt, sampleFolder, token } from "./options.js"
 
 const options = {
   port: port(FileServer.defaults.port, "port to serve on (0: any free port)"),
@@ -37,6 +38,15 @@ const options = {
     "drain-timeout",
     FileServer.defaults.drainTimeout,
     "on SIGINT/SIGTERM, wait this long for requests in flight"
+  ),
+  balancer: balancerAddress.pipe(
+    Options.optional,
+    Options.withDescription("register with the balancer at host:port and report load to it")
+  ),
+  token,
+  advertiseHost: Options.text("advertise-host").pipe(
+    Options.optional,
+    Options.withDescription("host the balancer hands to clients (default: --host)")
   )
 }
 
@@ -68,8 +78,20 @@ export const serverCommand = Command.make("server", options, (flags) =>
         )
       })
     )
+    const link = Option.match(flags.balancer, {
+      onNone: () => Layer.empty,
+      onSome: (address) =>
+        Layer.discard(
+          BalancerLink.layer({
+            balancer: address,
+            token: Option.getOrUndefined(flags.token),
+            weight: Weight.make(flags.weight),
+            advertiseHost: Option.getOrUndefined(flags.advertiseHost)
+          })
+        )
+    })
     yield* Layer.launch(
-      announce.pipe(
+      Layer.merge(announce, link).pipe(
         Layer.provideMerge(FileServer.layer(config)),
         Layer.provide(Wire.layer),
         Layer.provideMerge(FileStore.layer(folder)),

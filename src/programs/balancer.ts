@@ -1,0 +1,94 @@
+/** `effect-lb balancer`: the balancer port, its registry, strategies and health monitor. */
+import { Command, Options } from "@effect/cli"
+import { Console, Effect, Layer, Option, Schema } from "effect"
+import { formatEndpoint, ServerId } from "../domain/Server.js"
+import * as Balancer from "../services/Balancer.js"
+import * as ControlPlane from "../services/ControlPlane.js"
+import * as HealthMonitor from "../services/HealthMonitor.js"
+import * as ServerRegistry from "../services/ServerRegistry.js"
+import { names, Strategies } from "../services/Strategy.js"
+import * as Wire from "../services/Wire.js"
+import { duration, host, port, ServerAddressFromText, token } from "./options.js"
+
+export interface BalancerOptions {
+  readonly host: string
+  readonly port: number
+  readonly strategy: string
+  readonly servers: ReadonlyArray<typeof ServerAddressFromText.Type>
+  readonly monitor: HealthMonitor.MonitorConfig
+  readonly token: Option.Option<string>
+}
+
+/** Everything a balancer is, as one layer: used by this command and by the playground. */
+export const balancerLayer = (options: BalancerOptions) => {
+  const seed = Layer.effectDiscard(
+    Effect.flatMap(ServerRegistry.ServerRegistry, (registry) =>
+      Effect.forEach(options.servers, (server) =>
+        registry.add({ ...server, id: ServerId.make(formatEndpoint(server)) })
+      )
+    )
+  )
+  const core = Balancer.layer(options.strategy).pipe(
+    Layer.provideMerge(ServerRegistry.layer()),
+    Layer.provide(Strategies.layer)
+  )
+  return ControlPlane.layer({
+    ...ControlPlane.defaults,
+    host: options.host,
+    port: options.port,
+    token: Option.getOrUndefined(options.token)
+  }).pipe(
+    Layer.provideMerge(Layer.mergeAll(HealthMonitor.layer(options.monitor), seed).pipe(Layer.provideMerge(core))),
+    Layer.provideMerge(Wire.layer)
+  )
+}
+
+export const strategyOption = Options.choice("strategy", names).pipe(
+  Options.withDefault("round-robin"),
+  Options.withDescription("how servers are picked")
+)
+
+const options = {
+  port: port(ControlPlane.defaults.port, "port of the balancer (0: any free port)"),
+  host,
+  strategy: strategyOption,
+  servers: Options.text("server").pipe(
+    Options.repeated,
+    Options.withSchema(Schema.mutable(Schema.Array(ServerAddressFromText))),
+    Options.withDescription("a backend server, host:port[:weight] (repeatable); servers may also register themselves")
+  ),
+  probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often each server is probed"),
+  deadAfter: duration("dead-after", HealthMonitor.defaults.deadAfter, "silence after which a server is dead"),
+  token
+}
+
+export const balancerCommand = Command.make("balancer", options, (flags) =>
+  Effect.gen(function* () {
+    const announce = Layer.effectDiscard(
+      Effect.gen(function* () {
+        const plane = yield* ControlPlane.ControlPlane
+        const balancer = yield* Balancer.Balancer
+        const registry = yield* ServerRegistry.ServerRegistry
+        const servers = yield* registry.list
+        yield* Console.log(
+          `effect-lb balancer listening on ${formatEndpoint(plane.address)}, strategy ${yield* balancer.strategy}, ` +
+            `${servers.length} server${servers.length === 1 ? "" : "s"}`
+        )
+      })
+    )
+    yield* Layer.launch(
+      announce.pipe(
+        Layer.provide(
+          balancerLayer({
+            host: flags.host,
+            port: flags.port,
+            strategy: flags.strategy,
+            servers: flags.servers,
+            monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter },
+            token: flags.token
+          })
+        )
+      )
+    )
+  })
+).pipe(Command.withDescription("run the balancer: hands clients the location of a server"))

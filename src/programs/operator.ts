@@ -1,0 +1,64 @@
+/** `effect-lb status` and `effect-lb strategy NAME`: an operator's view of a running balancer. */
+import { Args, Command } from "@effect/cli"
+import { Console, Effect, Option } from "effect"
+import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy, Status } from "../domain/Protocol.js"
+import type { ServerView } from "../domain/Server.js"
+import { ask } from "../services/BalancerClient.js"
+import * as Wire from "../services/Wire.js"
+import { balancer, json, token } from "./options.js"
+import { Schema } from "effect"
+
+/** A reply that is an error becomes the command's failure (one line, exit 1). */
+const expect = <T extends BalancerReplyType["_tag"]>(reply: BalancerReplyType, tag: T) =>
+  reply._tag === tag
+    ? Effect.succeed(reply as Extract<BalancerReplyType, { _tag: T }>)
+    : Effect.fail(new Error("message" in reply ? `${reply._tag}: ${reply.message}` : `unexpected answer ${reply._tag}`))
+
+const pad = (cells: ReadonlyArray<string>, widths: ReadonlyArray<number>) =>
+  cells
+    .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+    .join("  ")
+    .trimEnd()
+
+export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>): string => {
+  const header = ["ID", "ADDRESS", "WEIGHT", "STATE", "ACTIVE", "RESPONSE", "LOCATED"]
+  const total = servers.reduce((sum, s) => sum + s.located, 0)
+  const rows = servers.map((s) => [
+    s.id,
+    `${s.host.includes(":") ? `[${s.host}]` : s.host}:${s.port}`,
+    String(s.weight),
+    s.state,
+    String(s.active),
+    s.responseTimeMs === null ? "-" : `${s.responseTimeMs.toFixed(2)} ms`,
+    `${s.located}${total > 0 ? ` (${Math.round((100 * s.located) / total)}%)` : ""}`
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)))
+  const lines = [`strategy: ${strategy}`, pad(header, widths), ...rows.map((row) => pad(row, widths))]
+  if (servers.length === 0) lines.push("(no servers)")
+  return lines.join("\n")
+}
+
+const encodeReply = Schema.encodeSync(BalancerReply)
+
+export const statusCommand = Command.make("status", { balancer, json }, (flags) =>
+  ask(flags.balancer, new Status()).pipe(
+    Effect.flatMap((reply) => expect(reply, "StatusReport")),
+    Effect.flatMap((report) =>
+      Console.log(flags.json ? JSON.stringify(encodeReply(report)) : statusTable(report.strategy, report.servers))
+    ),
+    Effect.provide(Wire.layer)
+  )
+).pipe(Command.withDescription("show the balancer's servers, their state and load, and its strategy"))
+
+export const strategyCommand = Command.make(
+  "strategy",
+  { name: Args.text({ name: "NAME" }), balancer, token, json },
+  (flags) =>
+    ask(flags.balancer, new SetStrategy({ strategy: flags.name, token: Option.getOrUndefined(flags.token) })).pipe(
+      Effect.flatMap((reply) => expect(reply, "StrategySet")),
+      Effect.flatMap((set) =>
+        Console.log(flags.json ? JSON.stringify(encodeReply(set)) : `strategy set to ${set.strategy}`)
+      ),
+      Effect.provide(Wire.layer)
+    )
+).pipe(Command.withDescription("switch the balancer's strategy at run time"))

@@ -1,0 +1,129 @@
+/**
+ * A backend server's tie to its balancer: registers over a control connection it keeps open, reports
+ * `Load` whenever its active-connection count changes, registers again by itself whenever the
+ * connection is lost (backing off, up to 5 s between attempts), and deregisters on shutdown so it
+ * leaves the rotation at once rather than after the balancer's dead-after.
+ */
+import { Context, Deferred, Duration, Effect, Layer, Option, Random, Ref, Schema, Stream } from "effect"
+import { BalancerReply, BalancerRequest, Deregister, Load, Register } from "../domain/Protocol.js"
+import { Host, Port, type ServerSpec, type Weight } from "../domain/Server.js"
+import type { Connection } from "./Connection.js"
+import { FileServer } from "./FileServer.js"
+import { type Address, Wire } from "./Wire.js"
+
+export interface LinkConfig {
+  readonly balancer: Address
+  readonly token?: string | undefined
+  readonly weight: Weight
+  /** The host the balancer should hand to clients (default: the host the server listens on). */
+  readonly advertiseHost?: string | undefined
+}
+
+/** The balancer will not take this server (wrong token, or it rejected the registration). */
+export class RegistrationRefused extends Schema.TaggedError<RegistrationRefused>()("RegistrationRefused", {
+  reason: Schema.String
+}) {}
+
+class LinkLost extends Schema.TaggedError<LinkLost>()("LinkLost", { reason: Schema.String }) {}
+
+export class BalancerLink extends Context.Tag("effect-lb/BalancerLink")<
+  BalancerLink,
+  {
+    /** Whether the server is registered right now. */
+    readonly registered: Effect.Effect<boolean>
+  }
+>() {}
+
+const wildcard = new Set(["0.0.0.0", "::", ""])
+
+export const make = (config: LinkConfig) =>
+  Effect.gen(function* () {
+    const wire = yield* Wire
+    const server = yield* FileServer
+    const listenHost = server.address.host
+    const spec: ServerSpec = {
+      id: server.id,
+      host: Host.make(config.advertiseHost ?? (wildcard.has(listenHost) ? "127.0.0.1" : listenHost)),
+      port: Port.make(server.address.port),
+      weight: config.weight
+    }
+    const current = yield* Ref.make(Option.none<{ connection: Connection; deregistered: Deferred.Deferred<void> }>())
+
+    let registeredThisTime = false
+    /** One registration, held until the connection is lost. */
+    const session = Effect.gen(function* () {
+      const connection = yield* wire.connect(config.balancer)
+      yield* connection.send(BalancerRequest, new Register({ server: spec, token: config.token }))
+      const reply = yield* connection.read(BalancerReply)
+      if (Option.isNone(reply)) return yield* new LinkLost({ reason: "closed before answering Register" })
+      if (reply.value._tag === "Unauthorized") return yield* new RegistrationRefused({ reason: reply.value.message })
+      if (reply.value._tag !== "Registered") {
+        return yield* new RegistrationRefused({ reason: `answered ${reply.value._tag} to Register` })
+      }
+      const deregistered = yield* Deferred.make<void>()
+      yield* Ref.set(current, Option.some({ connection, deregistered }))
+      registeredThisTime = true
+      yield* Effect.logInfo(
+        `registered as ${spec.id} with the balancer at ${config.balancer.host}:${config.balancer.port}`
+      )
+      const report = server.active.changes.pipe(
+        Stream.runForEach((active) => connection.send(BalancerRequest, new Load({ active })))
+      )
+      const listen = Effect.gen(function* () {
+        while (true) {
+          const message = yield* connection.read(BalancerReply)
+          if (Option.isNone(message)) return yield* new LinkLost({ reason: "the balancer closed the connection" })
+          if (message.value._tag === "Deregistered") yield* Deferred.succeed(deregistered, undefined)
+        }
+      })
+      yield* Effect.raceFirst(report, listen)
+    }).pipe(
+      Effect.scoped,
+      Effect.ensuring(Ref.set(current, Option.none())),
+      Effect.catchIf(
+        (error) => error._tag !== "RegistrationRefused",
+        (error) => Effect.logDebug("balancer link lost", error.message)
+      )
+    )
+
+    // Registers again whenever the link drops; the wait doubles up to 5 s and resets after success.
+    const keepRegistered = Effect.gen(function* () {
+      let wait = 100
+      while (true) {
+        registeredThisTime = false
+        yield* session
+        const jitter = yield* Random.nextRange(0.8, 1.2)
+        if (registeredThisTime) wait = 100
+        yield* Effect.sleep(Duration.millis(wait * jitter))
+        wait = Math.min(wait * 2, 5000)
+      }
+    }).pipe(
+      Effect.catchTag("RegistrationRefused", (error) =>
+        Effect.logError(`the balancer refused to register this server: ${error.reason}`)
+      )
+    )
+    yield* Effect.forkScoped(keepRegistered)
+
+    // Runs before the server drains: leave the rotation first, then finish the work in flight.
+    yield* Effect.addFinalizer(() =>
+      Ref.get(current).pipe(
+        Effect.flatMap(
+          Option.match({
+            onNone: () => Effect.void,
+            onSome: ({ connection, deregistered }) =>
+              connection.send(BalancerRequest, new Deregister({})).pipe(
+                Effect.zipRight(Deferred.await(deregistered)),
+                Effect.timeout("2 seconds"),
+                Effect.tap(() => Effect.logInfo("deregistered from the balancer")),
+                Effect.ignore
+              )
+          })
+        )
+      )
+    )
+
+    return BalancerLink.of({ registered: Effect.map(Ref.get(current), Option.isSome) })
+  })
+
+export const layer = (config: LinkConfig): Layer.Layer<BalancerLink, never, Wire | FileServer> =>
+  Layer.scoped(BalancerLink, make(config))
