@@ -112,7 +112,10 @@ export const make = (config: LinkConfig) =>
             onNone: () => Effect.void,
             onSome: ({ connection, deregistered }) =>
               connection.send(BalancerRequest, new Deregister({})).pipe(
-                Effect.zipRight(Deferred.await(deregistered)),
+                // Interruptible, so the timeout works inside this finalizer.
+                Effect.zipRight(
+                  Effect.interruptible(Effect.raceFirst(Deferred.await(deregistered), connection.closed))
+                ),
                 Effect.timeout("2 seconds"),
                 Effect.tap(() => Effect.logInfo("deregistered from the balancer")),
                 Effect.ignore

@@ -52,6 +52,8 @@ export interface Connection {
   readonly readPayload: (size: number) => Stream.Stream<Uint8Array, ConnectionClosed>
   /** Completes when the connection is closed (by either side). */
   readonly closed: Effect.Effect<void>
+  /** Completes when the peer stops sending (it ended its side, or the connection closed). */
+  readonly hangup: Effect.Effect<void>
   /** Flushes what was written, then closes. */
   readonly end: Effect.Effect<void>
   /** Closes at once, dropping anything unsent. */
@@ -106,6 +108,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
   Effect.gen(function* () {
     const decoder = new FrameDecoder(options.maxLine ?? defaultMaxLine)
     const closedSignal = yield* Deferred.make<void>()
+    const hangupSignal = yield* Deferred.make<void>()
     let ended = false
     let closed = false
     let failure: string | undefined
@@ -125,6 +128,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
     })
     socket.on("end", () => {
       ended = true
+      Deferred.unsafeDone(hangupSignal, Effect.void)
       notify()
     })
     socket.on("error", (error: Error) => {
@@ -134,6 +138,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
       closed = true
       ended = true
       Deferred.unsafeDone(closedSignal, Effect.void)
+      Deferred.unsafeDone(hangupSignal, Effect.void)
       notify()
     })
 
@@ -290,6 +295,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
       sendPayload,
       readPayload,
       closed: Deferred.await(closedSignal),
+      hangup: Deferred.await(hangupSignal),
       end: Effect.sync(() => {
         if (!closed) socket.end()
       }),

@@ -106,12 +106,13 @@ export const make = (config: FileServerConfig) =>
               new InvalidRequest({ message: `seconds must be an integer from 0 to ${config.maxCompute}` })
             )
           }
-          // The work is a sleep on the Clock: it blocks no one, and stops if the client goes away.
+          // The work is a sleep on the Clock: it blocks no one. A client that hangs up meanwhile
+          // has abandoned it (as nginx treats a client abort), so it stops and frees its slot.
           return Effect.raceFirst(
             Effect.sleep(Duration.seconds(request.seconds)).pipe(
               Effect.zipRight(reply(connection, new Computed({ seconds: request.seconds })))
             ),
-            connection.closed
+            connection.hangup
           )
       }
     }
@@ -167,9 +168,11 @@ export const make = (config: FileServerConfig) =>
 
     const drain = Effect.gen(function* () {
       yield* Deferred.succeed(draining, undefined)
+      // Interruptible, so the timeout can cut the wait even when this runs as a finalizer.
       yield* open.changes.pipe(
         Stream.takeUntil((n) => n === 0),
         Stream.runDrain,
+        Effect.interruptible,
         Effect.timeout(config.drainTimeout),
         Effect.ignore
       )

@@ -4,35 +4,8 @@ import * as Net from "node:net"
 import { Compute, Download, ListFiles, Ping } from "../../src/domain/Protocol.js"
 import * as Wire from "../../src/services/Wire.js"
 import { refusedNames, servedFolder } from "../support/fixtures.js"
+import { lines, raw } from "../support/net.js"
 import { connectTo, startServer } from "../support/server.js"
-
-/** Writes raw bytes to a server and collects everything it sends until it closes (or `waitMs`). */
-const raw = (port: number, bytes: Buffer | string, waitMs = 2000) =>
-  Effect.async<{ data: string; closedByServer: boolean }>((resume) => {
-    const socket = Net.createConnection({ host: "127.0.0.1", port })
-    const chunks: Array<Buffer> = []
-    const timer = setTimeout(() => {
-      socket.destroy()
-      resume(Effect.succeed({ data: Buffer.concat(chunks).toString(), closedByServer: false }))
-    }, waitMs)
-    socket.on("data", (chunk) => chunks.push(chunk))
-    socket.on("error", () => undefined)
-    socket.on("close", () => {
-      clearTimeout(timer)
-      resume(Effect.succeed({ data: Buffer.concat(chunks).toString(), closedByServer: true }))
-    })
-    socket.write(bytes)
-    return Effect.sync(() => {
-      clearTimeout(timer)
-      socket.destroy()
-    })
-  })
-
-const lines = (data: string) =>
-  data
-    .split("\n")
-    .filter((line) => line.length > 0)
-    .map((line) => JSON.parse(line) as { _tag: string; message?: string })
 
 describe("FileServer over loopback", () => {
   it.scopedLive("answers each request of the contract on one connection", () =>
@@ -83,7 +56,9 @@ describe("FileServer over loopback", () => {
       const bad = [-1, 1.5, "3", 61, 1e300, null, {}, true].map((seconds) =>
         JSON.stringify({ _tag: "Compute", seconds })
       )
-      const { data } = yield* raw(server.address.port, [...bad, '{"_tag":"Ping"}', ""].join("\n"), 1500)
+      const { data } = yield* raw(server.address.port, [...bad, '{"_tag":"Ping"}', ""].join("\n"), {
+        expectLines: bad.length + 1
+      })
       const replies = lines(data)
       expect(replies.map((reply) => reply._tag)).toEqual([...bad.map(() => "InvalidRequest"), "Pong"])
       expect(replies[3]?.message).toContain("0 to 60")
@@ -108,7 +83,7 @@ describe("FileServer over loopback", () => {
         Buffer.from([0xc3, 0x28, 0x0a]),
         Buffer.from('{"_tag":"Ping"}\n')
       ])
-      const { data } = yield* raw(server.address.port, payload, 1500)
+      const { data } = yield* raw(server.address.port, payload, { expectLines: bad.length + 2 })
       const replies = lines(data)
       expect(replies.map((reply) => reply._tag)).toEqual([...bad.map(() => "InvalidRequest"), "InvalidRequest", "Pong"])
       expect(replies[0]?.message).toBe("malformed JSON")
@@ -119,7 +94,7 @@ describe("FileServer over loopback", () => {
     Effect.gen(function* () {
       const folder = yield* servedFolder()
       const server = yield* startServer(folder.root, { maxLine: 1024 })
-      const huge = yield* raw(server.address.port, "x".repeat(64 * 1024), 3000)
+      const huge = yield* raw(server.address.port, "x".repeat(64 * 1024))
       expect(huge.closedByServer).toBe(true)
       expect(lines(huge.data)).toEqual([{ _tag: "InvalidRequest", message: "line longer than 1024 bytes" }])
       const client = yield* connectTo(server.address)
@@ -163,7 +138,7 @@ describe("FileServer over loopback", () => {
       const second = yield* connectTo(server.address)
       yield* first.ask(new Ping())
       yield* second.ask(new Ping())
-      const third = yield* raw(server.address.port, '{"_tag":"Ping"}\n', 2000)
+      const third = yield* raw(server.address.port, '{"_tag":"Ping"}\n')
       expect(third.closedByServer).toBe(true)
       expect(lines(third.data).map((reply) => reply._tag)).toEqual(["Busy"])
       expect(yield* first.ask(new Ping())).toMatchObject({ _tag: "Pong" })
@@ -174,7 +149,7 @@ describe("FileServer over loopback", () => {
     Effect.gen(function* () {
       const folder = yield* servedFolder()
       const server = yield* startServer(folder.root, { idleTimeout: "200 millis" })
-      const idle = yield* raw(server.address.port, "", 3000)
+      const idle = yield* raw(server.address.port, "")
       expect(idle.closedByServer).toBe(true)
     }).pipe(Effect.provide(Wire.layer))
   )
