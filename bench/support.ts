@@ -14,6 +14,7 @@ export const effectLb = Path.resolve(
 
 export interface Child {
   readonly port: number
+  readonly pid: number
   readonly stop: () => Promise<void>
 }
 
@@ -30,6 +31,7 @@ export const start = (args: ReadonlyArray<string>): Promise<Child> =>
         child.stdout.resume()
         resolve({
           port: Number(match[1]),
+          pid: child.pid ?? 0,
           stop: () =>
             new Promise((done) => {
               child.once("exit", () => done())

@@ -4,7 +4,7 @@
  * is live — and the current strategy picks among them. The strategy can be switched at run time;
  * the switch and every pick are single synchronous steps, so no pick ever sees half a switch.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Either, Layer } from "effect"
 import { InvalidRequest, NoServerAvailable } from "../domain/Errors.js"
 import type { Endpoint, ServerId, ServerLocation } from "../domain/Server.js"
 import { ServerRegistry } from "./ServerRegistry.js"
@@ -15,6 +15,10 @@ export class Balancer extends Context.Tag("effect-lb/Balancer")<
   {
     /** Where the next client goes. */
     readonly determineServer: (exclude?: ReadonlyArray<Endpoint>) => Effect.Effect<ServerLocation, NoServerAvailable>
+    /** The same decision as a plain synchronous call, for the Locate hot path. */
+    readonly unsafeDetermineServer: (
+      exclude?: ReadonlyArray<Endpoint>
+    ) => Either.Either<ServerLocation, NoServerAvailable>
     readonly strategy: Effect.Effect<string>
     /** Switches strategy at once; an unknown name is `InvalidRequest` and changes nothing. */
     readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
@@ -45,8 +49,8 @@ export const make = (initialStrategy: string) =>
       instance: { upsert: () => undefined, remove: () => undefined, pick: () => undefined }
     }
     // The strategy's index follows the registry: a server enters when live, leaves otherwise.
-    const live = yield* registry.observe((server, candidate) => {
-      if (candidate === undefined) current.instance.remove(server.id)
+    const live = yield* registry.observe((id, candidate) => {
+      if (candidate === undefined) current.instance.remove(id)
       else current.instance.upsert(candidate)
     })
     const seeded = (definition: StrategyDefinition, candidates: ReadonlyArray<Candidate>) => {
@@ -58,17 +62,19 @@ export const make = (initialStrategy: string) =>
 
     const noServer = new NoServerAvailable({ message: "no live server is available" })
 
+    const unsafeDetermineServer = (exclude: ReadonlyArray<Endpoint> = []) => {
+      let skip = nothingExcluded
+      if (exclude.length > 0) {
+        skip = new Set(exclude.flatMap((endpoint) => registry.unsafeIdAt(endpoint) ?? []))
+      }
+      const id = current.instance.pick(skip) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded) : undefined)
+      const location = id === undefined ? undefined : registry.unsafeLocated(id)
+      return location === undefined ? Either.left(noServer) : Either.right(location)
+    }
+
     return Balancer.of({
-      determineServer: (exclude = []) =>
-        Effect.suspend(() => {
-          let skip = nothingExcluded
-          if (exclude.length > 0) {
-            skip = new Set(exclude.flatMap((endpoint) => registry.unsafeIdAt(endpoint) ?? []))
-          }
-          const id = current.instance.pick(skip) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded) : undefined)
-          const location = id === undefined ? undefined : registry.unsafeLocated(id)
-          return location === undefined ? Effect.fail(noServer) : Effect.succeed(location)
-        }),
+      determineServer: (exclude) => Effect.suspend(() => unsafeDetermineServer(exclude)),
+      unsafeDetermineServer,
       strategy: Effect.sync(() => current.definition.name),
       setStrategy: (name) =>
         Effect.flatMap(find(name), (definition) =>

@@ -7,7 +7,7 @@
  * that path costs several times more CPU (see EFFECT-NOTES.md), and a file transfer needs the
  * stream's own backpressure (`pipe`) to keep memory flat whatever the peer's speed.
  */
-import { Deferred, Effect, Option, ParseResult, Schema, Stream } from "effect"
+import { Deferred, Effect, Either, Option, ParseResult, Schema, Stream } from "effect"
 import type { Duplex, Readable } from "node:stream"
 import { InvalidRequest } from "../domain/Errors.js"
 import { defaultMaxLine, FrameDecoder } from "./Frames.js"
@@ -78,25 +78,73 @@ const tagOf = (value: unknown): string | undefined =>
     ? value._tag
     : undefined
 
+type Decoder<A> = (line: string) => Either.Either<A, InvalidRequest>
+
+/** Parsers are built once per schema, not once per line: the Locate path reads a line per request. */
+const decoders = new WeakMap<object, Decoder<unknown>>()
+const encoders = new WeakMap<object, (message: unknown) => string>()
+
 /** Turns one JSON line into a message of `schema`, or says in one line why it is not one. */
-export const decodeLine =
-  <A, I>(schema: Schema.Schema<A, I>) =>
-  (line: string): Effect.Effect<A, InvalidRequest> => {
+export const lineDecoder = <A, I>(schema: Schema.Schema<A, I>): Decoder<A> => {
+  const cached = decoders.get(schema)
+  if (cached !== undefined) return cached as Decoder<A>
+  const decode = Schema.decodeUnknownEither(schema)
+  // Most lines on a busy port are the same few short requests (`{"_tag":"Locate"}`, `{"_tag":"Ping"}`):
+  // their decoded, immutable values are kept, so a repeat costs a map lookup instead of a parse.
+  const recent = new Map<string, Either.Either<A, InvalidRequest>>()
+  const decoder: Decoder<A> = (line) => {
+    const known = recent.get(line)
+    if (known !== undefined) return known
+    const result = parse(line)
+    if (Either.isRight(result) && line.length <= 256) {
+      if (recent.size >= 256) recent.clear()
+      recent.set(line, result)
+    }
+    return result
+  }
+  const parse: Decoder<A> = (line) => {
     let json: unknown
     try {
       json = JSON.parse(line)
     } catch {
-      return Effect.fail(new InvalidRequest({ message: "malformed JSON" }))
+      return Either.left(new InvalidRequest({ message: "malformed JSON" }))
     }
-    return Schema.decodeUnknown(schema)(json).pipe(
-      Effect.mapError((error) => {
-        const tag = tagOf(json)
-        return new InvalidRequest({
-          message: tag === undefined ? "expected a JSON object with a _tag" : `${tag}: ${describeParseError(error)}`
-        })
+    return Either.mapLeft(decode(json), (error) => {
+      const tag = tagOf(json)
+      return new InvalidRequest({
+        message: tag === undefined ? "expected a JSON object with a _tag" : `${tag}: ${describeParseError(error)}`
       })
-    )
+    })
   }
+  decoders.set(schema, decoder as Decoder<unknown>)
+  return decoder
+}
+
+/** One message of `schema` as a JSON line (without its newline), `_tag` first as PROTOCOL.md writes it. */
+export const lineEncoder = <A, I>(schema: Schema.Schema<A, I>): ((message: A) => string) => {
+  const cached = encoders.get(schema)
+  if (cached !== undefined) return cached as (message: A) => string
+  const encode = Schema.encodeSync(schema)
+  // Messages are immutable: one sent again (the same `Located` for the same server) is not re-encoded.
+  const sent = new WeakMap<object, string>()
+  const encoder = (message: A) => {
+    const known = typeof message === "object" && message !== null ? sent.get(message) : undefined
+    if (known !== undefined) return known
+    const line = serialize(message)
+    if (typeof message === "object" && message !== null) sent.set(message, line)
+    return line
+  }
+  const serialize = (message: A) => {
+    const encoded = encode(message)
+    const tagged =
+      typeof encoded === "object" && encoded !== null && "_tag" in encoded
+        ? Object.assign({ _tag: encoded._tag }, encoded)
+        : encoded
+    return JSON.stringify(tagged)
+  }
+  encoders.set(schema, encoder as (message: unknown) => string)
+  return encoder
+}
 
 export interface ConnectionOptions {
   readonly maxLine?: number
@@ -161,30 +209,32 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
         })
       })
 
-    const readLine: Connection["readLine"] = awaitReadable<Option.Option<string>, ReadError | InvalidRequest>(() => {
-      const frame = decoder.nextLine()
-      drained()
-      if (frame === undefined) {
-        if (!ended) return undefined
-        return decoder.buffered === 0 && failure === undefined
-          ? Effect.succeed(Option.none())
-          : Effect.fail(gone(decoder.buffered === 0 ? "closed" : "closed in the middle of a line"))
-      }
-      switch (frame._tag) {
-        case "Line":
-          return Effect.succeed(Option.some(frame.text))
-        case "BadLine":
-          return Effect.fail(new InvalidRequest({ message: frame.reason }))
-        case "TooLong":
-          return Effect.fail(new LineTooLong({ limit: frame.limit }))
-      }
-    })
+    /** The next frame turned into a result by `onLine`; `None` at a clean end of stream. */
+    const nextFrame = <A>(onLine: (text: string) => Effect.Effect<A, InvalidRequest>) =>
+      awaitReadable<Option.Option<A>, ReadError | InvalidRequest>(() => {
+        const frame = decoder.nextLine()
+        drained()
+        if (frame === undefined) {
+          if (!ended) return undefined
+          return decoder.buffered === 0 && failure === undefined
+            ? Effect.succeed(Option.none())
+            : Effect.fail(gone(decoder.buffered === 0 ? "closed" : "closed in the middle of a line"))
+        }
+        switch (frame._tag) {
+          case "Line":
+            return Effect.map(onLine(frame.text), Option.some)
+          case "BadLine":
+            return Effect.fail(new InvalidRequest({ message: frame.reason }))
+          case "TooLong":
+            return Effect.fail(new LineTooLong({ limit: frame.limit }))
+        }
+      })
+
+    const readLine: Connection["readLine"] = nextFrame(Effect.succeed)
 
     const read: Connection["read"] = (schema) => {
-      const decode = decodeLine(schema)
-      return Effect.flatMap(readLine, (line) =>
-        Option.isNone(line) ? Effect.succeed(Option.none()) : Effect.map(decode(line.value), Option.some)
-      )
+      const decode = lineDecoder(schema)
+      return nextFrame((text) => decode(text))
     }
 
     const waitDrain: Effect.Effect<void, ConnectionClosed> = Effect.async((resume) => {
@@ -211,16 +261,10 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
         return socket.write(line + "\n") ? Effect.void : waitDrain
       })
 
-    const send: Connection["send"] = (schema, message) =>
-      Effect.suspend(() => {
-        const encoded = Schema.encodeSync(schema)(message)
-        // `_tag` first, as PROTOCOL.md writes it: easier to read in a capture.
-        const tagged =
-          typeof encoded === "object" && encoded !== null && "_tag" in encoded
-            ? Object.assign({ _tag: encoded._tag }, encoded)
-            : encoded
-        return writeLine(JSON.stringify(tagged))
-      })
+    const send: Connection["send"] = (schema, message) => {
+      const encode = lineEncoder(schema)
+      return Effect.suspend(() => writeLine(encode(message)))
+    }
 
     const sendPayload: Connection["sendPayload"] = (source, size) =>
       Effect.async<void, ConnectionClosed | PayloadFailed>((resume) => {

@@ -3,7 +3,7 @@
  * over a control connection they keep open; operators ask for `Status` and `SetStrategy`. An
  * optional token guards the requests that change the rotation.
  */
-import { Context, Duration, Effect, FiberMap, Layer, Option, Queue } from "effect"
+import { Context, Duration, Effect, Either, FiberMap, Layer, Option, Queue } from "effect"
 import * as Crypto from "node:crypto"
 import { InvalidRequest, Unauthorized } from "../domain/Errors.js"
 import {
@@ -16,10 +16,10 @@ import {
   StatusReport,
   StrategySet
 } from "../domain/Protocol.js"
-import type { ServerId } from "../domain/Server.js"
+import type { ServerId, ServerLocation } from "../domain/Server.js"
 import { Balancer } from "./Balancer.js"
-import type { Connection } from "./Connection.js"
 import { ServerRegistry } from "./ServerRegistry.js"
+import { Later, type SessionControl } from "./RequestPort.js"
 import { type Address, type ListenFailed, Wire } from "./Wire.js"
 
 export interface ControlPlaneConfig {
@@ -87,34 +87,34 @@ export const make = (config: ControlPlaneConfig) =>
         yield* Effect.logInfo(`server ${id} deregistered`)
       }).pipe(Effect.scoped)
 
-    const answer = (
-      request: BalancerRequest,
-      registered: ServerId | undefined
-    ): Effect.Effect<{ readonly reply?: BalancerReplyType; readonly registered?: ServerId }> => {
+    /** Everything but Locate: rare, and free to take an effect. */
+    const answerControl = (
+      request: Exclude<BalancerRequest, { _tag: "Locate" }>,
+      session: Session
+    ): Effect.Effect<BalancerReplyType | undefined> => {
       switch (request._tag) {
-        case "Locate":
-          return balancer.determineServer(request.exclude).pipe(
-            Effect.map((server): BalancerReplyType => new Located({ server })),
-            Effect.merge,
-            Effect.map((reply) => ({ reply }))
-          )
         case "Register":
           return authorize(request.token, "Register").pipe(
             Effect.zipRight(registry.add(request.server)),
-            Effect.tap((server) => Effect.logInfo(`server ${server.id} registered at ${server.host}:${server.port}`)),
-            Effect.map((server) => ({ reply: new Registered({ id: server.id }), registered: server.id })),
-            Effect.catchAll((reply) => Effect.succeed({ reply }))
+            Effect.tap((server) => {
+              session.registered = server.id
+              // A server's control connection may stay quiet for long; it is never idle.
+              session.control.keepAlive()
+              return Effect.logInfo(`server ${server.id} registered at ${server.host}:${server.port}`)
+            }),
+            Effect.map((server): BalancerReplyType => new Registered({ id: server.id })),
+            Effect.merge
           )
         case "Load":
-          return registered === undefined
-            ? Effect.succeed({ reply: new InvalidRequest({ message: "Load before Register on this connection" }) })
-            : Effect.as(registry.reportLoad(registered, request.active), {})
+          return session.registered === undefined
+            ? Effect.succeed(new InvalidRequest({ message: "Load before Register on this connection" }))
+            : Effect.as(registry.reportLoad(session.registered, request.active), undefined)
         case "Deregister": {
-          const id = registered ?? request.id
+          const id = session.registered ?? request.id
           if (id === undefined) {
-            return Effect.succeed({ reply: new InvalidRequest({ message: "Deregister needs the server's id" }) })
+            return Effect.succeed(new InvalidRequest({ message: "Deregister needs the server's id" }))
           }
-          return (registered === undefined ? authorize(request.token, "Deregister") : Effect.void).pipe(
+          return (session.registered === undefined ? authorize(request.token, "Deregister") : Effect.void).pipe(
             Effect.zipRight(registry.get(id)),
             Effect.flatMap(
               Option.match({
@@ -123,69 +123,70 @@ export const make = (config: ControlPlaneConfig) =>
                 onSome: () => Effect.as(FiberMap.run(draining, id, deregister(id)), new Deregistered({ id }))
               })
             ),
-            Effect.merge,
-            Effect.map((reply) => ({ reply }))
+            Effect.merge
           )
         }
         case "Status":
           return Effect.all([balancer.strategy, registry.list]).pipe(
-            Effect.map(([strategy, servers]) => ({ reply: new StatusReport({ strategy, servers }) }))
+            Effect.map(([strategy, servers]) => new StatusReport({ strategy, servers }))
           )
         case "SetStrategy":
           return authorize(request.token, "SetStrategy").pipe(
             Effect.zipRight(balancer.setStrategy(request.strategy)),
             Effect.tap(() => Effect.logInfo(`strategy set to ${request.strategy}`)),
             Effect.as<BalancerReplyType>(new StrategySet({ strategy: request.strategy })),
-            Effect.merge,
-            Effect.map((reply) => ({ reply }))
+            Effect.merge
           )
       }
     }
 
-    const serveConnection = (connection: Connection) => {
-      let registered: ServerId | undefined
-      return Effect.gen(function* () {
-        while (true) {
-          const read = connection.read(BalancerRequest).pipe(
-            // A bad line does not spoil the connection: say why, and read the next one.
-            Effect.catchTag("InvalidRequest", (error) =>
-              Effect.as(connection.send(BalancerReply, error), "skipped" as const)
-            )
-          )
-          // A server's control connection may stay quiet for long; anyone else's may not.
-          const next =
-            registered === undefined
-              ? yield* Effect.raceFirst(read, Effect.as(Effect.sleep(config.idleTimeout), "idle" as const))
-              : yield* read
-          if (next === "skipped") continue
-          if (next === "idle" || Option.isNone(next)) return
-          const { reply, registered: now } = yield* answer(next.value, registered)
-          if (now !== undefined) registered = now
-          if (reply !== undefined) yield* connection.send(BalancerReply, reply)
-        }
-      }).pipe(
-        Effect.catchTag("LineTooLong", (error) =>
-          connection.send(BalancerReply, new InvalidRequest({ message: error.message }))
-        ),
-        Effect.catchAll((error) => Effect.logDebug(`connection from ${connection.peer} ended`, error)),
-        // A server that deregistered and then hung up has finished draining.
-        Effect.ensuring(
-          Effect.suspend(() =>
-            registered === undefined
-              ? Effect.void
-              : Effect.flatMap(registry.get(registered), (server) =>
-                  Option.isSome(server) && server.value.state === "draining"
-                    ? Effect.asVoid(registry.remove(server.value.id))
-                    : Effect.void
-                )
-          )
-        )
-      )
+    /** One `Located` per server, reused while its address stays the same: encoded once, sent often. */
+    const replies = new Map<ServerId, Located>()
+    const located = (server: ServerLocation): Located => {
+      const known = replies.get(server.id)
+      if (known !== undefined && known.server.host === server.host && known.server.port === server.port) return known
+      // Built from a location the registry holds valid: no need to validate it again.
+      const reply = new Located({ server }, true)
+      if (replies.size >= 65_536) replies.clear()
+      replies.set(server.id, reply)
+      return reply
     }
 
-    const address = yield* wire.serve(
-      { host: config.host, port: config.port, maxLine: config.maxLine },
-      serveConnection
+    interface Session {
+      registered: ServerId | undefined
+      readonly control: SessionControl
+    }
+
+    const address = yield* wire.serveRequests(
+      { host: config.host, port: config.port },
+      {
+        request: BalancerRequest,
+        reply: BalancerReply,
+        idleTimeout: config.idleTimeout,
+        maxLine: config.maxLine,
+        invalid: (error): BalancerReplyType =>
+          error._tag === "LineTooLong" ? new InvalidRequest({ message: error.message }) : error,
+        open: (control) => {
+          const session: Session = { registered: undefined, control }
+          return {
+            answer: (request) => {
+              if (request._tag !== "Locate") return new Later(answerControl(request, session))
+              // The hot path: decided and answered synchronously, no effect to run.
+              const location = balancer.unsafeDetermineServer(request.exclude)
+              return Either.isRight(location) ? located(location.right) : location.left
+            },
+            // A server that deregistered and then hung up has finished draining.
+            closed: () =>
+              session.registered === undefined
+                ? Effect.void
+                : Effect.flatMap(registry.get(session.registered), (server) =>
+                    Option.isSome(server) && server.value.state === "draining"
+                      ? Effect.asVoid(registry.remove(server.value.id))
+                      : Effect.void
+                  )
+          }
+        }
+      }
     )
     return ControlPlane.of({ address })
   })

@@ -18,6 +18,7 @@ import {
 import { ServerId } from "../domain/Server.js"
 import type { Connection, ConnectionClosed, PayloadFailed } from "./Connection.js"
 import { FileStore } from "./FileStore.js"
+import { makeIdleSweeper } from "./Idle.js"
 import { type Address, Wire } from "./Wire.js"
 
 export interface FileServerConfig {
@@ -118,26 +119,28 @@ export const make = (config: FileServerConfig) =>
     }
 
     /** Serves requests on one connection until it ends, idles out, breaks, or the server drains. */
+    const sweeper = yield* makeIdleSweeper(config.idleTimeout)
+
     const serveConnection = (connection: Connection) =>
       Effect.gen(function* () {
         let counted = false
-        const idle = Effect.sleep(config.idleTimeout).pipe(Effect.as("idle" as const))
-        const drain = Deferred.await(draining).pipe(Effect.as("draining" as const))
+        const idle = yield* sweeper.track(() => Effect.runSync(connection.destroy))
         while (true) {
-          const request = connection.read(ServerRequest).pipe(
+          const next = yield* connection.read(ServerRequest).pipe(
             // A bad line does not spoil the connection: say why, and read the next one.
             Effect.catchTag("InvalidRequest", (error) => Effect.as(reply(connection, error), "skipped" as const))
           )
-          const next = yield* Effect.raceFirst(request, Effect.raceFirst(idle, drain))
           if (next === "skipped") continue
-          if (next === "idle" || next === "draining" || Option.isNone(next)) return
+          if (Option.isNone(next)) return
           if (!counted && next.value._tag !== "Ping") {
             counted = true
             yield* SubscriptionRef.update(active, (n) => n + 1)
             yield* Effect.addFinalizer(() => SubscriptionRef.update(active, (n) => n - 1))
           }
           // Draining does not cut a request that started: it ends, or the drain timeout cuts it.
+          idle.busy()
           yield* answer(connection, next.value)
+          idle.done()
           if (yield* Deferred.isDone(draining)) return
         }
       }).pipe(
@@ -168,6 +171,8 @@ export const make = (config: FileServerConfig) =>
 
     const drain = Effect.gen(function* () {
       yield* Deferred.succeed(draining, undefined)
+      // Connections between requests close now; the others after the request they are answering.
+      yield* sweeper.closeIdle
       // Interruptible, so the timeout can cut the wait even when this runs as a finalizer.
       yield* open.changes.pipe(
         Stream.takeUntil((n) => n === 0),

@@ -18,12 +18,13 @@ export const defaultMaxLine = 64 * 1024
 const newline = 0x0a
 const carriageReturn = 0x0d
 const empty = Buffer.alloc(0)
+/** Stateless as used (whole lines, no streaming), so one serves every decoder. */
+const utf8 = new TextDecoder("utf-8", { fatal: true })
 
 export class FrameDecoder {
   private pending: Buffer = empty
   /** Bytes of `pending` already known to hold no newline, so they are never scanned twice. */
   private scanned = 0
-  private readonly utf8 = new TextDecoder("utf-8", { fatal: true })
 
   constructor(readonly maxLine: number = defaultMaxLine) {}
 
@@ -51,7 +52,7 @@ export class FrameDecoder {
     this.pending = this.pending.subarray(end + 1)
     this.scanned = 0
     try {
-      return { _tag: "Line", text: this.utf8.decode(line) }
+      return { _tag: "Line", text: utf8.decode(line) }
     } catch {
       return { _tag: "BadLine", reason: "the line is not valid UTF-8" }
     }

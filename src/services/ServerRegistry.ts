@@ -26,7 +26,7 @@ export type RegistryChange =
   | { readonly _tag: "Removed"; readonly server: ServerView }
 
 /** Called inside the registry's update, before it returns: must be quick and must not throw. */
-export type Observer = (server: ServerView, candidate: Candidate | undefined) => void
+export type Observer = (id: ServerId, candidate: Candidate | undefined) => void
 
 interface Entry {
   spec: ServerSpec
@@ -100,10 +100,8 @@ export const make = (config: RegistryConfig = defaultConfig) =>
     const hub = yield* PubSub.sliding<RegistryChange>(4096)
 
     const tell = (entry: Entry) => {
-      const server = view(entry)
       const eligible = candidate(entry)
-      for (const observer of observers) observer(server, eligible)
-      return server
+      for (const observer of observers) observer(entry.spec.id, eligible)
     }
     const publish = (change: RegistryChange) => hub.unsafeOffer(change)
 
@@ -111,17 +109,18 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       entries.delete(entry.spec.id)
       byEndpoint.delete(formatEndpoint(entry.spec))
       entry.state = "dead"
-      const server = { ...tell(entry), state: entry.state }
-      publish({ _tag: "Removed", server })
+      tell(entry)
+      publish({ _tag: "Removed", server: view(entry) })
     }
 
-    const update = (id: ServerId, change: (entry: Entry) => boolean | void, announce = true) =>
+    const update = (id: ServerId, change: (entry: Entry) => boolean | void) =>
       Effect.sync(() => {
         const entry = entries.get(id)
         if (entry === undefined) return Option.none<ServerView>()
         if (change(entry) === false) return Option.some(view(entry))
-        const server = tell(entry)
-        if (announce) publish({ _tag: "Updated", server })
+        tell(entry)
+        const server = view(entry)
+        publish({ _tag: "Updated", server })
         return Option.some(server)
       })
 
@@ -144,7 +143,8 @@ export const make = (config: RegistryConfig = defaultConfig) =>
           }
           entries.set(spec.id, entry)
           byEndpoint.set(endpoint, spec.id)
-          const server = tell(entry)
+          tell(entry)
+          const server = view(entry)
           publish({ _tag: "Added", server })
           return server
         }),

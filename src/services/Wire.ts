@@ -5,11 +5,13 @@
  * must run on the `TestClock`.
  */
 import { NodeSocket, NodeSocketServer } from "@effect/platform-node"
-import { Context, Duration, Effect, FiberSet, Layer, Option, Schema, type Scope } from "effect"
+import { Context, Duration, Effect, FiberSet, Layer, Option, Runtime, Schema, type Scope } from "effect"
 import * as Net from "node:net"
 import { Duplex } from "node:stream"
 import { formatEndpoint } from "../domain/Server.js"
 import { type Connection, fromDuplex } from "./Connection.js"
+import { makeIdleSweeper } from "./Idle.js"
+import { type RequestPort, runSession, session } from "./RequestPort.js"
 
 /** Where to listen or connect. `port: 0` when listening lets the system pick. */
 export interface Address {
@@ -54,6 +56,11 @@ export class Wire extends Context.Tag("effect-lb/Wire")<
       options: ServeOptions,
       handler: Handler<R>
     ) => Effect.Effect<Address, ListenFailed, Scope.Scope | R>
+    /** Accepts connections and answers their requests through `port` (the hot path; see RequestPort). */
+    readonly serveRequests: <Req, ReqI, Rep, RepI, R>(
+      options: Address,
+      port: RequestPort<Req, ReqI, Rep, RepI, R>
+    ) => Effect.Effect<Address, ListenFailed, Scope.Scope | R>
     /** Opens a connection, closed when the scope closes. */
     readonly connect: (
       address: Address,
@@ -87,7 +94,8 @@ const handle = <R>(
 
 // ---- TCP -------------------------------------------------------------------------------------------
 
-const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) =>
+/** Listens through `@effect/platform`'s SocketServer, one fiber per connection, on the Node socket it hands over. */
+const tcpListen = <R>(options: Address, onSocket: (socket: Net.Socket) => Effect.Effect<void, never, R>) =>
   Effect.gen(function* () {
     const server = yield* NodeSocketServer.make({ host: options.host, port: options.port, allowHalfOpen: true }).pipe(
       Effect.mapError((error) => new ListenFailed({ endpoint: formatEndpoint(options), reason: reasonOf(error.cause) }))
@@ -100,8 +108,7 @@ const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) =>
               onNone: () => Effect.logError("a connection arrived without its Node socket"),
               onSome: (socket) => {
                 socket.setNoDelay(true)
-                const peer = formatEndpoint({ host: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 })
-                return handle(socket, peer, options.maxLine, handler)
+                return onSocket(socket)
               }
             })
           )
@@ -110,6 +117,50 @@ const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) =>
       .pipe(Effect.forkScoped)
     const address = server.address
     return address._tag === "TcpAddress" ? { host: address.hostname, port: address.port } : options
+  })
+
+const peerOf = (socket: Net.Socket) => () =>
+  formatEndpoint({ host: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 })
+
+const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) =>
+  tcpListen(options, (socket) => handle(socket, peerOf(socket)(), options.maxLine, handler))
+
+/**
+ * The request ports' listener is `node:net` itself, held as a scoped resource: measured on the
+ * Locate path, SocketServer's fiber per connection costs about 47 µs of CPU per connection — more
+ * than node's whole per-connection cost — while a request port needs no fiber per connection at all.
+ */
+const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(options: Address, port: RequestPort<Req, ReqI, Rep, RepI, R>) =>
+  Effect.gen(function* () {
+    const runtime = yield* Effect.runtime<R>()
+    const sweeper = yield* makeIdleSweeper(port.idleTimeout)
+    const endpoint = formatEndpoint(options)
+    const sockets = new Set<Net.Socket>()
+    const server = Net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+      sockets.add(socket)
+      runSession(socket, port, runtime, sweeper, peerOf(socket), () => sockets.delete(socket))
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void, ListenFailed>((resume) => {
+        const onError = (error: Error) => resume(Effect.fail(new ListenFailed({ endpoint, reason: reasonOf(error) })))
+        server.once("error", onError)
+        server.listen(options.port, options.host, () => {
+          server.off("error", onError)
+          // From now on an error (say, out of file descriptors on accept) is logged, not fatal.
+          server.on("error", (error) =>
+            Runtime.runFork(runtime)(Effect.logWarning(`listener on ${endpoint}: ${reasonOf(error)}`))
+          )
+          resume(Effect.void)
+        })
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+          for (const socket of sockets) socket.destroy()
+        })
+    )
+    const address = server.address()
+    return address !== null && typeof address === "object" ? { host: address.address, port: address.port } : options
   })
 
 const tcpConnect = (address: Address, options: ConnectOptions = {}) => {
@@ -142,7 +193,10 @@ const tcpConnect = (address: Address, options: ConnectOptions = {}) => {
 }
 
 /** TCP over Node sockets. */
-export const layer: Layer.Layer<Wire> = Layer.succeed(Wire, Wire.of({ serve: tcpServe, connect: tcpConnect }))
+export const layer: Layer.Layer<Wire> = Layer.succeed(
+  Wire,
+  Wire.of({ serve: tcpServe, serveRequests: tcpServeRequests, connect: tcpConnect })
+)
 
 // ---- in memory -------------------------------------------------------------------------------------
 
@@ -175,19 +229,31 @@ class MemoryEnd extends Duplex {
 export const layerMemory: Layer.Layer<Wire> = Layer.sync(Wire, () => {
   const listeners = new Map<string, (socket: MemoryEnd) => void>()
   let nextPort = 40000
+  const listen = <R>(options: Address, onSocket: (socket: MemoryEnd) => Effect.Effect<void, never, R>) =>
+    Effect.gen(function* () {
+      const address = { host: options.host, port: options.port === 0 ? nextPort++ : options.port }
+      const key = formatEndpoint(address)
+      if (listeners.has(key)) return yield* new ListenFailed({ endpoint: key, reason: "EADDRINUSE" })
+      const fibers = yield* FiberSet.make()
+      const run = yield* FiberSet.runtime(fibers)<R>()
+      listeners.set(key, (socket) => {
+        run(onSocket(socket))
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => listeners.delete(key)))
+      return address
+    })
   return Wire.of({
     serve: <R>(options: ServeOptions, handler: Handler<R>) =>
+      listen(options, (socket) => handle(socket, "memory-client", options.maxLine, handler)),
+    serveRequests: <Req, ReqI, Rep, RepI, R>(options: Address, port: RequestPort<Req, ReqI, Rep, RepI, R>) =>
       Effect.gen(function* () {
-        const address = { host: options.host, port: options.port === 0 ? nextPort++ : options.port }
-        const key = formatEndpoint(address)
-        if (listeners.has(key)) return yield* new ListenFailed({ endpoint: key, reason: "EADDRINUSE" })
-        const fibers = yield* FiberSet.make()
-        const run = yield* FiberSet.runtime(fibers)<R>()
-        listeners.set(key, (socket) => {
-          run(handle(socket, "memory-client", options.maxLine, handler))
-        })
-        yield* Effect.addFinalizer(() => Effect.sync(() => listeners.delete(key)))
-        return address
+        const runtime = yield* Effect.runtime<R>()
+        const sweeper = yield* makeIdleSweeper(port.idleTimeout)
+        return yield* listen(options, (socket) =>
+          session(socket, port, runtime, sweeper, () => "memory-client").pipe(
+            Effect.ensuring(Effect.sync(() => socket.destroy()))
+          )
+        )
       }),
     connect: (address: Address, options: ConnectOptions = {}) =>
       Effect.acquireRelease(

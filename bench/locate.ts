@@ -1,0 +1,134 @@
+/**
+ * Locate requests per second over loopback: effect-lb's balancer against a plain `node:net` server
+ * that answers the same reply line, interleaved rounds in one run. Two ways clients use it:
+ * many Locates on one connection (64 connections), and one connection per Locate (64 at a time).
+ * Also prints each server's CPU time per request, which does not depend on the load generator.
+ *
+ *   npm run bench:locate [-- --seconds 3 --rounds 3]
+ */
+import * as Fs from "node:fs"
+import * as Net from "node:net"
+import * as Path from "node:path"
+import { parseArgs } from "node:util"
+import { effectLb, fixed, median, start } from "./support.js"
+
+const { values } = parseArgs({
+  options: { seconds: { type: "string", default: "3" }, rounds: { type: "string", default: "3" } }
+})
+const seconds = Number(values.seconds)
+const rounds = Number(values.rounds)
+const concurrency = 64
+const request = JSON.stringify({ _tag: "Locate" }) + "\n"
+
+/** CPU seconds (user + system) a process has used so far. */
+const cpuOf = (pid: number): number => {
+  const fields = Fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+/** Keep-alive: each connection sends a Locate, waits for the reply, sends the next. */
+const persistent = (port: number, until: number): Promise<number> =>
+  new Promise((resolve) => {
+    let done = 0
+    let open = concurrency
+    for (let c = 0; c < concurrency; c++) {
+      const socket = Net.createConnection({ host: "127.0.0.1", port, noDelay: true })
+      let pending = ""
+      socket.on("connect", () => socket.write(request))
+      socket.on("data", (chunk: Buffer) => {
+        pending += chunk.toString()
+        let end: number
+        while ((end = pending.indexOf("\n")) >= 0) {
+          pending = pending.slice(end + 1)
+          done++
+          if (Date.now() < until) socket.write(request)
+          else socket.end()
+        }
+      })
+      socket.on("error", () => undefined)
+      socket.on("close", () => {
+        if (--open === 0) resolve(done)
+      })
+    }
+  })
+
+/** Connection per request: connect, Locate, read the reply, close; `concurrency` at a time. */
+const perConnection = (port: number, until: number): Promise<number> =>
+  new Promise((resolve) => {
+    let done = 0
+    let running = 0
+    const one = () => {
+      if (Date.now() >= until) {
+        if (running === 0) resolve(done)
+        return
+      }
+      running++
+      const socket = Net.createConnection({ host: "127.0.0.1", port, noDelay: true })
+      socket.on("connect", () => socket.write(request))
+      socket.once("data", () => {
+        done++
+        socket.end()
+      })
+      socket.on("error", () => undefined)
+      socket.on("close", () => {
+        running--
+        one()
+      })
+    }
+    for (let c = 0; c < concurrency; c++) one()
+  })
+
+const servers = Array.from({ length: 10 }, (_, i) => ["--server", `127.0.0.1:${20_000 + i}`]).flat()
+const lb = await start([
+  effectLb,
+  "balancer",
+  "--port",
+  "0",
+  "--dead-after",
+  "1h",
+  "--probe-interval",
+  "1h",
+  ...servers
+])
+const baselineScript = Path.join(Path.dirname(new URL(import.meta.url).pathname), "baseline-locate-server.js")
+const baseline = await start([baselineScript])
+const pids = { lb: lb.pid, node: baseline.pid }
+
+type Mode = "keep-alive" | "connection per Locate"
+const modes: Record<Mode, (port: number, until: number) => Promise<number>> = {
+  "keep-alive": persistent,
+  "connection per Locate": perConnection
+}
+try {
+  console.log(`Locate over loopback, ${concurrency} concurrent clients, ${rounds} interleaved rounds of ${seconds} s`)
+  for (const [mode, run] of Object.entries(modes) as Array<[Mode, typeof persistent]>) {
+    await run(lb.port, Date.now() + 500) // warm-up
+    await run(baseline.port, Date.now() + 500)
+    const rate = { lb: [] as Array<number>, node: [] as Array<number> }
+    const cpu = { lb: [] as Array<number>, node: [] as Array<number> }
+    for (let round = 0; round < rounds; round++) {
+      for (const who of ["lb", "node"] as const) {
+        const port = who === "lb" ? lb.port : baseline.port
+        const cpuBefore = cpuOf(pids[who])
+        const started = Date.now()
+        const count = await run(port, started + seconds * 1000)
+        const elapsed = (Date.now() - started) / 1000
+        rate[who].push(count / elapsed)
+        cpu[who].push(((cpuOf(pids[who]) - cpuBefore) / count) * 1e6)
+      }
+    }
+    const lbRate = median(rate.lb)
+    const nodeRate = median(rate.node)
+    console.log(`  ${mode}:`)
+    console.log(
+      `    effect-lb balancer   ${fixed(lbRate, 0).padStart(7)} Locates/s   ${fixed(median(cpu.lb), 1)} µs CPU each`
+    )
+    console.log(
+      `    plain node:net       ${fixed(nodeRate, 0).padStart(7)} Locates/s   ${fixed(median(cpu.node), 1)} µs CPU each`
+    )
+    console.log(`    ratio effect-lb / node:net = ${fixed(lbRate / nodeRate)}  (aim >= 0.8)`)
+  }
+} finally {
+  await lb.stop()
+  await baseline.stop()
+}

@@ -1,0 +1,79 @@
+/**
+ * Idle timeouts for many connections at once: one sweeper fiber per listener wakes on a `Schedule`
+ * and closes the connections that have been idle too long — no timer and no fiber per connection
+ * or per request (the Locate path cannot afford either), much as HAProxy and nginx keep their
+ * timeouts in one timer structure. A connection is closed between `timeout` and `timeout` plus
+ * one sweep interval (a quarter of the timeout, at most a second) after its last activity.
+ */
+import { Duration, Effect, Schedule, type Scope } from "effect"
+
+export interface IdleTracker {
+  /** A request is being answered: not idle, however long that takes. */
+  readonly busy: () => void
+  /** Activity: the idle time counts from now. */
+  readonly done: () => void
+}
+
+export interface IdleSweeper {
+  /** Tracks one connection for the scope's lifetime; `close` is called once it idles out. */
+  readonly track: (close: () => void) => Effect.Effect<IdleTracker, never, Scope.Scope>
+  /** The same, for callback code: `release` stops tracking. */
+  readonly unsafeTrack: (close: () => void) => IdleTracker & { readonly release: () => void }
+  /** Closes every tracked connection that is not busy right now (a server draining). */
+  readonly closeIdle: Effect.Effect<void>
+}
+
+interface Entry {
+  since: number
+  working: boolean
+  readonly close: () => void
+}
+
+export const sweepInterval = (timeout: Duration.DurationInput): Duration.Duration =>
+  Duration.millis(Math.min(1000, Math.max(10, Duration.toMillis(timeout) / 4)))
+
+export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<IdleSweeper, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const clock = yield* Effect.clock
+    const limit = Duration.toMillis(timeout)
+    const entries = new Set<Entry>()
+    const closeWhere = (idle: (entry: Entry) => boolean) =>
+      Effect.sync(() => {
+        for (const entry of entries) {
+          if (!entry.working && idle(entry)) {
+            entries.delete(entry)
+            entry.close()
+          }
+        }
+      })
+    const sweep = Effect.suspend(() => {
+      const now = clock.unsafeCurrentTimeMillis()
+      return closeWhere((entry) => now - entry.since >= limit)
+    })
+    yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepInterval(timeout))))
+    const unsafeTrack = (close: () => void) => {
+      const entry: Entry = { since: clock.unsafeCurrentTimeMillis(), working: false, close }
+      entries.add(entry)
+      return {
+        busy: () => {
+          entry.working = true
+        },
+        done: () => {
+          entry.working = false
+          entry.since = clock.unsafeCurrentTimeMillis()
+        },
+        release: () => {
+          entries.delete(entry)
+        }
+      }
+    }
+    return {
+      track: (close) =>
+        Effect.acquireRelease(
+          Effect.sync(() => unsafeTrack(close)),
+          (tracker) => Effect.sync(tracker.release)
+        ),
+      unsafeTrack,
+      closeIdle: closeWhere(() => true)
+    }
+  })
