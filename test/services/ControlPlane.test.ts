@@ -1,6 +1,6 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Option, Schedule, Scope, Stream } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Option, Schedule, Scope, Stream, TestClock } from "effect"
 import {
   BalancerReply,
   BalancerRequest,
@@ -153,6 +153,41 @@ describe("ControlPlane", () => {
         Effect.ignore
       )
       expect(yield* registry.list).toEqual([])
+    }).pipe(Effect.provide(plane()), Effect.provide(Wire.layerMemory))
+  )
+})
+
+describe("ControlPlane connections", () => {
+  it.scopedLive("answers pipelined requests in order, quick ones and those that take an effect alike", () =>
+    Effect.gen(function* () {
+      const { address } = yield* ControlPlane.ControlPlane
+      const register = JSON.stringify({ _tag: "Register", server: { ...spec(1) } })
+      const requests = [register, '{"_tag":"Locate"}', '{"_tag":"Status"}', '{"_tag":"Locate"}', "nonsense"]
+      const { data } = yield* raw(address.port, requests.join("\n") + "\n", { expectLines: requests.length })
+      expect(lines(data).map((reply) => reply._tag)).toEqual([
+        "Registered",
+        "Located",
+        "StatusReport",
+        "Located",
+        "InvalidRequest"
+      ])
+    }).pipe(Effect.provide(plane()), Effect.provide(Wire.layer))
+  )
+
+  it.scoped("closes a connection idle for 30 seconds, but never a registered server's", () =>
+    Effect.gen(function* () {
+      const server = yield* operator
+      yield* server.ask(new Register({ server: spec(1) }))
+      const client = yield* operator
+      yield* client.ask(new Locate({}))
+      const clientClosed = yield* Effect.fork(client.connection.closed)
+      const serverClosed = yield* Effect.fork(server.connection.closed)
+      yield* TestClock.adjust("29 seconds")
+      expect(Option.isNone(yield* Fiber.poll(clientClosed))).toBe(true)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(clientClosed)
+      yield* TestClock.adjust("2 minutes")
+      expect(Option.isNone(yield* Fiber.poll(serverClosed))).toBe(true)
     }).pipe(Effect.provide(plane()), Effect.provide(Wire.layerMemory))
   )
 })
