@@ -175,7 +175,10 @@ export const make = (config: ClientConfig) =>
               return yield* exchange(connection, server)
             })
           ).pipe(
-            Effect.timeoutFail({ duration: timeout, onTimeout: () => new ServerFailed({ server: name, reason: "timed out" }) }),
+            Effect.timeoutFail({
+              duration: timeout,
+              onTimeout: () => new ServerFailed({ server: name, reason: "timed out" })
+            }),
             Effect.catchTags({
               ConnectFailed: (error) => Effect.fail(new ServerFailed({ server: name, reason: error.reason })),
               ConnectionClosed: (error) => Effect.fail(new ServerFailed({ server: name, reason: error.reason })),
@@ -210,7 +213,10 @@ export const make = (config: ClientConfig) =>
               Effect.fail(
                 new GaveUp({
                   attempts: attempt,
-                  reason: error instanceof NoServerAvailable ? `${error.message}${lastReason ? `; ${lastReason}` : ""}` : error.message
+                  reason:
+                    error instanceof NoServerAvailable
+                      ? `${error.message}${lastReason ? `; ${lastReason}` : ""}`
+                      : error.message
                 })
               )
           )

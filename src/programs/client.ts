@@ -1,0 +1,107 @@
+/**
+ * `effect-lb client`: one request from the command line (`list`, `download NAME`, `compute SECONDS`),
+ * or, with none, the interactive menu. Either way it finds a server through the balancer and
+ * re-routes by itself when one fails.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { NodeContext } from "@effect/platform-node"
+import { Console, Effect, Layer, Schema } from "effect"
+import { formatEndpoint } from "../domain/Server.js"
+import * as Client from "../services/Client.js"
+import * as Wire from "../services/Wire.js"
+import { interactive, megabytes, output } from "./interactive.js"
+import { balancer, json } from "./options.js"
+import { Terminal } from "@effect/platform"
+
+const out = Options.directory("out", { exists: "yes" }).pipe(
+  Options.withDefault("."),
+  Options.withDescription("folder to save downloads in")
+)
+
+const root = Command.make("client", { balancer, json }, ({ balancer }) =>
+  Effect.gen(function* () {
+    if (process.stdin.isTTY !== true) {
+      return yield* Effect.fail(
+        new Error(
+          "the interactive client needs a terminal; give it a request instead: effect-lb client list | download NAME | compute SECONDS"
+        )
+      )
+    }
+    yield* interactive({ balancer, out: "." })
+  }).pipe(Effect.provide(clientLayer(balancer)))
+)
+
+const clientLayer = (address: Wire.Address) =>
+  Client.layer({ ...Client.defaults, balancer: address }).pipe(
+    Layer.provideMerge(Wire.layer),
+    Layer.provide(NodeContext.layer)
+  )
+
+/** Runs one request; re-routes are told on stderr so stdout holds only the answer. */
+const once = <A>(
+  request: (
+    client: Client.Client["Type"],
+    onEvent: (event: Client.ClientEvent) => Effect.Effect<void>
+  ) => Effect.Effect<A, Client.ClientError>,
+  print: (answer: A, asJson: boolean) => string
+) =>
+  Effect.flatMap(root, ({ balancer, json }) =>
+    Effect.gen(function* () {
+      const client = yield* Client.Client
+      const { progress } = yield* output(yield* Terminal.Terminal)
+      const showProgress = yield* progress
+      const answer = yield* request(client, (event) =>
+        event._tag === "Rerouted"
+          ? Console.error(`effect-lb: ${event.server} failed (${event.reason}); trying another server`)
+          : event._tag === "Progress" && !json && process.stdout.isTTY === true
+            ? showProgress(event)
+            : Effect.void
+      )
+      yield* Console.log(print(answer, json))
+    }).pipe(Effect.provide(clientLayer(balancer)))
+  )
+
+const where = (served: Client.Served<unknown>) =>
+  `${served.server.id} (${formatEndpoint(served.server)})${served.attempts > 1 ? ` after ${served.attempts} attempts` : ""}`
+
+const asJson = (served: Client.Served<unknown>, fields: Record<string, unknown>) =>
+  JSON.stringify({ ...fields, server: served.server, attempts: served.attempts })
+
+const list = Command.make("list", {}, () =>
+  once(
+    (client, onEvent) => client.list(onEvent),
+    (served, json) =>
+      json
+        ? asJson(served, { files: served.value })
+        : [
+            ...Object.entries(served.value).map(([name, type]) => `${name}\t${type || "-"}`),
+            `(${Object.keys(served.value).length} files, from ${where(served)})`
+          ].join("\n")
+  )
+).pipe(Command.withDescription("list the files a server offers"))
+
+const download = Command.make("download", { name: Args.text({ name: "NAME" }), out }, ({ name, out }) =>
+  once(
+    (client, onEvent) => client.download(name, out, onEvent),
+    (served, json) =>
+      json
+        ? asJson(served, { path: served.value.path, size: served.value.size })
+        : `saved ${served.value.path} (${megabytes(served.value.size)}) from ${where(served)}`
+  )
+).pipe(Command.withDescription("download a file (saved whole, or not at all)"))
+
+const compute = Command.make(
+  "compute",
+  { seconds: Args.integer({ name: "SECONDS" }).pipe(Args.withSchema(Schema.Int.pipe(Schema.between(0, 86_400)))) },
+  ({ seconds }) =>
+    once(
+      (client, onEvent) => client.compute(seconds, onEvent),
+      (served, json) =>
+        json ? asJson(served, { seconds: served.value }) : `computed ${served.value} s on ${where(served)}`
+    )
+).pipe(Command.withDescription("have a server compute (sleep) for SECONDS"))
+
+export const clientCommand = root.pipe(
+  Command.withDescription("ask the balancer for a server and make a request; with no request, an interactive menu"),
+  Command.withSubcommands([list, download, compute])
+)

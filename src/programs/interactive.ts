@@ -1,0 +1,205 @@
+/**
+ * The interactive client: a menu of the three requests (and, in the playground, of the balancer's
+ * controls), looping until Quit. Everything it says goes through the `Terminal`, so a test can
+ * drive it with scripted keys and read what a person would see.
+ */
+import { Prompt } from "@effect/cli"
+import { Terminal } from "@effect/platform"
+import { Duration, Effect, Fiber, Option, Schedule } from "effect"
+import { SetStrategy, Status } from "../domain/Protocol.js"
+import { formatEndpoint } from "../domain/Server.js"
+import { ask } from "../services/BalancerClient.js"
+import { Client, type ClientEvent } from "../services/Client.js"
+import { names } from "../services/Strategy.js"
+import type { Address } from "../services/Wire.js"
+import { Wire } from "../services/Wire.js"
+import { statusTable } from "./operator.js"
+
+/** What the playground adds to the menu: servers a person can kill and bring back. */
+export interface ServerControls {
+  readonly running: Effect.Effect<ReadonlyArray<string>>
+  readonly stopped: Effect.Effect<ReadonlyArray<string>>
+  readonly kill: (id: string) => Effect.Effect<void>
+  readonly revive: (id: string) => Effect.Effect<void>
+}
+
+export interface InteractiveOptions {
+  readonly balancer: Address
+  /** Where downloads are saved. */
+  readonly out: string
+  readonly token?: string | undefined
+  readonly controls?: ServerControls | undefined
+}
+
+type Action = "list" | "download" | "compute" | "status" | "strategy" | "kill" | "revive" | "quit"
+
+export const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(bytes < 1e6 ? 2 : 1)} MB`
+
+/** How the client talks to a person: lines, its journey between servers, progress of long work. */
+export const output = (terminal: Terminal.Terminal) =>
+  Effect.gen(function* () {
+    const tty = yield* terminal.isTTY
+    const write = (text: string) => Effect.ignore(terminal.display(text))
+    const say = (text: string) => write(text + "\n")
+
+    /** Which server, and each re-route. */
+    const narrate = (event: ClientEvent): Effect.Effect<void> => {
+      switch (event._tag) {
+        case "Located":
+          return event.attempt === 1
+            ? Effect.void
+            : say(`  → trying ${event.server.id} (${formatEndpoint(event.server)})`)
+        case "Rerouted":
+          return say(`  ↻ ${event.server} failed (${event.reason}); asking the balancer for another server`)
+        case "Progress":
+          return Effect.void
+      }
+    }
+
+    /** A download's bytes and speed, redrawn in place on a terminal, a plain line a second elsewhere. */
+    const progress = Effect.sync(() => {
+      const started = Date.now()
+      let last = 0
+      return (event: ClientEvent): Effect.Effect<void> => {
+        if (event._tag !== "Progress") return narrate(event)
+        const now = Date.now()
+        const done = event.received === event.total
+        if (!done && now - last < (tty ? 100 : 1000)) return Effect.void
+        last = now
+        const seconds = Math.max((now - started) / 1000, 0.001)
+        const line = `  ${megabytes(event.received)} / ${megabytes(event.total)}  ${(event.received / 1e6 / seconds).toFixed(1)} MB/s`
+        return write(tty ? `\r${line}${done ? "\n" : ""}` : `${line}\n`)
+      }
+    })
+
+    /** The seconds going by while a computation runs, until interrupted. */
+    const ticking = (seconds: number) => {
+      let elapsed = 0
+      return Effect.repeat(
+        Effect.suspend(() => {
+          elapsed += 1
+          return write(tty ? `\r  computing… ${elapsed} s / ${seconds} s` : `  computing… ${elapsed} s\n`)
+        }),
+        Schedule.spaced(Duration.seconds(1))
+      ).pipe(
+        Effect.delay(Duration.seconds(1)),
+        Effect.onInterrupt(() => (tty && elapsed > 0 ? write("\n") : Effect.void))
+      )
+    }
+    return { tty, say, narrate, progress, ticking }
+  })
+
+const served = (server: { id: string; host: string; port: number }, attempts: number) =>
+  `${server.id} (${formatEndpoint(server)})${attempts > 1 ? ` after ${attempts} attempts` : ""}`
+
+export const interactive = (options: InteractiveOptions) =>
+  Effect.gen(function* () {
+    const client = yield* Client
+    const wire = yield* Wire
+    const { say, narrate, progress, ticking } = yield* output(yield* Terminal.Terminal)
+    const fail = (error: { message: string }) => say(`  ✗ ${error.message}`)
+    const balancerAsk = (request: Status | SetStrategy) =>
+      ask(options.balancer, request).pipe(Effect.provideService(Wire, wire))
+
+    const actions: Record<Action, Effect.Effect<void, Terminal.QuitException, Prompt.Prompt.Environment>> = {
+      list: client.list(narrate).pipe(
+        Effect.flatMap(({ value, server, attempts }) => {
+          const names = Object.keys(value)
+          return say(
+            [
+              `  ${names.length} files on ${served(server, attempts)}:`,
+              ...names.map((n) => `    ${n}  (${value[n] || "-"})`)
+            ].join("\n")
+          )
+        }),
+        Effect.catchAll(fail)
+      ),
+      download: Effect.gen(function* () {
+        const listed = yield* Effect.option(client.list())
+        const known = Option.match(listed, { onNone: () => [], onSome: ({ value }) => Object.keys(value) })
+        const name =
+          known.length > 0
+            ? yield* Prompt.select({ message: "Which file?", choices: known.map((n) => ({ title: n, value: n })) })
+            : yield* Prompt.text({ message: "File name" })
+        const onEvent = yield* progress
+        yield* client.download(name, options.out, onEvent).pipe(
+          Effect.flatMap(({ value, server, attempts }) =>
+            say(`  ✓ saved ${value.path} (${megabytes(value.size)}) from ${served(server, attempts)}`)
+          ),
+          Effect.catchAll(fail)
+        )
+      }),
+      compute: Effect.gen(function* () {
+        const seconds = yield* Prompt.integer({ message: "Compute for how many seconds? (0-60)", min: 0, max: 60 })
+        const ticker = yield* Effect.fork(ticking(seconds))
+        const result = yield* Effect.either(client.compute(seconds, narrate))
+        yield* Fiber.interrupt(ticker)
+        if (result._tag === "Left") return yield* fail(result.left)
+        yield* say(`  ✓ computed ${result.right.value} s on ${served(result.right.server, result.right.attempts)}`)
+      }),
+      status: balancerAsk(new Status()).pipe(
+        Effect.flatMap((reply) =>
+          reply._tag === "StatusReport" ? say(statusTable(reply.strategy, reply.servers)) : say(`  ✗ ${reply._tag}`)
+        ),
+        Effect.catchAll(fail)
+      ),
+      strategy: Effect.gen(function* () {
+        const strategy = yield* Prompt.select({
+          message: "Strategy",
+          choices: names.map((name) => ({ title: name, value: name }))
+        })
+        const reply = yield* balancerAsk(new SetStrategy({ strategy, token: options.token })).pipe(Effect.either)
+        if (reply._tag === "Left") return yield* fail(reply.left)
+        yield* say(
+          reply.right._tag === "StrategySet"
+            ? `  ✓ strategy is now ${reply.right.strategy}`
+            : `  ✗ ${"message" in reply.right ? reply.right.message : reply.right._tag}`
+        )
+      }),
+      kill: pickServer(options.controls, "running", "Kill which server?", say),
+      revive: pickServer(options.controls, "stopped", "Revive which server?", say),
+      quit: Effect.void
+    }
+
+    const choices: Array<{ title: string; value: Action }> = [
+      { title: "List files", value: "list" },
+      { title: "Download a file", value: "download" },
+      { title: "Compute for N seconds", value: "compute" },
+      { title: "Balancer status", value: "status" },
+      { title: "Switch strategy", value: "strategy" },
+      ...(options.controls === undefined
+        ? []
+        : [
+            { title: "Kill a server", value: "kill" as const },
+            { title: "Revive a server", value: "revive" as const }
+          ]),
+      { title: "Quit", value: "quit" }
+    ]
+    while (true) {
+      const action = yield* Prompt.select({ message: "What next?", choices })
+      if (action === "quit") return
+      yield* actions[action]
+    }
+  }).pipe(
+    // Ctrl-C (or the end of input) at a prompt is a way to quit, not an error.
+    Effect.catchTag("QuitException", () => Effect.void)
+  )
+
+const pickServer = (
+  controls: ServerControls | undefined,
+  which: "running" | "stopped",
+  message: string,
+  say: (text: string) => Effect.Effect<void>
+) =>
+  Effect.gen(function* () {
+    if (controls === undefined) return
+    const ids = yield* controls[which]
+    if (ids.length === 0) return yield* say(which === "running" ? "  no server is running" : "  no server is stopped")
+    const id = yield* Prompt.select({ message, choices: ids.map((value) => ({ title: value, value })) })
+    yield* which === "running" ? controls.kill(id) : controls.revive(id)
+    yield* say(
+      which === "running"
+        ? `  ✓ killed ${id}: the balancer will find it dead within its dead-after`
+        : `  ✓ revived ${id}: it registers again by itself`
+    )
+  })
