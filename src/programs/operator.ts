@@ -23,7 +23,8 @@ const pad = (cells: ReadonlyArray<string>, widths: ReadonlyArray<number>) =>
 export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>): string => {
   const header = ["ID", "ADDRESS", "WEIGHT", "STATE", "ACTIVE", "RESPONSE", "LOCATED"]
   const total = servers.reduce((sum, s) => sum + s.located, 0)
-  const rows = servers.map((s) => [
+  const sorted = [...servers].sort((a, b) => a.id.localeCompare(b.id, "en", { numeric: true }))
+  const rows = sorted.map((s) => [
     s.id,
     `${s.host.includes(":") ? `[${s.host}]` : s.host}:${s.port}`,
     String(s.weight),

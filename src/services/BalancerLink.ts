@@ -31,6 +31,8 @@ export class BalancerLink extends Context.Tag("effect-lb/BalancerLink")<
   {
     /** Whether the server is registered right now. */
     readonly registered: Effect.Effect<boolean>
+    /** Leave without a word when the scope closes, as a crashed server would (the playground's "kill"). */
+    readonly abandon: Effect.Effect<void>
   }
 >() {}
 
@@ -104,9 +106,11 @@ export const make = (config: LinkConfig) =>
     )
     yield* Effect.forkScoped(keepRegistered)
 
+    let abandoned = false
     // Runs before the server drains: leave the rotation first, then finish the work in flight.
     yield* Effect.addFinalizer(() =>
       Ref.get(current).pipe(
+        Effect.map((link) => (abandoned ? Option.none() : link)),
         Effect.flatMap(
           Option.match({
             onNone: () => Effect.void,
@@ -125,7 +129,12 @@ export const make = (config: LinkConfig) =>
       )
     )
 
-    return BalancerLink.of({ registered: Effect.map(Ref.get(current), Option.isSome) })
+    return BalancerLink.of({
+      registered: Effect.map(Ref.get(current), Option.isSome),
+      abandon: Effect.sync(() => {
+        abandoned = true
+      })
+    })
   })
 
 export const layer = (config: LinkConfig): Layer.Layer<BalancerLink, never, Wire | FileServer> =>

@@ -124,6 +124,14 @@ describe("weighted-least-connection", () => {
     }
   )
 
+  it("at equal load sends the next client to the heavier server", () => {
+    const strategy = withServers(
+      weightedLeastConnection.make(),
+      [1, 3, 2].map((weight, i) => candidate(i, { weight }))
+    )
+    expect(strategy.pick(none)).toBe(id(1))
+  })
+
   it("rotates among servers with equal load instead of always taking the first", () => {
     const strategy = withServers(
       weightedLeastConnection.make(),

@@ -1,7 +1,8 @@
 /**
  * The shape shared by the "least something" strategies: the eligible server with the lowest score,
- * kept in a heap (O(log n) per pick and per update); among equal scores, the one picked longest ago,
- * so ties rotate instead of always hitting the same server.
+ * kept in a heap (O(log n) per pick and per update); among equal scores the heavier server first
+ * (at no load, the one meant to take most), then the one picked longest ago, so ties rotate instead
+ * of always hitting the same server.
  */
 import type { ServerId } from "../../domain/Server.js"
 import type { Candidate, StrategyDefinition } from "../Strategy.js"
@@ -9,8 +10,13 @@ import { IndexedHeap, pickSkipping } from "./Heap.js"
 
 interface Ranked {
   readonly score: number
+  readonly weight: number
   readonly lastPicked: number
 }
+
+const before = (a: Ranked, b: Ranked) =>
+  a.score < b.score ||
+  (a.score === b.score && (a.weight > b.weight || (a.weight === b.weight && a.lastPicked < b.lastPicked)))
 
 export const leastBy = (
   name: string,
@@ -20,22 +26,20 @@ export const leastBy = (
   name,
   summary,
   make: () => {
-    const heap = new IndexedHeap<ServerId, Ranked>(
-      (a, b) => a.score < b.score || (a.score === b.score && a.lastPicked < b.lastPicked)
-    )
+    const heap = new IndexedHeap<ServerId, Ranked>(before)
     let picks = 0
     return {
       upsert: (candidate) => {
         const current = heap.get(candidate.id)
         const value = score(candidate)
-        if (current?.score === value) return
-        heap.set(candidate.id, { score: value, lastPicked: current?.lastPicked ?? 0 })
+        if (current?.score === value && current.weight === candidate.weight) return
+        heap.set(candidate.id, { score: value, weight: candidate.weight, lastPicked: current?.lastPicked ?? 0 })
       },
       remove: (id) => heap.remove(id),
       pick: (skip) => {
         const id = pickSkipping(heap, skip)
         const current = id === undefined ? undefined : heap.get(id)
-        if (id !== undefined && current !== undefined) heap.set(id, { score: current.score, lastPicked: ++picks })
+        if (id !== undefined && current !== undefined) heap.set(id, { ...current, lastPicked: ++picks })
         return id
       }
     }

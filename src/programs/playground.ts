@@ -1,0 +1,307 @@
+/**
+ * `effect-lb playground`: a balancer, 1–50 servers and the interactive client in one process, as
+ * fibers — or, with `--demo N`, scripted traffic from concurrent clients and a table of what each
+ * server got. Servers can be killed and revived from the menu to watch re-routing and health checks.
+ */
+import { Command, Options, Prompt } from "@effect/cli"
+import { NodeContext } from "@effect/platform-node"
+import {
+  Clock,
+  Console,
+  Context,
+  Effect,
+  Exit,
+  Layer,
+  LogLevel,
+  Logger,
+  Option,
+  Random,
+  Schedule,
+  Schema,
+  Scope
+} from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { formatEndpoint, ServerId, Weight } from "../domain/Server.js"
+import * as BalancerLink from "../services/BalancerLink.js"
+import * as Client from "../services/Client.js"
+import * as ControlPlane from "../services/ControlPlane.js"
+import * as FileServer from "../services/FileServer.js"
+import * as FileStore from "../services/FileStore.js"
+import * as HealthMonitor from "../services/HealthMonitor.js"
+import { ServerRegistry } from "../services/ServerRegistry.js"
+import { names } from "../services/Strategy.js"
+import * as Wire from "../services/Wire.js"
+import { balancerLayer } from "./balancer.js"
+import { interactive, type ServerControls } from "./interactive.js"
+import { duration, sampleFolder } from "./options.js"
+
+export interface Settings {
+  readonly servers: number
+  readonly strategy: string
+}
+
+/** Asks for what the flags leave out; without a terminal, takes defaults and says so. */
+export const askSettings = (
+  flags: { servers: Option.Option<number>; strategy: Option.Option<string> },
+  canAsk: boolean
+) =>
+  Effect.gen(function* () {
+    const servers = Option.isSome(flags.servers)
+      ? flags.servers.value
+      : canAsk
+        ? yield* Prompt.integer({ message: "How many servers? (1-50)", min: 1, max: 50 })
+        : 3
+    const strategy = Option.isSome(flags.strategy)
+      ? flags.strategy.value
+      : canAsk
+        ? yield* Prompt.select({
+            message: "Which strategy?",
+            choices: names.map((name) => ({ title: name, value: name }))
+          })
+        : "round-robin"
+    if (!canAsk && (Option.isNone(flags.servers) || Option.isNone(flags.strategy))) {
+      yield* Console.log(
+        `no terminal to ask on: ${servers} servers, ${strategy} (set them with --servers and --strategy)`
+      )
+    }
+    return { servers, strategy } satisfies Settings
+  })
+
+/** `--weights 1,2,3`, repeated over the servers; by default 1 each, or 1,2,3 over and over for weighted strategies. */
+export const weightsFor = (settings: Settings, given: Option.Option<ReadonlyArray<number>>) => {
+  const pattern = Option.getOrElse(given, () => (settings.strategy.startsWith("weighted") ? [1, 2, 3] : [1]))
+  return Array.from({ length: settings.servers }, (_, i) => pattern[i % pattern.length] ?? 1)
+}
+
+const WeightList = Schema.transform(Schema.String, Schema.NonEmptyArray(Schema.Int.pipe(Schema.between(1, 1000))), {
+  strict: false,
+  decode: (text) => text.split(",").map((part) => Number(part.trim())),
+  encode: (weights) => weights.join(",")
+})
+
+interface PlaygroundServer {
+  readonly id: string
+  readonly port: number
+  readonly weight: number
+  readonly folder: string
+}
+
+/** Starts one server with its link to the balancer, in its own scope, so it can be killed alone. */
+const startServer = (server: PlaygroundServer, balancer: Wire.Address) =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(
+      BalancerLink.layer({ balancer, weight: Weight.make(server.weight) }).pipe(
+        Layer.provideMerge(
+          FileServer.layer({
+            ...FileServer.defaults,
+            id: ServerId.make(server.id),
+            port: server.port,
+            // Killed means killed: requests in flight are cut, and their clients re-route.
+            drainTimeout: 0
+          })
+        ),
+        Layer.provide(FileStore.layer(server.folder)),
+        Layer.provide(Wire.layer),
+        Layer.provide(NodeContext.layer)
+      ),
+      scope
+    ).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    const running = Context.get(context, FileServer.FileServer)
+    return { scope, port: running.address.port, link: Context.get(context, BalancerLink.BalancerLink) }
+  })
+
+/** Each server's own folder: the samples, plus a file that says whose it is. */
+const makeFolders = (count: number, files: Option.Option<string>) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      if (Option.isSome(files)) return { base: undefined, folders: Array.from({ length: count }, () => files.value) }
+      const base = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-playground-"))
+      const samples = Option.getOrUndefined(sampleFolder())
+      const folders = Array.from({ length: count }, (_, i) => {
+        const folder = Path.join(base, `s${i + 1}`)
+        Fs.mkdirSync(folder)
+        if (samples !== undefined) Fs.cpSync(samples, folder, { recursive: true })
+        Fs.writeFileSync(Path.join(folder, `hello-from-s${i + 1}.txt`), `This file lives on server s${i + 1}.\n`)
+        return folder
+      })
+      return { base, folders }
+    }),
+    ({ base }) =>
+      Effect.sync(() => (base === undefined ? undefined : Fs.rmSync(base, { recursive: true, force: true })))
+  )
+
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0)
+
+/** Scripted traffic: a mix of list, download and compute from concurrent clients; a table at the end. */
+const demo = (requests: number, balancer: Wire.Address, servers: ReadonlyArray<string>, out: string) =>
+  Effect.gen(function* () {
+    const client = yield* Client.Client
+    const done: Array<{ server: string; ms: number }> = []
+    let failed = 0
+    const files = ["notes.txt", "readme.md", "config.json", "gradient.png", "random-256k.bin"]
+    const plan = yield* Effect.forEach(Array.from({ length: requests }), () =>
+      Effect.map(Random.nextIntBetween(0, 100), (roll) => (roll < 50 ? "list" : roll < 80 ? "download" : "compute"))
+    )
+    yield* Console.log(
+      `demo: ${requests} requests (list 50%, download 30%, compute 1 s 20%) from 8 concurrent clients…`
+    )
+    yield* Effect.forEach(
+      plan,
+      (kind, i) =>
+        Effect.gen(function* () {
+          const started = yield* Clock.currentTimeMillis
+          const server =
+            kind === "list"
+              ? (yield* client.list()).server.id
+              : kind === "download"
+                ? (yield* client.download(files[i % files.length] ?? "notes.txt", out)).server.id
+                : (yield* client.compute(1)).server.id
+          done.push({ server, ms: (yield* Clock.currentTimeMillis) - started })
+        }).pipe(
+          Effect.catchAll(() =>
+            Effect.sync(() => {
+              failed += 1
+            })
+          )
+        ),
+      { concurrency: 8, discard: true }
+    )
+    const rows = servers.map((id) => {
+      const mine = done.filter((d) => d.server === id).map((d) => d.ms)
+      mine.sort((a, b) => a - b)
+      return { id, count: mine.length, p50: percentile(mine, 50), p99: percentile(mine, 99) }
+    })
+    const widest = Math.max(1, ...rows.map((row) => row.count))
+    yield* Console.log(`\nserver  requests  share   p50 ms  p99 ms`)
+    for (const row of rows) {
+      const share = done.length === 0 ? 0 : (100 * row.count) / done.length
+      yield* Console.log(
+        `${row.id.padEnd(6)}  ${String(row.count).padStart(8)}  ${share.toFixed(1).padStart(4)}%  ${String(row.p50).padStart(6)}  ${String(row.p99).padStart(6)}  ${"█".repeat(Math.round((30 * row.count) / widest))}`
+      )
+    }
+    yield* Console.log(`\n${done.length} served, ${failed} failed (balancer ${formatEndpoint(balancer)})`)
+  })
+
+const options = {
+  servers: Options.integer("servers").pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(1, 50))),
+    Options.optional,
+    Options.withDescription("how many servers, 1-50 (asked when left out)")
+  ),
+  strategy: Options.choice("strategy", names).pipe(
+    Options.optional,
+    Options.withDescription("how servers are picked (asked when left out)")
+  ),
+  weights: Options.text("weights").pipe(
+    Options.withSchema(WeightList),
+    Options.optional,
+    Options.withDescription("server weights, e.g. 1,2,3 (repeated over the servers)")
+  ),
+  files: Options.directory("files", { exists: "yes" }).pipe(
+    Options.optional,
+    Options.withDescription("one folder for every server to serve (default: a copy of the samples each)")
+  ),
+  port: Options.integer("port").pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
+    Options.withDefault(4000),
+    Options.withDescription("the balancer's port (0: any free port)")
+  ),
+  demo: Options.integer("demo").pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(1, 100_000))),
+    Options.optional,
+    Options.withDescription("run N scripted requests instead of the interactive client, then print a table")
+  ),
+  probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often servers are probed"),
+  deadAfter: duration("dead-after", HealthMonitor.defaults.deadAfter, "silence after which a server is dead")
+}
+
+export const playgroundCommand = Command.make("playground", options, (flags) =>
+  Effect.gen(function* () {
+    const canAsk = process.stdin.isTTY === true && Option.isNone(flags.demo)
+    const settings = yield* askSettings(flags, canAsk)
+    const weights = weightsFor(settings, flags.weights)
+    if (Option.isNone(flags.weights)) {
+      yield* Console.log(`weights: ${[...new Set(weights)].join(", ")} (set them with --weights 1,2,3)`)
+    }
+
+    const balancer = yield* Layer.build(
+      balancerLayer({
+        host: "127.0.0.1",
+        port: flags.port,
+        strategy: settings.strategy,
+        servers: [],
+        monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter },
+        token: Option.none()
+      })
+    )
+    const address = Context.get(balancer, ControlPlane.ControlPlane).address
+    const registry = Context.get(balancer, ServerRegistry)
+    yield* Console.log(`balancer  ${formatEndpoint(address)}  strategy ${settings.strategy}`)
+
+    const { folders } = yield* makeFolders(settings.servers, flags.files)
+    const running = new Map<string, { scope: Scope.CloseableScope; link: BalancerLink.BalancerLink["Type"] }>()
+    const known = new Map<string, PlaygroundServer>()
+    for (const [i, folder] of folders.entries()) {
+      const server: PlaygroundServer = { id: `s${i + 1}`, port: 0, weight: weights[i] ?? 1, folder }
+      const started = yield* startServer(server, address)
+      known.set(server.id, { ...server, port: started.port })
+      running.set(server.id, started)
+      yield* Console.log(`server    127.0.0.1:${started.port}  ${server.id}  weight ${server.weight}  ${folder}`)
+    }
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach(running.values(), ({ scope }) => Scope.close(scope, Exit.void), { discard: true })
+    )
+    yield* registry.list.pipe(
+      Effect.filterOrFail((servers) => servers.filter((s) => s.state === "live").length >= settings.servers),
+      Effect.retry(Schedule.spaced("50 millis")),
+      Effect.timeout("10 seconds"),
+      Effect.ignore
+    )
+    yield* Console.log(
+      `more clients: npx effect-lb client --balancer ${formatEndpoint(address)}   status: npx effect-lb status --balancer ${formatEndpoint(address)}`
+    )
+
+    const controls: ServerControls = {
+      running: Effect.sync(() => [...running.keys()].sort()),
+      stopped: Effect.sync(() => [...known.keys()].filter((id) => !running.has(id)).sort()),
+      kill: (id) =>
+        Effect.gen(function* () {
+          const server = running.get(id)
+          if (server === undefined) return
+          running.delete(id)
+          yield* server.link.abandon
+          yield* Scope.close(server.scope, Exit.void)
+        }),
+      revive: (id) =>
+        Effect.gen(function* () {
+          const server = known.get(id)
+          if (server === undefined || running.has(id)) return
+          running.set(id, yield* startServer(server, address).pipe(Effect.orDie))
+        })
+    }
+
+    const downloads = Path.join(Os.tmpdir(), "effect-lb-downloads")
+    Fs.mkdirSync(downloads, { recursive: true })
+    const client = Client.layer({ ...Client.defaults, balancer: address }).pipe(
+      Layer.provideMerge(Wire.layer),
+      Layer.provide(NodeContext.layer)
+    )
+    if (Option.isSome(flags.demo)) {
+      return yield* demo(flags.demo.value, address, [...known.keys()], downloads).pipe(Effect.provide(client))
+    }
+    if (!canAsk) {
+      yield* Console.log("no terminal for the interactive client: serving until Ctrl-C")
+      return yield* Effect.never
+    }
+    yield* Console.log(`downloads go to ${downloads}\n`)
+    yield* interactive({ balancer: address, out: downloads, controls }).pipe(Effect.provide(client))
+  }).pipe(
+    Effect.scoped,
+    // The menu and the tables are the playground's voice; service logs would scribble over the prompts.
+    Logger.withMinimumLogLevel(LogLevel.Error)
+  )
+).pipe(Command.withDescription("a balancer, 1-50 servers and an interactive client in one process"))

@@ -1,0 +1,114 @@
+import { NodeFileSystem, NodePath } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Option } from "effect"
+import * as Net from "node:net"
+import { askSettings, weightsFor } from "../../src/programs/playground.js"
+import { spawn } from "../support/process.js"
+import * as TestTerminal from "../support/terminal.js"
+import { backspace, down, enter, type } from "../support/terminal.js"
+
+const files = Layer.merge(NodeFileSystem.layer, NodePath.layer)
+const none = { servers: Option.none<number>(), strategy: Option.none<string>() }
+
+const refused = (port: number) =>
+  Effect.async<boolean>((resume) => {
+    const socket = Net.createConnection({ host: "127.0.0.1", port })
+    socket.once("connect", () => {
+      socket.destroy()
+      resume(Effect.succeed(false))
+    })
+    socket.once("error", () => resume(Effect.succeed(true)))
+  })
+
+describe("the playground's questions", () => {
+  it.effect("re-asks the number of servers until it is 1 to 50, then offers the strategies", () =>
+    Effect.gen(function* () {
+      const shown: Array<string> = []
+      const keys = [
+        ...[...type("0"), enter, backspace],
+        ...[...type("51"), enter, backspace, backspace],
+        ...[...type("abc"), ...type("3"), enter],
+        ...[down, enter]
+      ]
+      const settings = yield* askSettings(none, true).pipe(
+        Effect.provide(Layer.merge(files, TestTerminal.layer(keys, shown)))
+      )
+      expect(settings).toEqual({ servers: 3, strategy: "weighted-round-robin" })
+      const text = TestTerminal.plain(shown)
+      expect(text).toContain("0 must be greater than or equal to 1")
+      expect(text).toContain("51 must be less than or equal to 50")
+    })
+  )
+
+  it.effect("asks nothing the flags already say, and takes defaults without a terminal", () =>
+    Effect.gen(function* () {
+      const given = yield* askSettings({ servers: Option.some(7), strategy: Option.some("round-robin") }, true).pipe(
+        Effect.provide(Layer.merge(files, TestTerminal.layer([], [])))
+      )
+      expect(given).toEqual({ servers: 7, strategy: "round-robin" })
+      const defaults = yield* askSettings(none, false).pipe(
+        Effect.provide(Layer.merge(files, TestTerminal.layer([], [])))
+      )
+      expect(defaults).toEqual({ servers: 3, strategy: "round-robin" })
+    })
+  )
+
+  it("states sensible weights: equal, or 1, 2, 3 over and over for weighted strategies", () => {
+    expect(weightsFor({ servers: 4, strategy: "round-robin" }, Option.none())).toEqual([1, 1, 1, 1])
+    expect(weightsFor({ servers: 5, strategy: "weighted-round-robin" }, Option.none())).toEqual([1, 2, 3, 1, 2])
+    expect(weightsFor({ servers: 3, strategy: "round-robin" }, Option.some([5, 1]))).toEqual([5, 1, 5])
+  })
+})
+
+describe("effect-lb playground (the real process)", () => {
+  it.scopedLive(
+    "answers on its ports, serves clients from other terminals, and stops cleanly on SIGINT",
+    () =>
+      Effect.gen(function* () {
+        const playground = yield* spawn(["playground", "--servers", "3", "--strategy", "round-robin", "--port", "0"])
+        yield* playground.waitFor(/serving until Ctrl-C/)
+        const balancerPort = Number(/balancer\s+127\.0\.0\.1:(\d+)/.exec(playground.output())?.[1])
+        const serverPorts = [...playground.output().matchAll(/server\s+127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1]))
+        expect(serverPorts).toHaveLength(3)
+        const status = yield* spawn(["status", "--balancer", `127.0.0.1:${balancerPort}`, "--json"])
+        expect(yield* status.exited).toBe(0)
+        const report = JSON.parse(status.output()) as { servers: Array<{ id: string; state: string }> }
+        expect(report.servers.map((s) => `${s.id}:${s.state}`).sort()).toEqual(["s1:live", "s2:live", "s3:live"])
+        const client = yield* spawn(["client", "--balancer", `127.0.0.1:${balancerPort}`, "list"])
+        expect(yield* client.exited).toBe(0)
+        expect(client.output()).toMatch(/hello-from-s\d\.txt/)
+
+        const stopping = Date.now()
+        playground.child.kill("SIGINT")
+        expect(yield* playground.exited).toBe(0)
+        expect(Date.now() - stopping).toBeLessThan(5000)
+        for (const port of [balancerPort, ...serverPorts]) expect(yield* refused(port)).toBe(true)
+      }),
+    30_000
+  )
+
+  it.scopedLive(
+    "runs scripted traffic with --demo and prints what each server got",
+    () =>
+      Effect.gen(function* () {
+        const playground = yield* spawn([
+          "playground",
+          "--servers",
+          "3",
+          "--strategy",
+          "weighted-round-robin",
+          "--demo",
+          "30",
+          "--port",
+          "0"
+        ])
+        expect(yield* playground.exited).toBe(0)
+        const output = playground.output()
+        expect(output).toContain("weights: 1, 2, 3")
+        expect(output).toMatch(/s1\s+\d+\s+[\d.]+%/)
+        expect(output).toMatch(/s3\s+\d+\s+[\d.]+%/)
+        expect(output).toContain("30 served, 0 failed")
+      }),
+    30_000
+  )
+})
