@@ -1,6 +1,6 @@
 /** `effect-lb balancer`: the balancer port, its registry, strategies and health monitor. */
 import { Command, Options } from "@effect/cli"
-import { Console, Effect, Layer, Option, Schema } from "effect"
+import { Console, Effect, Layer, Option } from "effect"
 import { formatEndpoint, ServerId } from "../domain/Server.js"
 import * as Balancer from "../services/Balancer.js"
 import * as ControlPlane from "../services/ControlPlane.js"
@@ -8,7 +8,7 @@ import * as HealthMonitor from "../services/HealthMonitor.js"
 import * as ServerRegistry from "../services/ServerRegistry.js"
 import { names, Strategies } from "../services/Strategy.js"
 import * as Wire from "../services/Wire.js"
-import { duration, host, port, ServerAddressFromText, token } from "./options.js"
+import { decodedWith, duration, host, port, ServerAddressFromText, token } from "./options.js"
 
 export interface BalancerOptions {
   readonly host: string
@@ -54,7 +54,7 @@ const options = {
   strategy: strategyOption,
   servers: Options.text("server").pipe(
     Options.repeated,
-    Options.withSchema(Schema.mutable(Schema.Array(ServerAddressFromText))),
+    Options.mapEffect((texts) => Effect.forEach(texts, decodedWith("server", ServerAddressFromText))),
     Options.withDescription("a backend server, host:port[:weight] (repeatable); servers may also register themselves")
   ),
   probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often each server is probed"),

@@ -1,6 +1,6 @@
 /** Command-line option helpers shared by every command: durations, ports, and where things are. */
-import { Options } from "@effect/cli"
-import { Duration, Option, ParseResult, Schema } from "effect"
+import { HelpDoc, Options, ValidationError } from "@effect/cli"
+import { Duration, Effect, Either, Option, ParseResult, Schema } from "effect"
 import { EndpointFromString, Host, Port, Weight } from "../domain/Server.js"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
@@ -60,8 +60,22 @@ export const sampleFolder = (): Option.Option<string> => {
   return Option.none()
 }
 
+/** Decodes an option's text with `schema`; a bad value is one short sentence, not Schema's whole tree. */
+export const decodedWith =
+  <A>(name: string, schema: Schema.Schema<A, string>) =>
+  (text: string): Effect.Effect<A, ValidationError.ValidationError> =>
+    Either.match(Schema.decodeEither(schema)(text), {
+      onRight: Effect.succeed,
+      onLeft: (error) => {
+        const first = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+        return Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name}: ${first?.message ?? "invalid value"}`)))
+      }
+    })
+
 /** `--balancer host:port`: where the balancer's port is. */
-export const balancerAddress = Options.text("balancer").pipe(Options.withSchema(EndpointFromString))
+export const balancerAddress = Options.text("balancer").pipe(
+  Options.mapEffect(decodedWith("balancer", EndpointFromString))
+)
 
 export const balancer = balancerAddress.pipe(
   Options.withDefault({ host: Host.make("127.0.0.1"), port: Port.make(4000) }),

@@ -35,7 +35,7 @@ import { names } from "../services/Strategy.js"
 import * as Wire from "../services/Wire.js"
 import { balancerLayer } from "./balancer.js"
 import { interactive, type ServerControls } from "./interactive.js"
-import { duration, sampleFolder } from "./options.js"
+import { decodedWith, duration, sampleFolder } from "./options.js"
 
 export interface Settings {
   readonly servers: number
@@ -197,7 +197,7 @@ const options = {
     Options.withDescription("how servers are picked (asked when left out)")
   ),
   weights: Options.text("weights").pipe(
-    Options.withSchema(WeightList),
+    Options.mapEffect(decodedWith("weights", WeightList)),
     Options.optional,
     Options.withDescription("server weights, e.g. 1,2,3 (repeated over the servers)")
   ),
