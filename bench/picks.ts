@@ -18,7 +18,8 @@ const candidates = (n: number): Array<Candidate> =>
     id: ServerId.make(`s${i}`),
     weight: 1 + (i % 5),
     active: i % 17,
-    responseTimeMs: 1 + ((i * 7919) % 100) / 10
+    responseTimeMs: 1 + ((i * 7919) % 100) / 10,
+    latencyMs: null
   }))
 
 /** Nanoseconds per call of `step`, best of 5 runs of `iterations` calls. */

@@ -21,7 +21,11 @@ export class Register extends Schema.TaggedClass<Register>()("Register", {
   server: ServerSpec,
   token: Schema.optional(Token)
 }) {}
-export class Load extends Schema.TaggedClass<Load>()("Load", { active: Schema.NonNegativeInt }) {}
+/** `latencyMs`: the server's own smoothed time to answer a request (peak-sensitive), when it has one. */
+export class Load extends Schema.TaggedClass<Load>()("Load", {
+  active: Schema.NonNegativeInt,
+  latencyMs: Schema.optional(Schema.NonNegative)
+}) {}
 /**
  * Leave the rotation gracefully: drained, then removed. On a server's own control connection it
  * needs nothing more; from elsewhere (an operator) it names the server, with the token if one is set.
@@ -88,7 +92,11 @@ export class FileHeader extends Schema.TaggedClass<FileHeader>()("FileHeader", {
   size: Schema.NonNegativeInt
 }) {}
 export class Computed extends Schema.TaggedClass<Computed>()("Computed", { seconds: Schema.NonNegativeInt }) {}
-export class Pong extends Schema.TaggedClass<Pong>()("Pong", { id: ServerId, active: Schema.NonNegativeInt }) {}
+export class Pong extends Schema.TaggedClass<Pong>()("Pong", {
+  id: ServerId,
+  active: Schema.NonNegativeInt,
+  latencyMs: Schema.optional(Schema.NonNegative)
+}) {}
 
 export const ServerReply = Schema.Union(FileList, FileHeader, Computed, Pong, InvalidRequest, FileNotFound, Busy)
 export type ServerReply = typeof ServerReply.Type

@@ -73,6 +73,8 @@ export const ServerView = Schema.Struct({
   state: ServerState,
   active: Schema.NonNegativeInt,
   responseTimeMs: Schema.NullOr(Schema.NonNegative),
+  /** The server's own report of how long its requests take (smoothed), when it sends one. */
+  latencyMs: Schema.optional(Schema.NullOr(Schema.NonNegative)),
   located: Schema.NonNegativeInt
 })
 export type ServerView = typeof ServerView.Type

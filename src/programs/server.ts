@@ -27,6 +27,11 @@ const options = {
     Options.withDefault(FileServer.defaults.maxCompute),
     Options.withDescription("longest Compute accepted, in seconds")
   ),
+  computeScale: Options.float("compute-scale").pipe(
+    Options.withSchema(Schema.Number.pipe(Schema.between(0.001, 1000))),
+    Options.withDefault(1),
+    Options.withDescription("how long a second of Compute really takes (0.01: 10 ms; for benchmarks and demos)")
+  ),
   maxConnections: positiveInt(
     "max-connections",
     FileServer.defaults.maxConnections,
@@ -64,6 +69,7 @@ export const serverCommand = Command.make("server", options, (flags) =>
       host: flags.host,
       port: flags.port,
       maxCompute: flags.maxCompute,
+      computeScale: flags.computeScale,
       idleTimeout: flags.idleTimeout,
       maxConnections: flags.maxConnections,
       drainTimeout: flags.drainTimeout,

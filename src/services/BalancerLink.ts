@@ -69,7 +69,11 @@ export const make = (config: LinkConfig) =>
         `registered as ${spec.id} with the balancer at ${config.balancer.host}:${config.balancer.port}`
       )
       const report = server.active.changes.pipe(
-        Stream.runForEach((active) => connection.send(BalancerRequest, new Load({ active })))
+        Stream.runForEach((active) =>
+          Effect.flatMap(server.latencyMs, (latencyMs) =>
+            connection.send(BalancerRequest, new Load({ active, latencyMs }))
+          )
+        )
       )
       const listen = Effect.gen(function* () {
         while (true) {

@@ -108,7 +108,7 @@ export const make = (config: ControlPlaneConfig) =>
         case "Load":
           return session.registered === undefined
             ? Effect.succeed(new InvalidRequest({ message: "Load before Register on this connection" }))
-            : Effect.as(registry.reportLoad(session.registered, request.active), undefined)
+            : Effect.as(registry.reportLoad(session.registered, request.active, request.latencyMs), undefined)
         case "Deregister": {
           const id = session.registered ?? request.id
           if (id === undefined) {

@@ -4,7 +4,7 @@
  * `SubscriptionRef` so other services (the balancer link) can follow it, and on shutdown it stops
  * taking new work and lets what is in flight finish, for a bounded time.
  */
-import { Context, Deferred, Duration, Effect, Layer, Option, Ref, Stream, SubscriptionRef } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Stream, SubscriptionRef } from "effect"
 import { Busy, InvalidRequest } from "../domain/Errors.js"
 import {
   Computed,
@@ -29,6 +29,8 @@ export interface FileServerConfig {
   readonly port: number
   /** Longest `Compute` accepted, in seconds. */
   readonly maxCompute: number
+  /** How long a second of `Compute` really takes (1 = a second; 0.01 = 10 ms, for benchmarks). */
+  readonly computeScale?: number
   /** A connection with no request for this long is closed. */
   readonly idleTimeout: Duration.DurationInput
   /** Connections past this many are answered `Busy` and closed. */
@@ -56,6 +58,8 @@ export class FileServer extends Context.Tag("effect-lb/FileServer")<
     readonly address: Address
     /** Connections that have made a request (probes that only ping are not counted); watchable. */
     readonly active: SubscriptionRef.SubscriptionRef<number>
+    /** Smoothed time to answer a request, peak-sensitive (up at once, down slowly); `undefined` before the first. */
+    readonly latencyMs: Effect.Effect<number | undefined>
     /** Stops taking new work and waits, up to the drain timeout, for what is in flight. */
     readonly drain: Effect.Effect<void>
   }
@@ -66,6 +70,12 @@ export const make = (config: FileServerConfig) =>
     const wire = yield* Wire
     const store = yield* FileStore
     const active = yield* SubscriptionRef.make(0)
+    // Peak-sensitive moving average (as Finagle's peak EWMA): a slower answer counts at once, a
+    // faster one pulls the figure down gradually.
+    let latency: number | undefined
+    const recordLatency = (ms: number) => {
+      latency = latency === undefined || ms > latency ? ms : latency + 0.2 * (ms - latency)
+    }
     const open = yield* SubscriptionRef.make(0)
     const draining = yield* Deferred.make<void>()
     // Known once the port is bound; no request can arrive before then.
@@ -80,7 +90,7 @@ export const make = (config: FileServerConfig) =>
       switch (request._tag) {
         case "Ping":
           return Effect.flatMap(SubscriptionRef.get(active), (count) =>
-            reply(connection, new Pong({ id, active: count }))
+            reply(connection, new Pong({ id, active: count, latencyMs: latency }))
           )
         case "ListFiles":
           return store.list.pipe(
@@ -110,7 +120,7 @@ export const make = (config: FileServerConfig) =>
           // The work is a sleep on the Clock: it blocks no one. A client that hangs up meanwhile
           // has abandoned it (as nginx treats a client abort), so it stops and frees its slot.
           return Effect.raceFirst(
-            Effect.sleep(Duration.seconds(request.seconds)).pipe(
+            Effect.sleep(Duration.millis(request.seconds * 1000 * (config.computeScale ?? 1))).pipe(
               Effect.zipRight(reply(connection, new Computed({ seconds: request.seconds })))
             ),
             connection.hangup
@@ -139,7 +149,9 @@ export const make = (config: FileServerConfig) =>
           }
           // Draining does not cut a request that started: it ends, or the drain timeout cuts it.
           idle.busy()
+          const started = yield* Clock.currentTimeMillis
           yield* answer(connection, next.value)
+          if (next.value._tag !== "Ping") recordLatency((yield* Clock.currentTimeMillis) - started)
           idle.done()
           if (yield* Deferred.isDone(draining)) return
         }
@@ -185,7 +197,7 @@ export const make = (config: FileServerConfig) =>
     // Runs before the listener is closed: in-flight requests end first.
     yield* Effect.addFinalizer(() => drain)
 
-    return FileServer.of({ id, address, active, drain })
+    return FileServer.of({ id, address, active, latencyMs: Effect.sync(() => latency), drain })
   })
 
 export const layer = (config: FileServerConfig) => Layer.scoped(FileServer, make(config))

@@ -50,7 +50,11 @@ export const make = (config: MonitorConfig) =>
         if (Option.isNone(reply) || reply.value._tag !== "Pong") {
           return yield* new ProbeFailed({ server: server.id, reason: "answered without a Pong" })
         }
-        return { roundTripMs: Number(answered - started) / 1e6, active: reply.value.active }
+        return {
+          roundTripMs: Number(answered - started) / 1e6,
+          active: reply.value.active,
+          latencyMs: reply.value.latencyMs
+        }
       }).pipe(
         Effect.scoped,
         Effect.timeoutFail({
@@ -69,11 +73,11 @@ export const make = (config: MonitorConfig) =>
         const prober = probe(server).pipe(
           Effect.matchEffect({
             onFailure: (error) => Effect.logDebug(`probe of ${server.id} failed`, error),
-            onSuccess: ({ roundTripMs, active }) =>
+            onSuccess: ({ roundTripMs, active, latencyMs }) =>
               Effect.gen(function* () {
                 lastAnswer = yield* Clock.currentTimeMillis
                 const before = yield* registry.get(server.id)
-                yield* registry.recordProbe(server.id, roundTripMs, active)
+                yield* registry.recordProbe(server.id, roundTripMs, active, latencyMs)
                 if (Option.isSome(before) && before.value.state === "dead") {
                   yield* Effect.logInfo(`server ${server.id} answers again: live`)
                 }

@@ -36,6 +36,8 @@ interface Entry {
   /** Clients located to it since that report: counted so a burst of Locates does not all land on one server. */
   pending: number
   responseTimeMs: number | null
+  /** The server's own smoothed request latency, from its reports. */
+  latencyMs: number | null
   located: number
 }
 
@@ -53,10 +55,10 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
     readonly remove: (id: ServerId) => Effect.Effect<boolean>
     readonly setState: (id: ServerId, state: ServerState) => Effect.Effect<Option.Option<ServerView>>
-    /** The server says it has `active` connections. */
-    readonly reportLoad: (id: ServerId, active: number) => Effect.Effect<void>
-    /** A probe answered after `roundTripMs`, reporting `active` connections. */
-    readonly recordProbe: (id: ServerId, roundTripMs: number, active: number) => Effect.Effect<void>
+    /** The server says it has `active` connections (and, if it says, how long its requests take). */
+    readonly reportLoad: (id: ServerId, active: number, latencyMs?: number) => Effect.Effect<void>
+    /** A probe answered after `roundTripMs`, reporting `active` connections (and maybe its latency). */
+    readonly recordProbe: (id: ServerId, roundTripMs: number, active: number, latencyMs?: number) => Effect.Effect<void>
     readonly get: (id: ServerId) => Effect.Effect<Option.Option<ServerView>>
     readonly list: Effect.Effect<ReadonlyArray<ServerView>>
     /** Every change, from the moment the stream starts. */
@@ -79,6 +81,7 @@ const view = (entry: Entry): ServerView => ({
   state: entry.state,
   active: entry.reported,
   responseTimeMs: entry.responseTimeMs === null ? null : Math.round(entry.responseTimeMs * 1000) / 1000,
+  latencyMs: entry.latencyMs === null ? null : Math.round(entry.latencyMs * 1000) / 1000,
   located: entry.located
 })
 
@@ -88,7 +91,8 @@ const candidate = (entry: Entry): Candidate | undefined =>
         id: entry.spec.id,
         weight: entry.spec.weight,
         active: entry.reported + entry.pending,
-        responseTimeMs: entry.responseTimeMs
+        responseTimeMs: entry.responseTimeMs,
+        latencyMs: entry.latencyMs
       }
     : undefined
 
@@ -139,6 +143,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
             reported: previous?.reported ?? 0,
             pending: 0,
             responseTimeMs: previous?.responseTimeMs ?? null,
+            latencyMs: previous?.latencyMs ?? null,
             located: previous?.located ?? 0
           }
           entries.set(spec.id, entry)
@@ -161,15 +166,17 @@ export const make = (config: RegistryConfig = defaultConfig) =>
           entry.state = state
           if (state !== "live") entry.pending = 0
         }),
-      reportLoad: (id, active) =>
+      reportLoad: (id, active, latencyMs) =>
         Effect.asVoid(
           update(id, (entry) => {
-            if (entry.reported === active && entry.pending === 0) return false
+            const latency = latencyMs ?? entry.latencyMs
+            if (entry.reported === active && entry.pending === 0 && entry.latencyMs === latency) return false
             entry.reported = active
             entry.pending = 0
+            entry.latencyMs = latency
           })
         ),
-      recordProbe: (id, roundTripMs, active) =>
+      recordProbe: (id, roundTripMs, active, latencyMs) =>
         Effect.asVoid(
           update(id, (entry) => {
             entry.responseTimeMs =
@@ -178,6 +185,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
                 : entry.responseTimeMs + config.smoothing * (roundTripMs - entry.responseTimeMs)
             entry.reported = active
             entry.pending = 0
+            entry.latencyMs = latencyMs ?? entry.latencyMs
             if (entry.state === "dead") entry.state = "live"
           })
         ),

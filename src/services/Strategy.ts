@@ -21,6 +21,8 @@ export interface Candidate {
   readonly active: number
   /** Smoothed probe round trip, `null` until first measured. */
   readonly responseTimeMs: number | null
+  /** The server's own smoothed request latency (peak-sensitive), `null` until it reports one. */
+  readonly latencyMs: number | null
 }
 
 export interface Strategy {

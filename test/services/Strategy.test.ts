@@ -4,7 +4,7 @@ import { ServerId } from "../../src/domain/Server.js"
 import { all, type Candidate, type Strategy } from "../../src/services/Strategy.js"
 import { roundRobin } from "../../src/services/strategies/RoundRobin.js"
 import { weightedLeastConnection } from "../../src/services/strategies/WeightedLeastConnection.js"
-import { weightedResponseTime } from "../../src/services/strategies/WeightedResponseTime.js"
+import { expectedCost, responseTime, weightedResponseTime } from "../../src/services/strategies/WeightedResponseTime.js"
 import { weightedRoundRobin } from "../../src/services/strategies/WeightedRoundRobin.js"
 
 const id = (i: number) => ServerId.make(`s${i}`)
@@ -15,6 +15,7 @@ const candidate = (i: number, fields: Partial<Candidate> = {}): Candidate => ({
   weight: 1,
   active: 0,
   responseTimeMs: null,
+  latencyMs: null,
   ...fields
 })
 
@@ -141,30 +142,57 @@ describe("weighted-least-connection", () => {
   })
 })
 
+const measured = FastCheck.array(
+  FastCheck.record({
+    weight: FastCheck.integer({ min: 1, max: 10 }),
+    active: FastCheck.nat(20),
+    responseTimeMs: FastCheck.option(FastCheck.double({ min: 0.01, max: 5000, noNaN: true }), { nil: null }),
+    latencyMs: FastCheck.option(FastCheck.double({ min: 0.01, max: 5000, noNaN: true }), { nil: null })
+  }),
+  { minLength: 1, maxLength: 30 }
+)
+
 describe("weighted-response-time", () => {
   it.prop(
-    "picks the least response time per weight, and a server not yet measured first",
-    [
-      FastCheck.array(
-        FastCheck.record({
-          weight: FastCheck.integer({ min: 1, max: 10 }),
-          responseTimeMs: FastCheck.option(FastCheck.double({ min: 0.01, max: 5000, noNaN: true }), { nil: null })
-        }),
-        { minLength: 1, maxLength: 30 }
-      )
-    ],
+    "picks the least expected response time (latency x in-flight, per weight), a server not yet measured first",
+    [measured],
     ([servers]) => {
       const state = servers.map((s, i) => candidate(i, s))
       const pickedId = withServers(weightedResponseTime.make(), state).pick(none)
       const picked = state.find((c) => c.id === pickedId)
-      const unmeasured = state.filter((c) => c.responseTimeMs === null)
-      if (unmeasured.length > 0) expect(picked?.responseTimeMs).toBeNull()
+      const unmeasured = state.filter((c) => responseTime(c) === null)
+      if (unmeasured.length > 0) expect(picked === undefined ? undefined : responseTime(picked)).toBeNull()
       else {
-        const best = Math.min(...state.map((c) => (c.responseTimeMs ?? 0) / c.weight))
-        expect((picked?.responseTimeMs ?? Infinity) / (picked?.weight ?? 1)).toBe(best)
+        expect(picked).toBeDefined()
+        if (picked !== undefined) expect(expectedCost(picked)).toBe(Math.min(...state.map(expectedCost)))
       }
     }
   )
+
+  it("prefers the server's own latency report to the probe's round trip", () => {
+    const strategy = withServers(weightedResponseTime.make(), [
+      candidate(0, { responseTimeMs: 0.2, latencyMs: 200 }),
+      candidate(1, { responseTimeMs: 0.4, latencyMs: 40 })
+    ])
+    expect(strategy.pick(none)).toBe(id(1))
+  })
+
+  it("spreads a burst: each client located counts against the server's cost", () => {
+    // Two equally fast servers; the registry raises `active` as it locates clients to one.
+    const strategy = withServers(weightedResponseTime.make(), [
+      candidate(0, { latencyMs: 10 }),
+      candidate(1, { latencyMs: 10 })
+    ])
+    const load = [0, 0]
+    const picks = Array.from({ length: 6 }, () => {
+      const picked = strategy.pick(none)
+      const at = picked === id(0) ? 0 : 1
+      load[at] = (load[at] ?? 0) + 1
+      strategy.upsert(candidate(at, { latencyMs: 10, active: load[at] ?? 0 }))
+      return picked
+    })
+    expect(picks.filter((p) => p === id(0)).length).toBe(3)
+  })
 })
 
 describe("every strategy", () => {
