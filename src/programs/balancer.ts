@@ -1,6 +1,6 @@
 /** `effect-lb balancer`: the balancer port, its registry, strategies and health monitor. */
 import { Command, Options } from "@effect/cli"
-import { Console, Effect, Layer, Option } from "effect"
+import { Console, type Duration, Effect, Layer, Option } from "effect"
 import { formatEndpoint, ServerId } from "../domain/Server.js"
 import * as Balancer from "../services/Balancer.js"
 import * as ControlPlane from "../services/ControlPlane.js"
@@ -17,6 +17,7 @@ export interface BalancerOptions {
   readonly servers: ReadonlyArray<typeof ServerAddressFromText.Type>
   readonly monitor: HealthMonitor.MonitorConfig
   readonly token: Option.Option<string>
+  readonly idleTimeout?: Duration.Duration
 }
 
 /** Everything a balancer is, as one layer: used by this command and by the playground. */
@@ -36,7 +37,8 @@ export const balancerLayer = (options: BalancerOptions) => {
     ...ControlPlane.defaults,
     host: options.host,
     port: options.port,
-    token: Option.getOrUndefined(options.token)
+    token: Option.getOrUndefined(options.token),
+    idleTimeout: options.idleTimeout ?? ControlPlane.defaults.idleTimeout
   }).pipe(
     Layer.provideMerge(Layer.mergeAll(HealthMonitor.layer(options.monitor), seed).pipe(Layer.provideMerge(core))),
     Layer.provideMerge(Wire.layer)
@@ -59,6 +61,11 @@ const options = {
   ),
   probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often each server is probed"),
   deadAfter: duration("dead-after", HealthMonitor.defaults.deadAfter, "silence after which a server is dead"),
+  idleTimeout: duration(
+    "idle-timeout",
+    ControlPlane.defaults.idleTimeout,
+    "close a connection that has not registered after this long without a request"
+  ),
   token
 }
 
@@ -85,7 +92,8 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
             strategy: flags.strategy,
             servers: flags.servers,
             monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter },
-            token: flags.token
+            token: flags.token,
+            idleTimeout: flags.idleTimeout
           })
         )
       )

@@ -65,7 +65,12 @@ const readAhead = 256 * 1024
 
 /** The first problem Schema found, in one short line a person can read. */
 export const describeParseError = (error: ParseResult.ParseError): string => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  let issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>
+  try {
+    issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  } catch {
+    return "invalid message"
+  }
   const first = issues[0]
   if (first === undefined) return "invalid message"
   const where = first.path.length > 0 ? `${first.path.join(".")}: ` : ""
@@ -109,12 +114,18 @@ export const lineDecoder = <A, I>(schema: Schema.Schema<A, I>): Decoder<A> => {
     } catch {
       return Either.left(new InvalidRequest({ message: "malformed JSON" }))
     }
-    return Either.mapLeft(decode(json), (error) => {
-      const tag = tagOf(json)
-      return new InvalidRequest({
-        message: tag === undefined ? "expected a JSON object with a _tag" : `${tag}: ${describeParseError(error)}`
-      })
-    })
+    const tag = tagOf(json)
+    if (tag === undefined) return Either.left(new InvalidRequest({ message: "expected a JSON object with a _tag" }))
+    try {
+      return Either.mapLeft(
+        decode(json),
+        (error) => new InvalidRequest({ message: `${tag}: ${describeParseError(error)}` })
+      )
+    } catch {
+      // A value hostile enough to break the decoder or its error message (say, nesting thousands
+      // deep) is still only an invalid request: it must never take the process down.
+      return Either.left(new InvalidRequest({ message: `${tag}: invalid message` }))
+    }
   }
   decoders.set(schema, decoder as Decoder<unknown>)
   return decoder

@@ -123,7 +123,16 @@ describe("ControlPlane", () => {
       expect(yield* peer.ask(new Load({ active: 2 }))).toMatchObject({ _tag: "InvalidRequest" })
       const { address } = yield* ControlPlane.ControlPlane
       // Lines that are not requests; each gets its own InvalidRequest, and the connection goes on.
-      const garbage = ['{"_tag":"Locate","exclude":"all"}', "{", '{"_tag":"Register","server":{}}', '"Locate"', "[]"]
+      const deep = "[".repeat(8000) + "]".repeat(8000)
+      const garbage = [
+        '{"_tag":"Locate","exclude":"all"}',
+        "{",
+        '{"_tag":"Register","server":{}}',
+        '"Locate"',
+        "[]",
+        // Once crashed the process: formatting the error message of a value nested 8,000 deep.
+        `{"_tag":"SetStrategy","strategy":${deep}}`
+      ]
       const { data } = yield* raw(address.port, [...garbage, '{"_tag":"Status"}', ""].join("\n"), {
         expectLines: garbage.length + 1
       })
