@@ -71,6 +71,13 @@ export class Wire extends Context.Tag("effect-lb/Wire")<
 
 export const defaultConnectTimeout = Duration.seconds(3)
 
+/**
+ * Connections the kernel may hold completed but not yet accepted. Node's default (511) drops the
+ * handshakes of a burst beyond it, which then trickle in seconds later; like HAProxy, match it to
+ * the connection limit (the kernel caps it at net.core.somaxconn).
+ */
+const backlog = 4096
+
 const reasonOf = (error: unknown): string =>
   error instanceof Error
     ? "code" in error && typeof error.code === "string"
@@ -97,7 +104,12 @@ const handle = <R>(
 /** Listens through `@effect/platform`'s SocketServer, one fiber per connection, on the Node socket it hands over. */
 const tcpListen = <R>(options: Address, onSocket: (socket: Net.Socket) => Effect.Effect<void, never, R>) =>
   Effect.gen(function* () {
-    const server = yield* NodeSocketServer.make({ host: options.host, port: options.port, allowHalfOpen: true }).pipe(
+    const server = yield* NodeSocketServer.make({
+      host: options.host,
+      port: options.port,
+      allowHalfOpen: true,
+      backlog
+    }).pipe(
       Effect.mapError((error) => new ListenFailed({ endpoint: formatEndpoint(options), reason: reasonOf(error.cause) }))
     )
     yield* server
@@ -144,7 +156,7 @@ const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(options: Address, port: Reque
       Effect.async<void, ListenFailed>((resume) => {
         const onError = (error: Error) => resume(Effect.fail(new ListenFailed({ endpoint, reason: reasonOf(error) })))
         server.once("error", onError)
-        server.listen(options.port, options.host, () => {
+        server.listen({ port: options.port, host: options.host, backlog }, () => {
           server.off("error", onError)
           // From now on an error (say, out of file descriptors on accept) is logged, not fatal.
           server.on("error", (error) =>
