@@ -1,0 +1,211 @@
+/**
+ * Chaos, with real processes on loopback: servers killed (SIGKILL and SIGTERM) and restarted under
+ * load, the balancer killed and restarted, a server that stalls. Every request must complete, and
+ * every download must be exact.
+ */
+import { NodeContext } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Context, type Duration, Effect, Fiber, Layer, Schedule } from "effect"
+import * as Crypto from "node:crypto"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { Status } from "../../src/domain/Protocol.js"
+import { ask } from "../../src/services/BalancerClient.js"
+import * as Client from "../../src/services/Client.js"
+import * as Wire from "../../src/services/Wire.js"
+import { type Running, spawn } from "../support/process.js"
+
+const listening = /listening on 127\.0\.0\.1:(\d+)/
+
+const workspace = Effect.acquireRelease(
+  Effect.sync(() => {
+    const base = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-chaos-"))
+    const served = Path.join(base, "served")
+    Fs.mkdirSync(served)
+    const data = Crypto.randomBytes(256 * 1024)
+    Fs.writeFileSync(Path.join(served, "data.bin"), data)
+    Fs.writeFileSync(Path.join(served, "notes.txt"), "chaos\n")
+    return { base, served, data }
+  }),
+  ({ base }) => Effect.sync(() => Fs.rmSync(base, { recursive: true, force: true }))
+)
+
+const clientFor = (port: number, overrides: Partial<Client.ClientConfig> = {}) =>
+  Effect.map(
+    Layer.build(
+      Client.layer({
+        ...Client.defaults,
+        balancer: { host: "127.0.0.1", port },
+        attempts: 30,
+        backoff: "20 millis",
+        connectTimeout: "1 second",
+        replyTimeout: "2 seconds",
+        ...overrides
+      }).pipe(Layer.provide(Wire.layer), Layer.provide(NodeContext.layer))
+    ),
+    (context) => Context.get(context, Client.Client)
+  )
+
+const liveServers = (port: number) =>
+  ask({ host: "127.0.0.1", port }, new Status()).pipe(
+    Effect.map((reply) => (reply._tag === "StatusReport" ? reply.servers.filter((s) => s.state === "live").length : 0)),
+    Effect.orElseSucceed(() => 0),
+    Effect.provide(Wire.layer)
+  )
+
+const eventually = (check: Effect.Effect<boolean>, within: Duration.DurationInput = "10 seconds") =>
+  check.pipe(
+    Effect.filterOrFail((ok) => ok),
+    Effect.retry(Schedule.spaced("50 millis")),
+    Effect.timeout(within)
+  )
+
+const startServer = (id: string, port: number, balancer: number, folder: string) =>
+  Effect.gen(function* () {
+    const server = yield* spawn([
+      "server",
+      "--port",
+      String(port),
+      "--id",
+      id,
+      "--balancer",
+      `127.0.0.1:${balancer}`,
+      "--files",
+      folder,
+      "--compute-scale",
+      "0.01"
+    ])
+    return { process: server, port: Number((yield* server.waitFor(listening))[1]) }
+  })
+
+describe("chaos", () => {
+  it.scopedLive(
+    "500 requests from 20 clients complete, downloads exact, while servers are killed and restarted down to one",
+    () =>
+      Effect.gen(function* () {
+        const space = yield* workspace
+        const balancer = yield* spawn(["balancer", "--port", "0", "--probe-interval", "100ms", "--dead-after", "600ms"])
+        const port = Number((yield* balancer.waitFor(listening))[1])
+        const servers = new Map<string, { process: Running; port: number }>()
+        for (const id of ["s1", "s2", "s3", "s4", "s5"]) servers.set(id, yield* startServer(id, 0, port, space.served))
+        yield* eventually(Effect.map(liveServers(port), (n) => n === 5))
+        const client = yield* clientFor(port)
+
+        // The killer: SIGKILL and SIGTERM in turn, one server brought back, until only s5 is left.
+        const script: ReadonlyArray<[string, "SIGKILL" | "SIGTERM" | "restart"]> = [
+          ["s1", "SIGKILL"],
+          ["s2", "SIGTERM"],
+          ["s1", "restart"],
+          ["s3", "SIGKILL"],
+          ["s1", "SIGTERM"],
+          ["s4", "SIGKILL"]
+        ]
+        const killer = yield* Effect.forkScoped(
+          Effect.forEach(script, ([id, what]) =>
+            Effect.gen(function* () {
+              yield* Effect.sleep("300 millis")
+              const server = servers.get(id)
+              if (server === undefined) return
+              if (what === "restart") servers.set(id, yield* startServer(id, server.port, port, space.served))
+              else server.process.child.kill(what)
+            })
+          )
+        )
+
+        const outs = Array.from({ length: 20 }, (_, w) => {
+          const out = Path.join(space.base, `out${w}`)
+          Fs.mkdirSync(out)
+          return out
+        })
+        let next = 0
+        let completed = 0
+        const worker = (w: number) =>
+          Effect.gen(function* () {
+            while (next < 500) {
+              const n = next++
+              const out = outs[w] ?? space.base
+              if (n % 3 === 0) {
+                const saved = yield* client.download("data.bin", out)
+                expect(Fs.readFileSync(saved.value.path).equals(space.data)).toBe(true)
+              } else if (n % 3 === 1) {
+                expect((yield* client.list()).value).toHaveProperty("notes.txt")
+              } else {
+                expect((yield* client.compute(1)).value).toBe(1)
+              }
+              completed++
+            }
+          })
+        yield* Effect.forEach(
+          Array.from({ length: 20 }, (_, w) => w),
+          worker,
+          { concurrency: "unbounded" }
+        )
+        yield* Fiber.join(killer)
+        expect(completed).toBe(500)
+        yield* eventually(Effect.map(liveServers(port), (n) => n === 1))
+      }),
+    60_000
+  )
+
+  it.scopedLive(
+    "when the balancer is killed and restarted, servers register again and retrying clients complete",
+    () =>
+      Effect.gen(function* () {
+        const space = yield* workspace
+        const first = yield* spawn(["balancer", "--port", "0", "--probe-interval", "200ms"])
+        const port = Number((yield* first.waitFor(listening))[1])
+        for (const id of ["a", "b"]) yield* startServer(id, 0, port, space.served)
+        yield* eventually(Effect.map(liveServers(port), (n) => n === 2))
+        first.child.kill("SIGKILL")
+        yield* first.exited
+        const client = yield* clientFor(port, { backoff: "100 millis" })
+        // Clients start while there is no balancer at all...
+        const requests = yield* Effect.forkScoped(
+          Effect.forEach(Array.from({ length: 10 }), () => client.list(), { concurrency: "unbounded" })
+        )
+        yield* Effect.sleep("700 millis")
+        // ...and finish once a new one is up and the servers have found it by themselves.
+        const second = yield* spawn(["balancer", "--port", String(port), "--probe-interval", "200ms"])
+        yield* second.waitFor(listening)
+        const answers = yield* Fiber.join(requests)
+        expect(answers).toHaveLength(10)
+        yield* eventually(Effect.map(liveServers(port), (n) => n === 2))
+      }),
+    60_000
+  )
+
+  it.scopedLive(
+    "a server that stalls (accepts, never answers) is ejected, and no client waits past its timeout",
+    () =>
+      Effect.gen(function* () {
+        const space = yield* workspace
+        const balancer = yield* spawn(["balancer", "--port", "0", "--probe-interval", "100ms", "--dead-after", "1s"])
+        const port = Number((yield* balancer.waitFor(listening))[1])
+        const stalled = yield* startServer("stalled", 0, port, space.served)
+        yield* startServer("healthy", 0, port, space.served)
+        yield* eventually(Effect.map(liveServers(port), (n) => n === 2))
+        // SIGSTOP: the kernel still completes connections, but nobody ever answers them.
+        stalled.process.child.kill("SIGSTOP")
+        yield* Effect.addFinalizer(() => Effect.sync(() => stalled.process.child.kill("SIGCONT")))
+        const client = yield* clientFor(port, { replyTimeout: "1 second", connectTimeout: "500 millis" })
+        const timings = yield* Effect.forEach(
+          Array.from({ length: 20 }),
+          () =>
+            Effect.gen(function* () {
+              const started = Date.now()
+              const answer = yield* client.list()
+              return { ms: Date.now() - started, server: answer.server.id }
+            }),
+          { concurrency: 10 }
+        )
+        for (const { ms, server } of timings) {
+          expect(server).toBe("healthy")
+          // At most one timed-out attempt on the stalled server, then an answer elsewhere.
+          expect(ms).toBeLessThan(2500)
+        }
+        yield* eventually(Effect.map(liveServers(port), (n) => n === 1))
+      }),
+    60_000
+  )
+})
