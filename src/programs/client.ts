@@ -4,14 +4,14 @@
  * re-routes by itself when one fails.
  */
 import { Args, Command, Options } from "@effect/cli"
-import { NodeContext } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Console, Effect, Layer, Schema } from "effect"
 import { formatEndpoint } from "../domain/Server.js"
 import * as Client from "../services/Client.js"
 import * as Wire from "../services/Wire.js"
 import { interactive, megabytes, output } from "./interactive.js"
 import { balancer, json } from "./options.js"
-import { Terminal } from "@effect/platform"
+import * as Terminal from "@effect/platform/Terminal"
 
 const out = Options.directory("out", { exists: "yes" }).pipe(
   Options.withDefault("."),

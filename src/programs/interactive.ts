@@ -4,7 +4,7 @@
  * drive it with scripted keys and read what a person would see.
  */
 import { Prompt } from "@effect/cli"
-import { Terminal } from "@effect/platform"
+import * as Terminal from "@effect/platform/Terminal"
 import { Duration, Effect, Fiber, Option, Schedule } from "effect"
 import { SetStrategy, Status } from "../domain/Protocol.js"
 import { formatEndpoint } from "../domain/Server.js"

@@ -1,6 +1,7 @@
 /** Entry point: runs the command line, turning any failure into one line on stderr and exit code 1. */
 import { ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Console, Effect } from "effect"
 import { run } from "./cli.js"
 

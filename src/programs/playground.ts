@@ -4,7 +4,7 @@
  * server got. Servers can be killed and revived from the menu to watch re-routing and health checks.
  */
 import { Command, Options, Prompt } from "@effect/cli"
-import { NodeContext } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import {
   Clock,
   Console,

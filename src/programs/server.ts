@@ -1,6 +1,6 @@
 /** `effect-lb server`: a backend server serving a folder, computing, and answering probes. */
 import { Command, Options } from "@effect/cli"
-import { NodeContext } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Console, Effect, Layer, Option, Schema } from "effect"
 import { ServerId, Weight } from "../domain/Server.js"
 import * as FileServer from "../services/FileServer.js"

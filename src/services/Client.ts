@@ -5,7 +5,8 @@
  * server answers or the attempts run out. Typed errors decide what is retried: a server's failure
  * is, a refusal of the request itself (`FileNotFound`, `InvalidRequest`) is not.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import { Context, Duration, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
 import * as Crypto from "node:crypto"
 import { FileNotFound, InvalidRequest, NoServerAvailable } from "../domain/Errors.js"

@@ -3,7 +3,8 @@
  * A requested name must be a plain file name (no separators, no `..`, no leading dot); its real
  * path, symlinks resolved, must still lie inside the folder; and it must be a regular file.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
 import * as Fs from "node:fs"
 import { Readable } from "node:stream"

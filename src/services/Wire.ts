@@ -4,7 +4,8 @@
  * `layerMemory` is an in-process network for tests that are about logic, not sockets, and that
  * must run on the `TestClock`.
  */
-import { NodeSocket, NodeSocketServer } from "@effect/platform-node"
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
 import { Context, Duration, Effect, FiberSet, Layer, Option, Runtime, Schema, type Scope } from "effect"
 import * as Net from "node:net"
 import { Duplex } from "node:stream"
