@@ -5,7 +5,7 @@
  * milliseconds), over and over. Per strategy: throughput, latency p50/p99/max (Locate + request),
  * and each server's share.
  *
- *   npm run bench:quality [-- --requests 1500 --clients 40 --seed 7]
+ *   npm run bench:quality [-- --requests 1200 --clients 16 --seed 7 --slots 4|none]
  */
 import * as Net from "node:net"
 import { parseArgs } from "node:util"
@@ -17,7 +17,8 @@ const { values } = parseArgs({
     requests: { type: "string", default: "1200" },
     clients: { type: "string", default: "16" },
     seed: { type: "string", default: "7" },
-    strategies: { type: "string", default: names.join(",") }
+    strategies: { type: "string", default: names.join(",") },
+    slots: { type: "string", default: "4" }
   }
 })
 const requests = Number(values.requests)
@@ -100,7 +101,8 @@ const run = async (strategy: string): Promise<Result> => {
           "--balancer",
           `127.0.0.1:${balancer.port}`,
           "--compute-scale",
-          String(scale)
+          String(scale),
+          ...(values.slots === "none" ? [] : ["--compute-slots", String(values.slots)])
         ])
       )
     }
@@ -159,7 +161,12 @@ const strategies = (values.strategies ?? "").split(",").filter((s) => s.length >
 console.log(
   `balancing quality: 5 servers (one computes 5× slower), ${clients} concurrent clients, ${requests} requests, seed ${values.seed}`
 )
-console.log(`  work: Compute 1-3 "seconds" = 20-60 ms on a fast server, 100-300 ms on the slow one\n`)
+console.log(`  work: Compute 1-3 "seconds" = 20-60 ms on a fast server, 100-300 ms on the slow one`)
+console.log(
+  values.slots === "none"
+    ? "  servers compute without limit (sleeps never queue)\n"
+    : `  each server computes ${values.slots} at a time, like a ${values.slots}-core machine; the rest queue\n`
+)
 const results: Array<Result> = []
 for (const strategy of strategies) results.push(await run(strategy))
 const servers = ["fast1", "fast2", "fast3", "fast4", "slow"]

@@ -32,6 +32,11 @@ const options = {
     Options.withDefault(1),
     Options.withDescription("how long a second of Compute really takes (0.01: 10 ms; for benchmarks and demos)")
   ),
+  computeSlots: Options.integer("compute-slots").pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(1, 100_000))),
+    Options.optional,
+    Options.withDescription("computations that run at once, like a machine's cores; the rest queue (default: no limit)")
+  ),
   maxConnections: positiveInt(
     "max-connections",
     FileServer.defaults.maxConnections,
@@ -70,6 +75,7 @@ export const serverCommand = Command.make("server", options, (flags) =>
       port: flags.port,
       maxCompute: flags.maxCompute,
       computeScale: flags.computeScale,
+      ...Option.match(flags.computeSlots, { onNone: () => ({}), onSome: (computeSlots) => ({ computeSlots }) }),
       idleTimeout: flags.idleTimeout,
       maxConnections: flags.maxConnections,
       drainTimeout: flags.drainTimeout,

@@ -31,6 +31,8 @@ export interface FileServerConfig {
   readonly maxCompute: number
   /** How long a second of `Compute` really takes (1 = a second; 0.01 = 10 ms, for benchmarks). */
   readonly computeScale?: number
+  /** Computations that run at once, like a machine's cores; the rest wait their turn. Default: no limit. */
+  readonly computeSlots?: number
   /** A connection with no request for this long is closed. */
   readonly idleTimeout: Duration.DurationInput
   /** Connections past this many are answered `Busy` and closed. */
@@ -78,6 +80,7 @@ export const make = (config: FileServerConfig) =>
     }
     const open = yield* SubscriptionRef.make(0)
     const draining = yield* Deferred.make<void>()
+    const slots = config.computeSlots === undefined ? undefined : yield* Effect.makeSemaphore(config.computeSlots)
     // Known once the port is bound; no request can arrive before then.
     let id: ServerId = config.id ?? ServerId.make(`s${config.port}`)
 
@@ -119,8 +122,9 @@ export const make = (config: FileServerConfig) =>
           }
           // The work is a sleep on the Clock: it blocks no one. A client that hangs up meanwhile
           // has abandoned it (as nginx treats a client abort), so it stops and frees its slot.
+          const work = Effect.sleep(Duration.millis(request.seconds * 1000 * (config.computeScale ?? 1)))
           return Effect.raceFirst(
-            Effect.sleep(Duration.millis(request.seconds * 1000 * (config.computeScale ?? 1))).pipe(
+            (slots === undefined ? work : slots.withPermits(1)(work)).pipe(
               Effect.zipRight(reply(connection, new Computed({ seconds: request.seconds })))
             ),
             connection.hangup

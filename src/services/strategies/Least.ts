@@ -53,7 +53,15 @@ export const leastBy = (
       pick: (skip) => {
         const id = pickSkipping(heap, skip)
         const current = id === undefined ? undefined : heap.get(id)
-        if (id !== undefined && current !== undefined) heap.set(id, { ...current, lastPicked: ++picks })
+        if (id !== undefined && current !== undefined) {
+          // Same shape as every other entry, so the heap's comparisons stay monomorphic.
+          heap.set(id, {
+            score: current.score,
+            tieBreak: current.tieBreak,
+            weight: current.weight,
+            lastPicked: ++picks
+          })
+        }
         return id
       }
     }
