@@ -113,7 +113,7 @@ export const make = (config: FileServerConfig) =>
               })
             )
           )
-        case "Compute":
+        case "Compute": {
           if (request.seconds > config.maxCompute) {
             return reply(
               connection,
@@ -129,6 +129,7 @@ export const make = (config: FileServerConfig) =>
             ),
             connection.hangup
           )
+        }
       }
     }
 
