@@ -190,6 +190,23 @@ describe("FileServer on the test clock", () => {
     }).pipe(Effect.provide(Wire.layerMemory))
   )
 
+  it.scoped("with compute slots, runs that many computations at once and queues the rest", () =>
+    Effect.gen(function* () {
+      const folder = yield* servedFolder(1024)
+      const server = yield* startServer(folder.root, { computeSlots: 1 })
+      const first = yield* connectTo(server.address)
+      const second = yield* connectTo(server.address)
+      const one = yield* Effect.fork(first.ask(new Compute({ seconds: 1 })))
+      yield* TestClock.adjust("1 millis")
+      const two = yield* Effect.fork(second.ask(new Compute({ seconds: 1 })))
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(one)).toMatchObject({ _tag: "Computed" })
+      expect(Option.isNone(yield* Fiber.poll(two))).toBe(true)
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(two)).toMatchObject({ _tag: "Computed" })
+    }).pipe(Effect.provide(Wire.layerMemory))
+  )
+
   it.scoped("closes an idle connection after 30 seconds, not before", () =>
     Effect.gen(function* () {
       const folder = yield* servedFolder(1024)
