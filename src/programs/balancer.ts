@@ -1,14 +1,15 @@
 /** `effect-lb balancer`: the balancer port, its registry, strategies and health monitor. */
 import { Command, Options } from "@effect/cli"
-import { Console, type Duration, Effect, Layer, Option } from "effect"
+import { Console, type Duration, Effect, Layer, Option, Schema } from "effect"
 import { formatEndpoint, ServerId } from "../domain/Server.js"
 import * as Balancer from "../services/Balancer.js"
 import * as ControlPlane from "../services/ControlPlane.js"
 import * as HealthMonitor from "../services/HealthMonitor.js"
+import * as Proxy from "../services/Proxy.js"
 import * as ServerRegistry from "../services/ServerRegistry.js"
 import { names, Strategies } from "../services/Strategy.js"
 import * as Wire from "../services/Wire.js"
-import { decodedWith, duration, host, port, ServerAddressFromText, token } from "./options.js"
+import { decodedWith, duration, host, port, positiveInt, ServerAddressFromText, token } from "./options.js"
 
 export interface BalancerOptions {
   readonly host: string
@@ -18,6 +19,8 @@ export interface BalancerOptions {
   readonly monitor: HealthMonitor.MonitorConfig
   readonly token: Option.Option<string>
   readonly idleTimeout?: Duration.Duration
+  /** When set, also proxy TCP connections to the servers (L4, like HAProxy's mode tcp). */
+  readonly proxy?: Proxy.ProxyConfig | undefined
 }
 
 /** Everything a balancer is, as one layer: used by this command and by the playground. */
@@ -33,13 +36,18 @@ export const balancerLayer = (options: BalancerOptions) => {
     Layer.provideMerge(ServerRegistry.layer()),
     Layer.provide(Strategies.layer)
   )
-  return ControlPlane.layer({
+  const plane = ControlPlane.layer({
     ...ControlPlane.defaults,
     host: options.host,
     port: options.port,
     token: Option.getOrUndefined(options.token),
     idleTimeout: options.idleTimeout ?? ControlPlane.defaults.idleTimeout
-  }).pipe(
+  })
+  const proxy:
+    | Layer.Layer<never, Proxy.ProxyListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry>
+    | Layer.Layer<Proxy.Proxy, Proxy.ProxyListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry> =
+    options.proxy === undefined ? Layer.empty : Proxy.layer(options.proxy)
+  return Layer.merge(plane, proxy).pipe(
     Layer.provideMerge(Layer.mergeAll(HealthMonitor.layer(options.monitor), seed).pipe(Layer.provideMerge(core))),
     Layer.provideMerge(Wire.layer)
   )
@@ -61,6 +69,36 @@ const options = {
   ),
   probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often each server is probed"),
   deadAfter: duration("dead-after", HealthMonitor.defaults.deadAfter, "silence after which a server is dead"),
+  proxyPort: Options.integer("proxy-port").pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
+    Options.optional,
+    Options.withDescription("also proxy TCP connections on this port to the servers (L4, like HAProxy's mode tcp)")
+  ),
+  health: Options.choice("health", ["ping", "tcp"]).pipe(
+    Options.withDefault("ping" as const),
+    Options.withDescription("how servers are probed: the effect-lb Ping, or a bare TCP connect (any TCP service)")
+  ),
+  maxConnections: positiveInt(
+    "max-connections",
+    Proxy.defaults.maxConnections,
+    1_000_000,
+    "proxy: client connections past this many are closed at once"
+  ),
+  connectTimeout: duration(
+    "connect-timeout",
+    Proxy.defaults.connectTimeout,
+    "proxy: skip a backend that has not accepted in this long"
+  ),
+  proxyIdleTimeout: duration(
+    "proxy-idle-timeout",
+    Proxy.defaults.idleTimeout,
+    "proxy: close a connection idle both ways this long"
+  ),
+  drainTimeout: duration(
+    "drain-timeout",
+    Proxy.defaults.drainTimeout,
+    "proxy: on SIGINT/SIGTERM, let open connections finish this long"
+  ),
   idleTimeout: duration(
     "idle-timeout",
     ControlPlane.defaults.idleTimeout,
@@ -77,6 +115,9 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
         const balancer = yield* Balancer.Balancer
         const registry = yield* ServerRegistry.ServerRegistry
         const servers = yield* registry.list
+        const proxy = yield* Effect.serviceOption(Proxy.Proxy)
+        if (Option.isSome(proxy))
+          yield* Console.log(`effect-lb proxy listening on ${formatEndpoint(proxy.value.address)}`)
         yield* Console.log(
           `effect-lb balancer listening on ${formatEndpoint(plane.address)}, strategy ${yield* balancer.strategy}, ` +
             `${servers.length} server${servers.length === 1 ? "" : "s"}`
@@ -91,9 +132,21 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
             port: flags.port,
             strategy: flags.strategy,
             servers: flags.servers,
-            monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter },
+            monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter, health: flags.health },
             token: flags.token,
-            idleTimeout: flags.idleTimeout
+            idleTimeout: flags.idleTimeout,
+            proxy: Option.match(flags.proxyPort, {
+              onNone: () => undefined,
+              onSome: (proxyPort) => ({
+                ...Proxy.defaults,
+                host: flags.host,
+                port: proxyPort,
+                maxConnections: flags.maxConnections,
+                connectTimeout: flags.connectTimeout,
+                idleTimeout: flags.proxyIdleTimeout,
+                drainTimeout: flags.drainTimeout
+              })
+            })
           })
         )
       )

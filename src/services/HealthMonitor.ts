@@ -10,6 +10,8 @@ import { ServerRegistry } from "./ServerRegistry.js"
 import { Wire } from "./Wire.js"
 
 export interface MonitorConfig {
+  /** `ping`: the effect-lb Ping/Pong (load and latency come with it); `tcp`: a connect is the probe. */
+  readonly health?: "ping" | "tcp"
   readonly probeInterval: Duration.DurationInput
   /** Silence after which a server is dead. */
   readonly deadAfter: Duration.DurationInput
@@ -44,6 +46,10 @@ export const make = (config: MonitorConfig) =>
       Effect.gen(function* () {
         const started = yield* Clock.currentTimeNanos
         const connection = yield* wire.connect(server, { timeout: deadAfter })
+        if (config.health === "tcp") {
+          const connected = yield* Clock.currentTimeNanos
+          return { roundTripMs: Number(connected - started) / 1e6, active: undefined, latencyMs: undefined }
+        }
         yield* connection.send(ServerRequest, new Ping())
         const reply = yield* connection.read(ServerReply)
         const answered = yield* Clock.currentTimeNanos

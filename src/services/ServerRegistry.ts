@@ -58,7 +58,12 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     /** The server says it has `active` connections (and, if it says, how long its requests take). */
     readonly reportLoad: (id: ServerId, active: number, latencyMs?: number) => Effect.Effect<void>
     /** A probe answered after `roundTripMs`, reporting `active` connections (and maybe its latency). */
-    readonly recordProbe: (id: ServerId, roundTripMs: number, active: number, latencyMs?: number) => Effect.Effect<void>
+    readonly recordProbe: (
+      id: ServerId,
+      roundTripMs: number,
+      active: number | undefined,
+      latencyMs?: number
+    ) => Effect.Effect<void>
     readonly get: (id: ServerId) => Effect.Effect<Option.Option<ServerView>>
     readonly list: Effect.Effect<ReadonlyArray<ServerView>>
     /** Every change, from the moment the stream starts. */
@@ -73,6 +78,8 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly unsafeIdAt: (endpoint: Endpoint) => ServerId | undefined
     /** Counts a client located to `id` and returns where to send it. Synchronous: the Locate path. */
     readonly unsafeLocated: (id: ServerId) => ServerLocation | undefined
+    /** Sets the exact active count (the proxy knows it). Synchronous: the proxy's connection path. */
+    readonly unsafeSetActive: (id: ServerId, active: number) => void
   }
 >() {}
 
@@ -183,8 +190,11 @@ export const make = (config: RegistryConfig = defaultConfig) =>
               entry.responseTimeMs === null
                 ? roundTripMs
                 : entry.responseTimeMs + config.smoothing * (roundTripMs - entry.responseTimeMs)
-            entry.reported = active
-            entry.pending = 0
+            // A bare TCP probe says nothing of load: the count kept by whoever knows it stands.
+            if (active !== undefined) {
+              entry.reported = active
+              entry.pending = 0
+            }
             entry.latencyMs = latencyMs ?? entry.latencyMs
             if (entry.state === "dead") entry.state = "live"
           })
@@ -207,6 +217,13 @@ export const make = (config: RegistryConfig = defaultConfig) =>
         ),
       unsafeLive: () => [...entries.values()].flatMap((entry) => candidate(entry) ?? []),
       unsafeIdAt: (endpoint) => byEndpoint.get(formatEndpoint(endpoint)),
+      unsafeSetActive: (id, active) => {
+        const entry = entries.get(id)
+        if (entry === undefined) return
+        entry.reported = active
+        entry.pending = 0
+        tell(entry)
+      },
       unsafeLocated: (id) => {
         const entry = entries.get(id)
         if (entry === undefined) return undefined
