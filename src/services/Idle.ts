@@ -17,8 +17,12 @@ export interface IdleTracker {
 export interface IdleSweeper {
   /** Tracks one connection for the scope's lifetime; `close` is called once it idles out. */
   readonly track: (close: () => void) => Effect.Effect<IdleTracker, never, Scope.Scope>
-  /** The same, for callback code: `release` stops tracking. */
-  readonly unsafeTrack: (close: () => void) => IdleTracker & { readonly release: () => void }
+  /**
+   * The same, for callback code: `release` stops tracking. `activity`, if given, is a counter that
+   * moves when the connection does (bytes carried): read at each sweep, so a busy connection costs
+   * nothing per chunk.
+   */
+  readonly unsafeTrack: (close: () => void, activity?: () => number) => IdleTracker & { readonly release: () => void }
   /** Closes every tracked connection that is not busy right now (a server draining). */
   readonly closeIdle: Effect.Effect<void>
 }
@@ -27,6 +31,8 @@ interface Entry {
   since: number
   working: boolean
   readonly close: () => void
+  readonly activity: (() => number) | undefined
+  seen: number
 }
 
 export const sweepInterval = (timeout: Duration.DurationInput): Duration.Duration =>
@@ -48,11 +54,21 @@ export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<
       })
     const sweep = Effect.suspend(() => {
       const now = clock.unsafeCurrentTimeMillis()
-      return closeWhere((entry) => now - entry.since >= limit)
+      return closeWhere((entry) => {
+        if (entry.activity !== undefined) {
+          const seen = entry.activity()
+          if (seen !== entry.seen) {
+            entry.seen = seen
+            entry.since = now
+            return false
+          }
+        }
+        return now - entry.since >= limit
+      })
     })
     yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepInterval(timeout))))
-    const unsafeTrack = (close: () => void) => {
-      const entry: Entry = { since: clock.unsafeCurrentTimeMillis(), working: false, close }
+    const unsafeTrack = (close: () => void, activity?: () => number) => {
+      const entry: Entry = { since: clock.unsafeCurrentTimeMillis(), working: false, close, activity, seen: 0 }
       entries.add(entry)
       return {
         busy: () => {
