@@ -59,7 +59,7 @@ export const strategyOption = Options.choice("strategy", names).pipe(
 )
 
 const options = {
-  port: port(ControlPlane.defaults.port, "port of the balancer (0: any free port)"),
+  port: port(ControlPlane.defaults.port, "port of the balancer (0 picks a free port)"),
   host,
   strategy: strategyOption,
   servers: Options.text("server").pipe(

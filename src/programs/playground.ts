@@ -35,7 +35,7 @@ import { names } from "../services/Strategy.js"
 import * as Wire from "../services/Wire.js"
 import { balancerLayer } from "./balancer.js"
 import { interactive, type ServerControls } from "./interactive.js"
-import { decodedWith, duration, sampleFolder } from "./options.js"
+import { decodedWith, duration, port, sampleFolder } from "./options.js"
 
 export interface Settings {
   readonly servers: number
@@ -205,11 +205,7 @@ const options = {
     Options.optional,
     Options.withDescription("one folder for every server to serve (default: a copy of the samples each)")
   ),
-  port: Options.integer("port").pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
-    Options.withDefault(4000),
-    Options.withDescription("the balancer's port (0: any free port)")
-  ),
+  port: port(ControlPlane.defaults.port, "the balancer's port (0 picks a free port)"),
   demo: Options.integer("demo").pipe(
     Options.withSchema(Schema.Int.pipe(Schema.between(1, 100_000))),
     Options.optional,

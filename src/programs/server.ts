@@ -10,7 +10,7 @@ import * as BalancerLink from "../services/BalancerLink.js"
 import { balancerAddress, duration, host, port, positiveInt, sampleFolder, token } from "./options.js"
 
 const options = {
-  port: port(FileServer.defaults.port, "port to serve on (0: any free port)"),
+  port: port(FileServer.defaults.port, "port to serve on (0 picks a free port)"),
   host,
   id: Options.text("id").pipe(
     Options.withSchema(ServerId),

@@ -8,7 +8,8 @@
 import { Duration, Effect, Either, Exit, Runtime, type Schema } from "effect"
 import type { Duplex } from "node:stream"
 import { InvalidRequest } from "../domain/Errors.js"
-import { LineTooLong, lineDecoder, lineEncoder } from "./Connection.js"
+import { LineTooLong } from "./Connection.js"
+import { lineDecoder, lineEncoder } from "./LineCodec.js"
 import { FrameDecoder } from "./Frames.js"
 import type { IdleSweeper } from "./Idle.js"
 
