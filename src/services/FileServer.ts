@@ -133,13 +133,16 @@ export const make = (config: FileServerConfig) =>
       }
     }
 
-    /** Serves requests on one connection until it ends, idles out, breaks, or the server drains. */
     const sweeper = yield* makeIdleSweeper(config.idleTimeout)
 
-    const serveConnection = (connection: Connection) =>
-      Effect.gen(function* () {
-        let counted = false
-        const idle = yield* sweeper.track(() => Effect.runSync(connection.destroy))
+    /**
+     * Serves requests on one connection until it ends, idles out, breaks, or the server drains.
+     * Kept lean (no scope, no log annotations per connection): an idle connection holds this fiber.
+     */
+    const serveConnection = (connection: Connection) => {
+      let counted = false
+      const idle = sweeper.unsafeTrack(() => Effect.runSync(connection.destroy))
+      return Effect.gen(function* () {
         while (true) {
           const next = yield* connection.read(ServerRequest).pipe(
             // A bad line does not spoil the connection: say why, and read the next one.
@@ -150,7 +153,6 @@ export const make = (config: FileServerConfig) =>
           if (!counted && next.value._tag !== "Ping") {
             counted = true
             yield* SubscriptionRef.update(active, (n) => n + 1)
-            yield* Effect.addFinalizer(() => SubscriptionRef.update(active, (n) => n - 1))
           }
           // Draining does not cut a request that started: it ends, or the drain timeout cuts it.
           idle.busy()
@@ -162,8 +164,14 @@ export const make = (config: FileServerConfig) =>
         }
       }).pipe(
         Effect.catchTag("LineTooLong", (error) => reply(connection, new InvalidRequest({ message: error.message }))),
-        Effect.scoped
+        Effect.ensuring(
+          Effect.suspend(() => {
+            idle.release()
+            return counted ? SubscriptionRef.update(active, (n) => n - 1) : Effect.void
+          })
+        )
       )
+    }
 
     const accept = (connection: Connection) =>
       Effect.gen(function* () {
@@ -179,8 +187,9 @@ export const make = (config: FileServerConfig) =>
         }
         yield* serveConnection(connection).pipe(Effect.ensuring(SubscriptionRef.update(open, (n) => n - 1)))
       }).pipe(
-        Effect.catchAll((error) => Effect.logDebug(`connection from ${connection.peer} ended`, error)),
-        Effect.annotateLogs({ server: id })
+        Effect.catchAll((error) =>
+          Effect.logDebug(`connection from ${connection.peer} ended`, error).pipe(Effect.annotateLogs({ server: id }))
+        )
       )
 
     const address = yield* wire.serve({ host: config.host, port: config.port, maxLine: config.maxLine }, accept)
