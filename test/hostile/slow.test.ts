@@ -51,7 +51,7 @@ const slowloris = (args: ReadonlyArray<string>, request: string, answer: string)
     const asked = Date.now()
     const { data } = yield* raw(port, request + "\n", { expectLines: 1 })
     expect(data).toContain(answer)
-    expect(Date.now() - asked).toBeLessThan(1000)
+    expect(Date.now() - asked).toBeLessThan(2000)
     // Closed after the 2 s idle timeout (plus one sweep), not kept for ever.
     yield* waitUntil(() => idle.closed() === 2000, 6000)
     expect(idle.closed()).toBe(2000)
