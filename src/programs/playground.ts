@@ -113,7 +113,10 @@ const startServer = (server: PlaygroundServer, balancer: Wire.Address) =>
     return { scope, port: running.address.port, link: Context.get(context, BalancerLink.BalancerLink) }
   })
 
-/** Each server's own folder: the samples, plus a file that says whose it is. */
+/**
+ * Each server's own folder: the samples, plus `whoami.txt` naming the server — the same name on
+ * every server (so any of them can serve it) with different contents, so a download shows who answered.
+ */
 const makeFolders = (count: number, files: Option.Option<string>) =>
   Effect.acquireRelease(
     Effect.sync(() => {
@@ -124,7 +127,7 @@ const makeFolders = (count: number, files: Option.Option<string>) =>
         const folder = Path.join(base, `s${i + 1}`)
         Fs.mkdirSync(folder)
         if (samples !== undefined) Fs.cpSync(samples, folder, { recursive: true })
-        Fs.writeFileSync(Path.join(folder, `hello-from-s${i + 1}.txt`), `This file lives on server s${i + 1}.\n`)
+        Fs.writeFileSync(Path.join(folder, "whoami.txt"), `This copy was served by server s${i + 1}.\n`)
         return folder
       })
       return { base, folders }
@@ -142,7 +145,7 @@ const demo = (requests: number, balancer: Wire.Address, servers: ReadonlyArray<s
     const client = yield* Client.Client
     const done: Array<{ server: string; ms: number }> = []
     let failed = 0
-    const files = ["notes.txt", "readme.md", "config.json", "gradient.png", "random-256k.bin"]
+    const files = ["notes.txt", "readme.md", "config.json", "gradient.png", "random-256k.bin", "whoami.txt"]
     const plan = yield* Effect.forEach(Array.from({ length: requests }), () =>
       Effect.map(Random.nextIntBetween(0, 100), (roll) => (roll < 50 ? "list" : roll < 80 ? "download" : "compute"))
     )

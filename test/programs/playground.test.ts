@@ -76,7 +76,7 @@ describe("effect-lb playground (the real process)", () => {
         expect(report.servers.map((s) => `${s.id}:${s.state}`).sort()).toEqual(["s1:live", "s2:live", "s3:live"])
         const client = yield* spawn(["client", "--balancer", `127.0.0.1:${balancerPort}`, "list"])
         expect(yield* client.exited).toBe(0)
-        expect(client.output()).toMatch(/hello-from-s\d\.txt/)
+        expect(client.output()).toMatch(/whoami\.txt\ttxt/)
 
         const stopping = Date.now()
         playground.child.kill("SIGINT")
