@@ -7,6 +7,7 @@ import { Command, Options, Prompt } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import {
   Clock,
+  Either,
   Console,
   Context,
   Effect,
@@ -145,7 +146,8 @@ const demo = (requests: number, balancer: Wire.Address, servers: ReadonlyArray<s
     const client = yield* Client.Client
     const done: Array<{ server: string; ms: number }> = []
     let failed = 0
-    const files = ["notes.txt", "readme.md", "config.json", "gradient.png", "random-256k.bin", "whoami.txt"]
+    // Downloads pick from what the servers actually serve (the samples, or the --files folder).
+    const files = Object.keys((yield* Effect.either(client.list())).pipe(Either.getOrElse(() => ({ value: {} }))).value)
     const plan = yield* Effect.forEach(Array.from({ length: requests }), () =>
       Effect.map(Random.nextIntBetween(0, 100), (roll) => (roll < 50 ? "list" : roll < 80 ? "download" : "compute"))
     )
@@ -160,9 +162,11 @@ const demo = (requests: number, balancer: Wire.Address, servers: ReadonlyArray<s
           const server =
             kind === "list"
               ? (yield* client.list()).server.id
-              : kind === "download"
-                ? (yield* client.download(files[i % files.length] ?? "notes.txt", out)).server.id
-                : (yield* client.compute(1)).server.id
+              : kind === "download" && files.length > 0
+                ? (yield* client.download(files[i % files.length] ?? "", out)).server.id
+                : kind === "download"
+                  ? (yield* client.list()).server.id
+                  : (yield* client.compute(1)).server.id
           done.push({ server, ms: (yield* Clock.currentTimeMillis) - started })
         }).pipe(
           Effect.catchAll(() =>
