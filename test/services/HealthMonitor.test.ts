@@ -88,6 +88,29 @@ describe("HealthMonitor on the test clock", () => {
     }).pipe(Effect.provide(monitored))
   )
 
+  it.scoped("with tcp health, a server that accepts connections is live even if it speaks no effect-lb", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      // Stalled: accepts and never answers a Ping — dead for `ping` health, alive for `tcp`.
+      yield* fakeServer(spec(1), yield* Ref.make<Behaviour>("stalled"))
+      yield* registry.add(spec(1))
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* stateOf("s1")).toBe("live")
+      const server = yield* registry.get(spec(1).id)
+      expect(Option.map(server, (s) => s.responseTimeMs)).toEqual(Option.some(0))
+      yield* registry.add(spec(2))
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* stateOf("s2")).toBe("dead")
+    }).pipe(
+      Effect.provide(
+        HealthMonitor.layer({ ...HealthMonitor.defaults, health: "tcp" }).pipe(
+          Layer.provideMerge(ServerRegistryModule.layer()),
+          Layer.provideMerge(Wire.layerMemory)
+        )
+      )
+    )
+  )
+
   it.scoped("uses the configured probe interval and dead-after", () =>
     Effect.gen(function* () {
       const registry = yield* ServerRegistry
