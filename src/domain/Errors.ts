@@ -28,7 +28,3 @@ export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthoriz
 export class Busy extends Schema.TaggedError<Busy>()("Busy", {
   message: Schema.String
 }) {}
-
-/** Every error a peer may send back. */
-export const WireError = Schema.Union(InvalidRequest, FileNotFound, NoServerAvailable, Unauthorized, Busy)
-export type WireError = typeof WireError.Type

@@ -44,8 +44,8 @@ export const balancerLayer = (options: BalancerOptions) => {
     idleTimeout: options.idleTimeout ?? ControlPlane.defaults.idleTimeout
   })
   const proxy:
-    | Layer.Layer<never, Proxy.ProxyListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry>
-    | Layer.Layer<Proxy.Proxy, Proxy.ProxyListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry> =
+    | Layer.Layer<never, Wire.ListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry>
+    | Layer.Layer<Proxy.Proxy, Wire.ListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry> =
     options.proxy === undefined ? Layer.empty : Proxy.layer(options.proxy)
   return Layer.merge(plane, proxy).pipe(
     Layer.provideMerge(Layer.mergeAll(HealthMonitor.layer(options.monitor), seed).pipe(Layer.provideMerge(core))),

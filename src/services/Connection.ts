@@ -41,8 +41,6 @@ export type ReadError = LineTooLong | ConnectionClosed
 export interface Connection {
   /** `host:port` of the peer, for logs and messages. */
   readonly peer: string
-  /** The next line; `None` when the peer ended the stream cleanly between lines. */
-  readonly readLine: Effect.Effect<Option.Option<string>, ReadError | InvalidRequest>
   /** The next line decoded with `schema`; a line that is not valid JSON or not a valid message is `InvalidRequest`. */
   readonly read: <A, I>(schema: Schema.Schema<A, I>) => Effect.Effect<Option.Option<A>, ReadError | InvalidRequest>
   /** Sends one message as a JSON line. */
@@ -148,8 +146,6 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
         }
       })
 
-    const readLine: Connection["readLine"] = nextFrame(Effect.succeed)
-
     const read: Connection["read"] = (schema) => {
       const decode = lineDecoder(schema)
       return nextFrame((text) => decode(text))
@@ -251,7 +247,6 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
 
     return {
       peer: options.peer ?? "peer",
-      readLine,
       read,
       send,
       sendPayload,

@@ -15,10 +15,8 @@ export interface IdleTracker {
 }
 
 export interface IdleSweeper {
-  /** Tracks one connection for the scope's lifetime; `close` is called once it idles out. */
-  readonly track: (close: () => void) => Effect.Effect<IdleTracker, never, Scope.Scope>
   /**
-   * The same, for callback code: `release` stops tracking. `activity`, if given, is a counter that
+   * Tracks one connection; `close` is called once it idles out, `release` stops tracking. `activity`, if given, is a counter that
    * moves when the connection does (bytes carried): read at each sweep, so a busy connection costs
    * nothing per chunk.
    */
@@ -84,11 +82,6 @@ export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<
       }
     }
     return {
-      track: (close) =>
-        Effect.acquireRelease(
-          Effect.sync(() => unsafeTrack(close)),
-          (tracker) => Effect.sync(tracker.release)
-        ),
       unsafeTrack,
       closeIdle: closeWhere(() => true)
     }

@@ -11,13 +11,13 @@
  * Connections live on socket callbacks, not fibers (as on the Locate path): per connection the
  * proxy keeps two sockets, a few closures and an idle-sweeper entry.
  */
-import { Context, Duration, Effect, Either, Layer, Runtime, Schema } from "effect"
+import { Context, Duration, Effect, Either, Layer, Runtime } from "effect"
 import * as Net from "node:net"
 import { formatEndpoint, type ServerId, type ServerLocation } from "../domain/Server.js"
 import { Balancer } from "./Balancer.js"
 import { makeIdleSweeper } from "./Idle.js"
 import { ServerRegistry } from "./ServerRegistry.js"
-import type { Address } from "./Wire.js"
+import { type Address, type ListenFailed, listenNet, reasonOf } from "./Wire.js"
 
 export interface ProxyConfig {
   readonly host: string
@@ -44,15 +44,6 @@ export const defaults = {
   drainTimeout: Duration.seconds(10)
 } as const
 
-export class ProxyListenFailed extends Schema.TaggedError<ProxyListenFailed>()("ProxyListenFailed", {
-  endpoint: Schema.String,
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `cannot listen on ${this.endpoint}: ${this.reason}`
-  }
-}
-
 export class Proxy extends Context.Tag("effect-lb/Proxy")<
   Proxy,
   {
@@ -61,8 +52,6 @@ export class Proxy extends Context.Tag("effect-lb/Proxy")<
     readonly open: Effect.Effect<number>
   }
 >() {}
-
-const reasonOf = (error: Error) => ("code" in error && typeof error.code === "string" ? error.code : error.message)
 
 export const make = (config: ProxyConfig) =>
   Effect.gen(function* () {
@@ -154,40 +143,25 @@ export const make = (config: ProxyConfig) =>
       connect(client, [])
     })
 
-    const endpoint = formatEndpoint(config)
-    yield* Effect.acquireRelease(
-      Effect.async<void, ProxyListenFailed>((resume) => {
-        const onError = (error: Error) =>
-          resume(Effect.fail(new ProxyListenFailed({ endpoint, reason: reasonOf(error) })))
-        server.once("error", onError)
-        server.listen({ host: config.host, port: config.port, backlog: 4096 }, () => {
-          server.off("error", onError)
-          server.on("error", (error) => log(`proxy listener on ${endpoint}: ${reasonOf(error)}`))
-          resume(Effect.void)
+    const address = yield* listenNet(server, config)
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        // Stop accepting at once; let open connections finish, up to the drain timeout.
+        server.close()
+        const allClosed = Effect.async<void>((resume) => {
+          const check = () => {
+            if (clients.size === 0) resume(Effect.void)
+          }
+          for (const client of clients) client.once("close", () => setImmediate(check))
+          check()
         })
-      }),
-      () =>
-        Effect.gen(function* () {
-          // Stop accepting at once; let open connections finish, up to the drain timeout.
-          server.close()
-          const allClosed = Effect.async<void>((resume) => {
-            const check = () => {
-              if (clients.size === 0) resume(Effect.void)
-            }
-            for (const client of clients) client.once("close", () => setImmediate(check))
-            check()
-          })
-          // Interruptible, so the timeout can cut the wait inside this finalizer.
-          yield* allClosed.pipe(Effect.interruptible, Effect.timeout(config.drainTimeout), Effect.ignore)
-          for (const client of clients) client.destroy()
-        })
+        // Interruptible, so the timeout can cut the wait inside this finalizer.
+        yield* allClosed.pipe(Effect.interruptible, Effect.timeout(config.drainTimeout), Effect.ignore)
+        for (const client of clients) client.destroy()
+      })
     )
-    const address = server.address()
-    return Proxy.of({
-      address: address !== null && typeof address === "object" ? { host: address.address, port: address.port } : config,
-      open: Effect.sync(() => clients.size)
-    })
+    return Proxy.of({ address, open: Effect.sync(() => clients.size) })
   })
 
-export const layer = (config: ProxyConfig): Layer.Layer<Proxy, ProxyListenFailed, Balancer | ServerRegistry> =>
+export const layer = (config: ProxyConfig): Layer.Layer<Proxy, ListenFailed, Balancer | ServerRegistry> =>
   Layer.scoped(Proxy, make(config))

@@ -79,7 +79,7 @@ export const defaultConnectTimeout = Duration.seconds(3)
  */
 const backlog = 4096
 
-const reasonOf = (error: unknown): string =>
+export const reasonOf = (error: unknown): string =>
   error instanceof Error
     ? "code" in error && typeof error.code === "string"
       ? error.code
@@ -139,6 +139,31 @@ const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) =>
   tcpListen(options, (socket) => handle(socket, peerOf(socket)(), options.maxLine, handler))
 
 /**
+ * Starts a `node:net` listener (with the backlog above) and returns where it listens. Errors after
+ * that (say, out of file descriptors on accept) are logged, not fatal. Closing is the caller's.
+ */
+export const listenNet = (server: Net.Server, options: Address): Effect.Effect<Address, ListenFailed> =>
+  Effect.flatMap(Effect.runtime<never>(), (runtime) =>
+    Effect.async<Address, ListenFailed>((resume) => {
+      const endpoint = formatEndpoint(options)
+      const onError = (error: Error) => resume(Effect.fail(new ListenFailed({ endpoint, reason: reasonOf(error) })))
+      server.once("error", onError)
+      server.listen({ port: options.port, host: options.host, backlog }, () => {
+        server.off("error", onError)
+        server.on("error", (error) =>
+          Runtime.runFork(runtime)(Effect.logWarning(`listener on ${endpoint}: ${reasonOf(error)}`))
+        )
+        const address = server.address()
+        resume(
+          Effect.succeed(
+            address !== null && typeof address === "object" ? { host: address.address, port: address.port } : options
+          )
+        )
+      })
+    })
+  )
+
+/**
  * The request ports' listener is `node:net` itself, held as a scoped resource: measured on the
  * Locate path, SocketServer's fiber per connection costs about 47 µs of CPU per connection — more
  * than node's whole per-connection cost — while a request port needs no fiber per connection at all.
@@ -147,33 +172,19 @@ const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(options: Address, port: Reque
   Effect.gen(function* () {
     const runtime = yield* Effect.runtime<R>()
     const sweeper = yield* makeIdleSweeper(port.idleTimeout)
-    const endpoint = formatEndpoint(options)
     const sockets = new Set<Net.Socket>()
     const server = Net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
       sockets.add(socket)
       runSession(socket, port, runtime, sweeper, peerOf(socket), () => sockets.delete(socket))
     })
-    yield* Effect.acquireRelease(
-      Effect.async<void, ListenFailed>((resume) => {
-        const onError = (error: Error) => resume(Effect.fail(new ListenFailed({ endpoint, reason: reasonOf(error) })))
-        server.once("error", onError)
-        server.listen({ port: options.port, host: options.host, backlog }, () => {
-          server.off("error", onError)
-          // From now on an error (say, out of file descriptors on accept) is logged, not fatal.
-          server.on("error", (error) =>
-            Runtime.runFork(runtime)(Effect.logWarning(`listener on ${endpoint}: ${reasonOf(error)}`))
-          )
-          resume(Effect.void)
-        })
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-          for (const socket of sockets) socket.destroy()
-        })
+    const address = yield* listenNet(server, options)
+    yield* Effect.addFinalizer(() =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        for (const socket of sockets) socket.destroy()
+      })
     )
-    const address = server.address()
-    return address !== null && typeof address === "object" ? { host: address.address, port: address.port } : options
+    return address
   })
 
 const tcpConnect = (address: Address, options: ConnectOptions = {}) => {

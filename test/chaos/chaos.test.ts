@@ -5,7 +5,7 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, type Duration, Effect, Fiber, Layer, Schedule } from "effect"
+import { Context, Effect, Fiber, Layer } from "effect"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -14,6 +14,7 @@ import { Status } from "../../src/domain/Protocol.js"
 import { ask } from "../../src/services/BalancerClient.js"
 import * as Client from "../../src/services/Client.js"
 import * as Wire from "../../src/services/Wire.js"
+import { eventually } from "../support/eventually.js"
 import { type Running, spawn } from "../support/process.js"
 
 const listening = /listening on 127\.0\.0\.1:(\d+)/
@@ -54,13 +55,6 @@ const liveServers = (port: number) =>
     Effect.provide(Wire.layer)
   )
 
-const eventually = (check: Effect.Effect<boolean>, within: Duration.DurationInput = "10 seconds") =>
-  check.pipe(
-    Effect.filterOrFail((ok) => ok),
-    Effect.retry(Schedule.spaced("50 millis")),
-    Effect.timeout(within)
-  )
-
 const startServer = (id: string, port: number, balancer: number, folder: string) =>
   Effect.gen(function* () {
     const server = yield* spawn([
@@ -89,7 +83,7 @@ describe("chaos", () => {
         const port = Number((yield* balancer.waitFor(listening))[1])
         const servers = new Map<string, { process: Running; port: number }>()
         for (const id of ["s1", "s2", "s3", "s4", "s5"]) servers.set(id, yield* startServer(id, 0, port, space.served))
-        yield* eventually(Effect.map(liveServers(port), (n) => n === 5))
+        yield* eventually(liveServers(port), (n) => n === 5)
         const client = yield* clientFor(port)
 
         // The killer: SIGKILL and SIGTERM in turn, one server brought back, until only s5 is left.
@@ -143,7 +137,7 @@ describe("chaos", () => {
         )
         yield* Fiber.join(killer)
         expect(completed).toBe(500)
-        yield* eventually(Effect.map(liveServers(port), (n) => n === 1))
+        yield* eventually(liveServers(port), (n) => n === 1)
       }),
     60_000
   )
@@ -156,7 +150,7 @@ describe("chaos", () => {
         const first = yield* spawn(["balancer", "--port", "0", "--probe-interval", "200ms"])
         const port = Number((yield* first.waitFor(listening))[1])
         for (const id of ["a", "b"]) yield* startServer(id, 0, port, space.served)
-        yield* eventually(Effect.map(liveServers(port), (n) => n === 2))
+        yield* eventually(liveServers(port), (n) => n === 2)
         first.child.kill("SIGKILL")
         yield* first.exited
         const client = yield* clientFor(port, { backoff: "100 millis" })
@@ -170,7 +164,7 @@ describe("chaos", () => {
         yield* second.waitFor(listening)
         const answers = yield* Fiber.join(requests)
         expect(answers).toHaveLength(10)
-        yield* eventually(Effect.map(liveServers(port), (n) => n === 2))
+        yield* eventually(liveServers(port), (n) => n === 2)
       }),
     60_000
   )
@@ -184,7 +178,7 @@ describe("chaos", () => {
         const port = Number((yield* balancer.waitFor(listening))[1])
         const stalled = yield* startServer("stalled", 0, port, space.served)
         yield* startServer("healthy", 0, port, space.served)
-        yield* eventually(Effect.map(liveServers(port), (n) => n === 2))
+        yield* eventually(liveServers(port), (n) => n === 2)
         // SIGSTOP: the kernel still completes connections, but nobody ever answers them.
         stalled.process.child.kill("SIGSTOP")
         yield* Effect.addFinalizer(() => Effect.sync(() => stalled.process.child.kill("SIGCONT")))
@@ -204,7 +198,7 @@ describe("chaos", () => {
           // At most one timed-out attempt on the stalled server, then an answer elsewhere.
           expect(ms).toBeLessThan(3000)
         }
-        yield* eventually(Effect.map(liveServers(port), (n) => n === 1))
+        yield* eventually(liveServers(port), (n) => n === 1)
       }),
     60_000
   )

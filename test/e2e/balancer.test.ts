@@ -1,8 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
-import { type Duration, Effect, Schedule } from "effect"
+import { Effect } from "effect"
 import { type BalancerReply, Locate, Status } from "../../src/domain/Protocol.js"
 import { ask } from "../../src/services/BalancerClient.js"
 import * as Wire from "../../src/services/Wire.js"
+import { eventually } from "../support/eventually.js"
 import { spawn } from "../support/process.js"
 
 const listening = /listening on 127\.0\.0\.1:(\d+)/
@@ -10,18 +11,6 @@ const listening = /listening on 127\.0\.0\.1:(\d+)/
 const statusOf = (port: number) =>
   ask({ host: "127.0.0.1", port }, new Status()).pipe(
     Effect.map((reply: BalancerReply) => (reply._tag === "StatusReport" ? reply.servers : []))
-  )
-
-/** Polls until `until` holds (every 50 ms, at most `within`). */
-const eventually = <A, E, R>(
-  check: Effect.Effect<A, E, R>,
-  until: (a: A) => boolean,
-  within: Duration.DurationInput = "8 seconds"
-) =>
-  check.pipe(
-    Effect.filterOrFail(until, () => "not yet"),
-    Effect.retry(Schedule.spaced("50 millis")),
-    Effect.timeout(within)
   )
 
 const locate = (port: number) =>

@@ -1,6 +1,6 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Option, Schedule, Scope, Stream, TestClock } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Option, Scope, Stream, TestClock } from "effect"
 import {
   BalancerReply,
   BalancerRequest,
@@ -21,6 +21,7 @@ import { ServerRegistry } from "../../src/services/ServerRegistry.js"
 import * as Wire from "../../src/services/Wire.js"
 import { balancerLayer, spec } from "../support/balancer.js"
 import { servedFolder } from "../support/fixtures.js"
+import { eventually } from "../support/eventually.js"
 import { lines, raw } from "../support/net.js"
 import { connectTo } from "../support/server.js"
 
@@ -213,13 +214,6 @@ describe("A server linked to a balancer, over loopback", () => {
       )
       return yield* Effect.provide(Effect.all([FileServer.FileServer, BalancerLink.BalancerLink]), context)
     })
-
-  const eventually = <A>(check: Effect.Effect<A>, until: (a: A) => boolean) =>
-    check.pipe(
-      Effect.filterOrFail(until, () => "not yet"),
-      Effect.retry(Schedule.spaced("20 millis")),
-      Effect.timeout("5 seconds")
-    )
 
   it.scopedLive("registers by itself and reports its load, which steers least-connection", () =>
     Effect.gen(function* () {
