@@ -28,3 +28,8 @@ export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthoriz
 export class Busy extends Schema.TaggedError<Busy>()("Busy", {
   message: Schema.String
 }) {}
+
+/** The named server is not registered with this balancer. */
+export class ServerNotFound extends Schema.TaggedError<ServerNotFound>()("ServerNotFound", {
+  message: Schema.String
+}) {}

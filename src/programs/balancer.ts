@@ -5,6 +5,7 @@ import { formatEndpoint, ServerId } from "../domain/Server.js"
 import * as Balancer from "../services/Balancer.js"
 import * as ControlPlane from "../services/ControlPlane.js"
 import * as HealthMonitor from "../services/HealthMonitor.js"
+import * as Operator from "../services/Operator.js"
 import * as Proxy from "../services/Proxy.js"
 import * as ServerRegistry from "../services/ServerRegistry.js"
 import { names, Strategies } from "../services/Strategy.js"
@@ -32,7 +33,8 @@ export const balancerLayer = (options: BalancerOptions) => {
       )
     )
   )
-  const core = Balancer.layer(options.strategy).pipe(
+  const core = Operator.layer({ ...Operator.defaults, token: Option.getOrUndefined(options.token) }).pipe(
+    Layer.provideMerge(Balancer.layer(options.strategy)),
     Layer.provideMerge(ServerRegistry.layer()),
     Layer.provide(Strategies.layer)
   )
@@ -40,7 +42,6 @@ export const balancerLayer = (options: BalancerOptions) => {
     ...ControlPlane.defaults,
     host: options.host,
     port: options.port,
-    token: Option.getOrUndefined(options.token),
     idleTimeout: options.idleTimeout ?? ControlPlane.defaults.idleTimeout
   })
   const proxy:

@@ -4,9 +4,10 @@
  * is live — and the current strategy picks among them. The strategy can be switched at run time;
  * the switch and every pick are single synchronous steps, so no pick ever sees half a switch.
  */
-import { Context, Effect, Either, Layer } from "effect"
+import { Context, Effect, Either, Layer, MetricLabel } from "effect"
 import { InvalidRequest, NoServerAvailable } from "../domain/Errors.js"
 import type { Endpoint, ServerId, ServerLocation } from "../domain/Server.js"
+import * as Metrics from "./Metrics.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 import { type Candidate, Strategies, type Strategy, type StrategyDefinition } from "./Strategy.js"
 
@@ -44,9 +45,18 @@ export const make = (initialStrategy: string) =>
           : Effect.succeed(definition)
       })
 
-    let current: { definition: StrategyDefinition; instance: Strategy } = {
-      definition: yield* find(initialStrategy).pipe(Effect.orDie),
-      instance: { upsert: () => undefined, remove: () => undefined, pick: () => undefined }
+    /** The labels a pick is counted under, per server, for one strategy. */
+    const labelsFor = (strategy: string) =>
+      Metrics.labelCache((id: ServerId) => [MetricLabel.make("server", id), MetricLabel.make("strategy", strategy)])
+    const initial = yield* find(initialStrategy).pipe(Effect.orDie)
+    let current: {
+      definition: StrategyDefinition
+      instance: Strategy
+      labels: (id: ServerId) => ReadonlyArray<MetricLabel.MetricLabel>
+    } = {
+      definition: initial,
+      instance: { upsert: () => undefined, remove: () => undefined, pick: () => undefined },
+      labels: labelsFor(initial.name)
     }
     // The strategy's index follows the registry: a server enters when live, leaves otherwise.
     const live = yield* registry.observe((id, candidate) => {
@@ -56,20 +66,29 @@ export const make = (initialStrategy: string) =>
     const seeded = (definition: StrategyDefinition, candidates: ReadonlyArray<Candidate>) => {
       const instance = definition.make()
       for (const candidate of candidates) instance.upsert(candidate)
-      return { definition, instance }
+      return { definition, instance, labels: labelsFor(definition.name) }
     }
     current = seeded(current.definition, live)
 
     const noServer = new NoServerAvailable({ message: "no live server is available" })
+    const strategyLabels = Metrics.labelCache((strategy: string) => [MetricLabel.make("strategy", strategy)])
+    Metrics.unsafeStrategyIs(current.definition.name, strategies.keys())
 
     const unsafeDetermineServer = (exclude: ReadonlyArray<Endpoint> = []) => {
       let skip = nothingExcluded
       if (exclude.length > 0) {
         skip = new Set(exclude.flatMap((endpoint) => registry.unsafeIdAt(endpoint) ?? []))
+        // A client that excludes a server failed on it: a re-route, counted against that server.
+        for (const id of skip) Metrics.reroutes.unsafeUpdate(1, Metrics.serverLabels(id))
       }
       const id = current.instance.pick(skip) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded) : undefined)
       const location = id === undefined ? undefined : registry.unsafeLocated(id)
-      return location === undefined ? Either.left(noServer) : Either.right(location)
+      if (location === undefined) {
+        Metrics.picksFailed.unsafeUpdate(1, strategyLabels(current.definition.name))
+        return Either.left(noServer)
+      }
+      Metrics.locates.unsafeUpdate(1, current.labels(location.id))
+      return Either.right(location)
     }
 
     return Balancer.of({
@@ -80,6 +99,7 @@ export const make = (initialStrategy: string) =>
         Effect.flatMap(find(name), (definition) =>
           Effect.sync(() => {
             current = seeded(definition, registry.unsafeLive())
+            Metrics.unsafeStrategyIs(definition.name, strategies.keys())
           })
         )
     })

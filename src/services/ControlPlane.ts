@@ -18,6 +18,7 @@ import {
 } from "../domain/Protocol.js"
 import type { ServerId, ServerLocation } from "../domain/Server.js"
 import { Balancer } from "./Balancer.js"
+import { Operator } from "./Operator.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 import { Later, type SessionControl } from "./RequestPort.js"
 import { type Address, type ListenFailed, Wire } from "./Wire.js"
@@ -26,12 +27,8 @@ export interface ControlPlaneConfig {
   readonly host: string
   /** 0 lets the system pick. */
   readonly port: number
-  /** When set, Register, SetStrategy and an operator's Deregister must carry it. */
-  readonly token?: string | undefined
   /** A connection that has not registered and sends nothing for this long is closed. */
   readonly idleTimeout: Duration.DurationInput
-  /** A deregistered server is removed once it reports no active connections, or after this long. */
-  readonly drainTimeout: Duration.DurationInput
   readonly maxLine: number
 }
 
@@ -39,7 +36,6 @@ export const defaults = {
   host: "127.0.0.1",
   port: 4000,
   idleTimeout: Duration.seconds(30),
-  drainTimeout: Duration.seconds(30),
   maxLine: 64 * 1024
 } as const
 
@@ -51,41 +47,12 @@ export class ControlPlane extends Context.Tag("effect-lb/ControlPlane")<
   }
 >() {}
 
-const sameToken = (expected: string, given: string | undefined) => {
-  if (given === undefined) return false
-  const a = Crypto.createHash("sha256").update(expected).digest()
-  const b = Crypto.createHash("sha256").update(given).digest()
-  return Crypto.timingSafeEqual(a, b)
-}
-
 export const make = (config: ControlPlaneConfig) =>
   Effect.gen(function* () {
     const wire = yield* Wire
     const balancer = yield* Balancer
     const registry = yield* ServerRegistry
-    const draining = yield* FiberMap.make<ServerId>()
-
-    const authorize = (token: string | undefined, what: string) =>
-      config.token === undefined || sameToken(config.token, token)
-        ? Effect.void
-        : Effect.fail(new Unauthorized({ message: `${what} needs the balancer's token` }))
-
-    /** Drained, then removed: no new clients at once; gone when its connections are, or at the timeout. */
-    const deregister = (id: ServerId) =>
-      Effect.gen(function* () {
-        yield* registry.setState(id, "draining")
-        const changes = yield* registry.subscribe
-        const drained = Effect.gen(function* () {
-          while (true) {
-            const current = yield* registry.get(id)
-            if (Option.isNone(current) || current.value.active === 0) return
-            yield* Queue.take(changes)
-          }
-        })
-        yield* drained.pipe(Effect.timeout(config.drainTimeout), Effect.ignore)
-        yield* registry.remove(id)
-        yield* Effect.logInfo(`server ${id} deregistered`)
-      }).pipe(Effect.scoped)
+    const operator = yield* Operator
 
     /** Everything but Locate: rare, and free to take an effect. */
     const answerControl = (
@@ -94,7 +61,7 @@ export const make = (config: ControlPlaneConfig) =>
     ): Effect.Effect<BalancerReplyType | undefined> => {
       switch (request._tag) {
         case "Register":
-          return authorize(request.token, "Register").pipe(
+          return operator.authorize(request.token, "Register").pipe(
             Effect.zipRight(registry.add(request.server)),
             Effect.tap((server) => {
               session.registered = server.id
@@ -114,29 +81,27 @@ export const make = (config: ControlPlaneConfig) =>
           if (id === undefined) {
             return Effect.succeed(new InvalidRequest({ message: "Deregister needs the server's id" }))
           }
-          return (session.registered === undefined ? authorize(request.token, "Deregister") : Effect.void).pipe(
-            Effect.zipRight(registry.get(id)),
-            Effect.flatMap(
-              Option.match({
-                onNone: () =>
-                  Effect.succeed<BalancerReplyType>(new InvalidRequest({ message: `no server "${id}" is registered` })),
-                onSome: () => Effect.as(FiberMap.run(draining, id, deregister(id)), new Deregistered({ id }))
-              })
+          return (
+            session.registered === undefined ? operator.authorize(request.token, "Deregister") : Effect.void
+          ).pipe(
+            Effect.zipRight(operator.drain(id)),
+            Effect.as<BalancerReplyType>(new Deregistered({ id })),
+            Effect.catchTag("ServerNotFound", (error) =>
+              Effect.succeed<BalancerReplyType>(new InvalidRequest({ message: error.message }))
             ),
             Effect.merge
           )
         }
         case "Status":
-          return Effect.all([balancer.strategy, registry.list]).pipe(
-            Effect.map(([strategy, servers]) => new StatusReport({ strategy, servers }))
-          )
+          return operator.status
         case "SetStrategy":
-          return authorize(request.token, "SetStrategy").pipe(
-            Effect.zipRight(balancer.setStrategy(request.strategy)),
-            Effect.tap(() => Effect.logInfo(`strategy set to ${request.strategy}`)),
-            Effect.as<BalancerReplyType>(new StrategySet({ strategy: request.strategy })),
-            Effect.merge
-          )
+          return operator
+            .authorize(request.token, "SetStrategy")
+            .pipe(
+              Effect.zipRight(operator.setStrategy(request.strategy)),
+              Effect.as<BalancerReplyType>(new StrategySet({ strategy: request.strategy })),
+              Effect.merge
+            )
       }
     }
 
@@ -193,4 +158,5 @@ export const make = (config: ControlPlaneConfig) =>
 
 export const layer = (
   config: ControlPlaneConfig
-): Layer.Layer<ControlPlane, ListenFailed, Wire | Balancer | ServerRegistry> => Layer.scoped(ControlPlane, make(config))
+): Layer.Layer<ControlPlane, ListenFailed, Wire | Balancer | ServerRegistry | Operator> =>
+  Layer.scoped(ControlPlane, make(config))

@@ -6,6 +6,7 @@
 import { Clock, Context, Duration, Effect, FiberMap, Layer, Option, Queue, Schedule, Schema } from "effect"
 import { Ping, ServerReply, ServerRequest } from "../domain/Protocol.js"
 import type { ServerView } from "../domain/Server.js"
+import * as Metrics from "./Metrics.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 import { Wire } from "./Wire.js"
 
@@ -82,6 +83,7 @@ export const make = (config: MonitorConfig) =>
             onSuccess: ({ roundTripMs, active, latencyMs }) =>
               Effect.gen(function* () {
                 lastAnswer = yield* Clock.currentTimeMillis
+                Metrics.unsafeProbed(server.id, roundTripMs)
                 const before = yield* registry.get(server.id)
                 yield* registry.recordProbe(server.id, roundTripMs, active, latencyMs)
                 if (Option.isSome(before) && before.value.state === "dead") {

@@ -18,6 +18,7 @@ import {
   type ServerState,
   type ServerView
 } from "../domain/Server.js"
+import * as Metrics from "./Metrics.js"
 import type { Candidate } from "./Strategy.js"
 
 export type RegistryChange =
@@ -170,6 +171,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       setState: (id, state) =>
         update(id, (entry) => {
           if (entry.state === state) return false
+          if (entry.state === "live" && state === "dead") Metrics.unsafeEjected(id)
           entry.state = state
           if (state !== "live") entry.pending = 0
         }),

@@ -26,8 +26,8 @@ import { lines, raw } from "../support/net.js"
 import { connectTo } from "../support/server.js"
 
 const plane = (options: { token?: string; strategy?: string } = {}) =>
-  ControlPlane.layer({ ...ControlPlane.defaults, port: 0, token: options.token }).pipe(
-    Layer.provideMerge(balancerLayer(options.strategy))
+  ControlPlane.layer({ ...ControlPlane.defaults, port: 0 }).pipe(
+    Layer.provideMerge(balancerLayer(options.strategy, { token: options.token }))
   )
 
 /** A connection to the balancer port that asks and answers in turn. */

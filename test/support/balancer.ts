@@ -3,6 +3,7 @@ import { Effect, Layer, Option, Ref } from "effect"
 import { Pong, ServerReply, ServerRequest } from "../../src/domain/Protocol.js"
 import { Host, Port, ServerId, type ServerSpec, Weight } from "../../src/domain/Server.js"
 import * as Balancer from "../../src/services/Balancer.js"
+import * as Operator from "../../src/services/Operator.js"
 import * as ServerRegistry from "../../src/services/ServerRegistry.js"
 import { Strategies } from "../../src/services/Strategy.js"
 import { Wire } from "../../src/services/Wire.js"
@@ -14,9 +15,13 @@ export const spec = (n: number, weight = 1, host = "127.0.0.1"): ServerSpec => (
   weight: Weight.make(weight)
 })
 
-/** A registry and a balancer over it, with the real strategy table. */
-export const balancerLayer = (strategy = "round-robin") =>
-  Balancer.layer(strategy).pipe(Layer.provideMerge(ServerRegistry.layer()), Layer.provide(Strategies.layer))
+/** A registry, a balancer over it with the real strategy table, and the operator's controls. */
+export const balancerLayer = (strategy = "round-robin", operator: Partial<Operator.OperatorConfig> = {}) =>
+  Operator.layer({ ...Operator.defaults, ...operator }).pipe(
+    Layer.provideMerge(Balancer.layer(strategy)),
+    Layer.provideMerge(ServerRegistry.layer()),
+    Layer.provide(Strategies.layer)
+  )
 
 export type Behaviour = "healthy" | "stalled"
 
