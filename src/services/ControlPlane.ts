@@ -3,9 +3,8 @@
  * over a control connection they keep open; operators ask for `Status` and `SetStrategy`. An
  * optional token guards the requests that change the rotation.
  */
-import { Context, Duration, Effect, Either, FiberMap, Layer, Option, Queue } from "effect"
-import * as Crypto from "node:crypto"
-import { InvalidRequest, Unauthorized } from "../domain/Errors.js"
+import { Context, Duration, Effect, Either, Layer, Option } from "effect"
+import { InvalidRequest } from "../domain/Errors.js"
 import {
   BalancerReply,
   type BalancerReply as BalancerReplyType,
@@ -13,7 +12,6 @@ import {
   Deregistered,
   Located,
   Registered,
-  StatusReport,
   StrategySet
 } from "../domain/Protocol.js"
 import type { ServerId, ServerLocation } from "../domain/Server.js"
