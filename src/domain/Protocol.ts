@@ -4,7 +4,7 @@
  */
 import { Schema } from "effect"
 import { Busy, FileNotFound, InvalidRequest, NoServerAvailable, Unauthorized } from "./Errors.js"
-import { EndpointFromString, ServerId, ServerLocation, ServerSpec, ServerView } from "./Server.js"
+import { EndpointFromString, Host, Port, ServerId, ServerLocation, ServerSpec, ServerView, Weight } from "./Server.js"
 
 /** A strategy's name on the wire (kebab-case); whether the balancer knows it is checked there. */
 export const StrategyName = Schema.String.pipe(Schema.pattern(/^[a-z0-9]+(?:-[a-z0-9]+)*$/), Schema.maxLength(64))
@@ -100,3 +100,18 @@ export class Pong extends Schema.TaggedClass<Pong>()("Pong", {
 
 export const ServerReply = Schema.Union(FileList, FileHeader, Computed, Pong, InvalidRequest, FileNotFound, Busy)
 export type ServerReply = typeof ServerReply.Type
+
+// ---- admin HTTP API: request bodies --------------------------------------------------------------
+
+/** `POST /api/strategy`. */
+export const StrategyChange = Schema.Struct({ strategy: StrategyName })
+export type StrategyChange = typeof StrategyChange.Type
+
+/** `POST /api/servers`: a server to add; its id defaults to `host:port`, its weight to 1. */
+export const NewServer = Schema.Struct({
+  id: Schema.optional(ServerId),
+  host: Host,
+  port: Port,
+  weight: Schema.optional(Weight)
+})
+export type NewServer = typeof NewServer.Type

@@ -2,6 +2,7 @@
 import { Command, Options } from "@effect/cli"
 import { Console, type Duration, Effect, Layer, Option, Schema } from "effect"
 import { formatEndpoint, ServerId } from "../domain/Server.js"
+import * as Admin from "../services/Admin.js"
 import * as Balancer from "../services/Balancer.js"
 import * as ControlPlane from "../services/ControlPlane.js"
 import * as HealthMonitor from "../services/HealthMonitor.js"
@@ -22,6 +23,8 @@ export interface BalancerOptions {
   readonly idleTimeout?: Duration.Duration
   /** When set, also proxy TCP connections to the servers (L4, like HAProxy's mode tcp). */
   readonly proxy?: Proxy.ProxyConfig | undefined
+  /** When set, also serve the admin HTTP API, /metrics and the dashboard. */
+  readonly admin?: Admin.AdminConfig | undefined
 }
 
 /** Everything a balancer is, as one layer: used by this command and by the playground. */
@@ -36,7 +39,7 @@ export const balancerLayer = (options: BalancerOptions) => {
   const core = Operator.layer({ ...Operator.defaults, token: Option.getOrUndefined(options.token) }).pipe(
     Layer.provideMerge(Balancer.layer(options.strategy)),
     Layer.provideMerge(ServerRegistry.layer()),
-    Layer.provide(Strategies.layer)
+    Layer.provideMerge(Strategies.layer)
   )
   const plane = ControlPlane.layer({
     ...ControlPlane.defaults,
@@ -48,7 +51,11 @@ export const balancerLayer = (options: BalancerOptions) => {
     | Layer.Layer<never, Wire.ListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry>
     | Layer.Layer<Proxy.Proxy, Wire.ListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry> =
     options.proxy === undefined ? Layer.empty : Proxy.layer(options.proxy)
-  return Layer.merge(plane, proxy).pipe(
+  const admin:
+    | Layer.Layer<never, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies>
+    | Layer.Layer<Admin.Admin, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies> =
+    options.admin === undefined ? Layer.empty : Admin.layer(options.admin)
+  return Layer.mergeAll(plane, proxy, admin).pipe(
     Layer.provideMerge(Layer.mergeAll(HealthMonitor.layer(options.monitor), seed).pipe(Layer.provideMerge(core))),
     Layer.provideMerge(Wire.layer)
   )
@@ -100,6 +107,15 @@ const options = {
     Proxy.defaults.drainTimeout,
     "proxy: on SIGINT/SIGTERM, let open connections finish this long"
   ),
+  adminPort: Options.integer("admin-port").pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
+    Options.optional,
+    Options.withDescription("also serve the admin HTTP API, /metrics and the live dashboard on this port")
+  ),
+  adminHost: Options.text("admin-host").pipe(
+    Options.withDefault(Admin.defaults.host),
+    Options.withDescription("address the admin server binds (it can change the rotation: keep it private)")
+  ),
   idleTimeout: duration(
     "idle-timeout",
     ControlPlane.defaults.idleTimeout,
@@ -123,6 +139,9 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
           `effect-lb balancer listening on ${formatEndpoint(plane.address)}, strategy ${yield* balancer.strategy}, ` +
             `${servers.length} server${servers.length === 1 ? "" : "s"}`
         )
+        const admin = yield* Effect.serviceOption(Admin.Admin)
+        if (Option.isSome(admin))
+          yield* Console.log(`effect-lb admin and dashboard on http://${formatEndpoint(admin.value.address)}/`)
       })
     )
     yield* Layer.launch(
@@ -136,6 +155,10 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
             monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter, health: flags.health },
             token: flags.token,
             idleTimeout: flags.idleTimeout,
+            admin: Option.match(flags.adminPort, {
+              onNone: () => undefined,
+              onSome: (adminPort) => ({ host: flags.adminHost, port: adminPort })
+            }),
             proxy: Option.match(flags.proxyPort, {
               onNone: () => undefined,
               onSome: (proxyPort) => ({

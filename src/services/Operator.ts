@@ -23,8 +23,6 @@ export const defaults: OperatorConfig = { drainTimeout: Duration.seconds(30) }
 export class Operator extends Context.Tag("effect-lb/Operator")<
   Operator,
   {
-    /** Whether a token is needed at all (for those who ask before they send one). */
-    readonly guarded: boolean
     /** Succeeds when no token is set, or `token` is it; `what` names the change in the error. */
     readonly authorize: (token: string | undefined, what: string) => Effect.Effect<void, Unauthorized>
     readonly status: Effect.Effect<StatusReport>
@@ -76,7 +74,6 @@ export const make = (config: OperatorConfig) =>
       }).pipe(Effect.scoped)
 
     return Operator.of({
-      guarded: config.token !== undefined,
       authorize: (token, what) =>
         config.token === undefined || sameToken(config.token, token)
           ? Effect.void

@@ -4,10 +4,10 @@
  * Pure: a snapshot in, text out. One `# HELP`/`# TYPE` block per metric name with all its series
  * together (Prometheus rejects a name split across blocks); counters, gauges, histograms (Effect's
  * buckets are already cumulative and already end at +Inf), summaries, and frequencies (one counter
- * series per occurrence, the occurrence as a label). Names and label names are made legal, label
+ * series per occurrence, the occurrence as a label); a counter that may fall is a gauge. Names and label names are made legal, label
  * values and help text escaped, so whatever a metric is called the output parses.
  */
-import { type MetricLabel, type MetricPair, MetricState, Option } from "effect"
+import { type MetricLabel, MetricKeyType, type MetricPair, MetricState, Option } from "effect"
 
 export const contentType = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -51,10 +51,16 @@ const formatSample = (name: string, [suffix, labels, value]: Sample) => {
 }
 
 const samplesOf = (
-  state: MetricState.MetricState.Untyped,
+  pair: MetricPair.MetricPair.Untyped,
   labels: ReadonlyArray<readonly [string, string]>
 ): [Family["type"], Array<Sample>] | undefined => {
-  if (MetricState.isCounterState(state)) return ["counter", [["", labels, state.count]]]
+  const state = pair.metricState
+  if (MetricState.isCounterState(state)) {
+    // An Effect counter that is not `incremental` may go down (`effect_fiber_active`): to
+    // Prometheus that is a gauge — a counter that falls reads as a process restart.
+    const incremental = MetricKeyType.isCounterKey(pair.metricKey.keyType) && pair.metricKey.keyType.incremental
+    return [incremental ? "counter" : "gauge", [["", labels, state.count]]]
+  }
   if (MetricState.isGaugeState(state)) return ["gauge", [["", labels, state.value]]]
   if (MetricState.isHistogramState(state)) {
     const le = (bound: number): Array<readonly [string, string]> => [...labels, ["le", formatValue(bound)]]
@@ -92,7 +98,7 @@ export const encode = (
     const name = metricName(pair.metricKey.name)
     const labels = labelPairs(pair.metricKey.tags)
     if (!keep(name, new Map(labels))) continue
-    const described = samplesOf(pair.metricState, labels)
+    const described = samplesOf(pair, labels)
     if (described === undefined) continue
     const [type, samples] = described
     let family = families.get(name)

@@ -1,0 +1,263 @@
+/**
+ * The admin server's live dashboard: one self-contained page (no framework, no build step, no
+ * request leaves the balancer). It follows `/api/events` (server-sent events; the browser
+ * reconnects by itself) and steers through the same JSON API anyone can call.
+ *
+ * Every server is a row: state, weight, active connections, probe round trip, the server's own
+ * latency, its share of picks over the last 10 seconds and in all; a chart shows picks per second
+ * per server over the last two minutes. A token, when the balancer has one, is asked for on the
+ * first refusal and kept for the tab's life only.
+ */
+export const page = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>effect-lb</title>
+<style>
+  :root { --bg:#0f1419; --panel:#171d24; --line:#26303b; --text:#d8dee6; --dim:#8a96a3;
+          --live:#3fb950; --dead:#f85149; --draining:#d29922; --accent:#58a6ff; }
+  * { box-sizing: border-box; }
+  body { margin:0; font:14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; background:var(--bg); color:var(--text); }
+  header { display:flex; align-items:center; gap:16px; padding:12px 20px; border-bottom:1px solid var(--line); flex-wrap:wrap; }
+  h1 { font-size:18px; margin:0; font-weight:600; }
+  h2 { font-size:13px; text-transform:uppercase; letter-spacing:.06em; color:var(--dim); margin:0 0 8px; font-weight:600; }
+  main { padding:16px 20px; display:grid; gap:16px; }
+  section { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 16px; }
+  .pill { padding:2px 8px; border-radius:999px; font-size:12px; border:1px solid var(--line); color:var(--dim); }
+  .pill.on { color:var(--live); border-color:var(--live); }
+  .pill.off { color:var(--dead); border-color:var(--dead); }
+  .summary { color:var(--dim); }
+  .summary b { color:var(--text); font-weight:600; }
+  table { width:100%; border-collapse:collapse; font-variant-numeric:tabular-nums; }
+  th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line); white-space:nowrap; }
+  th { color:var(--dim); font-weight:500; font-size:12px; }
+  td.num, th.num { text-align:right; }
+  .state { font-weight:600; text-transform:uppercase; font-size:12px; letter-spacing:.04em; }
+  .state-live { color:var(--live); } .state-dead { color:var(--dead); } .state-draining { color:var(--draining); }
+  tr.dead td:not(.state):not(.actions) { opacity:.55; }
+  .swatch { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; vertical-align:-1px; }
+  .bar { display:inline-block; height:8px; background:var(--accent); border-radius:2px; vertical-align:middle; margin-left:6px; }
+  button, select, input { font:inherit; color:var(--text); background:#0b0f14; border:1px solid var(--line); border-radius:6px; padding:4px 10px; }
+  button { cursor:pointer; } button:hover { border-color:var(--accent); }
+  button.danger:hover { border-color:var(--dead); color:var(--dead); }
+  canvas { width:100%; height:220px; display:block; }
+  #legend { display:flex; gap:12px; flex-wrap:wrap; color:var(--dim); font-size:12px; margin-top:6px; }
+  #message { min-height:1.4em; color:var(--draining); }
+  form { display:flex; gap:8px; align-items:center; flex-wrap:wrap; }
+  #token-box { display:none; }
+</style>
+</head>
+<body>
+<header>
+  <h1>effect-lb</h1>
+  <span id="connection" class="pill off">connecting</span>
+  <span class="summary">strategy <b id="current-strategy">?</b> · <b id="live-count">0</b> live of <b id="server-count">0</b> · <b id="rate">0</b> picks/s</span>
+  <form id="strategy-form">
+    <select id="strategy" aria-label="strategy"></select>
+    <button id="apply-strategy" type="submit">Switch strategy</button>
+  </form>
+  <form id="token-box"><input id="token" type="password" placeholder="balancer token" aria-label="token"><button type="submit">Use token</button></form>
+</header>
+<main>
+  <div id="message" role="status"></div>
+  <section>
+    <h2>Servers</h2>
+    <table>
+      <thead><tr>
+        <th>server</th><th>address</th><th>state</th><th class="num">weight</th><th class="num">active</th>
+        <th class="num">probe rtt</th><th class="num">latency</th><th class="num">picks/s</th>
+        <th class="num">share (10 s)</th><th class="num">picks</th><th></th>
+      </tr></thead>
+      <tbody id="servers"></tbody>
+    </table>
+  </section>
+  <section>
+    <h2>Picks per second</h2>
+    <canvas id="chart" width="1200" height="220"></canvas>
+    <div id="legend"></div>
+  </section>
+  <section>
+    <h2>Add a server</h2>
+    <form id="add-form">
+      <input id="add-host" placeholder="host" value="127.0.0.1" aria-label="host">
+      <input id="add-port" placeholder="port" size="6" aria-label="port">
+      <input id="add-weight" placeholder="weight" size="4" value="1" aria-label="weight">
+      <button type="submit">Add</button>
+    </form>
+  </section>
+</main>
+<script>
+"use strict";
+const palette = ["#58a6ff","#3fb950","#d29922","#f778ba","#a371f7","#ff7b72","#39c5cf","#e3b341","#8b949e","#56d364"];
+const colors = new Map();
+const colorOf = (id) => { if (!colors.has(id)) colors.set(id, palette[colors.size % palette.length]); return colors.get(id); };
+const $ = (id) => document.getElementById(id);
+const history = [];          // [{at, located: Map(id -> count)}], the last two minutes
+const keep = 120;
+let token = sessionStorage.getItem("effect-lb-token") || "";
+
+const say = (text) => { $("message").textContent = text; };
+const fmt = (ms) => ms === null || ms === undefined ? "–" : ms < 10 ? ms.toFixed(2) + " ms" : ms.toFixed(0) + " ms";
+
+async function call(method, path, body) {
+  const headers = { "content-type": "application/json" };
+  if (token) headers.authorization = "Bearer " + token;
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const json = await response.json().catch(() => ({}));
+  if (response.status === 401) { $("token-box").style.display = "flex"; say("This balancer needs its token: " + (json.message || "")); return null; }
+  if (!response.ok) { say((json._tag || response.status) + ": " + (json.message || "")); return null; }
+  say("");
+  return json;
+}
+
+/** Picks per second of each server between two samples. */
+function rates(before, after) {
+  const seconds = Math.max((after.at - before.at) / 1000, 0.001);
+  const out = new Map();
+  for (const [id, n] of after.located) out.set(id, Math.max(0, n - (before.located.get(id) || 0)) / seconds);
+  return out;
+}
+
+function render(status) {
+  const sample = { at: status.at, located: new Map(status.servers.map((s) => [s.id, s.located])) };
+  const last = history[history.length - 1];
+  if (!last || sample.at > last.at) history.push(sample);
+  while (history.length > keep) history.shift();
+  const now = history.length > 1 ? rates(history[history.length - 2], history[history.length - 1]) : new Map();
+  const recent = history.length > 1 ? rates(history[Math.max(0, history.length - 11)], history[history.length - 1]) : new Map();
+  const recentTotal = [...recent.values()].reduce((a, b) => a + b, 0);
+  const total = [...now.values()].reduce((a, b) => a + b, 0);
+
+  $("current-strategy").textContent = status.strategy;
+  if (document.activeElement !== $("strategy")) $("strategy").value = status.strategy;
+  $("server-count").textContent = status.servers.length;
+  $("live-count").textContent = status.servers.filter((s) => s.state === "live").length;
+  $("rate").textContent = total.toFixed(0);
+
+  const body = $("servers");
+  const rows = new Map([...body.querySelectorAll("tr")].map((row) => [row.dataset.server, row]));
+  for (const server of status.servers) {
+    let row = rows.get(server.id);
+    rows.delete(server.id);
+    if (!row) {
+      row = document.createElement("tr");
+      row.dataset.server = server.id;
+      row.innerHTML = '<td class="id"></td><td class="address"></td><td class="state"></td><td class="num weight"></td>' +
+        '<td class="num active"></td><td class="num rtt"></td><td class="num latency"></td><td class="num rate"></td>' +
+        '<td class="num share"></td><td class="num located"></td>' +
+        '<td class="actions"><button class="drain">Drain</button> <button class="remove danger">Remove</button></td>';
+      row.querySelector(".drain").onclick = () => call("DELETE", "/api/servers/" + encodeURIComponent(server.id));
+      row.querySelector(".remove").onclick = () => call("DELETE", "/api/servers/" + encodeURIComponent(server.id) + "?now=true");
+      body.appendChild(row);
+    }
+    const share = recentTotal > 0 ? (recent.get(server.id) || 0) / recentTotal : 0;
+    row.className = server.state;
+    const id = row.querySelector(".id");
+    id.innerHTML = "";
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = colorOf(server.id);
+    id.append(swatch, server.id);
+    row.querySelector(".address").textContent = server.host.includes(":") ? "[" + server.host + "]:" + server.port : server.host + ":" + server.port;
+    const state = row.querySelector(".state");
+    state.textContent = server.state;
+    state.className = "state state-" + server.state;
+    row.querySelector(".weight").textContent = server.weight;
+    row.querySelector(".active").textContent = server.active;
+    row.querySelector(".rtt").textContent = fmt(server.responseTimeMs);
+    row.querySelector(".latency").textContent = fmt(server.latencyMs);
+    row.querySelector(".rate").textContent = (now.get(server.id) || 0).toFixed(1);
+    const shareCell = row.querySelector(".share");
+    shareCell.textContent = (share * 100).toFixed(0) + "%";
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.style.width = Math.round(share * 60) + "px";
+    shareCell.append(bar);
+    row.querySelector(".located").textContent = server.located;
+  }
+  for (const row of rows.values()) row.remove();
+  draw();
+}
+
+function draw() {
+  const canvas = $("chart");
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth * ratio, height = canvas.clientHeight * ratio;
+  if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, width, height);
+  const series = new Map();
+  for (let i = 1; i < history.length; i++) {
+    for (const [id, r] of rates(history[i - 1], history[i])) {
+      if (!series.has(id)) series.set(id, []);
+      series.get(id).push([i, r]);
+    }
+  }
+  let max = 1;
+  for (const points of series.values()) for (const [, r] of points) max = Math.max(max, r);
+  const pad = 28 * ratio;
+  const x = (i) => pad + ((i - 1) / Math.max(keep - 1, 1)) * (width - pad - 8 * ratio);
+  const y = (r) => height - 16 * ratio - (r / max) * (height - 28 * ratio);
+  g.strokeStyle = "#26303b"; g.fillStyle = "#8a96a3"; g.font = 11 * ratio + "px system-ui"; g.lineWidth = 1;
+  for (const f of [0, 0.5, 1]) {
+    g.beginPath(); g.moveTo(pad, y(max * f)); g.lineTo(width, y(max * f)); g.stroke();
+    g.fillText((max * f).toFixed(0), 2, y(max * f) + 4 * ratio);
+  }
+  g.lineWidth = 2 * ratio;
+  for (const [id, points] of series) {
+    g.strokeStyle = colorOf(id);
+    g.beginPath();
+    points.forEach(([i, r], n) => (n === 0 ? g.moveTo(x(i), y(r)) : g.lineTo(x(i), y(r))));
+    g.stroke();
+  }
+  $("legend").replaceChildren(...[...series.keys()].map((id) => {
+    const item = document.createElement("span");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch"; swatch.style.background = colorOf(id);
+    item.append(swatch, id);
+    return item;
+  }));
+}
+
+function connect() {
+  const events = new EventSource("/api/events");
+  events.onopen = () => { $("connection").textContent = "live"; $("connection").className = "pill on"; };
+  events.onerror = () => { $("connection").textContent = "reconnecting"; $("connection").className = "pill off"; };
+  events.onmessage = (event) => render(JSON.parse(event.data));
+}
+
+$("strategy-form").onsubmit = async (event) => {
+  event.preventDefault();
+  const strategy = $("strategy").value;
+  const done = await call("POST", "/api/strategy", { strategy });
+  if (done) { $("current-strategy").textContent = done.strategy; say("strategy switched to " + done.strategy); }
+};
+$("token-box").onsubmit = (event) => {
+  event.preventDefault();
+  token = $("token").value;
+  sessionStorage.setItem("effect-lb-token", token);
+  $("token-box").style.display = "none";
+  say("token set; try again");
+};
+$("add-form").onsubmit = async (event) => {
+  event.preventDefault();
+  const added = await call("POST", "/api/servers", {
+    host: $("add-host").value, port: Number($("add-port").value), weight: Number($("add-weight").value || 1)
+  });
+  if (added) say("added " + added.id);
+};
+window.addEventListener("resize", draw);
+
+fetch("/api/strategies").then((r) => r.json()).then((names) => {
+  for (const name of names) {
+    const option = document.createElement("option");
+    option.value = name; option.textContent = name;
+    $("strategy").append(option);
+  }
+  connect();
+});
+</script>
+</body>
+</html>
+`
