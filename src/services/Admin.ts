@@ -60,10 +60,21 @@ const maxBody = 64 * 1024
 /** The request body as a value of `schema`, or one short `InvalidRequest` saying why not. */
 const body = <A, I>(schema: Schema.Schema<A, I>) => {
   const decode = Schema.decodeUnknownEither(schema)
+  const tooLarge = new InvalidRequest({ message: `the body is larger than ${maxBody} bytes` })
   return HttpServerRequest.HttpServerRequest.pipe(
-    Effect.flatMap((request) => request.text),
+    // Refused before reading when the length is announced: the answer then still reaches the
+    // client (an over-long body cut off mid-read takes the connection with it).
+    Effect.filterOrFail(
+      (request) => Number(request.headers["content-length"] ?? 0) <= maxBody,
+      () => tooLarge
+    ),
+    Effect.flatMap((request) =>
+      Effect.mapError(
+        request.text,
+        () => new InvalidRequest({ message: `the body could not be read (at most ${maxBody} bytes)` })
+      )
+    ),
     HttpIncomingMessage.withMaxBodySize(Option.some(maxBody)),
-    Effect.mapError(() => new InvalidRequest({ message: `the body could not be read (at most ${maxBody} bytes)` })),
     Effect.flatMap((text) => {
       let json: unknown
       try {

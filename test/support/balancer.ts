@@ -20,7 +20,7 @@ export const balancerLayer = (strategy = "round-robin", operator: Partial<Operat
   Operator.layer({ ...Operator.defaults, ...operator }).pipe(
     Layer.provideMerge(Balancer.layer(strategy)),
     Layer.provideMerge(ServerRegistry.layer()),
-    Layer.provide(Strategies.layer)
+    Layer.provideMerge(Strategies.layer)
   )
 
 export type Behaviour = "healthy" | "stalled"
