@@ -30,8 +30,8 @@ export const duration = (name: string, fallback: Duration.DurationInput, descrip
   )
 
 /** A TCP port; 0 lets the system pick one (the chosen port is printed). */
-export const port = (fallback: number, description: string) =>
-  Options.integer("port").pipe(
+export const port = (fallback: number, description: string, name = "port") =>
+  Options.integer(name).pipe(
     Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
     Options.withDefault(fallback),
     Options.withDescription(description)

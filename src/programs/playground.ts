@@ -25,6 +25,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { formatEndpoint, ServerId, Weight } from "../domain/Server.js"
+import * as Admin from "../services/Admin.js"
 import * as BalancerLink from "../services/BalancerLink.js"
 import * as Client from "../services/Client.js"
 import * as ControlPlane from "../services/ControlPlane.js"
@@ -213,6 +214,7 @@ const options = {
     Options.withDescription("one folder for every server to serve (default: a copy of the samples each)")
   ),
   port: port(ControlPlane.defaults.port, "the balancer's port (0 picks a free port)"),
+  adminPort: port(0, "the admin API and dashboard's port (0 picks a free port)", "admin-port"),
   demo: Options.integer("demo").pipe(
     Options.withSchema(Schema.Int.pipe(Schema.between(1, 100_000))),
     Options.optional,
@@ -244,6 +246,11 @@ export const playgroundCommand = Command.make("playground", options, (flags) =>
     const address = Context.get(balancer, ControlPlane.ControlPlane).address
     const registry = Context.get(balancer, ServerRegistry)
     yield* Console.log(`balancer  ${formatEndpoint(address)}  strategy ${settings.strategy}`)
+    const admin = yield* Layer.build(Admin.layer({ host: Admin.defaults.host, port: flags.adminPort })).pipe(
+      Effect.provide(balancer)
+    )
+    const dashboard = `http://${formatEndpoint(Context.get(admin, Admin.Admin).address)}/`
+    yield* Console.log(`dashboard ${dashboard}  (metrics: ${dashboard}metrics)`)
 
     const { folders } = yield* makeFolders(settings.servers, flags.files)
     const running = new Map<string, { scope: Scope.CloseableScope; link: BalancerLink.BalancerLink["Type"] }>()

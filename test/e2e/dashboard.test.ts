@@ -1,0 +1,108 @@
+/**
+ * The dashboard in a real headless browser (Debian's chromium driven by playwright-core) against a
+ * real balancer process and real server processes. `.ci/run` installs chromium; where it is missing
+ * and cannot be installed, this file says so and skips.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as Fs from "node:fs"
+import { type Browser, chromium, type Page } from "playwright-core"
+import { Locate } from "../../src/domain/Protocol.js"
+import { ask } from "../../src/services/BalancerClient.js"
+import * as Wire from "../../src/services/Wire.js"
+import { spawn } from "../support/process.js"
+
+const executablePath = process.env["CHROMIUM_PATH"] ?? "/usr/bin/chromium"
+const haveChromium = Fs.existsSync(executablePath)
+if (!haveChromium) {
+  console.warn(
+    `dashboard browser test skipped: no chromium at ${executablePath} (apt-get install chromium, or set CHROMIUM_PATH)`
+  )
+}
+
+const listening = /listening on 127\.0\.0\.1:(\d+)/
+const dashboardAt = /admin and dashboard on (http:\/\/127\.0\.0\.1:\d+\/)/
+
+const browser = Effect.acquireRelease(
+  Effect.promise((): Promise<Browser> =>
+    chromium.launch({
+      executablePath,
+      headless: true,
+      args: ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage"]
+    })
+  ),
+  (browser) => Effect.promise(() => browser.close())
+)
+
+const on = <A>(page: Page, run: (page: Page) => Promise<A>) => Effect.promise(() => run(page))
+
+describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
+  it.scopedLive(
+    "shows the servers live, turns a killed one dead within 7 s without a reload, and switches the strategy",
+    () =>
+      Effect.gen(function* () {
+        const balancer = yield* spawn(["balancer", "--port", "0", "--admin-port", "0"])
+        const port = Number((yield* balancer.waitFor(listening))[1])
+        const url = (yield* balancer.waitFor(dashboardAt))[1] ?? ""
+        const address = `127.0.0.1:${port}`
+        const servers = yield* Effect.forEach(["alpha", "beta", "gamma"], (id) =>
+          spawn(["server", "--port", "0", "--id", id, "--balancer", address])
+        )
+        yield* Effect.forEach(servers, (server) => server.waitFor(listening))
+
+        const page = yield* Effect.flatMap(browser, (b) => Effect.promise(() => b.newPage()))
+        const errors: Array<string> = []
+        page.on("pageerror", (error) => errors.push(error.message))
+        yield* on(page, (p) => p.goto(url))
+        // Every server appears as a live row, pushed by the event stream.
+        for (const id of ["alpha", "beta", "gamma"]) {
+          yield* on(page, (p) =>
+            p.locator(`tr[data-server="${id}"] td.state`).filter({ hasText: "live" }).waitFor({ timeout: 5000 })
+          )
+        }
+        expect(yield* on(page, (p) => p.locator("#connection").textContent())).toBe("live")
+
+        // Clients spread: picks show on the page as they happen.
+        yield* Effect.forEach(
+          Array.from({ length: 30 }, () => undefined),
+          () => ask({ host: "127.0.0.1", port }, new Locate({})),
+          { discard: true }
+        )
+        yield* on(page, (p) =>
+          // A string, evaluated in the page: this project's TypeScript has no DOM types.
+          p.waitForFunction(
+            `[...document.querySelectorAll("tr[data-server] td.located")]
+               .reduce((sum, cell) => sum + Number(cell.textContent), 0) >= 30`,
+            undefined,
+            { timeout: 5000 }
+          )
+        )
+
+        // SIGKILL one: no goodbye; the page turns it dead (5 s dead-after) with no reload.
+        const url0 = page.url()
+        const killedAt = Date.now()
+        servers[1]?.child.kill("SIGKILL")
+        yield* on(page, (p) =>
+          p.locator(`tr[data-server="beta"] td.state`).filter({ hasText: "dead" }).waitFor({ timeout: 7000 })
+        )
+        expect(Date.now() - killedAt).toBeLessThan(7000)
+        expect(page.url()).toBe(url0)
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="alpha"] td.state`).textContent())).toBe("live")
+
+        // The strategy switch: chosen on the page, applied by the balancer, shown on the page.
+        yield* on(page, (p) => p.selectOption("#strategy", "weighted-least-connection"))
+        yield* on(page, (p) => p.click("#apply-strategy"))
+        yield* on(page, (p) =>
+          p.locator("#current-strategy").filter({ hasText: "weighted-least-connection" }).waitFor({ timeout: 3000 })
+        )
+        const status = yield* on(page, (p) => p.evaluate(() => fetch("/api/status").then((r) => r.json())))
+        expect(status).toMatchObject({ strategy: "weighted-least-connection" })
+
+        // Remove takes a server out at once; its row goes.
+        yield* on(page, (p) => p.click(`tr[data-server="gamma"] button.remove`))
+        yield* on(page, (p) => p.locator(`tr[data-server="gamma"]`).waitFor({ state: "detached", timeout: 3000 }))
+        expect(errors).toEqual([])
+      }).pipe(Effect.provide(Wire.layer)),
+    40_000
+  )
+})
