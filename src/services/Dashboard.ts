@@ -121,8 +121,10 @@ function rates(before, after) {
 
 function render(status) {
   const sample = { at: status.at, located: new Map(status.servers.map((s) => [s.id, s.located])) };
+  // The chart and the rates step once a second: events that come between (a change) only
+  // redraw the table, so the rate is never taken over a few milliseconds.
   const last = history[history.length - 1];
-  if (!last || sample.at > last.at) history.push(sample);
+  if (!last || sample.at - last.at >= 900) history.push(sample);
   while (history.length > keep) history.shift();
   const now = history.length > 1 ? rates(history[history.length - 2], history[history.length - 1]) : new Map();
   const recent = history.length > 1 ? rates(history[Math.max(0, history.length - 11)], history[history.length - 1]) : new Map();
