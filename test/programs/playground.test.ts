@@ -78,11 +78,26 @@ describe("effect-lb playground (the real process)", () => {
         expect(yield* client.exited).toBe(0)
         expect(client.output()).toMatch(/whoami\.txt\ttxt/)
 
+        // The dashboard's address is printed; its API sees the same servers. A dashboard left
+        // open (an event stream that never ends by itself) must not hold up the exit.
+        const dashboard = /dashboard\s+(http:\/\/127\.0\.0\.1:(\d+)\/)/.exec(playground.output())
+        const adminPort = Number(dashboard?.[2])
+        const servers = yield* Effect.promise(() =>
+          fetch(`${dashboard?.[1] ?? ""}api/servers`).then((r) => r.json() as Promise<Array<{ id: string }>>)
+        )
+        expect(servers.map((s) => s.id).sort()).toEqual(["s1", "s2", "s3"])
+        const watching = new AbortController()
+        yield* Effect.addFinalizer(() => Effect.sync(() => watching.abort()))
+        const events = yield* Effect.promise(() =>
+          fetch(`${dashboard?.[1] ?? ""}api/events`, { signal: watching.signal })
+        )
+        expect(events.status).toBe(200)
+
         const stopping = Date.now()
         playground.child.kill("SIGINT")
         expect(yield* playground.exited).toBe(0)
         expect(Date.now() - stopping).toBeLessThan(5000)
-        for (const port of [balancerPort, ...serverPorts]) expect(yield* refused(port)).toBe(true)
+        for (const port of [balancerPort, adminPort, ...serverPorts]) expect(yield* refused(port)).toBe(true)
       }),
     30_000
   )
