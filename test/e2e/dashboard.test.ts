@@ -105,4 +105,40 @@ describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
       }).pipe(Effect.provide(Wire.layer)),
     40_000
   )
+
+  it.scopedLive(
+    "with a token: shows everything, refuses a change until the token is given on the page",
+    () =>
+      Effect.gen(function* () {
+        const balancer = yield* spawn([
+          "balancer",
+          "--port",
+          "0",
+          "--admin-port",
+          "0",
+          "--token",
+          "open-sesame",
+          "--health",
+          "tcp",
+          "--server",
+          "127.0.0.1:9"
+        ])
+        const url = (yield* balancer.waitFor(dashboardAt))[1] ?? ""
+        const page = yield* Effect.flatMap(browser, (b) => Effect.promise(() => b.newPage()))
+        yield* on(page, (p) => p.goto(url))
+        yield* on(page, (p) => p.locator(`tr[data-server="127.0.0.1:9"]`).waitFor({ timeout: 5000 }))
+        yield* on(page, (p) => p.selectOption("#strategy", "weighted-round-robin"))
+        yield* on(page, (p) => p.click("#apply-strategy"))
+        yield* on(page, (p) => p.locator("#token").waitFor({ state: "visible", timeout: 3000 }))
+        expect(yield* on(page, (p) => p.locator("#message").textContent())).toMatch(/needs its token/)
+        expect(yield* on(page, (p) => p.locator("#current-strategy").textContent())).toBe("round-robin")
+        yield* on(page, (p) => p.fill("#token", "open-sesame"))
+        yield* on(page, (p) => p.click("#token-box button"))
+        yield* on(page, (p) => p.click("#apply-strategy"))
+        yield* on(page, (p) =>
+          p.locator("#current-strategy").filter({ hasText: "weighted-round-robin" }).waitFor({ timeout: 3000 })
+        )
+      }),
+    20_000
+  )
 })
