@@ -101,21 +101,23 @@ export const encode = (
     const described = samplesOf(pair, labels)
     if (described === undefined) continue
     const [type, samples] = described
-    let family = families.get(name)
+    // Prometheus names counters `*_total`; Effect's own (`effect_fiber_started`) are not.
+    const familyName = type === "counter" && !name.endsWith("_total") ? `${name}_total` : name
+    let family = families.get(familyName)
     if (family === undefined) {
       family = {
         type,
-        help: Option.getOrElse(pair.metricKey.description, () => name),
+        help: Option.getOrElse(pair.metricKey.description, () => pair.metricKey.name),
         samples: [],
         series: new Set()
       }
-      families.set(name, family)
+      families.set(familyName, family)
     }
     // One name, one type: a clash (two metrics of different kinds under one name) keeps the first.
     const identity = JSON.stringify(labels)
     if (family.type !== type || family.series.has(identity)) continue
     family.series.add(identity)
-    for (const sample of samples) family.samples.push(formatSample(name, sample))
+    for (const sample of samples) family.samples.push(formatSample(familyName, sample))
   }
   const lines: Array<string> = []
   for (const name of [...families.keys()].sort()) {

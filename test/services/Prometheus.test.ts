@@ -57,7 +57,8 @@ describe("Prometheus exposition", () => {
     expect(valueOf(families, "wait", { quantile: "0.5" })).toBe(2)
     expect(valueOf(families, "wait", { quantile: "0.99" })).toBeUndefined()
     expect(valueOf(families, "wait_count")).toBe(3)
-    expect(valueOf(families, "colors", { key: "red" })).toBe(2)
+    // Counters are named *_total, as Prometheus expects, even when the Effect metric is not.
+    expect(valueOf(families, "colors_total", { key: "red" })).toBe(2)
     // One HELP/TYPE per name, and its samples together.
     expect(text.match(/# TYPE jobs_total/g)).toHaveLength(1)
   })
@@ -88,7 +89,11 @@ describe("Prometheus exposition", () => {
     const text = encode([
       pair(MetricKey.gauge("clash", { description: "first" }), MetricState.gauge(1)),
       pair(MetricKey.gauge("clash", { description: "second" }), MetricState.gauge(2)),
-      pair(MetricKey.counter("clash", { incremental: true }), MetricState.counter(3))
+      pair(MetricKey.gauge("clash"), MetricState.counter(3)),
+      pair(
+        MetricKey.histogram("clash", MetricBoundaries.fromIterable([1])),
+        MetricState.histogram({ buckets: [[1, 1]], count: 1, min: 1, max: 1, sum: 1 })
+      )
     ])
     const families = parse(text)
     expect(families.get("clash")?.samples).toHaveLength(1)
