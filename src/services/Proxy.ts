@@ -9,13 +9,14 @@
  * single byte reached the client, and is marked dead until its health probe answers again.
  *
  * Connections live on socket callbacks, not fibers (as on the Locate path): per connection the
- * proxy keeps two sockets, a few closures and an idle-sweeper entry.
+ * proxy keeps two sockets, a few closures and one entry that a single sweep checks for the connect
+ * deadline and the idle timeout.
  */
-import { Context, Duration, Effect, Either, Layer, Runtime } from "effect"
+import { Context, Duration, Effect, Either, Layer, Runtime, Schedule } from "effect"
 import * as Net from "node:net"
 import { formatEndpoint, type ServerId, type ServerLocation } from "../domain/Server.js"
 import { Balancer } from "./Balancer.js"
-import { makeIdleSweeper } from "./Idle.js"
+import { sweepInterval } from "./Idle.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 import { type Address, type ListenFailed, listenNet, reasonOf } from "./Wire.js"
 
@@ -53,17 +54,40 @@ export class Proxy extends Context.Tag("effect-lb/Proxy")<
   }
 >() {}
 
+/** One client and the backend it is paired with (or being connected to), from accept to close. */
+interface Pair {
+  readonly client: Net.Socket
+  /** The backend being connected to, or connected; undefined between attempts. */
+  backend: Net.Socket | undefined
+  server: ServerLocation | undefined
+  /** Both sockets connected and carrying bytes. */
+  open: boolean
+  /** Connecting: when this attempt began. Open: when bytes last moved (as of a sweep). */
+  since: number
+  /** Bytes read on both sides, as of the last sweep. */
+  seen: number
+  /** Sockets of the open pair that have closed. */
+  closed: number
+  /** Backends that turned this client away: shared and empty on the happy path. */
+  tried: ReadonlyArray<ServerLocation>
+}
+
+const ignore = () => undefined
+const nothingTried: ReadonlyArray<ServerLocation> = []
+
 export const make = (config: ProxyConfig) =>
   Effect.gen(function* () {
     const balancer = yield* Balancer
     const registry = yield* ServerRegistry
     const runtime = yield* Effect.runtime<never>()
+    const clock = yield* Effect.clock
     const log = (message: string) => Runtime.runFork(runtime)(Effect.logWarning(message))
-    const sweeper = yield* makeIdleSweeper(config.idleTimeout)
-    // Connect deadlines ride on a sweeper too: Clock-driven, and no timer per connection.
-    const connecting = yield* makeIdleSweeper(config.connectTimeout)
+    const connectMs = Duration.toMillis(config.connectTimeout)
+    const idleMs = Duration.toMillis(config.idleTimeout)
     const perBackend = new Map<ServerId, number>()
-    const clients = new Set<Net.Socket>()
+    // Every client, paired or still connecting. One entry per connection serves the connection
+    // limit, the drain, and both timeouts: no timer, sweeper entry or closure set apart for each.
+    const pairs = new Set<Pair>()
 
     const count = (id: ServerId, delta: number) => {
       const now = (perBackend.get(id) ?? 0) + delta
@@ -72,75 +96,114 @@ export const make = (config: ProxyConfig) =>
       registry.unsafeSetActive(id, now)
     }
 
-    /** Pairs two connected sockets until both directions are done. */
-    const splice = (client: Net.Socket, backend: Net.Socket, server: ServerLocation) => {
-      count(server.id, 1)
-      // Idle means no byte either way between two sweeps: read off the sockets' own counters,
-      // so carrying data costs nothing extra per chunk.
-      const idle = sweeper.unsafeTrack(
-        () => {
-          client.destroy()
+    // One sweep, Clock-driven, for connect deadlines and idle pairs alike. Idle means no byte either
+    // way between two sweeps: read off the sockets' own counters, so carrying data costs nothing.
+    const sweep = () => {
+      const now = clock.unsafeCurrentTimeMillis()
+      for (const pair of pairs) {
+        const backend = pair.backend
+        if (backend === undefined) continue
+        if (!pair.open) {
+          if (now - pair.since >= connectMs) failed(pair, backend, "timed out")
+          continue
+        }
+        const seen = pair.client.bytesRead + backend.bytesRead
+        if (seen !== pair.seen) {
+          pair.seen = seen
+          pair.since = now
+        } else if (now - pair.since >= idleMs) {
+          pair.client.destroy()
           backend.destroy()
-        },
-        () => client.bytesRead + backend.bytesRead
-      )
-      // `end: true`: a FIN from one side is passed on as a FIN to the other (half-close);
-      // the other direction keeps flowing until it ends too.
-      client.pipe(backend)
-      backend.pipe(client)
-      let closed = 0
-      const onClose = () => {
-        // A reset or error on either side ends both: nothing waits on a dead peer.
-        client.destroy()
-        backend.destroy()
-        if (++closed === 2) {
-          idle.release()
-          count(server.id, -1)
         }
       }
-      client.once("close", onClose)
-      backend.once("close", onClose)
+    }
+    const interval = Duration.min(sweepInterval(config.connectTimeout), sweepInterval(config.idleTimeout))
+    yield* Effect.forkScoped(Effect.repeat(Effect.sync(sweep), Schedule.spaced(interval)))
+
+    /** `from`'s bytes to `to`, pausing while `to` is full; a FIN is passed on (half-close). */
+    const forward = (from: Net.Socket, to: Net.Socket) => {
+      // By hand rather than `pipe`: three listeners instead of the seven `pipe` adds and later removes.
+      from.on("data", (chunk: Buffer) => {
+        if (!to.write(chunk)) from.pause()
+      })
+      to.on("drain", () => from.resume())
+      from.on("end", () => to.end())
+    }
+
+    /** Pairs the client with its now connected backend until both directions are done. */
+    const splice = (pair: Pair, backend: Net.Socket, server: ServerLocation) => {
+      const client = pair.client
+      count(server.id, 1)
+      pair.open = true
+      pair.since = clock.unsafeCurrentTimeMillis()
+      forward(client, backend)
+      forward(backend, client)
+      backend.on("close", () => {
+        // A reset or error on either side ends both: nothing waits on a dead peer.
+        client.destroy()
+        if (++pair.closed === 2) count(server.id, -1)
+      })
       client.resume()
     }
 
+    /** The attempt on `backend` failed: mark its server dead and try the next, or give up. */
+    const failed = (pair: Pair, backend: Net.Socket, reason: string) => {
+      const server = pair.server
+      pair.backend = undefined
+      backend.destroy()
+      if (server === undefined) return
+      registry.unsafeSetActive(server.id, perBackend.get(server.id) ?? 0)
+      Runtime.runFork(runtime)(registry.setState(server.id, "dead"))
+      log(`proxy: backend ${server.id} (${formatEndpoint(server)}) failed to connect: ${reason}`)
+      pair.tried = [...pair.tried, server]
+      if (pair.tried.length < config.attempts) connect(pair)
+      else pair.client.destroy()
+    }
+
     /** Finds a backend that accepts the connection; skips, and marks dead, those that do not. */
-    const connect = (client: Net.Socket, tried: Array<ServerLocation>) => {
-      const location = balancer.unsafeDetermineServer(tried)
+    const connect = (pair: Pair) => {
+      const client = pair.client
+      const location = balancer.unsafeDetermineServer(pair.tried)
       if (Either.isLeft(location) || client.destroyed) return client.destroy()
       const server = location.right
       const backend = Net.connect({ host: server.host, port: server.port, allowHalfOpen: true, noDelay: true })
-      const failed = (reason: string) => {
-        backend.destroy()
-        registry.unsafeSetActive(server.id, perBackend.get(server.id) ?? 0)
-        Runtime.runFork(runtime)(registry.setState(server.id, "dead"))
-        log(`proxy: backend ${server.id} (${formatEndpoint(server)}) failed to connect: ${reason}`)
-        if (tried.length + 1 < config.attempts) connect(client, [...tried, server])
-        else client.destroy()
-      }
-      const deadline = connecting.unsafeTrack(() => {
-        backend.removeAllListeners("error")
-        backend.on("error", () => undefined)
-        failed("timed out")
+      pair.backend = backend
+      pair.server = server
+      pair.since = clock.unsafeCurrentTimeMillis()
+      // One error listener for the socket's whole life: before the connect an error fails the
+      // attempt; after it, the close that follows ends the pair.
+      backend.on("error", (error) => {
+        if (pair.backend === backend && !pair.open) failed(pair, backend, reasonOf(error))
       })
-      backend.once("error", (error) => {
-        deadline.release()
-        failed(reasonOf(error))
-      })
-      backend.once("connect", () => {
-        deadline.release()
-        backend.removeAllListeners("error")
-        backend.on("error", () => undefined)
+      backend.on("connect", () => {
         if (client.destroyed) return backend.destroy()
-        splice(client, backend, server)
+        splice(pair, backend, server)
       })
     }
 
     const server = Net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) => {
-      client.on("error", () => undefined)
-      if (clients.size >= config.maxConnections) return client.destroy()
-      clients.add(client)
-      client.once("close", () => clients.delete(client))
-      connect(client, [])
+      client.on("error", ignore)
+      if (pairs.size >= config.maxConnections) return client.destroy()
+      const pair: Pair = {
+        client,
+        backend: undefined,
+        server: undefined,
+        open: false,
+        since: 0,
+        seen: 0,
+        closed: 0,
+        tried: nothingTried
+      }
+      pairs.add(pair)
+      client.on("close", () => {
+        pairs.delete(pair)
+        const backend = pair.backend
+        if (backend === undefined) return
+        // Still connecting: drop the attempt. Paired: a reset or error on either side ends both.
+        backend.destroy()
+        if (pair.open && ++pair.closed === 2 && pair.server !== undefined) count(pair.server.id, -1)
+      })
+      connect(pair)
     })
 
     const address = yield* listenNet(server, config)
@@ -150,17 +213,17 @@ export const make = (config: ProxyConfig) =>
         server.close()
         const allClosed = Effect.async<void>((resume) => {
           const check = () => {
-            if (clients.size === 0) resume(Effect.void)
+            if (pairs.size === 0) resume(Effect.void)
           }
-          for (const client of clients) client.once("close", () => setImmediate(check))
+          for (const pair of pairs) pair.client.once("close", () => setImmediate(check))
           check()
         })
         // Interruptible, so the timeout can cut the wait inside this finalizer.
         yield* allClosed.pipe(Effect.interruptible, Effect.timeout(config.drainTimeout), Effect.ignore)
-        for (const client of clients) client.destroy()
+        for (const pair of pairs) pair.client.destroy()
       })
     )
-    return Proxy.of({ address, open: Effect.sync(() => clients.size) })
+    return Proxy.of({ address, open: Effect.sync(() => pairs.size) })
   })
 
 export const layer = (config: ProxyConfig): Layer.Layer<Proxy, ListenFailed, Balancer | ServerRegistry> =>
