@@ -40,17 +40,22 @@ const here = Path.dirname(new URL(import.meta.url).pathname)
 const children: Array<Child> = []
 const tmp = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-proxy-bench-"))
 
-/** HAProxy in mode tcp on a free port, in front of `backend`. */
-const haproxy = async (backend: number): Promise<Child> => {
+/**
+ * HAProxy in mode tcp on a free port, in front of `backend`. By default it runs as many threads as
+ * there are cores (2 here) — the yardstick the aim is set against; `threads: 1` gives the per-core
+ * comparison with the single-threaded Node proxies.
+ */
+const haproxy = async (backend: number, threads?: number): Promise<Child> => {
   const probe = await start([Path.join(here, "baseline-proxy.js"), `127.0.0.1:1`])
   const port = probe.port
   await probe.stop()
-  const config = Path.join(tmp, "haproxy.cfg")
+  const config = Path.join(tmp, `haproxy-${threads ?? "auto"}.cfg`)
   Fs.writeFileSync(
     config,
     [
       "global",
       "  maxconn 4096",
+      ...(threads === undefined ? [] : [`  nbthread ${threads}`]),
       "defaults",
       "  mode tcp",
       "  timeout connect 3s",
@@ -117,6 +122,9 @@ try {
     const ha = await haproxy(backend.port)
     children.push(ha)
     proxies.push(["HAProxy mode tcp", ha.port])
+    const single = await haproxy(backend.port, 1)
+    children.push(single)
+    proxies.push(["HAProxy, 1 thread", single.port])
   }
   console.log(
     `proxy mode: wrk -t1 -c${values.connections} -d${values.seconds}s against a Node HTTP backend, ${values.rounds} interleaved rounds (median)`
@@ -137,7 +145,10 @@ try {
     }
     const ours = rpsOf("effect-lb proxy")
     console.log(`    effect-lb / node:net = ${fixed(ours / rpsOf("node:net pipe proxy"))}  (aim >= 0.9)`)
-    if (withHaproxy) console.log(`    effect-lb / HAProxy  = ${fixed(ours / rpsOf("HAProxy mode tcp"))}  (aim >= 0.7)`)
+    if (withHaproxy) {
+      console.log(`    effect-lb / HAProxy  = ${fixed(ours / rpsOf("HAProxy mode tcp"))}  (aim >= 0.7)`)
+      console.log(`    effect-lb / HAProxy, 1 thread = ${fixed(ours / rpsOf("HAProxy, 1 thread"))}  (per core)`)
+    }
   }
 } finally {
   for (const child of children.reverse()) await child.stop()

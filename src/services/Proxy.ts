@@ -88,6 +88,15 @@ export const make = (config: ProxyConfig) =>
     // Every client, paired or still connecting. One entry per connection serves the connection
     // limit, the drain, and both timeouts: no timer, sweeper entry or closure set apart for each.
     const pairs = new Set<Pair>()
+    /** Told when the last pair is gone (the drain waits on it). */
+    let whenEmpty: (() => void) | undefined
+    const forget = (pair: Pair) => {
+      pairs.delete(pair)
+      if (pairs.size > 0 || whenEmpty === undefined) return
+      const told = whenEmpty
+      whenEmpty = undefined
+      told()
+    }
 
     const count = (id: ServerId, delta: number) => {
       const now = (perBackend.get(id) ?? 0) + delta
@@ -135,6 +144,13 @@ export const make = (config: ProxyConfig) =>
       })
     }
 
+    /** One socket of an open pair has closed; at the second the pair is gone and counted out. */
+    const closedOne = (pair: Pair, server: ServerLocation) => {
+      if (++pair.closed < 2) return
+      forget(pair)
+      count(server.id, -1)
+    }
+
     /** Pairs the client with its now connected backend until both directions are done. */
     const splice = (pair: Pair, backend: Net.Socket, server: ServerLocation) => {
       const client = pair.client
@@ -143,10 +159,12 @@ export const make = (config: ProxyConfig) =>
       pair.since = clock.unsafeCurrentTimeMillis()
       forward(client, backend)
       forward(backend, client)
-      backend.on("close", () => {
-        // A reset or error on either side ends both: nothing waits on a dead peer.
-        client.destroy()
-        if (++pair.closed === 2) count(server.id, -1)
+      backend.on("close", (hadError) => {
+        // A reset or error ends both: nothing waits on a dead peer. A clean close means both ways
+        // are done here, and the client's side closes by itself once its last bytes are flushed —
+        // destroying it now would drop what a slow client has not yet taken.
+        if (hadError) client.destroy()
+        closedOne(pair, server)
       })
       client.resume()
     }
@@ -200,13 +218,18 @@ export const make = (config: ProxyConfig) =>
         tried: nothingTried
       }
       pairs.add(pair)
-      client.on("close", () => {
-        pairs.delete(pair)
+      client.on("close", (hadError) => {
         const backend = pair.backend
-        if (backend === undefined) return
-        // Still connecting: drop the attempt. Paired: a reset or error on either side ends both.
-        backend.destroy()
-        if (pair.open && ++pair.closed === 2 && pair.server !== undefined) count(pair.server.id, -1)
+        const server = pair.server
+        if (!pair.open || backend === undefined || server === undefined) {
+          // Still connecting (or turned away): drop the attempt.
+          forget(pair)
+          backend?.destroy()
+          return
+        }
+        // As for the backend: an error ends both, a clean close lets the backend's side flush.
+        if (hadError) backend.destroy()
+        closedOne(pair, server)
       })
       connect(pair)
     })
@@ -217,15 +240,15 @@ export const make = (config: ProxyConfig) =>
         // Stop accepting at once; let open connections finish, up to the drain timeout.
         server.close()
         const allClosed = Effect.async<void>((resume) => {
-          const check = () => {
-            if (pairs.size === 0) resume(Effect.void)
-          }
-          for (const pair of pairs) pair.client.once("close", () => setImmediate(check))
-          check()
+          if (pairs.size === 0) return resume(Effect.void)
+          whenEmpty = () => resume(Effect.void)
         })
         // Interruptible, so the timeout can cut the wait inside this finalizer.
         yield* allClosed.pipe(Effect.interruptible, Effect.timeout(config.drainTimeout), Effect.ignore)
-        for (const pair of pairs) pair.client.destroy()
+        for (const pair of pairs) {
+          pair.client.destroy()
+          pair.backend?.destroy()
+        }
       })
     )
     return Proxy.of({ address, open: Effect.sync(() => pairs.size) })

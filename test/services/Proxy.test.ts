@@ -8,7 +8,7 @@ import { ServerRegistry } from "../../src/services/ServerRegistry.js"
 import { balancerLayer } from "../support/balancer.js"
 
 /** A TCP backend: echoes what it gets (ending when the client ends), or behaves as told. */
-const backend = (behaviour: "echo" | "hold" | "die after 64 KiB" = "echo") =>
+const backend = (behaviour: "echo" | "hold" | "die after 64 KiB" | Buffer = "echo") =>
   Effect.acquireRelease(
     Effect.async<{ server: Net.Server; port: number; sockets: Set<Net.Socket> }>((resume) => {
       const sockets = new Set<Net.Socket>()
@@ -17,6 +17,8 @@ const backend = (behaviour: "echo" | "hold" | "die after 64 KiB" = "echo") =>
         socket.on("close", () => sockets.delete(socket))
         socket.on("error", () => undefined)
         if (behaviour === "echo") socket.pipe(socket)
+        // Answers the first bytes with the whole buffer and closes its side: a download.
+        if (Buffer.isBuffer(behaviour)) socket.once("data", () => socket.end(behaviour))
         if (behaviour === "die after 64 KiB") {
           let seen = 0
           socket.on("data", (chunk: Buffer) => {
@@ -92,6 +94,31 @@ describe("Proxy over loopback", () => {
       const payload = Crypto.randomBytes(8 * 1024 * 1024)
       const { received } = yield* roundTrip(yield* proxyPort, payload)
       // The client half-closed after sending; the echo still came back in full, then the close.
+      expect(received.length).toBe(payload.length)
+      expect(received.equals(payload)).toBe(true)
+    }).pipe(Effect.provide(proxyWith("round-robin")))
+  )
+
+  it.scopedLive("delivers every byte to a slow client after the backend has sent them all and closed", () =>
+    Effect.gen(function* () {
+      const payload = Crypto.randomBytes(16 * 1024 * 1024)
+      const sender = yield* backend(payload)
+      yield* register("sender", sender.port)
+      const port = yield* proxyPort
+      // A client that reads a chunk, then waits a moment: its receive buffer stays full, so the
+      // proxy still holds bytes for it when the backend's side has long finished.
+      const received = yield* Effect.async<Buffer>((resume) => {
+        const socket = Net.createConnection({ host: "127.0.0.1", port, allowHalfOpen: true })
+        const chunks: Array<Buffer> = []
+        socket.on("data", (chunk: Buffer) => {
+          chunks.push(chunk)
+          socket.pause()
+          setTimeout(() => socket.resume(), 1)
+        })
+        socket.on("error", () => undefined)
+        socket.on("close", () => resume(Effect.succeed(Buffer.concat(chunks))))
+        socket.end("send it")
+      })
       expect(received.length).toBe(payload.length)
       expect(received.equals(payload)).toBe(true)
     }).pipe(Effect.provide(proxyWith("round-robin")))
