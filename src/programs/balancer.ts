@@ -1,6 +1,6 @@
 /** `effect-lb balancer`: the balancer port, its registry, strategies and health monitor. */
 import { Command, Options } from "@effect/cli"
-import { Console, type Duration, Effect, Layer, Option, Schema } from "effect"
+import { Console, type Duration, Effect, Layer, Option } from "effect"
 import { formatEndpoint, ServerId } from "../domain/Server.js"
 import * as Admin from "../services/Admin.js"
 import * as Balancer from "../services/Balancer.js"
@@ -11,7 +11,16 @@ import * as Proxy from "../services/Proxy.js"
 import * as ServerRegistry from "../services/ServerRegistry.js"
 import { names, Strategies } from "../services/Strategy.js"
 import * as Wire from "../services/Wire.js"
-import { decodedWith, duration, host, port, positiveInt, ServerAddressFromText, token } from "./options.js"
+import {
+  decodedWith,
+  duration,
+  host,
+  optionalPort,
+  port,
+  positiveInt,
+  ServerAddressFromText,
+  token
+} from "./options.js"
 
 export interface BalancerOptions {
   readonly host: string
@@ -77,10 +86,9 @@ const options = {
   ),
   probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often each server is probed"),
   deadAfter: duration("dead-after", HealthMonitor.defaults.deadAfter, "silence after which a server is dead"),
-  proxyPort: Options.integer("proxy-port").pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
-    Options.optional,
-    Options.withDescription("also proxy TCP connections on this port to the servers (L4, like HAProxy's mode tcp)")
+  proxyPort: optionalPort(
+    "proxy-port",
+    "also proxy TCP connections on this port to the servers (L4, like HAProxy's mode tcp)"
   ),
   health: Options.choice("health", ["ping", "tcp"]).pipe(
     Options.withDefault("ping" as const),
@@ -107,11 +115,7 @@ const options = {
     Proxy.defaults.drainTimeout,
     "proxy: on SIGINT/SIGTERM, let open connections finish this long"
   ),
-  adminPort: Options.integer("admin-port").pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
-    Options.optional,
-    Options.withDescription("also serve the admin HTTP API, /metrics and the live dashboard on this port")
-  ),
+  adminPort: optionalPort("admin-port", "also serve the admin HTTP API, /metrics and the live dashboard on this port"),
   adminHost: Options.text("admin-host").pipe(
     Options.withDefault(Admin.defaults.host),
     Options.withDescription("address the admin server binds (it can change the rotation: keep it private)")

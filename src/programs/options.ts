@@ -37,6 +37,14 @@ export const port = (fallback: number, description: string, name = "port") =>
     Options.withDescription(description)
   )
 
+/** A port that turns a feature on when given (`--proxy-port`, `--admin-port`); 0 picks a free one. */
+export const optionalPort = (name: string, description: string) =>
+  Options.integer(name).pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
+    Options.optional,
+    Options.withDescription(description)
+  )
+
 export const host = Options.text("host").pipe(
   Options.withDefault("127.0.0.1"),
   Options.withDescription("address to listen on")
