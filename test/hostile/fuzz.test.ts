@@ -9,9 +9,10 @@ import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { BalancerRequest, ServerRequest } from "../../src/domain/Protocol.js"
+import { BalancerRequest, NewServer, ServerRequest, StrategyChange } from "../../src/domain/Protocol.js"
 import { raw } from "../support/net.js"
 import { spawn } from "../support/process.js"
+import { parse } from "../support/prometheus.js"
 import { rssMb } from "../support/rss.js"
 
 const listening = /listening on 127\.0\.0\.1:(\d+)/
@@ -116,6 +117,99 @@ describe("hostile input against the real processes", () => {
         expect(data).toContain("Pong")
         expect(server.child.exitCode).toBeNull()
         expect(rssMb(server.child.pid) - before).toBeLessThan(100)
+      }),
+    60_000
+  )
+
+  it.scopedLive(
+    "the admin API answers 2,000 random and mutated HTTP requests with JSON 4xx (never a 5xx), and stays up",
+    () =>
+      Effect.gen(function* () {
+        const balancer = yield* spawn([
+          "balancer",
+          "--port",
+          "0",
+          "--admin-port",
+          "0",
+          "--token",
+          "t",
+          "--probe-interval",
+          "1h",
+          "--server",
+          "127.0.0.1:9"
+        ])
+        const base = (yield* balancer.waitFor(/dashboard on (http:\/\/127\.0\.0\.1:\d+)\//))[1] ?? ""
+        const before = rssMb(balancer.child.pid)
+        const count = 2_000
+        const bodies = [...framesFor(StrategyChange, count / 2, 11), ...framesFor(NewServer, count / 2, 12)]
+        // Mostly the routes as they are meant to be called (so bodies reach validation), and some not.
+        const route = FastCheck.oneof(
+          { weight: 6, arbitrary: FastCheck.constant(["POST", "/api/strategy"] as const) },
+          { weight: 6, arbitrary: FastCheck.constant(["POST", "/api/servers"] as const) },
+          {
+            weight: 2,
+            arbitrary: FastCheck.tuple(
+              FastCheck.constant("DELETE"),
+              FastCheck.constantFrom(
+                "/api/servers/127.0.0.1:9?now=true",
+                "/api/servers/..%2F..%2Fetc",
+                "/api/servers/%00",
+                "/api/servers/%E0%A4%A"
+              )
+            )
+          },
+          {
+            weight: 1,
+            arbitrary: FastCheck.tuple(
+              FastCheck.constantFrom("GET", "PUT", "PATCH", "DELETE"),
+              FastCheck.constantFrom(
+                "/api/status",
+                "/api/servers",
+                "/metrics",
+                "/readyz",
+                "/api/strategy",
+                `/${"x".repeat(5000)}`,
+                "/api/../api/status"
+              )
+            )
+          }
+        )
+        const requests = FastCheck.sample(
+          FastCheck.tuple(
+            route,
+            FastCheck.constantFrom(undefined, "Bearer t", "Bearer t", "Bearer wrong", "Basic dDp0", "Bearer"),
+            FastCheck.nat(bodies.length - 1)
+          ),
+          { numRuns: count, seed: 13 }
+        )
+        const replies = yield* Effect.forEach(
+          requests,
+          ([[method, path], authorization, body]) =>
+            Effect.promise(async () => {
+              const response = await fetch(`${base}${path}`, {
+                method,
+                headers: authorization === undefined ? {} : { authorization },
+                ...(method === "GET" ? {} : { body: bodies[body] })
+              })
+              const text = await response.text()
+              const json = response.headers.get("content-type")?.includes("json") === true
+              if (json) JSON.parse(text)
+              return { status: response.status, json }
+            }),
+          { concurrency: 20 }
+        )
+        const statuses = new Set(replies.map((reply) => reply.status))
+        // Every kind of answer was reached (so bodies got through to validation), and never a 5xx.
+        for (const reached of [200, 201, 400, 401, 404]) expect(statuses).toContain(reached)
+        for (const status of statuses) expect([200, 201, 202, 400, 401, 404, 503]).toContain(status)
+        for (const { status, json } of replies) if (status >= 400) expect(json).toBe(true)
+        // Still up, still answering, its scrape still well-formed.
+        const status = yield* Effect.promise(() => fetch(`${base}/api/status`).then((r) => r.status))
+        expect(status).toBe(200)
+        const metrics = yield* Effect.promise(() => fetch(`${base}/metrics`).then((r) => r.text()))
+        expect(() => parse(metrics)).not.toThrow()
+        expect(balancer.child.exitCode).toBeNull()
+        expect(rssMb(balancer.child.pid) - before).toBeLessThan(100)
       }),
     60_000
   )
