@@ -249,7 +249,8 @@ export const make = (config: AdminConfig) =>
     const endpoint = formatEndpoint(config)
     const server = yield* NodeHttpServer.make(
       () => {
-        node = Http.createServer()
+        // A client that dribbles its request in is cut off in seconds, not Node's minutes.
+        node = Http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 })
         return node
       },
       { host: config.host, port: config.port }
