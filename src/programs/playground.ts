@@ -194,6 +194,28 @@ const demo = (requests: number, balancer: Wire.Address, servers: ReadonlyArray<s
     yield* Console.log(`\n${done.length} served, ${failed} failed (balancer ${formatEndpoint(balancer)})`)
   })
 
+/**
+ * Background clients for the dashboard to show: each asks for a list, a download or a one-second
+ * computation, pauses a moment, and goes again — re-routing by itself when a server is killed.
+ */
+const traffic = (clients: number, out: string) =>
+  Effect.gen(function* () {
+    const client = yield* Client.Client
+    const files = Object.keys((yield* Effect.either(client.list())).pipe(Either.getOrElse(() => ({ value: {} }))).value)
+    const once = Effect.gen(function* () {
+      const roll = yield* Random.nextIntBetween(0, 100)
+      const file = files[roll % Math.max(files.length, 1)]
+      if (roll < 50 || file === undefined) yield* client.list()
+      else if (roll < 70) yield* client.download(file, out)
+      else yield* client.compute(1)
+    }).pipe(
+      Effect.ignore,
+      Effect.zipRight(Effect.flatMap(Random.nextIntBetween(100, 600), (ms) => Effect.sleep(ms))),
+      Effect.forever
+    )
+    for (let i = 0; i < clients; i++) yield* Effect.forkScoped(once)
+  })
+
 const options = {
   servers: Options.integer("servers").pipe(
     Options.withSchema(Schema.Int.pipe(Schema.between(1, 50))),
@@ -215,6 +237,11 @@ const options = {
   ),
   port: port(ControlPlane.defaults.port, "the balancer's port (0 picks a free port)"),
   adminPort: port(0, "the admin API and dashboard's port (0 picks a free port)", "admin-port"),
+  traffic: Options.integer("traffic").pipe(
+    Options.withSchema(Schema.Int.pipe(Schema.between(0, 100))),
+    Options.withDefault(4),
+    Options.withDescription("background clients sending requests, for the dashboard to show (0 for none)")
+  ),
   demo: Options.integer("demo").pipe(
     Options.withSchema(Schema.Int.pipe(Schema.between(1, 100_000))),
     Options.optional,
@@ -296,12 +323,26 @@ export const playgroundCommand = Command.make("playground", options, (flags) =>
 
     const downloads = Path.join(Os.tmpdir(), "effect-lb-downloads")
     Fs.mkdirSync(downloads, { recursive: true })
-    const client = Client.layer({ ...Client.defaults, balancer: address }).pipe(
-      Layer.provideMerge(Wire.layer),
-      Layer.provide(NodeContext.layer)
+    // Built once for the playground's life: the background clients outlive any one call.
+    const client = yield* Layer.build(
+      Client.layer({ ...Client.defaults, balancer: address }).pipe(
+        Layer.provideMerge(Wire.layer),
+        Layer.provide(NodeContext.layer)
+      )
     )
     if (Option.isSome(flags.demo)) {
       return yield* demo(flags.demo.value, address, [...known.keys()], downloads).pipe(Effect.provide(client))
+    }
+    if (flags.traffic > 0) {
+      // Their downloads go to a folder of their own, gone with the playground.
+      const scratch = yield* Effect.acquireRelease(
+        Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-traffic-"))),
+        (folder) => Effect.sync(() => Fs.rmSync(folder, { recursive: true, force: true }))
+      )
+      yield* traffic(flags.traffic, scratch).pipe(Effect.provide(client))
+      yield* Console.log(
+        `traffic   ${flags.traffic} background client${flags.traffic === 1 ? "" : "s"} (list, download, compute 1 s; --traffic 0 for none)`
+      )
     }
     if (!canAsk) {
       yield* Console.log("no terminal for the interactive client: serving until Ctrl-C")

@@ -3,6 +3,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
 import * as Net from "node:net"
 import { askSettings, weightsFor } from "../../src/programs/playground.js"
+import { eventually } from "../support/eventually.js"
 import { spawn } from "../support/process.js"
 import * as TestTerminal from "../support/terminal.js"
 import { backspace, down, enter, type } from "../support/terminal.js"
@@ -86,6 +87,11 @@ describe("effect-lb playground (the real process)", () => {
           fetch(`${dashboard?.[1] ?? ""}api/servers`).then((r) => r.json() as Promise<Array<{ id: string }>>)
         )
         expect(servers.map((s) => s.id).sort()).toEqual(["s1", "s2", "s3"])
+        // The background clients keep the servers busy with no one at the keyboard: every server is picked.
+        const picked = Effect.promise(() =>
+          fetch(`${dashboard?.[1] ?? ""}api/servers`).then((r) => r.json() as Promise<Array<{ located: number }>>)
+        )
+        yield* eventually(picked, (all) => all.every((server) => server.located >= 3), "5 seconds")
         const watching = new AbortController()
         yield* Effect.addFinalizer(() => Effect.sync(() => watching.abort()))
         const events = yield* Effect.promise(() =>
