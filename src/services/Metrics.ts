@@ -41,6 +41,25 @@ export const strategyInfo = Metric.gauge("effect_lb_strategy", {
   description: "1 for the strategy the balancer uses now, 0 for the others"
 })
 
+export const proxyAccepted = Metric.counter("effect_lb_proxy_connections_total", {
+  description: "Client connections the proxy accepted",
+  incremental: true
+})
+export const proxyTurnedAway = Metric.counter("effect_lb_proxy_turned_away_total", {
+  description:
+    "Client connections the proxy closed unserved: at its connection limit, no server live, or every backend tried failed",
+  incremental: true
+})
+export const proxyOpen = Metric.gauge("effect_lb_proxy_open_connections", {
+  description: "Client connections open through the proxy now"
+})
+
+export const turnedAwayLabels = {
+  limit: [MetricLabel.make("reason", "limit")],
+  noServer: [MetricLabel.make("reason", "no_server")],
+  backendsFailed: [MetricLabel.make("reason", "backends_failed")]
+} as const
+
 const states: ReadonlyArray<ServerView["state"]> = ["live", "dead", "draining"]
 
 /** Label arrays built once per key and reused: the metric's hook is then found without hashing. */

@@ -12,10 +12,11 @@
  * proxy keeps two sockets, a few closures and one entry that a single sweep checks for the connect
  * deadline and the idle timeout.
  */
-import { Context, Duration, Effect, Either, Layer, Runtime, Schedule } from "effect"
+import { Context, Duration, Effect, Either, Layer, type MetricLabel, Runtime, Schedule } from "effect"
 import * as Net from "node:net"
 import { formatEndpoint, type ServerId, type ServerLocation } from "../domain/Server.js"
 import { Balancer } from "./Balancer.js"
+import * as Metrics from "./Metrics.js"
 import { sweepInterval } from "./Idle.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 import { type Address, type ListenFailed, listenNet, reasonOf } from "./Wire.js"
@@ -73,6 +74,7 @@ interface Pair {
 }
 
 const ignore = () => undefined
+const noLabels: ReadonlyArray<MetricLabel.MetricLabel> = []
 const nothingTried: ReadonlyArray<ServerLocation> = []
 
 export const make = (config: ProxyConfig) =>
@@ -92,6 +94,7 @@ export const make = (config: ProxyConfig) =>
     let whenEmpty: (() => void) | undefined
     const forget = (pair: Pair) => {
       pairs.delete(pair)
+      Metrics.proxyOpen.unsafeUpdate(pairs.size, noLabels)
       if (pairs.size > 0 || whenEmpty === undefined) return
       const told = whenEmpty
       whenEmpty = undefined
@@ -180,14 +183,20 @@ export const make = (config: ProxyConfig) =>
       log(`proxy: backend ${server.id} (${formatEndpoint(server)}) failed to connect: ${reason}`)
       pair.tried = [...pair.tried, server]
       if (pair.tried.length < config.attempts) connect(pair)
-      else pair.client.destroy()
+      else {
+        Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.backendsFailed)
+        pair.client.destroy()
+      }
     }
 
     /** Finds a backend that accepts the connection; skips, and marks dead, those that do not. */
     const connect = (pair: Pair) => {
       const client = pair.client
       const location = balancer.unsafeDetermineServer(pair.tried)
-      if (Either.isLeft(location) || client.destroyed) return client.destroy()
+      if (Either.isLeft(location) || client.destroyed) {
+        if (Either.isLeft(location)) Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.noServer)
+        return client.destroy()
+      }
       const server = location.right
       const backend = Net.connect({ host: server.host, port: server.port, allowHalfOpen: true, noDelay: true })
       pair.backend = backend
@@ -206,7 +215,11 @@ export const make = (config: ProxyConfig) =>
 
     const server = Net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) => {
       client.on("error", ignore)
-      if (pairs.size >= config.maxConnections) return client.destroy()
+      Metrics.proxyAccepted.unsafeUpdate(1, noLabels)
+      if (pairs.size >= config.maxConnections) {
+        Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.limit)
+        return client.destroy()
+      }
       const pair: Pair = {
         client,
         backend: undefined,
@@ -218,6 +231,7 @@ export const make = (config: ProxyConfig) =>
         tried: nothingTried
       }
       pairs.add(pair)
+      Metrics.proxyOpen.unsafeUpdate(pairs.size, noLabels)
       client.on("close", (hadError) => {
         const backend = pair.backend
         const server = pair.server

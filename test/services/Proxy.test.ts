@@ -1,8 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Metric, Option, Scope } from "effect"
 import * as Crypto from "node:crypto"
 import * as Net from "node:net"
 import { Host, Port, ServerId, Weight } from "../../src/domain/Server.js"
+import * as Metrics from "../../src/services/Metrics.js"
 import * as Proxy from "../../src/services/Proxy.js"
 import { ServerRegistry } from "../../src/services/ServerRegistry.js"
 import { balancerLayer } from "../support/balancer.js"
@@ -171,11 +172,14 @@ describe("Proxy over loopback", () => {
       const echo = yield* backend("echo")
       yield* register("echo", echo.port)
       const port = yield* proxyPort
+      const turnedAway = Metric.value(Metric.tagged(Metrics.proxyTurnedAway, "reason", "limit"))
+      const before = (yield* turnedAway).count
       yield* hold(port)
       yield* hold(port)
       const third = yield* roundTrip(port, Buffer.from("too many"))
       expect(third.received.length).toBe(0)
       expect(third.ms).toBeLessThan(1000)
+      expect((yield* turnedAway).count).toBe(before + 1)
       // The two held connections idle out after 300 ms.
       yield* Effect.sleep("1 second")
       const proxy = yield* Proxy.Proxy
