@@ -56,7 +56,9 @@ const options = {
   token,
   advertiseHost: Options.text("advertise-host").pipe(
     Options.optional,
-    Options.withDescription("host the balancer hands to clients (default: --host)")
+    Options.withDescription(
+      "host the balancer hands to clients (default: --host; listening on 0.0.0.0 or ::, the address this server reaches the balancer from)"
+    )
   )
 }
 

@@ -37,24 +37,34 @@ export class BalancerLink extends Context.Tag("effect-lb/BalancerLink")<
 >() {}
 
 const wildcard = new Set(["0.0.0.0", "::", ""])
+/** `::ffff:10.0.0.7` (an IPv4 peer on a dual-stack socket) as plain `10.0.0.7`. */
+const unmapped = (host: string) => (host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host)
 
 export const make = (config: LinkConfig) =>
   Effect.gen(function* () {
     const wire = yield* Wire
     const server = yield* FileServer
     const listenHost = server.address.host
-    const spec: ServerSpec = {
+    /**
+     * Where clients should go: as told; else where the server listens; else, listening on every
+     * interface, the address it reaches the balancer from — the one interface surely routable
+     * from there (a balancer on another machine must not be told 127.0.0.1).
+     */
+    const specFor = (connection: Connection): ServerSpec => ({
       id: server.id,
-      host: Host.make(config.advertiseHost ?? (wildcard.has(listenHost) ? "127.0.0.1" : listenHost)),
+      host: Host.make(
+        config.advertiseHost ?? (wildcard.has(listenHost) ? unmapped(connection.localHost ?? "127.0.0.1") : listenHost)
+      ),
       port: Port.make(server.address.port),
       weight: config.weight
-    }
+    })
     const current = yield* Ref.make(Option.none<{ connection: Connection; deregistered: Deferred.Deferred<void> }>())
 
     let registeredThisTime = false
     /** One registration, held until the connection is lost. */
     const session = Effect.gen(function* () {
       const connection = yield* wire.connect(config.balancer)
+      const spec = specFor(connection)
       yield* connection.send(BalancerRequest, new Register({ server: spec, token: config.token }))
       const reply = yield* connection.read(BalancerReply)
       if (Option.isNone(reply)) return yield* new LinkLost({ reason: "closed before answering Register" })

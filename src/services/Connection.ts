@@ -41,6 +41,8 @@ export type ReadError = LineTooLong | ConnectionClosed
 export interface Connection {
   /** `host:port` of the peer, for logs and messages. */
   readonly peer: string
+  /** This end's own address, when the transport has one (TCP: the interface the peer is reached through). */
+  readonly localHost: string | undefined
   /** The next line decoded with `schema`; a line that is not valid JSON or not a valid message is `InvalidRequest`. */
   readonly read: <A, I>(schema: Schema.Schema<A, I>) => Effect.Effect<Option.Option<A>, ReadError | InvalidRequest>
   /** Sends one message as a JSON line. */
@@ -65,6 +67,7 @@ const readAhead = 256 * 1024
 export interface ConnectionOptions {
   readonly maxLine?: number
   readonly peer?: string
+  readonly localHost?: string | undefined
 }
 
 /** Wraps a connected Duplex. The caller owns its lifetime (see `Wire`). */
@@ -247,6 +250,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
 
     return {
       peer: options.peer ?? "peer",
+      localHost: options.localHost,
       read,
       send,
       sendPayload,

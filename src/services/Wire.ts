@@ -208,10 +208,11 @@ const tcpConnect = (address: Address, options: ConnectOptions = {}) => {
     (socket) => Effect.sync(() => socket.destroySoon())
   ).pipe(
     Effect.flatMap((socket) =>
-      fromDuplex(
-        socket,
-        options.maxLine === undefined ? { peer: endpoint } : { peer: endpoint, maxLine: options.maxLine }
-      )
+      fromDuplex(socket, {
+        peer: endpoint,
+        localHost: socket.localAddress,
+        ...(options.maxLine === undefined ? {} : { maxLine: options.maxLine })
+      })
     )
   )
 }

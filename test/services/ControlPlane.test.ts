@@ -203,11 +203,11 @@ describe("ControlPlane connections", () => {
 })
 
 describe("A server linked to a balancer, over loopback", () => {
-  const linkedServer = (folder: string, balancer: { host: string; port: number }, weight = 1) =>
+  const linkedServer = (folder: string, balancer: { host: string; port: number }, weight = 1, host = "127.0.0.1") =>
     Effect.gen(function* () {
       const context = yield* Layer.build(
         BalancerLink.layer({ balancer, weight: Weight.make(weight) }).pipe(
-          Layer.provideMerge(FileServer.layer({ ...FileServer.defaults, port: 0 })),
+          Layer.provideMerge(FileServer.layer({ ...FileServer.defaults, host, port: 0 })),
           Layer.provide(FileStore.layer(folder)),
           Layer.provide(NodeContext.layer)
         )
@@ -234,6 +234,26 @@ describe("A server linked to a balancer, over loopback", () => {
       expect(yield* client.ask(new Locate({}))).toMatchObject({ server: { id: idle.id } })
       yield* user.connection.destroy
     }).pipe(Effect.provide(plane({ strategy: "weighted-least-connection" })), Effect.provide(Wire.layer))
+  )
+
+  it.scopedLive("a server listening on every interface advertises the address it reaches the balancer from", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const { address } = yield* ControlPlane.ControlPlane
+      const folder = yield* servedFolder(1024)
+      // Listening on "::" (every interface), reaching the balancer over ::1: clients are sent to
+      // ::1 — the interface the balancer can reach — not a made-up 127.0.0.1.
+      const [server] = yield* linkedServer(folder.root, { host: "::1", port: address.port }, 1, "::")
+      const registered = yield* eventually(registry.get(server.id), Option.isSome)
+      expect(Option.map(registered, (s) => s.host)).toEqual(Option.some("::1"))
+      const located = yield* (yield* operator).ask(new Locate({}))
+      expect(located).toMatchObject({ server: { host: "::1", port: server.address.port } })
+    }).pipe(
+      Effect.provide(
+        ControlPlane.layer({ ...ControlPlane.defaults, host: "::", port: 0 }).pipe(Layer.provideMerge(balancerLayer()))
+      ),
+      Effect.provide(Wire.layer)
+    )
   )
 
   it.scopedLive("leaves the rotation at once when it shuts down", () =>
