@@ -91,7 +91,14 @@ export const page = `<!doctype html>
 "use strict";
 const palette = ["#58a6ff","#3fb950","#d29922","#f778ba","#a371f7","#ff7b72","#39c5cf","#e3b341","#8b949e","#56d364"];
 const colors = new Map();
-const colorOf = (id) => { if (!colors.has(id)) colors.set(id, palette[colors.size % palette.length]); return colors.get(id); };
+// The palette first; past it (up to 50 servers in the playground), hues spread by the golden angle.
+const colorOf = (id) => {
+  if (!colors.has(id)) {
+    const n = colors.size;
+    colors.set(id, n < palette.length ? palette[n] : "hsl(" + Math.round((n * 137.508) % 360) + ", 65%, 62%)");
+  }
+  return colors.get(id);
+};
 const $ = (id) => document.getElementById(id);
 const history = [];          // [{at, located: Map(id -> count)}], the last two minutes
 const keep = 120;
