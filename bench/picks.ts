@@ -34,6 +34,10 @@ const timeIt = (iterations: number, step: () => void): number => {
 }
 
 const none = new Set<ServerId>()
+// Client keys (addresses), for consistent-hash; the other strategies ignore them.
+const keys = Array.from({ length: 1024 }, (_, i) => `10.0.${i >> 8}.${i & 255}`)
+let k = 0
+const nextKey = () => keys[k++ & 1023]
 const rows: Array<Array<string>> = []
 for (const definition of all) {
   for (const n of sizes) {
@@ -43,10 +47,10 @@ for (const definition of all) {
     const load = servers.map((server) => server.active)
     // A pick, plus the update a real pick causes: one more connection on the chosen server.
     const pickOnly = timeIt(200_000, () => {
-      strategy.pick(none)
+      strategy.pick(none, nextKey())
     })
     const pickAndCount = timeIt(200_000, () => {
-      const id = strategy.pick(none)
+      const id = strategy.pick(none, nextKey())
       const at = id === undefined ? -1 : Number(id.slice(1))
       const server = servers[at]
       if (server !== undefined) {
@@ -70,7 +74,7 @@ for (const definition of all) {
           weight: Weight.make(server.weight)
         })
       }
-      const locate = balancer.determineServer()
+      const locate = Effect.suspend(() => balancer.determineServer(undefined, nextKey()))
       // Inside one fiber, as the control plane calls it: the runtime's per-run start-up is not counted.
       let best = Infinity
       for (let run = 0; run < 5; run++) {

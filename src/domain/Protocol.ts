@@ -13,9 +13,13 @@ const Token = Schema.String.pipe(Schema.maxLength(1024))
 
 // ---- balancer port: requests -------------------------------------------------------------------
 
-/** A client asks where to go; `exclude` names servers it has just failed on. */
+/**
+ * A client asks where to go; `exclude` names servers it has just failed on; `key` names the client
+ * for strategies that keep a client on one server (consistent-hash: by default its address).
+ */
 export class Locate extends Schema.TaggedClass<Locate>()("Locate", {
-  exclude: Schema.optional(Schema.Array(EndpointFromString).pipe(Schema.maxItems(1024)))
+  exclude: Schema.optional(Schema.Array(EndpointFromString).pipe(Schema.maxItems(1024))),
+  key: Schema.optional(Schema.String.pipe(Schema.maxLength(256)))
 }) {}
 export class Register extends Schema.TaggedClass<Register>()("Register", {
   server: ServerSpec,

@@ -14,11 +14,15 @@ import { type Candidate, Strategies, type Strategy, type StrategyDefinition } fr
 export class Balancer extends Context.Tag("effect-lb/Balancer")<
   Balancer,
   {
-    /** Where the next client goes. */
-    readonly determineServer: (exclude?: ReadonlyArray<Endpoint>) => Effect.Effect<ServerLocation, NoServerAvailable>
+    /** Where the next client goes; `key` names the client, for strategies that keep it on one server. */
+    readonly determineServer: (
+      exclude?: ReadonlyArray<Endpoint>,
+      key?: string
+    ) => Effect.Effect<ServerLocation, NoServerAvailable>
     /** The same decision as a plain synchronous call, for the Locate hot path. */
     readonly unsafeDetermineServer: (
-      exclude?: ReadonlyArray<Endpoint>
+      exclude?: ReadonlyArray<Endpoint>,
+      key?: string
     ) => Either.Either<ServerLocation, NoServerAvailable>
     readonly strategy: Effect.Effect<string>
     /** Switches strategy at once; an unknown name is `InvalidRequest` and changes nothing. */
@@ -74,14 +78,15 @@ export const make = (initialStrategy: string) =>
     const strategyLabels = Metrics.labelCache((strategy: string) => [MetricLabel.make("strategy", strategy)])
     Metrics.unsafeStrategyIs(current.definition.name, strategies.keys())
 
-    const unsafeDetermineServer = (exclude: ReadonlyArray<Endpoint> = []) => {
+    const unsafeDetermineServer = (exclude: ReadonlyArray<Endpoint> = [], key?: string) => {
       let skip = nothingExcluded
       if (exclude.length > 0) {
         skip = new Set(exclude.flatMap((endpoint) => registry.unsafeIdAt(endpoint) ?? []))
         // A client that excludes a server failed on it: a re-route, counted against that server.
         for (const id of skip) Metrics.reroutes.unsafeUpdate(1, Metrics.serverLabels(id))
       }
-      const id = current.instance.pick(skip) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded) : undefined)
+      const id =
+        current.instance.pick(skip, key) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded, key) : undefined)
       const location = id === undefined ? undefined : registry.unsafeLocated(id)
       if (location === undefined) {
         Metrics.picksFailed.unsafeUpdate(1, strategyLabels(current.definition.name))
@@ -92,7 +97,7 @@ export const make = (initialStrategy: string) =>
     }
 
     return Balancer.of({
-      determineServer: (exclude) => Effect.suspend(() => unsafeDetermineServer(exclude)),
+      determineServer: (exclude, key) => Effect.suspend(() => unsafeDetermineServer(exclude, key)),
       unsafeDetermineServer,
       strategy: Effect.sync(() => current.definition.name),
       setStrategy: (name) =>

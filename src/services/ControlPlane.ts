@@ -118,7 +118,15 @@ export const make = (config: ControlPlaneConfig) =>
     interface Session {
       registered: ServerId | undefined
       readonly control: SessionControl
+      /** The client's address without its port: a Locate's default key (worked out once). */
+      key: string | undefined
     }
+
+    const clientKey = (session: Session) =>
+      (session.key ??= session.control
+        .peer()
+        .replace(/:\d+$/, "")
+        .replace(/^\[(.*)\]$/, "$1"))
 
     const address = yield* wire.serveRequests(
       { host: config.host, port: config.port },
@@ -130,12 +138,12 @@ export const make = (config: ControlPlaneConfig) =>
         invalid: (error): BalancerReplyType =>
           error._tag === "LineTooLong" ? new InvalidRequest({ message: error.message }) : error,
         open: (control) => {
-          const session: Session = { registered: undefined, control }
+          const session: Session = { registered: undefined, control, key: undefined }
           return {
             answer: (request) => {
               if (request._tag !== "Locate") return new Later(answerControl(request, session))
               // The hot path: decided and answered synchronously, no effect to run.
-              const location = balancer.unsafeDetermineServer(request.exclude)
+              const location = balancer.unsafeDetermineServer(request.exclude, request.key ?? clientKey(session))
               return Either.isRight(location) ? located(location.right) : location.left
             },
             // A server that deregistered and then hung up has finished draining.

@@ -192,7 +192,8 @@ export const make = (config: ProxyConfig) =>
     /** Finds a backend that accepts the connection; skips, and marks dead, those that do not. */
     const connect = (pair: Pair) => {
       const client = pair.client
-      const location = balancer.unsafeDetermineServer(pair.tried)
+      // The client's address is its key: consistent-hash keeps a client on one backend.
+      const location = balancer.unsafeDetermineServer(pair.tried, client.remoteAddress)
       if (Either.isLeft(location) || client.destroyed) {
         if (Either.isLeft(location)) Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.noServer)
         return client.destroy()

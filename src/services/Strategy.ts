@@ -8,6 +8,7 @@
  */
 import { Context, Layer } from "effect"
 import type { ServerId } from "../domain/Server.js"
+import { consistentHash } from "./strategies/ConsistentHash.js"
 import { roundRobin } from "./strategies/RoundRobin.js"
 import { weightedLeastConnection } from "./strategies/WeightedLeastConnection.js"
 import { weightedResponseTime } from "./strategies/WeightedResponseTime.js"
@@ -30,8 +31,11 @@ export interface Strategy {
   readonly upsert: (candidate: Candidate) => void
   /** The server is no longer eligible (dead, draining, removed). */
   readonly remove: (id: ServerId) => void
-  /** One eligible server not in `skip`, or `undefined` when there is none. */
-  readonly pick: (skip: ReadonlySet<ServerId>) => ServerId | undefined
+  /**
+   * One eligible server not in `skip`, or `undefined` when there is none. `key` names the client
+   * (a Locate's key, or its address) for strategies that keep a client on one server; others ignore it.
+   */
+  readonly pick: (skip: ReadonlySet<ServerId>, key?: string) => ServerId | undefined
 }
 
 export interface StrategyDefinition {
@@ -47,7 +51,8 @@ export const all: ReadonlyArray<StrategyDefinition> = [
   roundRobin,
   weightedRoundRobin,
   weightedResponseTime,
-  weightedLeastConnection
+  weightedLeastConnection,
+  consistentHash
 ]
 
 export const names = all.map((definition) => definition.name)

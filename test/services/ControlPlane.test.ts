@@ -70,6 +70,38 @@ describe("ControlPlane", () => {
     }).pipe(Effect.provide(plane()), Effect.provide(Wire.layerMemory))
   )
 
+  it.scopedLive("consistent-hash keeps a key on one server; without a key, the client's address is the key", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      for (let n = 1; n <= 5; n++) yield* registry.add(spec(n))
+      const { address } = yield* ControlPlane.ControlPlane
+      const locate = (request: Locate) =>
+        Effect.scoped(
+          Effect.gen(function* () {
+            // A connection of its own each time: the key, not the connection, must decide.
+            const connection = yield* (yield* Wire.Wire).connect(address)
+            yield* connection.send(BalancerRequest, request)
+            const reply = Option.getOrThrow(yield* connection.read(BalancerReply))
+            return reply._tag === "Located" ? reply.server.id : reply._tag
+          })
+        )
+      const homes = yield* Effect.forEach(
+        Array.from({ length: 40 }, (_, i) => `user-${i}`),
+        (key) =>
+          Effect.map(
+            Effect.forEach([1, 2, 3], () => locate(new Locate({ key }))),
+            (ids) => new Set(ids)
+          )
+      )
+      for (const home of homes) expect(home.size).toBe(1)
+      // Different keys do spread.
+      expect(new Set(homes.flatMap((home) => [...home])).size).toBeGreaterThan(2)
+      // The client's own address (127.0.0.1 over loopback) is the key when it gives none.
+      const byAddress = yield* Effect.forEach([1, 2, 3, 4], () => locate(new Locate({})))
+      expect(new Set(byAddress).size).toBe(1)
+    }).pipe(Effect.provide(plane({ strategy: "consistent-hash" })), Effect.provide(Wire.layer))
+  )
+
   it.scoped("steers least-connection by the load servers report", () =>
     Effect.gen(function* () {
       const first = yield* operator

@@ -11,30 +11,39 @@ import { balancerLayer } from "../support/balancer.js"
 /** A TCP backend: echoes what it gets (ending when the client ends), or behaves as told. */
 const backend = (behaviour: "echo" | "hold" | "die after 64 KiB" | Buffer = "echo") =>
   Effect.acquireRelease(
-    Effect.async<{ server: Net.Server; port: number; sockets: Set<Net.Socket> }>((resume) => {
-      const sockets = new Set<Net.Socket>()
-      const server = Net.createServer({ allowHalfOpen: true }, (socket) => {
-        sockets.add(socket)
-        socket.on("close", () => sockets.delete(socket))
-        socket.on("error", () => undefined)
-        if (behaviour === "echo") socket.pipe(socket)
-        // Answers the first bytes with the whole buffer and closes its side: a download.
-        if (Buffer.isBuffer(behaviour)) socket.once("data", () => socket.end(behaviour))
-        if (behaviour === "die after 64 KiB") {
-          let seen = 0
-          socket.on("data", (chunk: Buffer) => {
-            seen += chunk.length
-            if (seen >= 64 * 1024) socket.destroy()
-          })
-        }
-      })
-      server.listen(0, "127.0.0.1", () => {
-        const address = server.address()
-        resume(
-          Effect.succeed({ server, port: typeof address === "object" && address !== null ? address.port : 0, sockets })
-        )
-      })
-    }),
+    Effect.async<{ server: Net.Server; port: number; sockets: Set<Net.Socket>; accepted: { count: number } }>(
+      (resume) => {
+        const sockets = new Set<Net.Socket>()
+        const accepted = { count: 0 }
+        const server = Net.createServer({ allowHalfOpen: true }, (socket) => {
+          accepted.count += 1
+          sockets.add(socket)
+          socket.on("close", () => sockets.delete(socket))
+          socket.on("error", () => undefined)
+          if (behaviour === "echo") socket.pipe(socket)
+          // Answers the first bytes with the whole buffer and closes its side: a download.
+          if (Buffer.isBuffer(behaviour)) socket.once("data", () => socket.end(behaviour))
+          if (behaviour === "die after 64 KiB") {
+            let seen = 0
+            socket.on("data", (chunk: Buffer) => {
+              seen += chunk.length
+              if (seen >= 64 * 1024) socket.destroy()
+            })
+          }
+        })
+        server.listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          resume(
+            Effect.succeed({
+              server,
+              port: typeof address === "object" && address !== null ? address.port : 0,
+              sockets,
+              accepted
+            })
+          )
+        })
+      }
+    ),
     ({ server, sockets }) =>
       Effect.async<void>((resume) => {
         sockets.forEach((socket) => socket.destroy())
@@ -165,6 +174,20 @@ describe("Proxy over loopback", () => {
       yield* Effect.sleep("200 millis")
       expect([yield* activeOf("a"), yield* activeOf("b")]).toEqual([0, 0])
     }).pipe(Effect.provide(proxyWith("weighted-least-connection")))
+  )
+
+  it.scopedLive("consistent-hash keeps a client (by its address) on one backend", () =>
+    Effect.gen(function* () {
+      const backends = yield* Effect.forEach([1, 2, 3, 4], () => backend("echo"))
+      yield* Effect.forEach(backends, (b, i) => register(`b${i}`, b.port))
+      const port = yield* proxyPort
+      for (let i = 0; i < 6; i++) {
+        const { received } = yield* roundTrip(port, Buffer.from(`request ${i}`))
+        expect(received.toString()).toBe(`request ${i}`)
+      }
+      // Every connection came from 127.0.0.1: all six on the same backend.
+      expect(backends.map((b) => b.accepted.count).sort()).toEqual([0, 0, 0, 6])
+    }).pipe(Effect.provide(proxyWith("consistent-hash")))
   )
 
   it.scopedLive("refuses connections past its limit at once, and closes idle ones", () =>

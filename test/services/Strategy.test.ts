@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { FastCheck } from "effect"
 import { ServerId } from "../../src/domain/Server.js"
 import { all, type Candidate, type Strategy } from "../../src/services/Strategy.js"
+import { consistentHash } from "../../src/services/strategies/ConsistentHash.js"
 import { roundRobin } from "../../src/services/strategies/RoundRobin.js"
 import { weightedLeastConnection } from "../../src/services/strategies/WeightedLeastConnection.js"
 import { expectedCost, responseTime, weightedResponseTime } from "../../src/services/strategies/WeightedResponseTime.js"
@@ -195,6 +196,84 @@ describe("weighted-response-time", () => {
   })
 })
 
+describe("consistent-hash", () => {
+  const keys = (n: number, seed: number) => Array.from({ length: n }, (_, i) => `10.${seed % 256}.${i >> 8}.${i & 255}`)
+  const owners = (strategy: Strategy, all: ReadonlyArray<string>, skip = none) =>
+    new Map(all.map((key) => [key, strategy.pick(skip, key)]))
+
+  it.prop(
+    "keeps every key on its server, pick after pick, and load reports change nothing",
+    [FastCheck.array(FastCheck.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 12 }), FastCheck.nat(1000)],
+    ([ws, seed]) => {
+      const strategy = withServers(
+        consistentHash.make(),
+        ws.map((weight, i) => candidate(i, { weight }))
+      )
+      const all = keys(200, seed)
+      const first = owners(strategy, all)
+      // A load report is an upsert with the same weight: the ring must not move.
+      ws.forEach((weight, i) => strategy.upsert(candidate(i, { weight, active: seed % 17 })))
+      expect(owners(strategy, all)).toEqual(first)
+    }
+  )
+
+  it.prop(
+    "a server joining takes keys only for itself; one leaving hands on only its own",
+    [FastCheck.integer({ min: 1, max: 12 }), FastCheck.nat(1000)],
+    ([n, seed]) => {
+      const strategy = withServers(
+        consistentHash.make(),
+        Array.from({ length: n }, (_, i) => candidate(i))
+      )
+      const all = keys(500, seed)
+      const before = owners(strategy, all)
+      strategy.upsert(candidate(n))
+      const joined = owners(strategy, all)
+      for (const key of all) expect([before.get(key), id(n)]).toContain(joined.get(key))
+      // About 1/(n+1) of the keys move to the newcomer, not a reshuffle.
+      const moved = all.filter((key) => joined.get(key) !== before.get(key)).length
+      expect(moved / all.length).toBeLessThan(Math.min(1, 2.5 / (n + 1)))
+      strategy.remove(id(0))
+      const left = owners(strategy, all)
+      for (const key of all) if (joined.get(key) !== id(0)) expect(left.get(key)).toBe(joined.get(key))
+    }
+  )
+
+  it("shares keys in proportion to weight", () => {
+    const strategy = withServers(consistentHash.make(), [
+      candidate(1, { weight: 1 }),
+      candidate(2, { weight: 3 }),
+      candidate(3, { weight: 4 })
+    ])
+    const all = keys(40_000, 3).map((key, i) => `${key}/${i}`)
+    const counts = new Map<ServerId | undefined, number>()
+    for (const key of all) counts.set(strategy.pick(none, key), (counts.get(strategy.pick(none, key)) ?? 0) + 1)
+    const share = (i: number) => (counts.get(id(i)) ?? 0) / all.length
+    expect(share(1)).toBeCloseTo(1 / 8, 1)
+    expect(share(2)).toBeCloseTo(3 / 8, 1)
+    expect(share(3)).toBeCloseTo(4 / 8, 1)
+  })
+
+  it.prop(
+    "a client whose server is skipped goes on to the same next server every time, never a skipped one",
+    [FastCheck.integer({ min: 2, max: 10 }), FastCheck.string({ maxLength: 40 })],
+    ([n, key]) => {
+      const strategy = withServers(
+        consistentHash.make(),
+        Array.from({ length: n }, (_, i) => candidate(i))
+      )
+      const home = strategy.pick(none, key)
+      if (home === undefined) return expect.unreachable("no server for a key")
+      const skip = new Set([home])
+      const next = strategy.pick(skip, key)
+      expect(next).not.toBe(home)
+      expect(strategy.pick(skip, key)).toBe(next)
+      // Skipping every server: nothing eligible.
+      expect(strategy.pick(new Set(Array.from({ length: n }, (_, i) => id(i))), key)).toBeUndefined()
+    }
+  )
+})
+
 describe("every strategy", () => {
   const operation = FastCheck.oneof(
     FastCheck.record({
@@ -207,7 +286,8 @@ describe("every strategy", () => {
     FastCheck.record({ kind: FastCheck.constant("remove" as const), server: FastCheck.nat(15) }),
     FastCheck.record({
       kind: FastCheck.constant("pick" as const),
-      skip: FastCheck.array(FastCheck.nat(15), { maxLength: 4 })
+      skip: FastCheck.array(FastCheck.nat(15), { maxLength: 4 }),
+      key: FastCheck.option(FastCheck.string({ maxLength: 20 }), { nil: undefined })
     })
   )
 
@@ -227,7 +307,7 @@ describe("every strategy", () => {
             members.delete(id(op.server))
           } else {
             const skip = new Set(op.skip.map(id))
-            const picked = strategy.pick(skip)
+            const picked = strategy.pick(skip, op.key)
             const eligible = [...members].filter((m) => !skip.has(m))
             if (eligible.length === 0) expect(picked).toBeUndefined()
             else expect(eligible).toContain(picked)
