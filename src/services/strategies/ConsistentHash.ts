@@ -14,6 +14,7 @@
  */
 import type { ServerId } from "../../domain/Server.js"
 import type { StrategyDefinition } from "../Strategy.js"
+import { roundRobin } from "./RoundRobin.js"
 
 /**
  * Points per unit of weight (as ketama's 160 a server). A ring hash is never exactly fair: with
@@ -100,9 +101,9 @@ export const consistentHash: StrategyDefinition = {
   summary: "the same client (or key) to the same server while it is live; a change moves only its share",
   make: () => {
     const weights = new Map<ServerId, number>()
-    const order: Array<ServerId> = []
+    // Without a key there is nothing to be faithful to: each server in turn.
+    const unkeyed = roundRobin.make()
     let ring = emptyRing
-    let next = 0
     // Changes are batched and applied at the next keyed pick: a hundred servers joining at start
     // cost one pass over the ring, not a hundred.
     const leaving = new Set<ServerId>()
@@ -120,30 +121,19 @@ export const consistentHash: StrategyDefinition = {
         // Load reports come often and change nothing here: only joining or a new weight does.
         const known = weights.get(candidate.id)
         if (known === candidate.weight) return
-        if (known === undefined) order.push(candidate.id)
-        else leaving.add(candidate.id)
+        unkeyed.upsert(candidate)
+        if (known !== undefined) leaving.add(candidate.id)
         weights.set(candidate.id, candidate.weight)
         joining.set(candidate.id, candidate.weight)
       },
       remove: (id) => {
         if (!weights.delete(id)) return
-        order.splice(order.indexOf(id), 1)
+        unkeyed.remove(id)
         leaving.add(id)
         joining.delete(id)
       },
       pick: (skip, key) => {
-        if (key === undefined) {
-          // No key to be faithful to: each server in turn.
-          for (let tried = 0; tried < order.length; tried++) {
-            const at = (next + tried) % order.length
-            const id = order[at]
-            if (id !== undefined && !skip.has(id)) {
-              next = (at + 1) % order.length
-              return id
-            }
-          }
-          return undefined
-        }
+        if (key === undefined) return unkeyed.pick(skip)
         let skipped = 0
         for (const id of skip) if (weights.has(id)) skipped++
         if (skipped >= weights.size) return undefined
