@@ -119,3 +119,7 @@ export const NewServer = Schema.Struct({
   weight: Schema.optional(Weight)
 })
 export type NewServer = typeof NewServer.Type
+
+/** `PATCH /api/servers/ID`: a new weight. */
+export const WeightChange = Schema.Struct({ weight: Weight })
+export type WeightChange = typeof WeightChange.Type

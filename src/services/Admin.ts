@@ -8,6 +8,7 @@
  *   GET  /api/strategies       the strategies this balancer can switch to
  *   POST /api/strategy         {"strategy": NAME}                        guarded
  *   POST /api/servers          {"host", "port", "id"?, "weight"?}        guarded
+ *   PATCH /api/servers/:id     {"weight": N}: a new weight, at once        guarded
  *   DELETE /api/servers/:id    drain, then remove (`?now=true`: at once)  guarded
  *   GET  /api/events           server-sent events: a status at each change (at most 4 a second)
  *                              and every second, with the time it was taken
@@ -26,7 +27,7 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Clock, Context, Effect, Either, Layer, Metric, Option, Schema, Stream } from "effect"
 import * as Http from "node:http"
 import { InvalidRequest, ServerNotFound, type Unauthorized } from "../domain/Errors.js"
-import { NewServer, StatusReport, StrategyChange } from "../domain/Protocol.js"
+import { NewServer, StatusReport, StrategyChange, WeightChange } from "../domain/Protocol.js"
 import { formatEndpoint, ServerId, Weight } from "../domain/Server.js"
 import { page } from "./Dashboard.js"
 import { describeParseError } from "./LineCodec.js"
@@ -214,6 +215,16 @@ export const make = (config: AdminConfig) =>
               })
             ),
             Effect.map((server) => HttpServerResponse.unsafeJson(server, { status: 201 }))
+          )
+        )
+      ),
+      HttpRouter.patch(
+        "/api/servers/:id",
+        guarded(
+          "changing a weight",
+          Effect.all([serverId, body(WeightChange)]).pipe(
+            Effect.flatMap(([id, { weight }]) => operator.setWeight(id, weight)),
+            Effect.map((server) => HttpServerResponse.unsafeJson(server))
           )
         )
       ),

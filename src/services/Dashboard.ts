@@ -38,6 +38,7 @@ export const page = `<!doctype html>
   tr.dead td:not(.state):not(.actions) { opacity:.55; }
   .swatch { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; vertical-align:-1px; }
   .bar { display:inline-block; height:8px; background:var(--accent); border-radius:2px; vertical-align:middle; margin-left:6px; }
+  .weight-input { width:4.5em; text-align:right; padding:2px 6px; }
   button, select, input { font:inherit; color:var(--text); background:#0b0f14; border:1px solid var(--line); border-radius:6px; padding:4px 10px; }
   button { cursor:pointer; } button:hover { border-color:var(--accent); }
   button.danger:hover { border-color:var(--dead); color:var(--dead); }
@@ -152,10 +153,17 @@ function render(status) {
     if (!row) {
       row = document.createElement("tr");
       row.dataset.server = server.id;
-      row.innerHTML = '<td class="id"></td><td class="address"></td><td class="state"></td><td class="num weight"></td>' +
+      row.innerHTML = '<td class="id"></td><td class="address"></td><td class="state"></td>' +
+        '<td class="num weight"><input class="weight-input" type="number" min="1" max="1000" aria-label="weight"></td>' +
         '<td class="num active"></td><td class="num rtt"></td><td class="num latency"></td><td class="num rate"></td>' +
         '<td class="num share"></td><td class="num located"></td>' +
         '<td class="actions"><button class="drain">Drain</button> <button class="remove danger">Remove</button></td>';
+      const weightInput = row.querySelector(".weight-input");
+      weightInput.onchange = async () => {
+        const done = await call("PATCH", "/api/servers/" + encodeURIComponent(server.id), { weight: Number(weightInput.value) });
+        if (done) say(server.id + " now weighs " + done.weight);
+        weightInput.blur();
+      };
       row.querySelector(".drain").onclick = () => call("DELETE", "/api/servers/" + encodeURIComponent(server.id));
       row.querySelector(".remove").onclick = () => call("DELETE", "/api/servers/" + encodeURIComponent(server.id) + "?now=true");
       body.appendChild(row);
@@ -172,7 +180,8 @@ function render(status) {
     const state = row.querySelector(".state");
     state.textContent = server.state;
     state.className = "state state-" + server.state;
-    row.querySelector(".weight").textContent = server.weight;
+    const weightInput = row.querySelector(".weight-input");
+    if (document.activeElement !== weightInput) weightInput.value = server.weight;
     row.querySelector(".active").textContent = server.active;
     row.querySelector(".rtt").textContent = fmt(server.responseTimeMs);
     row.querySelector(".latency").textContent = fmt(server.latencyMs);

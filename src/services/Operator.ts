@@ -7,7 +7,7 @@ import { Context, Duration, Effect, FiberMap, Layer, Option, Queue } from "effec
 import * as Crypto from "node:crypto"
 import { InvalidRequest, ServerNotFound, Unauthorized } from "../domain/Errors.js"
 import { StatusReport } from "../domain/Protocol.js"
-import type { ServerId, ServerSpec, ServerView } from "../domain/Server.js"
+import type { ServerId, ServerSpec, ServerView, Weight } from "../domain/Server.js"
 import { Balancer } from "./Balancer.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 
@@ -31,6 +31,8 @@ export class Operator extends Context.Tag("effect-lb/Operator")<
     readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
     /** No new clients at once; removed when its connections are gone, or at the drain timeout. Returns at once. */
     readonly drain: (id: ServerId) => Effect.Effect<void, ServerNotFound>
+    /** A new weight, taken by the strategy at once; the server keeps its state and load. */
+    readonly setWeight: (id: ServerId, weight: Weight) => Effect.Effect<ServerView, ServerNotFound>
     /** Removed at once, whatever it is doing. */
     readonly remove: (id: ServerId) => Effect.Effect<void, ServerNotFound>
   }
@@ -88,6 +90,15 @@ export const make = (config: OperatorConfig) =>
           .add(spec)
           .pipe(Effect.tap((server) => Effect.logInfo(`server ${server.id} added at ${server.host}:${server.port}`))),
       drain: (id) => Effect.zipRight(known(id), Effect.asVoid(FiberMap.run(draining, id, drainThenRemove(id)))),
+      setWeight: (id, weight) =>
+        Effect.zipRight(known(id), registry.setWeight(id, weight)).pipe(
+          Effect.flatMap(
+            Option.match({
+              onNone: () => Effect.fail(new ServerNotFound({ message: `no server "${id}" is registered` })),
+              onSome: (server) => Effect.as(Effect.logInfo(`server ${id} weight set to ${weight}`), server)
+            })
+          )
+        ),
       remove: (id) =>
         known(id).pipe(
           Effect.zipRight(FiberMap.remove(draining, id)),

@@ -16,7 +16,8 @@ import {
   type ServerLocation,
   type ServerSpec,
   type ServerState,
-  type ServerView
+  type ServerView,
+  type Weight
 } from "../domain/Server.js"
 import * as Metrics from "./Metrics.js"
 import type { Candidate } from "./Strategy.js"
@@ -56,6 +57,8 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
     readonly remove: (id: ServerId) => Effect.Effect<boolean>
     readonly setState: (id: ServerId, state: ServerState) => Effect.Effect<Option.Option<ServerView>>
+    /** Changes a server's weight in place: its state, load and history stay. */
+    readonly setWeight: (id: ServerId, weight: Weight) => Effect.Effect<Option.Option<ServerView>>
     /** The server says it has `active` connections (and, if it says, how long its requests take). */
     readonly reportLoad: (id: ServerId, active: number, latencyMs?: number) => Effect.Effect<void>
     /** A probe answered after `roundTripMs`, reporting `active` connections (and maybe its latency). */
@@ -174,6 +177,11 @@ export const make = (config: RegistryConfig = defaultConfig) =>
           if (entry.state === "live" && state === "dead") Metrics.unsafeEjected(id)
           entry.state = state
           if (state !== "live") entry.pending = 0
+        }),
+      setWeight: (id, weight) =>
+        update(id, (entry) => {
+          if (entry.spec.weight === weight) return false
+          entry.spec = { ...entry.spec, weight }
         }),
       reportLoad: (id, active, latencyMs) =>
         Effect.asVoid(

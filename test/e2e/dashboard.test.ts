@@ -10,6 +10,7 @@ import { type Browser, chromium, type Page } from "playwright-core"
 import { Locate } from "../../src/domain/Protocol.js"
 import { ask } from "../../src/services/BalancerClient.js"
 import * as Wire from "../../src/services/Wire.js"
+import { eventually } from "../support/eventually.js"
 import { spawn } from "../support/process.js"
 
 const executablePath = process.env["CHROMIUM_PATH"] ?? "/usr/bin/chromium"
@@ -97,6 +98,14 @@ describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
         )
         const status = yield* on(page, (p) => p.evaluate(() => fetch("/api/status").then((r) => r.json())))
         expect(status).toMatchObject({ strategy: "weighted-least-connection" })
+
+        // A weight typed into a row is the server's weight at once.
+        yield* on(page, (p) => p.fill(`tr[data-server="alpha"] .weight-input`, "5"))
+        yield* on(page, (p) => p.press(`tr[data-server="alpha"] .weight-input`, "Enter"))
+        const alpha = Effect.promise(() =>
+          fetch(`${url}api/servers/alpha`).then((r) => r.json() as Promise<{ weight: number }>)
+        )
+        expect((yield* eventually(alpha, (server) => server.weight === 5, "3 seconds")).weight).toBe(5)
 
         // Remove takes a server out at once; its row goes.
         yield* on(page, (p) => p.click(`tr[data-server="gamma"] button.remove`))

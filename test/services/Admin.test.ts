@@ -129,6 +129,34 @@ describe("the admin API", () => {
     }).pipe(Effect.provide(adminLayer()))
   )
 
+  it.scopedLive("changes a weight in place, and the strategy follows it at once", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const balancer = yield* Balancer
+      yield* registry.add(server("light", 42071))
+      yield* registry.add(server("heavy", 42072))
+      yield* registry.setState(ServerId.make("admin-light"), "dead")
+      const changed = yield* http("PATCH", "/api/servers/admin-heavy", { body: '{"weight":3}' })
+      expect(changed).toMatchObject({ status: 200, json: { id: "admin-heavy", weight: 3, state: "live" } })
+      yield* registry.setState(ServerId.make("admin-light"), "live")
+      // The light server kept its state history; weights 1:3 now share the picks 1:3.
+      const picks = yield* Effect.forEach(Array.from({ length: 40 }), () =>
+        Effect.map(balancer.determineServer(), (location) => location.id)
+      )
+      expect(picks.filter((id) => id === "admin-heavy")).toHaveLength(30)
+      for (const body of ['{"weight":0}', '{"weight":1001}', '{"weight":"3"}', "{}", '{"weight":2.5}']) {
+        const reply = yield* http("PATCH", "/api/servers/admin-heavy", { body })
+        expect(reply.status, body).toBe(400)
+        expect(reply.json).toMatchObject({ _tag: "InvalidRequest" })
+      }
+      expect(yield* http("PATCH", "/api/servers/admin-nobody", { body: '{"weight":2}' })).toMatchObject({
+        status: 404,
+        json: { _tag: "ServerNotFound" }
+      })
+      expect(Option.map(yield* registry.get(ServerId.make("admin-heavy")), (s) => s.weight)).toEqual(Option.some(3))
+    }).pipe(Effect.provide(adminLayer(undefined, "weighted-round-robin")))
+  )
+
   it.scopedLive("drains a server then removes it, removes one at once with ?now=true, and 404s an unknown one", () =>
     Effect.gen(function* () {
       const registry = yield* ServerRegistry
@@ -158,6 +186,7 @@ describe("the admin API", () => {
       const attempts: ReadonlyArray<[string, string, string | undefined]> = [
         ["POST", "/api/strategy", '{"strategy":"weighted-round-robin"}'],
         ["POST", "/api/servers", '{"host":"127.0.0.1","port":42032}'],
+        ["PATCH", "/api/servers/admin-guarded", '{"weight":9}'],
         ["DELETE", "/api/servers/admin-guarded", undefined],
         ["DELETE", "/api/servers/admin-guarded?now=true", undefined]
       ]
@@ -172,7 +201,7 @@ describe("the admin API", () => {
         }
       }
       expect(yield* balancer.strategy).toBe("round-robin")
-      expect((yield* registry.list).map((s) => s.id)).toEqual(["admin-guarded"])
+      expect((yield* registry.list).map((s) => `${s.id}:${s.weight}`)).toEqual(["admin-guarded:1"])
       expect((yield* http("GET", "/api/status")).status).toBe(200)
       const allowed = yield* http("POST", "/api/strategy", {
         body: '{"strategy":"weighted-round-robin"}',
