@@ -9,7 +9,7 @@ import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { BalancerRequest, NewServer, ServerRequest, StrategyChange } from "../../src/domain/Protocol.js"
+import { BalancerRequest, NewServer, ServerRequest, StrategyChange, WeightChange } from "../../src/domain/Protocol.js"
 import { raw } from "../support/net.js"
 import { spawn } from "../support/process.js"
 import { parse } from "../support/prometheus.js"
@@ -141,11 +141,16 @@ describe("hostile input against the real processes", () => {
         const base = (yield* balancer.waitFor(/dashboard on (http:\/\/127\.0\.0\.1:\d+)\//))[1] ?? ""
         const before = rssMb(balancer.child.pid)
         const count = 2_000
-        const bodies = [...framesFor(StrategyChange, count / 2, 11), ...framesFor(NewServer, count / 2, 12)]
+        const bodies = [
+          ...framesFor(StrategyChange, count / 2, 11),
+          ...framesFor(NewServer, count / 4, 12),
+          ...framesFor(WeightChange, count / 4, 14)
+        ]
         // Mostly the routes as they are meant to be called (so bodies reach validation), and some not.
         const route = FastCheck.oneof(
           { weight: 6, arbitrary: FastCheck.constant(["POST", "/api/strategy"] as const) },
           { weight: 6, arbitrary: FastCheck.constant(["POST", "/api/servers"] as const) },
+          { weight: 3, arbitrary: FastCheck.constant(["PATCH", "/api/servers/127.0.0.1:9"] as const) },
           {
             weight: 2,
             arbitrary: FastCheck.tuple(
