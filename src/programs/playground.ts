@@ -1,26 +1,12 @@
 /**
- * `effect-lb playground`: a balancer, 1–50 servers and the interactive client in one process, as
- * fibers — or, with `--demo N`, scripted traffic from concurrent clients and a table of what each
- * server got. Servers can be killed and revived from the menu to watch re-routing and health checks.
+ * `effect-lb playground`: a balancer (with its admin server and dashboard), 1–50 servers, background
+ * clients and the interactive client in one process, as fibers — or, with `--demo N`, scripted
+ * traffic and a table of what each server got (the scripted clients are in traffic.ts). Servers can
+ * be killed and revived from the menu to watch re-routing and health checks.
  */
 import { Command, Options, Prompt } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import {
-  Clock,
-  Either,
-  Console,
-  Context,
-  Effect,
-  Exit,
-  Layer,
-  LogLevel,
-  Logger,
-  Option,
-  Random,
-  Schedule,
-  Schema,
-  Scope
-} from "effect"
+import { Console, Context, Effect, Exit, Layer, LogLevel, Logger, Option, Schedule, Schema, Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -37,6 +23,7 @@ import { names } from "../services/Strategy.js"
 import * as Wire from "../services/Wire.js"
 import { balancerLayer } from "./balancer.js"
 import { interactive, type ServerControls } from "./interactive.js"
+import { demo, traffic } from "./traffic.js"
 import { decodedWith, duration, port, sampleFolder } from "./options.js"
 
 export interface Settings {
@@ -137,84 +124,6 @@ const makeFolders = (count: number, files: Option.Option<string>) =>
     ({ base }) =>
       Effect.sync(() => (base === undefined ? undefined : Fs.rmSync(base, { recursive: true, force: true })))
   )
-
-const percentile = (sorted: ReadonlyArray<number>, p: number) =>
-  sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0)
-
-/** Scripted traffic: a mix of list, download and compute from concurrent clients; a table at the end. */
-const demo = (requests: number, balancer: Wire.Address, servers: ReadonlyArray<string>, out: string) =>
-  Effect.gen(function* () {
-    const client = yield* Client.Client
-    const done: Array<{ server: string; ms: number }> = []
-    let failed = 0
-    // Downloads pick from what the servers actually serve (the samples, or the --files folder).
-    const files = Object.keys((yield* Effect.either(client.list())).pipe(Either.getOrElse(() => ({ value: {} }))).value)
-    const plan = yield* Effect.forEach(Array.from({ length: requests }), () =>
-      Effect.map(Random.nextIntBetween(0, 100), (roll) => (roll < 50 ? "list" : roll < 80 ? "download" : "compute"))
-    )
-    yield* Console.log(
-      `demo: ${requests} requests (list 50%, download 30%, compute 1 s 20%) from 8 concurrent clients…`
-    )
-    yield* Effect.forEach(
-      plan,
-      (kind, i) =>
-        Effect.gen(function* () {
-          const started = yield* Clock.currentTimeMillis
-          const server =
-            kind === "list"
-              ? (yield* client.list()).server.id
-              : kind === "download" && files.length > 0
-                ? (yield* client.download(files[i % files.length] ?? "", out)).server.id
-                : kind === "download"
-                  ? (yield* client.list()).server.id
-                  : (yield* client.compute(1)).server.id
-          done.push({ server, ms: (yield* Clock.currentTimeMillis) - started })
-        }).pipe(
-          Effect.catchAll(() =>
-            Effect.sync(() => {
-              failed += 1
-            })
-          )
-        ),
-      { concurrency: 8, discard: true }
-    )
-    const rows = servers.map((id) => {
-      const mine = done.filter((d) => d.server === id).map((d) => d.ms)
-      mine.sort((a, b) => a - b)
-      return { id, count: mine.length, p50: percentile(mine, 50), p99: percentile(mine, 99) }
-    })
-    const widest = Math.max(1, ...rows.map((row) => row.count))
-    yield* Console.log(`\nserver  requests  share   p50 ms  p99 ms`)
-    for (const row of rows) {
-      const share = done.length === 0 ? 0 : (100 * row.count) / done.length
-      yield* Console.log(
-        `${row.id.padEnd(6)}  ${String(row.count).padStart(8)}  ${share.toFixed(1).padStart(4)}%  ${String(row.p50).padStart(6)}  ${String(row.p99).padStart(6)}  ${"█".repeat(Math.round((30 * row.count) / widest))}`
-      )
-    }
-    yield* Console.log(`\n${done.length} served, ${failed} failed (balancer ${formatEndpoint(balancer)})`)
-  })
-
-/**
- * Background clients for the dashboard to show: each asks for a list, a download or a one-second
- * computation, pauses a moment, and goes again — re-routing by itself when a server is killed.
- */
-const traffic = (clients: number, out: string) =>
-  Effect.gen(function* () {
-    const client = yield* Client.Client
-    const files = Object.keys((yield* Effect.either(client.list())).pipe(Either.getOrElse(() => ({ value: {} }))).value)
-    const once = Effect.gen(function* () {
-      const roll = yield* Random.nextIntBetween(0, 100)
-      const file = files[roll % Math.max(files.length, 1)]
-      if (roll < 50 || file === undefined) yield* client.list()
-      else if (roll < 70) yield* client.download(file, out)
-      else yield* client.compute(1)
-    }).pipe(
-      Effect.ignore,
-      Effect.zipRight(Effect.flatMap(Random.nextIntBetween(100, 600), (ms) => Effect.sleep(ms))),
-      Effect.forever
-    )
-    for (let i = 0; i < clients; i++) yield* Effect.forkScoped(once)
-  })
 
 const options = {
   servers: Options.integer("servers").pipe(
