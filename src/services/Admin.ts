@@ -26,7 +26,7 @@ import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Clock, Context, Effect, Either, Layer, Metric, Option, Schema, Stream } from "effect"
 import * as Http from "node:http"
-import { InvalidRequest, ServerNotFound, type Unauthorized } from "../domain/Errors.js"
+import { InvalidRequest, type ServerNotFound, type Unauthorized } from "../domain/Errors.js"
 import { NewServer, StatusReport, StrategyChange, WeightChange } from "../domain/Protocol.js"
 import { formatEndpoint, ServerId, Weight } from "../domain/Server.js"
 import { page } from "./Dashboard.js"
@@ -173,13 +173,8 @@ export const make = (config: AdminConfig) =>
       HttpRouter.get(
         "/api/servers/:id",
         serverId.pipe(
-          Effect.flatMap((id) => registry.get(id)),
-          Effect.flatMap(
-            Option.match({
-              onNone: () => Effect.fail(new ServerNotFound({ message: "no such server is registered" })),
-              onSome: (server) => Effect.succeed(HttpServerResponse.unsafeJson(server))
-            })
-          )
+          Effect.flatMap(operator.get),
+          Effect.map((server) => HttpServerResponse.unsafeJson(server))
         )
       ),
       HttpRouter.get(

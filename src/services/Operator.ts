@@ -26,6 +26,8 @@ export class Operator extends Context.Tag("effect-lb/Operator")<
     /** Succeeds when no token is set, or `token` is it; `what` names the change in the error. */
     readonly authorize: (token: string | undefined, what: string) => Effect.Effect<void, Unauthorized>
     readonly status: Effect.Effect<StatusReport>
+    /** One server as the registry sees it now. */
+    readonly get: (id: ServerId) => Effect.Effect<ServerView, ServerNotFound>
     readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
     /** Adds a server (live at once; the health monitor takes it from there). */
     readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
@@ -52,11 +54,10 @@ export const make = (config: OperatorConfig) =>
     const registry = yield* ServerRegistry
     const draining = yield* FiberMap.make<ServerId>()
 
+    const notFound = (id: ServerId) => new ServerNotFound({ message: `no server "${id}" is registered` })
     const known = (id: ServerId) =>
       Effect.flatMap(registry.get(id), (server) =>
-        Option.isSome(server)
-          ? Effect.succeed(server.value)
-          : Effect.fail(new ServerNotFound({ message: `no server "${id}" is registered` }))
+        Option.isSome(server) ? Effect.succeed(server.value) : Effect.fail(notFound(id))
       )
 
     const drainThenRemove = (id: ServerId) =>
@@ -83,6 +84,7 @@ export const make = (config: OperatorConfig) =>
       status: Effect.all([balancer.strategy, registry.list]).pipe(
         Effect.map(([strategy, servers]) => new StatusReport({ strategy, servers }))
       ),
+      get: known,
       setStrategy: (name) =>
         balancer.setStrategy(name).pipe(Effect.tap(() => Effect.logInfo(`strategy set to ${name}`))),
       add: (spec) =>
@@ -91,10 +93,10 @@ export const make = (config: OperatorConfig) =>
           .pipe(Effect.tap((server) => Effect.logInfo(`server ${server.id} added at ${server.host}:${server.port}`))),
       drain: (id) => Effect.zipRight(known(id), Effect.asVoid(FiberMap.run(draining, id, drainThenRemove(id)))),
       setWeight: (id, weight) =>
-        Effect.zipRight(known(id), registry.setWeight(id, weight)).pipe(
+        registry.setWeight(id, weight).pipe(
           Effect.flatMap(
             Option.match({
-              onNone: () => Effect.fail(new ServerNotFound({ message: `no server "${id}" is registered` })),
+              onNone: () => Effect.fail(notFound(id)),
               onSome: (server) => Effect.as(Effect.logInfo(`server ${id} weight set to ${weight}`), server)
             })
           )

@@ -3,6 +3,7 @@ import { Effect, Layer, Option } from "effect"
 import { Host, Port, ServerId, type ServerSpec, Weight } from "../../src/domain/Server.js"
 import * as Admin from "../../src/services/Admin.js"
 import { Balancer } from "../../src/services/Balancer.js"
+import * as Metrics from "../../src/services/Metrics.js"
 import { ServerRegistry } from "../../src/services/ServerRegistry.js"
 import { balancerLayer } from "../support/balancer.js"
 import { eventually } from "../support/eventually.js"
@@ -257,7 +258,16 @@ describe("the admin API", () => {
       expect(valueOf(after, "effect_lb_server_state", { server: a.id, state: "dead" })).toBe(1)
       expect(valueOf(after, "effect_lb_server_state", { server: a.id, state: "live" })).toBe(0)
       expect(valueOf(after, "effect_lb_strategy", { strategy: "round-robin" })).toBe(1)
-      expect(after.get("effect_lb_probe_round_trip_seconds")?.type ?? "histogram").toBe("histogram")
+      // A probe's round trip lands in its server's histogram, in seconds.
+      const probes = (families: typeof before) =>
+        valueOf(families, "effect_lb_probe_round_trip_seconds_count", { server: b.id }) ?? 0
+      Metrics.unsafeProbed(b.id, 2.5)
+      const probed = yield* metrics
+      expect(probed.get("effect_lb_probe_round_trip_seconds")?.type).toBe("histogram")
+      expect(probes(probed)).toBe(probes(after) + 1)
+      expect(
+        valueOf(probed, "effect_lb_probe_round_trip_seconds_bucket", { server: b.id, le: "0.0032" }) ?? 0
+      ).toBeGreaterThanOrEqual(1)
       // Nothing live: a failed pick, counted under the strategy.
       yield* registry.setState(b.id, "dead")
       const failedBefore = valueOf(after, "effect_lb_picks_failed_total", { strategy: "round-robin" }) ?? 0

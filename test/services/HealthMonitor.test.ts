@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Option, Ref, TestClock } from "effect"
+import { Effect, Layer, Metric, Option, Ref, TestClock } from "effect"
 import * as HealthMonitor from "../../src/services/HealthMonitor.js"
+import * as Metrics from "../../src/services/Metrics.js"
 import { ServerRegistry } from "../../src/services/ServerRegistry.js"
 import * as ServerRegistryModule from "../../src/services/ServerRegistry.js"
 import * as Wire from "../../src/services/Wire.js"
@@ -31,6 +32,8 @@ describe("HealthMonitor on the test clock", () => {
   it.scoped("keeps a server that answers live, and measures its round trip", () =>
     Effect.gen(function* () {
       const registry = yield* ServerRegistry
+      const histogram = Metric.value(Metric.tagged(Metrics.probeRoundTrip, "server", "s1"))
+      const probedBefore = (yield* histogram).count
       const pings = yield* fakeServer(spec(1), yield* Ref.make<Behaviour>("healthy"))
       yield* registry.add(spec(1))
       yield* TestClock.adjust("20 seconds")
@@ -38,6 +41,8 @@ describe("HealthMonitor on the test clock", () => {
       expect(yield* Ref.get(pings)).toBeGreaterThanOrEqual(20)
       const server = yield* registry.get(spec(1).id)
       expect(Option.map(server, (s) => s.responseTimeMs)).toEqual(Option.some(0))
+      // Every answered probe is counted in the server's round-trip histogram.
+      expect((yield* histogram).count - probedBefore).toBe(yield* Ref.get(pings))
     }).pipe(Effect.provide(monitored))
   )
 
