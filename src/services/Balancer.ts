@@ -24,6 +24,8 @@ export class Balancer extends Context.Tag("effect-lb/Balancer")<
       exclude?: ReadonlyArray<Endpoint>,
       key?: string
     ) => Either.Either<ServerLocation, NoServerAvailable>
+    /** Whether the current strategy picks by the client's key (so the caller should find one). */
+    readonly unsafeKeyed: () => boolean
     readonly strategy: Effect.Effect<string>
     /** Switches strategy at once; an unknown name is `InvalidRequest` and changes nothing. */
     readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
@@ -99,6 +101,7 @@ export const make = (initialStrategy: string) =>
     return Balancer.of({
       determineServer: (exclude, key) => Effect.suspend(() => unsafeDetermineServer(exclude, key)),
       unsafeDetermineServer,
+      unsafeKeyed: () => current.definition.keyed === true,
       strategy: Effect.sync(() => current.definition.name),
       setStrategy: (name) =>
         Effect.flatMap(find(name), (definition) =>

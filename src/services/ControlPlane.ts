@@ -143,7 +143,8 @@ export const make = (config: ControlPlaneConfig) =>
             answer: (request) => {
               if (request._tag !== "Locate") return new Later(answerControl(request, session))
               // The hot path: decided and answered synchronously, no effect to run.
-              const location = balancer.unsafeDetermineServer(request.exclude, request.key ?? clientKey(session))
+              const key = request.key ?? (balancer.unsafeKeyed() ? clientKey(session) : undefined)
+              const location = balancer.unsafeDetermineServer(request.exclude, key)
               return Either.isRight(location) ? located(location.right) : location.left
             },
             // A server that deregistered and then hung up has finished draining.

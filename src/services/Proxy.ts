@@ -192,8 +192,9 @@ export const make = (config: ProxyConfig) =>
     /** Finds a backend that accepts the connection; skips, and marks dead, those that do not. */
     const connect = (pair: Pair) => {
       const client = pair.client
-      // The client's address is its key: consistent-hash keeps a client on one backend.
-      const location = balancer.unsafeDetermineServer(pair.tried, client.remoteAddress)
+      // The client's address is its key (consistent-hash); asked for only then (it is a getpeername call).
+      const key = balancer.unsafeKeyed() ? client.remoteAddress : undefined
+      const location = balancer.unsafeDetermineServer(pair.tried, key)
       if (Either.isLeft(location) || client.destroyed) {
         if (Either.isLeft(location)) Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.noServer)
         return client.destroy()

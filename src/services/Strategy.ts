@@ -42,6 +42,8 @@ export interface StrategyDefinition {
   /** kebab-case, as on the wire and the command line. */
   readonly name: string
   readonly summary: string
+  /** Picks by the client's key: callers work the key out only for such a strategy. */
+  readonly keyed?: boolean
   /** A fresh instance with no servers. */
   readonly make: () => Strategy
 }

@@ -99,6 +99,7 @@ const firstAtOrAfter = (points: Uint32Array, h: number) => {
 export const consistentHash: StrategyDefinition = {
   name: "consistent-hash",
   summary: "the same client (or key) to the same server while it is live; a change moves only its share",
+  keyed: true,
   make: () => {
     const weights = new Map<ServerId, number>()
     // Without a key there is nothing to be faithful to: each server in turn.
