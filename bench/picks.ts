@@ -6,9 +6,9 @@
  */
 import { Effect, Layer } from "effect"
 import { Host, Port, ServerId, Weight } from "../src/domain/Server.js"
-import * as Balancer from "../src/services/Balancer.js"
-import * as ServerRegistry from "../src/services/ServerRegistry.js"
-import { all, type Candidate, Strategies } from "../src/services/Strategy.js"
+import * as Balancer from "../src/services/balancer/Balancer.js"
+import * as ServerRegistry from "../src/services/balancer/ServerRegistry.js"
+import { all, type Candidate, Strategies } from "../src/services/balancer/strategies/Strategy.js"
 import { fixed } from "./support.js"
 
 const sizes = [10, 50, 1_000, 10_000]

@@ -4,8 +4,8 @@
  */
 import { Clock, Console, Effect, Either, Random } from "effect"
 import { formatEndpoint } from "../domain/Server.js"
-import * as Client from "../services/Client.js"
-import type * as Wire from "../services/Wire.js"
+import * as Client from "../services/client/Client.js"
+import type * as Wire from "../services/wire/Wire.js"
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0)

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { type BalancerReply, Locate, Status } from "../../src/domain/Protocol.js"
-import { ask } from "../../src/services/BalancerClient.js"
-import * as Wire from "../../src/services/Wire.js"
+import { ask } from "../../src/services/client/BalancerClient.js"
+import * as Wire from "../../src/services/wire/Wire.js"
 import { eventually } from "../support/eventually.js"
 import { spawn } from "../support/process.js"
 

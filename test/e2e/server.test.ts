@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { Compute, ListFiles, Ping } from "../../src/domain/Protocol.js"
-import * as Wire from "../../src/services/Wire.js"
+import * as Wire from "../../src/services/wire/Wire.js"
 import { servedFolder } from "../support/fixtures.js"
 import { spawn } from "../support/process.js"
 import { connectTo } from "../support/server.js"

@@ -2,11 +2,11 @@
 import { Effect, Layer, Option, Ref } from "effect"
 import { Pong, ServerReply, ServerRequest } from "../../src/domain/Protocol.js"
 import { Host, Port, ServerId, type ServerSpec, Weight } from "../../src/domain/Server.js"
-import * as Balancer from "../../src/services/Balancer.js"
-import * as Operator from "../../src/services/Operator.js"
-import * as ServerRegistry from "../../src/services/ServerRegistry.js"
-import { Strategies } from "../../src/services/Strategy.js"
-import { Wire } from "../../src/services/Wire.js"
+import * as Balancer from "../../src/services/balancer/Balancer.js"
+import * as Operator from "../../src/services/balancer/Operator.js"
+import * as ServerRegistry from "../../src/services/balancer/ServerRegistry.js"
+import { Strategies } from "../../src/services/balancer/strategies/Strategy.js"
+import { Wire } from "../../src/services/wire/Wire.js"
 
 export const spec = (n: number, weight = 1, host = "127.0.0.1"): ServerSpec => ({
   id: ServerId.make(`s${n}`),

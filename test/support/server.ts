@@ -7,10 +7,10 @@ import {
   type ServerRequest,
   ServerRequest as ServerRequestSchema
 } from "../../src/domain/Protocol.js"
-import type { Connection } from "../../src/services/Connection.js"
-import * as FileServer from "../../src/services/FileServer.js"
-import * as FileStore from "../../src/services/FileStore.js"
-import { Wire } from "../../src/services/Wire.js"
+import type { Connection } from "../../src/services/wire/Connection.js"
+import * as FileServer from "../../src/services/server/FileServer.js"
+import * as FileStore from "../../src/services/server/FileStore.js"
+import { Wire } from "../../src/services/wire/Wire.js"
 
 export const startServer = (folder: string, overrides: Partial<FileServer.FileServerConfig> = {}) =>
   Effect.gen(function* () {

@@ -1,0 +1,117 @@
+/**
+ * The balancer's decision: which server a client gets. Eligible servers are the live ones minus
+ * those the client excluded (its recent failures) — excluded ones are used only when nothing else
+ * is live — and the current strategy picks among them. The strategy can be switched at run time;
+ * the switch and every pick are single synchronous steps, so no pick ever sees half a switch.
+ */
+import { Context, Effect, Either, Layer, MetricLabel } from "effect"
+import { InvalidRequest, NoServerAvailable } from "../../domain/Errors.js"
+import type { Endpoint, ServerId, ServerLocation } from "../../domain/Server.js"
+import * as Metrics from "./Metrics.js"
+import { ServerRegistry } from "./ServerRegistry.js"
+import { type Candidate, Strategies, type Strategy, type StrategyDefinition } from "./strategies/Strategy.js"
+
+export class Balancer extends Context.Tag("effect-lb/Balancer")<
+  Balancer,
+  {
+    /** Where the next client goes; `key` names the client, for strategies that keep it on one server. */
+    readonly determineServer: (
+      exclude?: ReadonlyArray<Endpoint>,
+      key?: string
+    ) => Effect.Effect<ServerLocation, NoServerAvailable>
+    /** The same decision as a plain synchronous call, for the Locate hot path. */
+    readonly unsafeDetermineServer: (
+      exclude?: ReadonlyArray<Endpoint>,
+      key?: string
+    ) => Either.Either<ServerLocation, NoServerAvailable>
+    /** Whether the current strategy picks by the client's key (so the caller should find one). */
+    readonly unsafeKeyed: () => boolean
+    readonly strategy: Effect.Effect<string>
+    /** Switches strategy at once; an unknown name is `InvalidRequest` and changes nothing. */
+    readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
+  }
+>() {}
+
+const nothingExcluded: ReadonlySet<ServerId> = new Set()
+
+export const make = (initialStrategy: string) =>
+  Effect.gen(function* () {
+    const registry = yield* ServerRegistry
+    const strategies = yield* Strategies
+
+    const find = (name: string) =>
+      Effect.suspend(() => {
+        const definition = strategies.get(name)
+        return definition === undefined
+          ? Effect.fail(
+              new InvalidRequest({
+                message: `unknown strategy "${name}"; known: ${[...strategies.keys()].join(", ")}`
+              })
+            )
+          : Effect.succeed(definition)
+      })
+
+    /** The labels a pick is counted under, per server, for one strategy. */
+    const labelsFor = (strategy: string) =>
+      Metrics.labelCache((id: ServerId) => [MetricLabel.make("server", id), MetricLabel.make("strategy", strategy)])
+    const initial = yield* find(initialStrategy).pipe(Effect.orDie)
+    let current: {
+      definition: StrategyDefinition
+      instance: Strategy
+      labels: (id: ServerId) => ReadonlyArray<MetricLabel.MetricLabel>
+    } = {
+      definition: initial,
+      instance: { upsert: () => undefined, remove: () => undefined, pick: () => undefined },
+      labels: labelsFor(initial.name)
+    }
+    // The strategy's index follows the registry: a server enters when live, leaves otherwise.
+    const live = yield* registry.observe((id, candidate) => {
+      if (candidate === undefined) current.instance.remove(id)
+      else current.instance.upsert(candidate)
+    })
+    const seeded = (definition: StrategyDefinition, candidates: ReadonlyArray<Candidate>) => {
+      const instance = definition.make()
+      for (const candidate of candidates) instance.upsert(candidate)
+      return { definition, instance, labels: labelsFor(definition.name) }
+    }
+    current = seeded(current.definition, live)
+
+    const noServer = new NoServerAvailable({ message: "no live server is available" })
+    const strategyLabels = Metrics.labelCache((strategy: string) => [MetricLabel.make("strategy", strategy)])
+    Metrics.unsafeStrategyIs(current.definition.name, strategies.keys())
+
+    const unsafeDetermineServer = (exclude: ReadonlyArray<Endpoint> = [], key?: string) => {
+      let skip = nothingExcluded
+      if (exclude.length > 0) {
+        skip = new Set(exclude.flatMap((endpoint) => registry.unsafeIdAt(endpoint) ?? []))
+        // A client that excludes a server failed on it: a re-route, counted against that server.
+        for (const id of skip) Metrics.reroutes.unsafeUpdate(1, Metrics.serverLabels(id))
+      }
+      const id =
+        current.instance.pick(skip, key) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded, key) : undefined)
+      const location = id === undefined ? undefined : registry.unsafeLocated(id)
+      if (location === undefined) {
+        Metrics.picksFailed.unsafeUpdate(1, strategyLabels(current.definition.name))
+        return Either.left(noServer)
+      }
+      Metrics.locates.unsafeUpdate(1, current.labels(location.id))
+      return Either.right(location)
+    }
+
+    return Balancer.of({
+      determineServer: (exclude, key) => Effect.suspend(() => unsafeDetermineServer(exclude, key)),
+      unsafeDetermineServer,
+      unsafeKeyed: () => current.definition.keyed === true,
+      strategy: Effect.sync(() => current.definition.name),
+      setStrategy: (name) =>
+        Effect.flatMap(find(name), (definition) =>
+          Effect.sync(() => {
+            current = seeded(definition, registry.unsafeLive())
+            Metrics.unsafeStrategyIs(definition.name, strategies.keys())
+          })
+        )
+    })
+  })
+
+export const layer = (initialStrategy: string): Layer.Layer<Balancer, never, ServerRegistry | Strategies> =>
+  Layer.scoped(Balancer, make(initialStrategy))

@@ -1,0 +1,169 @@
+/**
+ * The balancer port: clients `Locate` a server; servers `Register`, report `Load` and `Deregister`
+ * over a control connection they keep open; operators ask for `Status` and `SetStrategy`. An
+ * optional token guards the requests that change the rotation.
+ */
+import { Context, Duration, Effect, Either, Layer, Option } from "effect"
+import { InvalidRequest } from "../../domain/Errors.js"
+import {
+  BalancerReply,
+  type BalancerReply as BalancerReplyType,
+  BalancerRequest,
+  Deregistered,
+  Located,
+  Registered,
+  StrategySet
+} from "../../domain/Protocol.js"
+import type { ServerId, ServerLocation } from "../../domain/Server.js"
+import { Balancer } from "./Balancer.js"
+import { Operator } from "./Operator.js"
+import { ServerRegistry } from "./ServerRegistry.js"
+import { Later, type SessionControl } from "../wire/RequestPort.js"
+import { type Address, type ListenFailed, Wire } from "../wire/Wire.js"
+
+export interface ControlPlaneConfig {
+  readonly host: string
+  /** 0 lets the system pick. */
+  readonly port: number
+  /** A connection that has not registered and sends nothing for this long is closed. */
+  readonly idleTimeout: Duration.DurationInput
+  readonly maxLine: number
+}
+
+export const defaults = {
+  host: "127.0.0.1",
+  port: 4000,
+  idleTimeout: Duration.seconds(30),
+  maxLine: 64 * 1024
+} as const
+
+export class ControlPlane extends Context.Tag("effect-lb/ControlPlane")<
+  ControlPlane,
+  {
+    /** Where the balancer port listens (the real port when asked for 0). */
+    readonly address: Address
+  }
+>() {}
+
+export const make = (config: ControlPlaneConfig) =>
+  Effect.gen(function* () {
+    const wire = yield* Wire
+    const balancer = yield* Balancer
+    const registry = yield* ServerRegistry
+    const operator = yield* Operator
+
+    /** Everything but Locate: rare, and free to take an effect. */
+    const answerControl = (
+      request: Exclude<BalancerRequest, { _tag: "Locate" }>,
+      session: Session
+    ): Effect.Effect<BalancerReplyType | undefined> => {
+      switch (request._tag) {
+        case "Register":
+          return operator.authorize(request.token, "Register").pipe(
+            Effect.zipRight(registry.add(request.server)),
+            Effect.tap((server) => {
+              session.registered = server.id
+              // A server's control connection may stay quiet for long; it is never idle.
+              session.control.keepAlive()
+              return Effect.logInfo(`server ${server.id} registered at ${server.host}:${server.port}`)
+            }),
+            Effect.map((server): BalancerReplyType => new Registered({ id: server.id })),
+            Effect.merge
+          )
+        case "Load":
+          return session.registered === undefined
+            ? Effect.succeed(new InvalidRequest({ message: "Load before Register on this connection" }))
+            : Effect.as(registry.reportLoad(session.registered, request.active, request.latencyMs), undefined)
+        case "Deregister": {
+          const id = session.registered ?? request.id
+          if (id === undefined) {
+            return Effect.succeed(new InvalidRequest({ message: "Deregister needs the server's id" }))
+          }
+          return (
+            session.registered === undefined ? operator.authorize(request.token, "Deregister") : Effect.void
+          ).pipe(
+            Effect.zipRight(operator.drain(id)),
+            Effect.as<BalancerReplyType>(new Deregistered({ id })),
+            Effect.catchTag("ServerNotFound", (error) =>
+              Effect.succeed<BalancerReplyType>(new InvalidRequest({ message: error.message }))
+            ),
+            Effect.merge
+          )
+        }
+        case "Status":
+          return operator.status
+        case "SetStrategy":
+          return operator
+            .authorize(request.token, "SetStrategy")
+            .pipe(
+              Effect.zipRight(operator.setStrategy(request.strategy)),
+              Effect.as<BalancerReplyType>(new StrategySet({ strategy: request.strategy })),
+              Effect.merge
+            )
+      }
+    }
+
+    /** One `Located` per server, reused while its address stays the same: encoded once, sent often. */
+    const replies = new Map<ServerId, Located>()
+    const located = (server: ServerLocation): Located => {
+      const known = replies.get(server.id)
+      if (known !== undefined && known.server.host === server.host && known.server.port === server.port) return known
+      // Built from a location the registry holds valid: no need to validate it again.
+      const reply = new Located({ server }, true)
+      if (replies.size >= 65_536) replies.clear()
+      replies.set(server.id, reply)
+      return reply
+    }
+
+    interface Session {
+      registered: ServerId | undefined
+      readonly control: SessionControl
+      /** The client's address without its port: a Locate's default key (worked out once). */
+      key: string | undefined
+    }
+
+    const clientKey = (session: Session) =>
+      (session.key ??= session.control
+        .peer()
+        .replace(/:\d+$/, "")
+        .replace(/^\[(.*)\]$/, "$1"))
+
+    const address = yield* wire.serveRequests(
+      { host: config.host, port: config.port },
+      {
+        request: BalancerRequest,
+        reply: BalancerReply,
+        idleTimeout: config.idleTimeout,
+        maxLine: config.maxLine,
+        invalid: (error): BalancerReplyType =>
+          error._tag === "LineTooLong" ? new InvalidRequest({ message: error.message }) : error,
+        open: (control) => {
+          const session: Session = { registered: undefined, control, key: undefined }
+          return {
+            answer: (request) => {
+              if (request._tag !== "Locate") return new Later(answerControl(request, session))
+              // The hot path: decided and answered synchronously, no effect to run.
+              const key = request.key ?? (balancer.unsafeKeyed() ? clientKey(session) : undefined)
+              const location = balancer.unsafeDetermineServer(request.exclude, key)
+              return Either.isRight(location) ? located(location.right) : location.left
+            },
+            // A server that deregistered and then hung up has finished draining.
+            closed: () =>
+              session.registered === undefined
+                ? Effect.void
+                : Effect.flatMap(registry.get(session.registered), (server) =>
+                    Option.isSome(server) && server.value.state === "draining"
+                      ? Effect.asVoid(registry.remove(server.value.id))
+                      : Effect.void
+                  )
+          }
+        }
+      }
+    )
+    return ControlPlane.of({ address })
+  })
+
+export const layer = (
+  config: ControlPlaneConfig
+): Layer.Layer<ControlPlane, ListenFailed, Wire | Balancer | ServerRegistry | Operator> =>
+  Layer.scoped(ControlPlane, make(config))

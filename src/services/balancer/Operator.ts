@@ -1,0 +1,114 @@
+/**
+ * What an operator may do to a running balancer — see it, switch its strategy, add a server, drain
+ * and remove one — with the token check in front of every change. One service, so the balancer
+ * port (`Status`, `SetStrategy`, `Deregister`) and the admin HTTP API do exactly the same thing.
+ */
+import { Context, Duration, Effect, FiberMap, Layer, Option, Queue } from "effect"
+import * as Crypto from "node:crypto"
+import { InvalidRequest, ServerNotFound, Unauthorized } from "../../domain/Errors.js"
+import { StatusReport } from "../../domain/Protocol.js"
+import type { ServerId, ServerSpec, ServerView, Weight } from "../../domain/Server.js"
+import { Balancer } from "./Balancer.js"
+import { ServerRegistry } from "./ServerRegistry.js"
+
+export interface OperatorConfig {
+  /** When set, every change must carry it. */
+  readonly token?: string | undefined
+  /** A server being drained is removed once it reports no active connections, or after this long. */
+  readonly drainTimeout: Duration.DurationInput
+}
+
+export const defaults: OperatorConfig = { drainTimeout: Duration.seconds(30) }
+
+export class Operator extends Context.Tag("effect-lb/Operator")<
+  Operator,
+  {
+    /** Succeeds when no token is set, or `token` is it; `what` names the change in the error. */
+    readonly authorize: (token: string | undefined, what: string) => Effect.Effect<void, Unauthorized>
+    readonly status: Effect.Effect<StatusReport>
+    /** One server as the registry sees it now. */
+    readonly get: (id: ServerId) => Effect.Effect<ServerView, ServerNotFound>
+    readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
+    /** Adds a server (live at once; the health monitor takes it from there). */
+    readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
+    /** No new clients at once; removed when its connections are gone, or at the drain timeout. Returns at once. */
+    readonly drain: (id: ServerId) => Effect.Effect<void, ServerNotFound>
+    /** A new weight, taken by the strategy at once; the server keeps its state and load. */
+    readonly setWeight: (id: ServerId, weight: Weight) => Effect.Effect<ServerView, ServerNotFound>
+    /** Removed at once, whatever it is doing. */
+    readonly remove: (id: ServerId) => Effect.Effect<void, ServerNotFound>
+  }
+>() {}
+
+/** Equal tokens, compared in constant time (hashes first, so lengths leak nothing either). */
+const sameToken = (expected: string, given: string | undefined) => {
+  if (given === undefined) return false
+  const a = Crypto.createHash("sha256").update(expected).digest()
+  const b = Crypto.createHash("sha256").update(given).digest()
+  return Crypto.timingSafeEqual(a, b)
+}
+
+export const make = (config: OperatorConfig) =>
+  Effect.gen(function* () {
+    const balancer = yield* Balancer
+    const registry = yield* ServerRegistry
+    const draining = yield* FiberMap.make<ServerId>()
+
+    const notFound = (id: ServerId) => new ServerNotFound({ message: `no server "${id}" is registered` })
+    const known = (id: ServerId) =>
+      Effect.flatMap(registry.get(id), (server) =>
+        Option.isSome(server) ? Effect.succeed(server.value) : Effect.fail(notFound(id))
+      )
+
+    const drainThenRemove = (id: ServerId) =>
+      Effect.gen(function* () {
+        yield* registry.setState(id, "draining")
+        const changes = yield* registry.subscribe
+        const drained = Effect.gen(function* () {
+          while (true) {
+            const current = yield* registry.get(id)
+            if (Option.isNone(current) || current.value.active === 0) return
+            yield* Queue.take(changes)
+          }
+        })
+        yield* drained.pipe(Effect.timeout(config.drainTimeout), Effect.ignore)
+        yield* registry.remove(id)
+        yield* Effect.logInfo(`server ${id} drained and removed`)
+      }).pipe(Effect.scoped)
+
+    return Operator.of({
+      authorize: (token, what) =>
+        config.token === undefined || sameToken(config.token, token)
+          ? Effect.void
+          : Effect.fail(new Unauthorized({ message: `${what} needs the balancer's token` })),
+      status: Effect.all([balancer.strategy, registry.list]).pipe(
+        Effect.map(([strategy, servers]) => new StatusReport({ strategy, servers }))
+      ),
+      get: known,
+      setStrategy: (name) =>
+        balancer.setStrategy(name).pipe(Effect.tap(() => Effect.logInfo(`strategy set to ${name}`))),
+      add: (spec) =>
+        registry
+          .add(spec)
+          .pipe(Effect.tap((server) => Effect.logInfo(`server ${server.id} added at ${server.host}:${server.port}`))),
+      drain: (id) => Effect.zipRight(known(id), Effect.asVoid(FiberMap.run(draining, id, drainThenRemove(id)))),
+      setWeight: (id, weight) =>
+        registry.setWeight(id, weight).pipe(
+          Effect.flatMap(
+            Option.match({
+              onNone: () => Effect.fail(notFound(id)),
+              onSome: (server) => Effect.as(Effect.logInfo(`server ${id} weight set to ${weight}`), server)
+            })
+          )
+        ),
+      remove: (id) =>
+        known(id).pipe(
+          Effect.zipRight(FiberMap.remove(draining, id)),
+          Effect.zipRight(registry.remove(id)),
+          Effect.zipRight(Effect.logInfo(`server ${id} removed`))
+        )
+    })
+  })
+
+export const layer = (config: OperatorConfig = defaults): Layer.Layer<Operator, never, Balancer | ServerRegistry> =>
+  Layer.scoped(Operator, make(config))

@@ -1,0 +1,217 @@
+/**
+ * The backend server: answers ListFiles, Download, Compute and Ping on its port, one fiber per
+ * connection, several requests per connection. It keeps its count of active connections in a
+ * `SubscriptionRef` so other services (the balancer link) can follow it, and on shutdown it stops
+ * taking new work and lets what is in flight finish, for a bounded time.
+ */
+import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Stream, SubscriptionRef } from "effect"
+import { Busy, InvalidRequest } from "../../domain/Errors.js"
+import {
+  Computed,
+  FileHeader,
+  FileList,
+  Pong,
+  type ServerReply as ServerReplyType,
+  ServerReply,
+  ServerRequest
+} from "../../domain/Protocol.js"
+import { ServerId } from "../../domain/Server.js"
+import type { Connection, ConnectionClosed, PayloadFailed } from "../wire/Connection.js"
+import { FileStore } from "./FileStore.js"
+import { makeIdleSweeper } from "../wire/Idle.js"
+import { type Address, Wire } from "../wire/Wire.js"
+
+export interface FileServerConfig {
+  /** Default: `s<port>`, with the port actually bound. */
+  readonly id?: ServerId
+  readonly host: string
+  /** 0 lets the system pick. */
+  readonly port: number
+  /** Longest `Compute` accepted, in seconds. */
+  readonly maxCompute: number
+  /** How long a second of `Compute` really takes (1 = a second; 0.01 = 10 ms, for benchmarks). */
+  readonly computeScale?: number
+  /** Computations that run at once, like a machine's cores; the rest wait their turn. Default: no limit. */
+  readonly computeSlots?: number
+  /** A connection with no request for this long is closed. */
+  readonly idleTimeout: Duration.DurationInput
+  /** Connections past this many are answered `Busy` and closed. */
+  readonly maxConnections: number
+  /** How long shutdown waits for requests in flight. */
+  readonly drainTimeout: Duration.DurationInput
+  readonly maxLine: number
+}
+
+export const defaults = {
+  host: "127.0.0.1",
+  port: 4001,
+  maxCompute: 60,
+  idleTimeout: Duration.seconds(30),
+  maxConnections: 4096,
+  drainTimeout: Duration.seconds(5),
+  maxLine: 64 * 1024
+} as const
+
+export class FileServer extends Context.Tag("effect-lb/FileServer")<
+  FileServer,
+  {
+    readonly id: ServerId
+    /** Where it listens (the real port when asked for 0). */
+    readonly address: Address
+    /** Connections that have made a request (probes that only ping are not counted); watchable. */
+    readonly active: SubscriptionRef.SubscriptionRef<number>
+    /** Smoothed time to answer a request, peak-sensitive (up at once, down slowly); `undefined` before the first. */
+    readonly latencyMs: Effect.Effect<number | undefined>
+    /** Stops taking new work and waits, up to the drain timeout, for what is in flight. */
+    readonly drain: Effect.Effect<void>
+  }
+>() {}
+
+export const make = (config: FileServerConfig) =>
+  Effect.gen(function* () {
+    const wire = yield* Wire
+    const store = yield* FileStore
+    const active = yield* SubscriptionRef.make(0)
+    // Peak-sensitive moving average (as Finagle's peak EWMA): a slower answer counts at once, a
+    // faster one pulls the figure down gradually.
+    let latency: number | undefined
+    const recordLatency = (ms: number) => {
+      latency = latency === undefined || ms > latency ? ms : latency + 0.2 * (ms - latency)
+    }
+    const open = yield* SubscriptionRef.make(0)
+    const draining = yield* Deferred.make<void>()
+    const slots = config.computeSlots === undefined ? undefined : yield* Effect.makeSemaphore(config.computeSlots)
+    // Known once the port is bound; no request can arrive before then.
+    let id: ServerId = config.id ?? ServerId.make(`s${config.port}`)
+
+    const reply = (connection: Connection, message: ServerReplyType) => connection.send(ServerReply, message)
+
+    const answer = (
+      connection: Connection,
+      request: ServerRequest
+    ): Effect.Effect<void, ConnectionClosed | PayloadFailed> => {
+      switch (request._tag) {
+        case "Ping":
+          return Effect.flatMap(SubscriptionRef.get(active), (count) =>
+            reply(connection, new Pong({ id, active: count, latencyMs: latency }))
+          )
+        case "ListFiles":
+          return store.list.pipe(
+            Effect.map((files): ServerReplyType => new FileList({ files })),
+            Effect.merge,
+            Effect.flatMap((message) => reply(connection, message))
+          )
+        case "Download":
+          return Effect.scoped(
+            store.open(request.name).pipe(
+              Effect.matchEffect({
+                onFailure: (error) => reply(connection, error),
+                onSuccess: (file) =>
+                  reply(connection, new FileHeader({ name: file.name, size: file.size })).pipe(
+                    Effect.zipRight(connection.sendPayload(file.stream, file.size))
+                  )
+              })
+            )
+          )
+        case "Compute": {
+          if (request.seconds > config.maxCompute) {
+            return reply(
+              connection,
+              new InvalidRequest({ message: `seconds must be an integer from 0 to ${config.maxCompute}` })
+            )
+          }
+          // The work is a sleep on the Clock: it blocks no one. A client that hangs up meanwhile
+          // has abandoned it (as nginx treats a client abort), so it stops and frees its slot.
+          const work = Effect.sleep(Duration.millis(request.seconds * 1000 * (config.computeScale ?? 1)))
+          return Effect.raceFirst(
+            (slots === undefined ? work : slots.withPermits(1)(work)).pipe(
+              Effect.zipRight(reply(connection, new Computed({ seconds: request.seconds })))
+            ),
+            connection.hangup
+          )
+        }
+      }
+    }
+
+    const sweeper = yield* makeIdleSweeper(config.idleTimeout)
+
+    /**
+     * Serves requests on one connection until it ends, idles out, breaks, or the server drains.
+     * Kept lean (no scope, no log annotations per connection): an idle connection holds this fiber.
+     */
+    const serveConnection = (connection: Connection) => {
+      let counted = false
+      const idle = sweeper.unsafeTrack(() => Effect.runSync(connection.destroy))
+      return Effect.gen(function* () {
+        while (true) {
+          const next = yield* connection.read(ServerRequest).pipe(
+            // A bad line does not spoil the connection: say why, and read the next one.
+            Effect.catchTag("InvalidRequest", (error) => Effect.as(reply(connection, error), "skipped" as const))
+          )
+          if (next === "skipped") continue
+          if (Option.isNone(next)) return
+          if (!counted && next.value._tag !== "Ping") {
+            counted = true
+            yield* SubscriptionRef.update(active, (n) => n + 1)
+          }
+          // Draining does not cut a request that started: it ends, or the drain timeout cuts it.
+          idle.busy()
+          const started = yield* Clock.currentTimeMillis
+          yield* answer(connection, next.value)
+          if (next.value._tag !== "Ping") recordLatency((yield* Clock.currentTimeMillis) - started)
+          idle.done()
+          if (yield* Deferred.isDone(draining)) return
+        }
+      }).pipe(
+        Effect.catchTag("LineTooLong", (error) => reply(connection, new InvalidRequest({ message: error.message }))),
+        Effect.ensuring(
+          Effect.suspend(() => {
+            idle.release()
+            return counted ? SubscriptionRef.update(active, (n) => n - 1) : Effect.void
+          })
+        )
+      )
+    }
+
+    const accept = (connection: Connection) =>
+      Effect.gen(function* () {
+        const accepted = yield* Ref.modify(open, (n): [boolean, number] =>
+          n >= config.maxConnections ? [false, n] : [true, n + 1]
+        )
+        if (!accepted || (yield* Deferred.isDone(draining))) {
+          if (accepted) yield* SubscriptionRef.update(open, (n) => n - 1)
+          const reason = accepted
+            ? "the server is shutting down"
+            : `the server is at its limit of ${config.maxConnections} connections`
+          return yield* reply(connection, new Busy({ message: reason }))
+        }
+        yield* serveConnection(connection).pipe(Effect.ensuring(SubscriptionRef.update(open, (n) => n - 1)))
+      }).pipe(
+        Effect.catchAll((error) =>
+          Effect.logDebug(`connection from ${connection.peer} ended`, error).pipe(Effect.annotateLogs({ server: id }))
+        )
+      )
+
+    const address = yield* wire.serve({ host: config.host, port: config.port, maxLine: config.maxLine }, accept)
+    id = config.id ?? ServerId.make(`s${address.port}`)
+
+    const drain = Effect.gen(function* () {
+      yield* Deferred.succeed(draining, undefined)
+      // Connections between requests close now; the others after the request they are answering.
+      yield* sweeper.closeIdle
+      // Interruptible, so the timeout can cut the wait even when this runs as a finalizer.
+      yield* open.changes.pipe(
+        Stream.takeUntil((n) => n === 0),
+        Stream.runDrain,
+        Effect.interruptible,
+        Effect.timeout(config.drainTimeout),
+        Effect.ignore
+      )
+    })
+    // Runs before the listener is closed: in-flight requests end first.
+    yield* Effect.addFinalizer(() => drain)
+
+    return FileServer.of({ id, address, active, latencyMs: Effect.sync(() => latency), drain })
+  })
+
+export const layer = (config: FileServerConfig) => Layer.scoped(FileServer, make(config))

@@ -1,0 +1,118 @@
+/**
+ * The served folder: what is in it, and the bytes of one file — never a byte from outside it.
+ * A requested name must be a plain file name (no separators, no `..`, no leading dot); its real
+ * path, symlinks resolved, must still lie inside the folder; and it must be a regular file.
+ */
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import { Context, Effect, Layer, Schema, type Scope } from "effect"
+import * as Fs from "node:fs"
+import { Readable } from "node:stream"
+import { FileNotFound } from "../../domain/Errors.js"
+
+/** The folder to serve does not exist or is not a folder. */
+export class FolderUnavailable extends Schema.TaggedError<FolderUnavailable>()("FolderUnavailable", {
+  folder: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cannot serve ${this.folder}: ${this.reason}`
+  }
+}
+
+export interface OpenFile {
+  readonly name: string
+  readonly size: number
+  /** Exactly `size` bytes, read as the consumer takes them. */
+  readonly stream: Readable
+}
+
+export class FileStore extends Context.Tag("effect-lb/FileStore")<
+  FileStore,
+  {
+    /** The real path of the served folder. */
+    readonly folder: string
+    /** `{name: type}` of the regular files served, type being the extension without its dot. */
+    readonly list: Effect.Effect<Record<string, string>, FileNotFound>
+    /** Opens one file for reading; it is closed with the scope. */
+    readonly open: (name: string) => Effect.Effect<OpenFile, FileNotFound, Scope.Scope>
+  }
+>() {}
+
+const plainName = /^[^/\\\0.][^/\\\0]{0,254}$/
+
+export const make = (folder: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const unavailable = (reason: string) => new FolderUnavailable({ folder, reason })
+    const root = yield* fs.realPath(folder).pipe(Effect.mapError((error) => unavailable(error.message)))
+    const info = yield* fs.stat(root).pipe(Effect.mapError((error) => unavailable(error.message)))
+    if (info.type !== "Directory") return yield* unavailable("not a folder")
+
+    const notFound = (name: string) =>
+      new FileNotFound({ message: `no file named ${JSON.stringify(name)} is served here` })
+
+    /** The real path of a served regular file, or FileNotFound. */
+    const resolve = (name: string) =>
+      Effect.gen(function* () {
+        if (!plainName.test(name)) return yield* notFound(name)
+        const real = yield* fs.realPath(path.join(root, name)).pipe(Effect.mapError(() => notFound(name)))
+        if (path.dirname(real) !== root && !real.startsWith(root + path.sep)) return yield* notFound(name)
+        const stat = yield* fs.stat(real).pipe(Effect.mapError(() => notFound(name)))
+        if (stat.type !== "File") return yield* notFound(name)
+        return real
+      })
+
+    const list = fs.readDirectory(root).pipe(
+      Effect.mapError((error) => new FileNotFound({ message: `the served folder cannot be read: ${error.message}` })),
+      Effect.flatMap((names) =>
+        Effect.forEach(
+          names.toSorted(),
+          (name) =>
+            resolve(name).pipe(
+              Effect.map((): Array<readonly [string, string]> => [[name, path.extname(name).slice(1)]]),
+              Effect.orElseSucceed(() => [])
+            ),
+          { concurrency: 16 }
+        )
+      ),
+      Effect.map((entries) => Object.fromEntries(entries.flat()))
+    )
+
+    const open = (name: string) =>
+      Effect.gen(function* () {
+        const real = yield* resolve(name)
+        // The stream owns the descriptor (it closes it when it ends or is destroyed); the scope
+        // destroys it in case it was never consumed. It never reads past the size announced to
+        // the peer, even if the file grows meanwhile.
+        const { size, stream } = yield* Effect.acquireRelease(
+          Effect.tryPromise({
+            try: async () => {
+              const handle = await Fs.promises.open(real, Fs.constants.O_RDONLY | Fs.constants.O_NOFOLLOW)
+              const stat = await handle.stat().catch(async (error: unknown) => {
+                await handle.close()
+                throw error
+              })
+              if (!stat.isFile() || stat.size === 0) {
+                await handle.close()
+                return { size: stat.isFile() ? 0 : -1, stream: Readable.from([]) }
+              }
+              return {
+                size: stat.size,
+                stream: handle.createReadStream({ start: 0, end: stat.size - 1, highWaterMark: 256 * 1024 })
+              }
+            },
+            catch: () => notFound(name)
+          }),
+          ({ stream }) => Effect.sync(() => stream.destroy())
+        )
+        if (size < 0) return yield* notFound(name)
+        return { name, size, stream }
+      })
+
+    return FileStore.of({ folder: root, list, open })
+  })
+
+export const layer = (folder: string): Layer.Layer<FileStore, FolderUnavailable, FileSystem.FileSystem | Path.Path> =>
+  Layer.effect(FileStore, make(folder))

@@ -1,0 +1,306 @@
+/**
+ * The wire: how any part of effect-lb listens for and opens framed connections. `layer` is TCP
+ * (accept through `@effect/platform` `SocketServer`, I/O on the Node socket it hands over);
+ * `layerMemory` is an in-process network for tests that are about logic, not sockets, and that
+ * must run on the `TestClock`.
+ */
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
+import { Context, Duration, Effect, FiberSet, Layer, Option, Runtime, Schema, type Scope } from "effect"
+import * as Net from "node:net"
+import { Duplex } from "node:stream"
+import { formatEndpoint } from "../../domain/Server.js"
+import { type Connection, fromDuplex } from "./Connection.js"
+import { makeIdleSweeper } from "./Idle.js"
+import { type RequestPort, runSession, session } from "./RequestPort.js"
+
+/** Where to listen or connect. `port: 0` when listening lets the system pick. */
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+export class ConnectFailed extends Schema.TaggedError<ConnectFailed>()("ConnectFailed", {
+  endpoint: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cannot connect to ${this.endpoint}: ${this.reason}`
+  }
+}
+
+export class ListenFailed extends Schema.TaggedError<ListenFailed>()("ListenFailed", {
+  endpoint: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cannot listen on ${this.endpoint}: ${this.reason}`
+  }
+}
+
+export interface ServeOptions extends Address {
+  readonly maxLine?: number
+}
+
+export interface ConnectOptions {
+  readonly timeout?: Duration.DurationInput
+  readonly maxLine?: number
+}
+
+export type Handler<R> = (connection: Connection) => Effect.Effect<void, never, R>
+
+export class Wire extends Context.Tag("effect-lb/Wire")<
+  Wire,
+  {
+    /** Accepts connections until the scope closes, one fiber per connection; returns the bound address. */
+    readonly serve: <R>(
+      options: ServeOptions,
+      handler: Handler<R>
+    ) => Effect.Effect<Address, ListenFailed, Scope.Scope | R>
+    /** Accepts connections and answers their requests through `port` (the hot path; see RequestPort). */
+    readonly serveRequests: <Req, ReqI, Rep, RepI, R>(
+      options: Address,
+      port: RequestPort<Req, ReqI, Rep, RepI, R>
+    ) => Effect.Effect<Address, ListenFailed, Scope.Scope | R>
+    /** Opens a connection, closed when the scope closes. */
+    readonly connect: (
+      address: Address,
+      options?: ConnectOptions
+    ) => Effect.Effect<Connection, ConnectFailed, Scope.Scope>
+  }
+>() {}
+
+export const defaultConnectTimeout = Duration.seconds(3)
+
+/**
+ * Connections the kernel may hold completed but not yet accepted. Node's default (511) drops the
+ * handshakes of a burst beyond it, which then trickle in seconds later; like HAProxy, match it to
+ * the connection limit (the kernel caps it at net.core.somaxconn).
+ */
+const backlog = 4096
+
+export const reasonOf = (error: unknown): string =>
+  error instanceof Error
+    ? "code" in error && typeof error.code === "string"
+      ? error.code
+      : error.message
+    : String(error)
+
+/** Runs `handler` on a connection and always closes it afterwards, flushing what was written. */
+const handle = <R>(
+  socket: Duplex & { destroySoon?: () => void },
+  peer: string,
+  maxLine: number | undefined,
+  handler: Handler<R>
+) =>
+  Effect.acquireUseRelease(fromDuplex(socket, maxLine === undefined ? { peer } : { peer, maxLine }), handler, () =>
+    Effect.sync(() => {
+      if (socket.destroySoon !== undefined) socket.destroySoon()
+      else socket.end(() => socket.destroy())
+    })
+  )
+
+// ---- TCP -------------------------------------------------------------------------------------------
+
+/** Listens through `@effect/platform`'s SocketServer, one fiber per connection, on the Node socket it hands over. */
+const tcpListen = <R>(options: Address, onSocket: (socket: Net.Socket) => Effect.Effect<void, never, R>) =>
+  Effect.gen(function* () {
+    const server = yield* NodeSocketServer.make({
+      host: options.host,
+      port: options.port,
+      allowHalfOpen: true,
+      backlog
+    }).pipe(
+      Effect.mapError((error) => new ListenFailed({ endpoint: formatEndpoint(options), reason: reasonOf(error.cause) }))
+    )
+    yield* server
+      .run(() =>
+        Effect.serviceOption(NodeSocket.NetSocket).pipe(
+          Effect.flatMap(
+            Option.match({
+              onNone: () => Effect.logError("a connection arrived without its Node socket"),
+              onSome: (socket) => {
+                socket.setNoDelay(true)
+                return onSocket(socket)
+              }
+            })
+          )
+        )
+      )
+      .pipe(Effect.forkScoped)
+    const address = server.address
+    return address._tag === "TcpAddress" ? { host: address.hostname, port: address.port } : options
+  })
+
+const peerOf = (socket: Net.Socket) => () =>
+  formatEndpoint({ host: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 })
+
+const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) =>
+  tcpListen(options, (socket) => handle(socket, peerOf(socket)(), options.maxLine, handler))
+
+/**
+ * Starts a `node:net` listener (with the backlog above) and returns where it listens. Errors after
+ * that (say, out of file descriptors on accept) are logged, not fatal. Closing is the caller's.
+ */
+export const listenNet = (server: Net.Server, options: Address): Effect.Effect<Address, ListenFailed> =>
+  Effect.flatMap(Effect.runtime<never>(), (runtime) =>
+    Effect.async<Address, ListenFailed>((resume) => {
+      const endpoint = formatEndpoint(options)
+      const onError = (error: Error) => resume(Effect.fail(new ListenFailed({ endpoint, reason: reasonOf(error) })))
+      server.once("error", onError)
+      server.listen({ port: options.port, host: options.host, backlog }, () => {
+        server.off("error", onError)
+        server.on("error", (error) =>
+          Runtime.runFork(runtime)(Effect.logWarning(`listener on ${endpoint}: ${reasonOf(error)}`))
+        )
+        const address = server.address()
+        resume(
+          Effect.succeed(
+            address !== null && typeof address === "object" ? { host: address.address, port: address.port } : options
+          )
+        )
+      })
+    })
+  )
+
+/**
+ * The request ports' listener is `node:net` itself, held as a scoped resource: measured on the
+ * Locate path, SocketServer's fiber per connection costs about 47 µs of CPU per connection — more
+ * than node's whole per-connection cost — while a request port needs no fiber per connection at all.
+ */
+const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(options: Address, port: RequestPort<Req, ReqI, Rep, RepI, R>) =>
+  Effect.gen(function* () {
+    const runtime = yield* Effect.runtime<R>()
+    const sweeper = yield* makeIdleSweeper(port.idleTimeout)
+    const sockets = new Set<Net.Socket>()
+    const server = Net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+      sockets.add(socket)
+      runSession(socket, port, runtime, sweeper, peerOf(socket), () => sockets.delete(socket))
+    })
+    const address = yield* listenNet(server, options)
+    yield* Effect.addFinalizer(() =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        for (const socket of sockets) socket.destroy()
+      })
+    )
+    return address
+  })
+
+const tcpConnect = (address: Address, options: ConnectOptions = {}) => {
+  const endpoint = formatEndpoint(address)
+  return Effect.acquireRelease(
+    Effect.async<Net.Socket, ConnectFailed>((resume) => {
+      const socket = Net.createConnection({ host: address.host, port: address.port, noDelay: true })
+      const onError = (error: Error) => resume(Effect.fail(new ConnectFailed({ endpoint, reason: reasonOf(error) })))
+      socket.once("error", onError)
+      socket.once("connect", () => {
+        socket.off("error", onError)
+        resume(Effect.succeed(socket))
+      })
+      return Effect.sync(() => socket.destroy())
+    }).pipe(
+      Effect.timeoutFail({
+        duration: options.timeout ?? defaultConnectTimeout,
+        onTimeout: () => new ConnectFailed({ endpoint, reason: "timed out" })
+      })
+    ),
+    (socket) => Effect.sync(() => socket.destroySoon())
+  ).pipe(
+    Effect.flatMap((socket) =>
+      fromDuplex(socket, {
+        peer: endpoint,
+        localHost: socket.localAddress,
+        ...(options.maxLine === undefined ? {} : { maxLine: options.maxLine })
+      })
+    )
+  )
+}
+
+/** TCP over Node sockets. */
+export const layer: Layer.Layer<Wire> = Layer.succeed(
+  Wire,
+  Wire.of({ serve: tcpServe, serveRequests: tcpServeRequests, connect: tcpConnect })
+)
+
+// ---- in memory -------------------------------------------------------------------------------------
+
+/** One end of an in-memory connection; destroying one end resets the other, as TCP would. */
+class MemoryEnd extends Duplex {
+  peer: MemoryEnd | undefined
+  override _read(): void {}
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.peer?.push(chunk)
+    callback()
+  }
+  override _final(callback: (error?: Error | null) => void): void {
+    this.peer?.push(null)
+    callback()
+  }
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const peer = this.peer
+    this.peer = undefined
+    if (peer !== undefined && !peer.destroyed) {
+      peer.peer = undefined
+      peer.destroy(
+        this.writableFinished ? undefined : Object.assign(new Error("connection reset"), { code: "ECONNRESET" })
+      )
+    }
+    callback(error)
+  }
+}
+
+/** An in-process network: `serve` registers a handler under an address, `connect` pairs two streams. */
+export const layerMemory: Layer.Layer<Wire> = Layer.sync(Wire, () => {
+  const listeners = new Map<string, (socket: MemoryEnd) => void>()
+  let nextPort = 40000
+  const listen = <R>(options: Address, onSocket: (socket: MemoryEnd) => Effect.Effect<void, never, R>) =>
+    Effect.gen(function* () {
+      const address = { host: options.host, port: options.port === 0 ? nextPort++ : options.port }
+      const key = formatEndpoint(address)
+      if (listeners.has(key)) return yield* new ListenFailed({ endpoint: key, reason: "EADDRINUSE" })
+      const fibers = yield* FiberSet.make()
+      const run = yield* FiberSet.runtime(fibers)<R>()
+      listeners.set(key, (socket) => {
+        run(onSocket(socket))
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => listeners.delete(key)))
+      return address
+    })
+  return Wire.of({
+    serve: <R>(options: ServeOptions, handler: Handler<R>) =>
+      listen(options, (socket) => handle(socket, "memory-client", options.maxLine, handler)),
+    serveRequests: <Req, ReqI, Rep, RepI, R>(options: Address, port: RequestPort<Req, ReqI, Rep, RepI, R>) =>
+      Effect.gen(function* () {
+        const runtime = yield* Effect.runtime<R>()
+        const sweeper = yield* makeIdleSweeper(port.idleTimeout)
+        return yield* listen(options, (socket) =>
+          session(socket, port, runtime, sweeper, () => "memory-client").pipe(
+            Effect.ensuring(Effect.sync(() => socket.destroy()))
+          )
+        )
+      }),
+    connect: (address: Address, options: ConnectOptions = {}) =>
+      Effect.acquireRelease(
+        Effect.suspend(() => {
+          const endpoint = formatEndpoint(address)
+          const listener = listeners.get(endpoint)
+          if (listener === undefined) return Effect.fail(new ConnectFailed({ endpoint, reason: "ECONNREFUSED" }))
+          const client = new MemoryEnd()
+          const server = new MemoryEnd()
+          client.peer = server
+          server.peer = client
+          listener(server)
+          return Effect.succeed(client)
+        }),
+        (socket) => Effect.sync(() => socket.end(() => socket.destroy()))
+      ).pipe(
+        Effect.flatMap((socket) =>
+          fromDuplex(socket, {
+            peer: formatEndpoint(address),
+            ...(options.maxLine === undefined ? {} : { maxLine: options.maxLine })
+          })
+        )
+      )
+  })
+})

@@ -1,0 +1,238 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Exit, Layer, Metric, Option, Scope } from "effect"
+import * as Crypto from "node:crypto"
+import * as Net from "node:net"
+import { Host, Port, ServerId, Weight } from "../../../src/domain/Server.js"
+import * as Metrics from "../../../src/services/balancer/Metrics.js"
+import * as Proxy from "../../../src/services/balancer/Proxy.js"
+import { ServerRegistry } from "../../../src/services/balancer/ServerRegistry.js"
+import { balancerLayer } from "../../support/balancer.js"
+
+/** A TCP backend: echoes what it gets (ending when the client ends), or behaves as told. */
+const backend = (behaviour: "echo" | "hold" | "die after 64 KiB" | Buffer = "echo") =>
+  Effect.acquireRelease(
+    Effect.async<{ server: Net.Server; port: number; sockets: Set<Net.Socket>; accepted: { count: number } }>(
+      (resume) => {
+        const sockets = new Set<Net.Socket>()
+        const accepted = { count: 0 }
+        const server = Net.createServer({ allowHalfOpen: true }, (socket) => {
+          accepted.count += 1
+          sockets.add(socket)
+          socket.on("close", () => sockets.delete(socket))
+          socket.on("error", () => undefined)
+          if (behaviour === "echo") socket.pipe(socket)
+          // Answers the first bytes with the whole buffer and closes its side: a download.
+          if (Buffer.isBuffer(behaviour)) socket.once("data", () => socket.end(behaviour))
+          if (behaviour === "die after 64 KiB") {
+            let seen = 0
+            socket.on("data", (chunk: Buffer) => {
+              seen += chunk.length
+              if (seen >= 64 * 1024) socket.destroy()
+            })
+          }
+        })
+        server.listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          resume(
+            Effect.succeed({
+              server,
+              port: typeof address === "object" && address !== null ? address.port : 0,
+              sockets,
+              accepted
+            })
+          )
+        })
+      }
+    ),
+    ({ server, sockets }) =>
+      Effect.async<void>((resume) => {
+        sockets.forEach((socket) => socket.destroy())
+        server.close(() => resume(Effect.void))
+      })
+  )
+
+const register = (id: string, port: number, weight = 1) =>
+  Effect.flatMap(ServerRegistry, (registry) =>
+    registry.add({
+      id: ServerId.make(id),
+      host: Host.make("127.0.0.1"),
+      port: Port.make(port),
+      weight: Weight.make(weight)
+    })
+  )
+
+const proxyWith = (strategy: string, overrides: Partial<Proxy.ProxyConfig> = {}) =>
+  Proxy.layer({ ...Proxy.defaults, port: 0, ...overrides }).pipe(Layer.provideMerge(balancerLayer(strategy)))
+
+const proxyPort = Effect.map(Proxy.Proxy, (proxy) => proxy.address.port)
+
+/** Sends `payload`, half-closes, and collects everything until the proxy closes the connection. */
+const roundTrip = (port: number, payload: Buffer) =>
+  Effect.async<{ received: Buffer; ms: number }>((resume) => {
+    const started = Date.now()
+    const socket = Net.createConnection({ host: "127.0.0.1", port, allowHalfOpen: true })
+    const chunks: Array<Buffer> = []
+    socket.on("data", (chunk) => chunks.push(chunk))
+    socket.on("error", () => undefined)
+    socket.on("close", () => resume(Effect.succeed({ received: Buffer.concat(chunks), ms: Date.now() - started })))
+    socket.end(payload)
+  })
+
+/** Opens a connection through the proxy and keeps it (sending a byte so it is surely paired). */
+const hold = (port: number) =>
+  Effect.acquireRelease(
+    Effect.async<Net.Socket>((resume) => {
+      const socket = Net.createConnection({ host: "127.0.0.1", port }, () => {
+        socket.write("x")
+        socket.once("data", () => resume(Effect.succeed(socket)))
+      })
+      socket.on("error", () => undefined)
+    }),
+    (socket) => Effect.sync(() => socket.destroy())
+  )
+
+const activeOf = (id: string) =>
+  Effect.flatMap(ServerRegistry, (registry) => registry.get(ServerId.make(id))).pipe(
+    Effect.map(Option.match({ onNone: () => -1, onSome: (server) => server.active }))
+  )
+
+describe("Proxy over loopback", () => {
+  it.scopedLive("passes bytes exactly both ways, 8 MB, and honours a half-close", () =>
+    Effect.gen(function* () {
+      const echo = yield* backend("echo")
+      yield* register("echo", echo.port)
+      const payload = Crypto.randomBytes(8 * 1024 * 1024)
+      const { received } = yield* roundTrip(yield* proxyPort, payload)
+      // The client half-closed after sending; the echo still came back in full, then the close.
+      expect(received.length).toBe(payload.length)
+      expect(received.equals(payload)).toBe(true)
+    }).pipe(Effect.provide(proxyWith("round-robin")))
+  )
+
+  it.scopedLive("delivers every byte to a slow client after the backend has sent them all and closed", () =>
+    Effect.gen(function* () {
+      const payload = Crypto.randomBytes(16 * 1024 * 1024)
+      const sender = yield* backend(payload)
+      yield* register("sender", sender.port)
+      const port = yield* proxyPort
+      // A client that reads a chunk, then waits a moment: its receive buffer stays full, so the
+      // proxy still holds bytes for it when the backend's side has long finished.
+      const received = yield* Effect.async<Buffer>((resume) => {
+        const socket = Net.createConnection({ host: "127.0.0.1", port, allowHalfOpen: true })
+        const chunks: Array<Buffer> = []
+        socket.on("data", (chunk: Buffer) => {
+          chunks.push(chunk)
+          socket.pause()
+          setTimeout(() => socket.resume(), 1)
+        })
+        socket.on("error", () => undefined)
+        socket.on("close", () => resume(Effect.succeed(Buffer.concat(chunks))))
+        socket.end("send it")
+      })
+      expect(received.length).toBe(payload.length)
+      expect(received.equals(payload)).toBe(true)
+    }).pipe(Effect.provide(proxyWith("round-robin")))
+  )
+
+  it.scopedLive("skips a backend that refuses the connect, before the client sees a byte, and marks it dead", () =>
+    Effect.gen(function* () {
+      const echo = yield* backend("echo")
+      yield* register("refuses", 1)
+      yield* register("echo", echo.port)
+      const { received } = yield* roundTrip(yield* proxyPort, Buffer.from("hello"))
+      expect(received.toString()).toBe("hello")
+      const registry = yield* ServerRegistry
+      const refused = yield* registry.get(ServerId.make("refuses"))
+      expect(Option.map(refused, (s) => s.state)).toEqual(Option.some("dead"))
+    }).pipe(Effect.provide(proxyWith("round-robin")))
+  )
+
+  it.scopedLive("closes the client's connection when its backend dies mid-stream (it never hangs)", () =>
+    Effect.gen(function* () {
+      const dying = yield* backend("die after 64 KiB")
+      yield* register("dying", dying.port)
+      const { ms } = yield* roundTrip(yield* proxyPort, Crypto.randomBytes(1024 * 1024)).pipe(
+        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("the client hung") })
+      )
+      expect(ms).toBeLessThan(5000)
+    }).pipe(Effect.provide(proxyWith("round-robin")))
+  )
+
+  it.scopedLive("steers least-connection by the exact count of open connections", () =>
+    Effect.gen(function* () {
+      const a = yield* backend("echo")
+      const b = yield* backend("echo")
+      yield* register("a", a.port)
+      yield* register("b", b.port, 2)
+      const port = yield* proxyPort
+      const scope = yield* Scope.make()
+      for (let i = 0; i < 6; i++) yield* hold(port).pipe(Scope.extend(scope))
+      // Weights 1:2: least connections per unit of weight gives 2 and 4.
+      expect([yield* activeOf("a"), yield* activeOf("b")]).toEqual([2, 4])
+      expect([a.sockets.size, b.sockets.size]).toEqual([2, 4])
+      yield* Scope.close(scope, Exit.void)
+      yield* Effect.sleep("200 millis")
+      expect([yield* activeOf("a"), yield* activeOf("b")]).toEqual([0, 0])
+    }).pipe(Effect.provide(proxyWith("weighted-least-connection")))
+  )
+
+  it.scopedLive("consistent-hash keeps a client (by its address) on one backend", () =>
+    Effect.gen(function* () {
+      const backends = yield* Effect.forEach([1, 2, 3, 4], () => backend("echo"))
+      yield* Effect.forEach(backends, (b, i) => register(`b${i}`, b.port))
+      const port = yield* proxyPort
+      for (let i = 0; i < 6; i++) {
+        const { received } = yield* roundTrip(port, Buffer.from(`request ${i}`))
+        expect(received.toString()).toBe(`request ${i}`)
+      }
+      // Every connection came from 127.0.0.1: all six on the same backend.
+      expect(backends.map((b) => b.accepted.count).sort()).toEqual([0, 0, 0, 6])
+    }).pipe(Effect.provide(proxyWith("consistent-hash")))
+  )
+
+  it.scopedLive("refuses connections past its limit at once, and closes idle ones", () =>
+    Effect.gen(function* () {
+      const echo = yield* backend("echo")
+      yield* register("echo", echo.port)
+      const port = yield* proxyPort
+      const turnedAway = Metric.value(Metric.tagged(Metrics.proxyTurnedAway, "reason", "limit"))
+      const before = (yield* turnedAway).count
+      yield* hold(port)
+      yield* hold(port)
+      const third = yield* roundTrip(port, Buffer.from("too many"))
+      expect(third.received.length).toBe(0)
+      expect(third.ms).toBeLessThan(1000)
+      expect((yield* turnedAway).count).toBe(before + 1)
+      // The two held connections idle out after 300 ms.
+      yield* Effect.sleep("1 second")
+      const proxy = yield* Proxy.Proxy
+      expect(yield* proxy.open).toBe(0)
+    }).pipe(Effect.provide(proxyWith("round-robin", { maxConnections: 2, idleTimeout: "300 millis" })))
+  )
+
+  it.scopedLive("on shutdown stops accepting and lets an open connection finish, up to the drain timeout", () =>
+    Effect.gen(function* () {
+      const echo = yield* backend("echo")
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(proxyWith("round-robin", { drainTimeout: "500 millis" }), scope)
+      yield* register("echo", echo.port).pipe(Effect.provide(context))
+      const port = Context.get(context, Proxy.Proxy).address.port
+      const open = yield* hold(port)
+      const closing = Date.now()
+      const closed = Effect.async<number>((resume) => {
+        open.once("close", () => resume(Effect.succeed(Date.now() - closing)))
+      })
+      yield* Scope.close(scope, Exit.void)
+      // New connections are refused at once; the open one was cut at the drain timeout.
+      const refused = yield* Effect.async<boolean>((resume) => {
+        const socket = Net.createConnection({ host: "127.0.0.1", port })
+        socket.once("connect", () => resume(Effect.succeed(false)))
+        socket.once("error", () => resume(Effect.succeed(true)))
+      })
+      expect(refused).toBe(true)
+      const after = yield* closed
+      expect(after).toBeGreaterThanOrEqual(400)
+      expect(after).toBeLessThan(2000)
+    })
+  )
+})
