@@ -8,7 +8,8 @@ import { Effect, Layer } from "effect"
 import { Host, Port, ServerId, Weight } from "../src/domain/Server.js"
 import * as Balancer from "../src/services/balancer/Balancer.js"
 import * as ServerRegistry from "../src/services/balancer/ServerRegistry.js"
-import { all, type Candidate, Strategies } from "../src/services/balancer/strategies/Strategy.js"
+import { catalog, Strategies } from "../src/services/balancer/strategies/Catalog.js"
+import { type Candidate, Strategy } from "../src/services/balancer/strategies/Strategy.js"
 import { fixed } from "./support.js"
 
 const sizes = [10, 50, 1_000, 10_000]
@@ -39,10 +40,12 @@ const keys = Array.from({ length: 1024 }, (_, i) => `10.0.${i >> 8}.${i & 255}`)
 let k = 0
 const nextKey = () => keys[k++ & 1023]
 const rows: Array<Array<string>> = []
-for (const definition of all) {
+for (const member of catalog) {
+  // Each strategy from its own layer, as the balancer gets it.
+  const definition = Effect.runSync(Effect.provide(Strategy, member.layer))
   for (const n of sizes) {
     const servers = candidates(n)
-    const strategy = definition.make()
+    const strategy = definition.makePicker()
     for (const server of servers) strategy.upsert(server)
     const load = servers.map((server) => server.active)
     // A pick, plus the update a real pick causes: one more connection on the chosen server.
@@ -59,7 +62,7 @@ for (const definition of all) {
       }
     })
 
-    const layer = Balancer.layer(definition.name).pipe(
+    const layer = Balancer.layer(member.name).pipe(
       Layer.provideMerge(ServerRegistry.layer()),
       Layer.provide(Strategies.layer)
     )
@@ -86,7 +89,7 @@ for (const definition of all) {
     }).pipe(Effect.provide(layer), Effect.scoped, Effect.runSync)
 
     rows.push([
-      definition.name,
+      member.name,
       String(n),
       fixed(pickOnly / 1000, 3),
       fixed(pickAndCount / 1000, 3),

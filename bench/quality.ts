@@ -9,7 +9,7 @@
  */
 import * as Net from "node:net"
 import { parseArgs } from "node:util"
-import { names } from "../src/services/balancer/strategies/Strategy.js"
+import { names } from "../src/services/balancer/strategies/Catalog.js"
 import { type Child, effectLb, fixed, start } from "./support.js"
 
 const { values } = parseArgs({

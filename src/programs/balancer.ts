@@ -9,7 +9,7 @@ import * as HealthMonitor from "../services/balancer/HealthMonitor.js"
 import * as Operator from "../services/balancer/Operator.js"
 import * as Proxy from "../services/balancer/Proxy.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
-import { names, Strategies } from "../services/balancer/strategies/Strategy.js"
+import { names, Strategies, type StrategyName } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
 import {
   decodedWith,
@@ -25,7 +25,7 @@ import {
 export interface BalancerOptions {
   readonly host: string
   readonly port: number
-  readonly strategy: string
+  readonly strategy: StrategyName
   readonly servers: ReadonlyArray<typeof ServerAddressFromText.Type>
   readonly monitor: HealthMonitor.MonitorConfig
   readonly token: Option.Option<string>

@@ -19,7 +19,7 @@ import * as FileServer from "../services/server/FileServer.js"
 import * as FileStore from "../services/server/FileStore.js"
 import * as HealthMonitor from "../services/balancer/HealthMonitor.js"
 import { ServerRegistry } from "../services/balancer/ServerRegistry.js"
-import { names } from "../services/balancer/strategies/Strategy.js"
+import { names, type StrategyName } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
 import { balancerLayer } from "./balancer.js"
 import { interactive, type ServerControls } from "./interactive.js"
@@ -28,12 +28,12 @@ import { decodedWith, duration, port, sampleFolder } from "./options.js"
 
 export interface Settings {
   readonly servers: number
-  readonly strategy: string
+  readonly strategy: StrategyName
 }
 
 /** Asks for what the flags leave out; without a terminal, takes defaults and says so. */
 export const askSettings = (
-  flags: { servers: Option.Option<number>; strategy: Option.Option<string> },
+  flags: { servers: Option.Option<number>; strategy: Option.Option<StrategyName> },
   canAsk: boolean
 ) =>
   Effect.gen(function* () {

@@ -3,13 +3,14 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
 import * as Net from "node:net"
 import { askSettings, weightsFor } from "../../src/programs/playground.js"
+import type { StrategyName } from "../../src/services/balancer/strategies/Catalog.js"
 import { eventually } from "../support/eventually.js"
 import { spawn } from "../support/process.js"
 import * as TestTerminal from "../support/terminal.js"
 import { backspace, down, enter, type } from "../support/terminal.js"
 
 const files = Layer.merge(NodeFileSystem.layer, NodePath.layer)
-const none = { servers: Option.none<number>(), strategy: Option.none<string>() }
+const none = { servers: Option.none<number>(), strategy: Option.none<StrategyName>() }
 
 const refused = (port: number) =>
   Effect.async<boolean>((resume) => {
@@ -43,7 +44,7 @@ describe("the playground's questions", () => {
 
   it.effect("asks nothing the flags already say, and takes defaults without a terminal", () =>
     Effect.gen(function* () {
-      const given = yield* askSettings({ servers: Option.some(7), strategy: Option.some("round-robin") }, true).pipe(
+      const given = yield* askSettings({ servers: Option.some(7), strategy: Option.some<StrategyName>("round-robin") }, true).pipe(
         Effect.provide(Layer.merge(files, TestTerminal.layer([], [])))
       )
       expect(given).toEqual({ servers: 7, strategy: "round-robin" })

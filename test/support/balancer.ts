@@ -5,7 +5,7 @@ import { Host, Port, ServerId, type ServerSpec, Weight } from "../../src/domain/
 import * as Balancer from "../../src/services/balancer/Balancer.js"
 import * as Operator from "../../src/services/balancer/Operator.js"
 import * as ServerRegistry from "../../src/services/balancer/ServerRegistry.js"
-import { Strategies } from "../../src/services/balancer/strategies/Strategy.js"
+import { Strategies, type StrategyName } from "../../src/services/balancer/strategies/Catalog.js"
 import { Wire } from "../../src/services/wire/Wire.js"
 
 export const spec = (n: number, weight = 1, host = "127.0.0.1"): ServerSpec => ({
@@ -16,7 +16,10 @@ export const spec = (n: number, weight = 1, host = "127.0.0.1"): ServerSpec => (
 })
 
 /** A registry, a balancer over it with the real strategy table, and the operator's controls. */
-export const balancerLayer = (strategy = "round-robin", operator: Partial<Operator.OperatorConfig> = {}) =>
+export const balancerLayer = (
+  strategy: StrategyName = "round-robin",
+  operator: Partial<Operator.OperatorConfig> = {}
+) =>
   Operator.layer({ ...Operator.defaults, ...operator }).pipe(
     Layer.provideMerge(Balancer.layer(strategy)),
     Layer.provideMerge(ServerRegistry.layer()),

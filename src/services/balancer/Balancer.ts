@@ -9,7 +9,8 @@ import { InvalidRequest, NoServerAvailable } from "../../domain/Errors.js"
 import type { Endpoint, ServerId, ServerLocation } from "../../domain/Server.js"
 import * as Metrics from "./Metrics.js"
 import { ServerRegistry } from "./ServerRegistry.js"
-import { type Candidate, Strategies, type Strategy, type StrategyDefinition } from "./strategies/Strategy.js"
+import { isStrategyName, Strategies, type StrategyName } from "./strategies/Catalog.js"
+import type { Candidate, Picker, Strategy } from "./strategies/Strategy.js"
 
 export class Balancer extends Context.Tag("effect-lb/Balancer")<
   Balancer,
@@ -26,7 +27,7 @@ export class Balancer extends Context.Tag("effect-lb/Balancer")<
     ) => Either.Either<ServerLocation, NoServerAvailable>
     /** Whether the current strategy picks by the client's key (so the caller should find one). */
     readonly unsafeKeyed: () => boolean
-    readonly strategy: Effect.Effect<string>
+    readonly strategy: Effect.Effect<StrategyName>
     /** Switches strategy at once; an unknown name is `InvalidRequest` and changes nothing. */
     readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
   }
@@ -34,21 +35,18 @@ export class Balancer extends Context.Tag("effect-lb/Balancer")<
 
 const nothingExcluded: ReadonlySet<ServerId> = new Set()
 
-export const make = (initialStrategy: string) =>
+export const make = (initialStrategy: StrategyName) =>
   Effect.gen(function* () {
     const registry = yield* ServerRegistry
     const strategies = yield* Strategies
 
     const find = (name: string) =>
       Effect.suspend(() => {
-        const definition = strategies.get(name)
-        return definition === undefined
-          ? Effect.fail(
-              new InvalidRequest({
-                message: `unknown strategy "${name}"; known: ${[...strategies.keys()].join(", ")}`
-              })
-            )
-          : Effect.succeed(definition)
+        const definition = isStrategyName(name) ? strategies.get(name) : undefined
+        if (isStrategyName(name) && definition !== undefined) return Effect.succeed({ name, definition })
+        return Effect.fail(
+          new InvalidRequest({ message: `unknown strategy "${name}"; known: ${[...strategies.keys()].join(", ")}` })
+        )
       })
 
     /** The labels a pick is counted under, per server, for one strategy. */
@@ -56,11 +54,12 @@ export const make = (initialStrategy: string) =>
       Metrics.labelCache((id: ServerId) => [MetricLabel.make("server", id), MetricLabel.make("strategy", strategy)])
     const initial = yield* find(initialStrategy).pipe(Effect.orDie)
     let current: {
-      definition: StrategyDefinition
-      instance: Strategy
+      name: StrategyName
+      definition: Context.Tag.Service<Strategy>
+      instance: Picker
       labels: (id: ServerId) => ReadonlyArray<MetricLabel.MetricLabel>
     } = {
-      definition: initial,
+      ...initial,
       instance: { upsert: () => undefined, remove: () => undefined, pick: () => undefined },
       labels: labelsFor(initial.name)
     }
@@ -69,16 +68,19 @@ export const make = (initialStrategy: string) =>
       if (candidate === undefined) current.instance.remove(id)
       else current.instance.upsert(candidate)
     })
-    const seeded = (definition: StrategyDefinition, candidates: ReadonlyArray<Candidate>) => {
-      const instance = definition.make()
+    const seeded = (
+      { name, definition }: { name: StrategyName; definition: Context.Tag.Service<Strategy> },
+      candidates: ReadonlyArray<Candidate>
+    ) => {
+      const instance = definition.makePicker()
       for (const candidate of candidates) instance.upsert(candidate)
-      return { definition, instance, labels: labelsFor(definition.name) }
+      return { name, definition, instance, labels: labelsFor(name) }
     }
-    current = seeded(current.definition, live)
+    current = seeded(initial, live)
 
     const noServer = new NoServerAvailable({ message: "no live server is available" })
     const strategyLabels = Metrics.labelCache((strategy: string) => [MetricLabel.make("strategy", strategy)])
-    Metrics.unsafeStrategyIs(current.definition.name, strategies.keys())
+    Metrics.unsafeStrategyIs(current.name, strategies.keys())
 
     const unsafeDetermineServer = (exclude: ReadonlyArray<Endpoint> = [], key?: string) => {
       let skip = nothingExcluded
@@ -91,7 +93,7 @@ export const make = (initialStrategy: string) =>
         current.instance.pick(skip, key) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded, key) : undefined)
       const location = id === undefined ? undefined : registry.unsafeLocated(id)
       if (location === undefined) {
-        Metrics.picksFailed.unsafeUpdate(1, strategyLabels(current.definition.name))
+        Metrics.picksFailed.unsafeUpdate(1, strategyLabels(current.name))
         return Either.left(noServer)
       }
       Metrics.locates.unsafeUpdate(1, current.labels(location.id))
@@ -102,16 +104,16 @@ export const make = (initialStrategy: string) =>
       determineServer: (exclude, key) => Effect.suspend(() => unsafeDetermineServer(exclude, key)),
       unsafeDetermineServer,
       unsafeKeyed: () => current.definition.keyed === true,
-      strategy: Effect.sync(() => current.definition.name),
+      strategy: Effect.sync(() => current.name),
       setStrategy: (name) =>
-        Effect.flatMap(find(name), (definition) =>
+        Effect.flatMap(find(name), (found) =>
           Effect.sync(() => {
-            current = seeded(definition, registry.unsafeLive())
-            Metrics.unsafeStrategyIs(definition.name, strategies.keys())
+            current = seeded(found, registry.unsafeLive())
+            Metrics.unsafeStrategyIs(found.name, strategies.keys())
           })
         )
     })
   })
 
-export const layer = (initialStrategy: string): Layer.Layer<Balancer, never, ServerRegistry | Strategies> =>
+export const layer = (initialStrategy: StrategyName): Layer.Layer<Balancer, never, ServerRegistry | Strategies> =>
   Layer.scoped(Balancer, make(initialStrategy))

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, FastCheck, Option } from "effect"
 import { Balancer } from "../../../src/services/balancer/Balancer.js"
 import { ServerRegistry } from "../../../src/services/balancer/ServerRegistry.js"
-import { names } from "../../../src/services/balancer/strategies/Strategy.js"
+import { names } from "../../../src/services/balancer/strategies/Catalog.js"
 import { balancerLayer, spec } from "../../support/balancer.js"
 
 const endpoint = (n: number) => ({ host: spec(n).host, port: spec(n).port })

@@ -20,12 +20,13 @@ import * as FileStore from "../../../src/services/server/FileStore.js"
 import { ServerRegistry } from "../../../src/services/balancer/ServerRegistry.js"
 import * as Wire from "../../../src/services/wire/Wire.js"
 import { balancerLayer, spec } from "../../support/balancer.js"
+import type { StrategyName } from "../../../src/services/balancer/strategies/Catalog.js"
 import { servedFolder } from "../../support/fixtures.js"
 import { eventually } from "../../support/eventually.js"
 import { lines, raw } from "../../support/net.js"
 import { connectTo } from "../../support/server.js"
 
-const plane = (options: { token?: string; strategy?: string } = {}) =>
+const plane = (options: { token?: string; strategy?: StrategyName } = {}) =>
   ControlPlane.layer({ ...ControlPlane.defaults, port: 0 }).pipe(
     Layer.provideMerge(balancerLayer(options.strategy, { token: options.token }))
   )

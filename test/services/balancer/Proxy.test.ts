@@ -7,6 +7,7 @@ import * as Metrics from "../../../src/services/balancer/Metrics.js"
 import * as Proxy from "../../../src/services/balancer/Proxy.js"
 import { ServerRegistry } from "../../../src/services/balancer/ServerRegistry.js"
 import { balancerLayer } from "../../support/balancer.js"
+import type { StrategyName } from "../../../src/services/balancer/strategies/Catalog.js"
 
 /** A TCP backend: echoes what it gets (ending when the client ends), or behaves as told. */
 const backend = (behaviour: "echo" | "hold" | "die after 64 KiB" | Buffer = "echo") =>
@@ -61,7 +62,7 @@ const register = (id: string, port: number, weight = 1) =>
     })
   )
 
-const proxyWith = (strategy: string, overrides: Partial<Proxy.ProxyConfig> = {}) =>
+const proxyWith = (strategy: StrategyName, overrides: Partial<Proxy.ProxyConfig> = {}) =>
   Proxy.layer({ ...Proxy.defaults, port: 0, ...overrides }).pipe(Layer.provideMerge(balancerLayer(strategy)))
 
 const proxyPort = Effect.map(Proxy.Proxy, (proxy) => proxy.address.port)

@@ -35,7 +35,7 @@ import * as Metrics from "../Metrics.js"
 import { Operator } from "../Operator.js"
 import * as Prometheus from "./Prometheus.js"
 import { ServerRegistry } from "../ServerRegistry.js"
-import { Strategies } from "../strategies/Strategy.js"
+import { Strategies } from "../strategies/Catalog.js"
 import { type Address, ListenFailed } from "../../wire/Wire.js"
 
 export interface AdminConfig {

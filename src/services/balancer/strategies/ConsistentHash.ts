@@ -12,9 +12,12 @@
  * every time. Lookup is a binary search, O(log points); the ring is rebuilt only when a server
  * joins, leaves or changes weight, not on load reports. Without a key, servers are taken in turn.
  */
+import { Effect, Layer } from "effect"
 import type { ServerId } from "../../../domain/Server.js"
-import type { StrategyDefinition } from "./Strategy.js"
-import { roundRobin } from "./RoundRobin.js"
+import { RoundRobin } from "./RoundRobin.js"
+import { type Picker, Strategy, type StrategyModule } from "./Strategy.js"
+
+const name = "consistent-hash"
 
 /**
  * Points per unit of weight (as ketama's 160 a server). A ring hash is never exactly fair: with
@@ -96,57 +99,65 @@ const firstAtOrAfter = (points: Uint32Array, h: number) => {
   return low === points.length ? 0 : low
 }
 
-export const consistentHash: StrategyDefinition = {
-  name: "consistent-hash",
-  summary: "the same client (or key) to the same server while it is live; a change moves only its share",
-  keyed: true,
-  make: () => {
-    const weights = new Map<ServerId, number>()
-    // Without a key there is nothing to be faithful to: each server in turn.
-    const unkeyed = roundRobin.make()
-    let ring = emptyRing
-    // Changes are batched and applied at the next keyed pick: a hundred servers joining at start
-    // cost one pass over the ring, not a hundred.
-    const leaving = new Set<ServerId>()
-    const joining = new Map<ServerId, number>()
-    const current = () => {
-      if (leaving.size > 0 || joining.size > 0) {
-        ring = rebuilt(ring, leaving, joining)
-        leaving.clear()
-        joining.clear()
-      }
-      return ring
+/** `unkeyed` serves picks without a key: there is nothing to be faithful to, so each server in turn. */
+export const makeRingPicker = (unkeyed: Picker): Picker => {
+  const weights = new Map<ServerId, number>()
+  let ring = emptyRing
+  // Changes are batched and applied at the next keyed pick: a hundred servers joining at start
+  // cost one pass over the ring, not a hundred.
+  const leaving = new Set<ServerId>()
+  const joining = new Map<ServerId, number>()
+  const current = () => {
+    if (leaving.size > 0 || joining.size > 0) {
+      ring = rebuilt(ring, leaving, joining)
+      leaving.clear()
+      joining.clear()
     }
-    return {
-      upsert: (candidate) => {
-        // Load reports come often and change nothing here: only joining or a new weight does.
-        const known = weights.get(candidate.id)
-        if (known === candidate.weight) return
-        unkeyed.upsert(candidate)
-        if (known !== undefined) leaving.add(candidate.id)
-        weights.set(candidate.id, candidate.weight)
-        joining.set(candidate.id, candidate.weight)
-      },
-      remove: (id) => {
-        if (!weights.delete(id)) return
-        unkeyed.remove(id)
-        leaving.add(id)
-        joining.delete(id)
-      },
-      pick: (skip, key) => {
-        if (key === undefined) return unkeyed.pick(skip)
-        let skipped = 0
-        for (const id of skip) if (weights.has(id)) skipped++
-        if (skipped >= weights.size) return undefined
-        const { points, owners } = current()
-        const start = firstAtOrAfter(points, hash(key))
-        // Walk on past skipped servers: the next one on the ring, the same one every time.
-        for (let step = 0; step < points.length; step++) {
-          const owner = owners[(start + step) % points.length]
-          if (owner !== undefined && !skip.has(owner)) return owner
-        }
-        return undefined
+    return ring
+  }
+  return {
+    upsert: (candidate) => {
+      // Load reports come often and change nothing here: only joining or a new weight does.
+      const known = weights.get(candidate.id)
+      if (known === candidate.weight) return
+      unkeyed.upsert(candidate)
+      if (known !== undefined) leaving.add(candidate.id)
+      weights.set(candidate.id, candidate.weight)
+      joining.set(candidate.id, candidate.weight)
+    },
+    remove: (id) => {
+      if (!weights.delete(id)) return
+      unkeyed.remove(id)
+      leaving.add(id)
+      joining.delete(id)
+    },
+    pick: (skip, key) => {
+      if (key === undefined) return unkeyed.pick(skip)
+      let skipped = 0
+      for (const id of skip) if (weights.has(id)) skipped++
+      if (skipped >= weights.size) return undefined
+      const { points, owners } = current()
+      const start = firstAtOrAfter(points, hash(key))
+      // Walk on past skipped servers: the next one on the ring, the same one every time.
+      for (let step = 0; step < points.length; step++) {
+        const owner = owners[(start + step) % points.length]
+        if (owner !== undefined && !skip.has(owner)) return owner
       }
+      return undefined
     }
   }
+}
+
+/** Built on round-robin's layer, which serves the picks that come without a key. */
+export const ConsistentHash: StrategyModule<typeof name> = {
+  name,
+  layer: Layer.effect(
+    Strategy,
+    Effect.map(Strategy, (roundRobin) => ({
+      name,
+      summary: "the same client (or key) to the same server while it is live; a change moves only its share",
+      keyed: true,
+      makePicker: () => makeRingPicker(roundRobin.makePicker())
+    }))
+  ).pipe(Layer.provide(RoundRobin.layer))
 }

@@ -5,7 +5,7 @@
  * ago, so ties rotate instead of always hitting the same server.
  */
 import type { ServerId } from "../../../domain/Server.js"
-import type { Candidate, StrategyDefinition } from "./Strategy.js"
+import type { Candidate, Picker } from "./Strategy.js"
 import { IndexedHeap, pickSkipping } from "./Heap.js"
 
 interface Ranked {
@@ -24,16 +24,10 @@ const before = (a: Ranked, b: Ranked) =>
         ? a.weight > b.weight
         : a.lastPicked < b.lastPicked
 
-/** `tieBreak`: among equal scores, the lower wins (before weight and rotation). */
-export const leastBy = (
-  name: string,
-  summary: string,
-  score: (candidate: Candidate) => number,
-  tieBreak: (candidate: Candidate) => number = () => 0
-): StrategyDefinition => ({
-  name,
-  summary,
-  make: () => {
+/** A picker by lowest `score`; `tieBreak`: among equal scores, the lower wins (before weight and rotation). */
+export const leastBy =
+  (score: (candidate: Candidate) => number, tieBreak: (candidate: Candidate) => number = () => 0) =>
+  (): Picker => {
     const heap = new IndexedHeap<ServerId, Ranked>(before)
     let picks = 0
     return {
@@ -66,4 +60,3 @@ export const leastBy = (
       }
     }
   }
-})

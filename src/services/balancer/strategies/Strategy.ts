@@ -1,18 +1,17 @@
 /**
- * A load-balancing strategy: given the eligible servers, pick one. Each strategy is one small file in
- * `strategies/`, listed once in `all` below; the balancer never knows which one it runs.
+ * What a load-balancing strategy is: given the eligible servers, pick one. `Strategy` is one
+ * service with an implementation per file in this folder, each a `Layer` (as a platform service has
+ * a layer per platform); `Catalog.ts` lists them and the balancer never knows which one it runs.
  *
- * A strategy keeps its own index of the servers it is given (`upsert`/`remove`), so a pick costs
- * O(1) or O(log n) instead of a scan, and it sees only those figures — never the registry, never a
- * socket — so it can be property-tested as a plain object.
+ * A strategy hands out pickers. A picker keeps its own index of the servers it is given
+ * (`upsert`/`remove`), so a pick costs O(1) or O(log n) instead of a scan, and it sees only those
+ * figures — never the registry, never a socket — so property tests can drive it as a plain object.
+ * Making a picker is synchronous, so the balancer switches strategy in one step. A strategy that
+ * needs time or randomness takes `Clock`/`Random` from the environment when its layer is built, so
+ * tests can make it deterministic.
  */
-import { Context, Layer } from "effect"
+import { Context, type Layer } from "effect"
 import type { ServerId } from "../../../domain/Server.js"
-import { consistentHash } from "./ConsistentHash.js"
-import { roundRobin } from "./RoundRobin.js"
-import { weightedLeastConnection } from "./WeightedLeastConnection.js"
-import { weightedResponseTime } from "./WeightedResponseTime.js"
-import { weightedRoundRobin } from "./WeightedRoundRobin.js"
 
 /** What a strategy knows of a server. */
 export interface Candidate {
@@ -26,7 +25,8 @@ export interface Candidate {
   readonly latencyMs: number | null
 }
 
-export interface Strategy {
+/** One strategy's live index of the eligible servers: the hot path of every pick. */
+export interface Picker {
   /** Adds an eligible server, or refreshes its figures. */
   readonly upsert: (candidate: Candidate) => void
   /** The server is no longer eligible (dead, draining, removed). */
@@ -38,31 +38,22 @@ export interface Strategy {
   readonly pick: (skip: ReadonlySet<ServerId>, key?: string) => ServerId | undefined
 }
 
-export interface StrategyDefinition {
-  /** kebab-case, as on the wire and the command line. */
-  readonly name: string
-  readonly summary: string
-  /** Picks by the client's key: callers work the key out only for such a strategy. */
-  readonly keyed?: boolean
-  /** A fresh instance with no servers. */
-  readonly make: () => Strategy
-}
+/** A strategy: the service each file in this folder implements. */
+export class Strategy extends Context.Tag("effect-lb/Strategy")<
+  Strategy,
+  {
+    /** kebab-case, as on the wire and the command line. */
+    readonly name: string
+    readonly summary: string
+    /** Picks by the client's key: callers work the key out only for such a strategy. */
+    readonly keyed: boolean
+    /** A fresh picker with no servers. */
+    readonly makePicker: () => Picker
+  }
+>() {}
 
-/** Every strategy effect-lb knows. Adding one: a new file in strategies/, and one line here. */
-export const all: ReadonlyArray<StrategyDefinition> = [
-  roundRobin,
-  weightedRoundRobin,
-  weightedResponseTime,
-  weightedLeastConnection,
-  consistentHash
-]
-
-export const names = all.map((definition) => definition.name)
-
-/** The strategies a balancer may switch between, by name. Tests can provide their own table. */
-export class Strategies extends Context.Tag("effect-lb/Strategies")<
-  Strategies,
-  ReadonlyMap<string, StrategyDefinition>
->() {
-  static readonly layer = Layer.succeed(Strategies, new Map(all.map((definition) => [definition.name, definition])))
+/** What each strategy file exports: its name (known before any layer is built) and its layer. */
+export interface StrategyModule<Name extends string = string> {
+  readonly name: Name
+  readonly layer: Layer.Layer<Strategy>
 }

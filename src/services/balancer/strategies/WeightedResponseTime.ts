@@ -6,8 +6,11 @@
  * and a burst of clients does not all land on the one that measured fastest a moment ago.
  * A server not yet measured is tried first. Ties go to the heavier server, then rotate.
  */
-import type { Candidate } from "./Strategy.js"
+import { Layer } from "effect"
 import { leastBy } from "./Least.js"
+import { type Candidate, Strategy, type StrategyModule } from "./Strategy.js"
+
+const name = "weighted-response-time"
 
 export const responseTime = (candidate: Candidate): number | null => candidate.latencyMs ?? candidate.responseTimeMs
 
@@ -17,8 +20,14 @@ export const expectedCost = (candidate: Candidate): number => {
   return time === null ? -1 : (time * (candidate.active + 1)) / candidate.weight
 }
 
-export const weightedResponseTime = leastBy(
-  "weighted-response-time",
-  "least expected response time (latency x in-flight), per unit of weight",
-  expectedCost
-)
+export const makePicker = leastBy(expectedCost)
+
+export const WeightedResponseTime: StrategyModule<typeof name> = {
+  name,
+  layer: Layer.succeed(Strategy, {
+    name,
+    summary: "least expected response time (latency x in-flight), per unit of weight",
+    keyed: false,
+    makePicker
+  })
+}

@@ -7,9 +7,12 @@
  * C B A C B C: no server three times in a row) — what nginx's smooth weighted round-robin gives, at
  * O(log n) per pick instead of O(n).
  */
+import { Layer } from "effect"
 import type { ServerId } from "../../../domain/Server.js"
-import type { StrategyDefinition } from "./Strategy.js"
 import { IndexedHeap, pickSkipping } from "./Heap.js"
+import { type Picker, Strategy, type StrategyModule } from "./Strategy.js"
+
+const name = "weighted-round-robin"
 
 interface Slot {
   readonly weight: number
@@ -28,31 +31,37 @@ const slot = (weight: number, start: number, picks: number, order: number): Slot
   order
 })
 
-export const weightedRoundRobin: StrategyDefinition = {
-  name: "weighted-round-robin",
-  summary: "in proportion to weights, smoothly interleaved",
-  make: () => {
-    const heap = new IndexedHeap<ServerId, Slot>((a, b) => a.due < b.due || (a.due === b.due && a.order < b.order))
-    let now = 0
-    let joined = 0
-    return {
-      upsert: (candidate) => {
-        const current = heap.get(candidate.id)
-        if (current?.weight === candidate.weight) return
-        heap.set(candidate.id, slot(candidate.weight, now, 0, current?.order ?? joined++))
-      },
-      remove: (id) => heap.remove(id),
-      pick: (skip) => {
-        const id = pickSkipping(heap, skip)
-        const current = id === undefined ? undefined : heap.get(id)
-        if (id === undefined || current === undefined) return undefined
-        now = Math.max(now, current.due)
-        const next = slot(current.weight, current.start, current.picks + 1, current.order)
-        // A server left behind (skipped by clients for a while) rejoins at the present instead of
-        // catching up in a burst.
-        heap.set(id, next.due < now ? slot(current.weight, now, 0, current.order) : next)
-        return id
-      }
+export const makePicker = (): Picker => {
+  const heap = new IndexedHeap<ServerId, Slot>((a, b) => a.due < b.due || (a.due === b.due && a.order < b.order))
+  let now = 0
+  let joined = 0
+  return {
+    upsert: (candidate) => {
+      const current = heap.get(candidate.id)
+      if (current?.weight === candidate.weight) return
+      heap.set(candidate.id, slot(candidate.weight, now, 0, current?.order ?? joined++))
+    },
+    remove: (id) => heap.remove(id),
+    pick: (skip) => {
+      const id = pickSkipping(heap, skip)
+      const current = id === undefined ? undefined : heap.get(id)
+      if (id === undefined || current === undefined) return undefined
+      now = Math.max(now, current.due)
+      const next = slot(current.weight, current.start, current.picks + 1, current.order)
+      // A server left behind (skipped by clients for a while) rejoins at the present instead of
+      // catching up in a burst.
+      heap.set(id, next.due < now ? slot(current.weight, now, 0, current.order) : next)
+      return id
     }
   }
+}
+
+export const WeightedRoundRobin: StrategyModule<typeof name> = {
+  name,
+  layer: Layer.succeed(Strategy, {
+    name,
+    summary: "in proportion to weights, smoothly interleaved",
+    keyed: false,
+    makePicker
+  })
 }

@@ -6,6 +6,7 @@ import { Balancer } from "../../../../src/services/balancer/Balancer.js"
 import * as Metrics from "../../../../src/services/balancer/Metrics.js"
 import { ServerRegistry } from "../../../../src/services/balancer/ServerRegistry.js"
 import { balancerLayer } from "../../../support/balancer.js"
+import type { StrategyName } from "../../../../src/services/balancer/strategies/Catalog.js"
 import { eventually } from "../../../support/eventually.js"
 import { parse, valueOf } from "../../../support/prometheus.js"
 
@@ -17,7 +18,7 @@ const server = (name: string, port: number, weight = 1): ServerSpec => ({
   weight: Weight.make(weight)
 })
 
-const adminLayer = (token?: string, strategy = "round-robin") =>
+const adminLayer = (token?: string, strategy: StrategyName = "round-robin") =>
   Admin.layer({ host: "127.0.0.1", port: 0 }).pipe(Layer.provideMerge(balancerLayer(strategy, { token })))
 
 interface Reply {

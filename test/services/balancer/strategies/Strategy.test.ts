@@ -1,16 +1,30 @@
 import { describe, expect, it } from "@effect/vitest"
-import { FastCheck } from "effect"
+import { Effect, FastCheck } from "effect"
 import { ServerId } from "../../../../src/domain/Server.js"
-import { all, type Candidate, type Strategy } from "../../../../src/services/balancer/strategies/Strategy.js"
-import { consistentHash } from "../../../../src/services/balancer/strategies/ConsistentHash.js"
-import { roundRobin } from "../../../../src/services/balancer/strategies/RoundRobin.js"
-import { weightedLeastConnection } from "../../../../src/services/balancer/strategies/WeightedLeastConnection.js"
+import { catalog, names, Strategies } from "../../../../src/services/balancer/strategies/Catalog.js"
+import { ConsistentHash } from "../../../../src/services/balancer/strategies/ConsistentHash.js"
+import { RoundRobin } from "../../../../src/services/balancer/strategies/RoundRobin.js"
+import {
+  type Candidate,
+  type Picker,
+  Strategy,
+  type StrategyModule
+} from "../../../../src/services/balancer/strategies/Strategy.js"
+import { WeightedLeastConnection } from "../../../../src/services/balancer/strategies/WeightedLeastConnection.js"
 import {
   expectedCost,
   responseTime,
-  weightedResponseTime
+  WeightedResponseTime
 } from "../../../../src/services/balancer/strategies/WeightedResponseTime.js"
-import { weightedRoundRobin } from "../../../../src/services/balancer/strategies/WeightedRoundRobin.js"
+import { WeightedRoundRobin } from "../../../../src/services/balancer/strategies/WeightedRoundRobin.js"
+
+/** A strategy from its own layer, as the balancer gets it. */
+const load = (module: StrategyModule) => Effect.runSync(Effect.provide(Strategy, module.layer))
+const roundRobin = load(RoundRobin)
+const weightedRoundRobin = load(WeightedRoundRobin)
+const weightedResponseTime = load(WeightedResponseTime)
+const weightedLeastConnection = load(WeightedLeastConnection)
+const consistentHash = load(ConsistentHash)
 
 const id = (i: number) => ServerId.make(`s${i}`)
 const none: ReadonlySet<ServerId> = new Set()
@@ -24,13 +38,12 @@ const candidate = (i: number, fields: Partial<Candidate> = {}): Candidate => ({
   ...fields
 })
 
-const withServers = (strategy: Strategy, candidates: ReadonlyArray<Candidate>) => {
+const withServers = (strategy: Picker, candidates: ReadonlyArray<Candidate>) => {
   for (const c of candidates) strategy.upsert(c)
   return strategy
 }
 
-const picks = (strategy: Strategy, count: number, skip = none) =>
-  Array.from({ length: count }, () => strategy.pick(skip))
+const picks = (strategy: Picker, count: number, skip = none) => Array.from({ length: count }, () => strategy.pick(skip))
 
 const longestRun = (sequence: ReadonlyArray<ServerId | undefined>, target: ServerId) => {
   let longest = 0
@@ -50,7 +63,7 @@ describe("round-robin", () => {
     [FastCheck.integer({ min: 1, max: 40 }), FastCheck.integer({ min: 1, max: 5 })],
     ([n, cycles]) => {
       const strategy = withServers(
-        roundRobin.make(),
+        roundRobin.makePicker(),
         Array.from({ length: n }, (_, i) => candidate(i))
       )
       const sequence = picks(strategy, n * cycles)
@@ -64,7 +77,7 @@ describe("round-robin", () => {
 describe("weighted-round-robin", () => {
   it.prop("gives each server exactly its weight in every cycle, with short runs", [weights], ([ws]) => {
     const strategy = withServers(
-      weightedRoundRobin.make(),
+      weightedRoundRobin.makePicker(),
       ws.map((weight, i) => candidate(i, { weight }))
     )
     const total = ws.reduce((a, b) => a + b, 0)
@@ -83,7 +96,7 @@ describe("weighted-round-robin", () => {
 
   it("interleaves weights 1:2:3 smoothly: 1, 2 and 3 picks per 6, never three in a row", () => {
     const strategy = withServers(
-      weightedRoundRobin.make(),
+      weightedRoundRobin.makePicker(),
       [1, 2, 3].map((weight, i) => candidate(i, { weight }))
     )
     const sequence = picks(strategy, 60)
@@ -95,7 +108,7 @@ describe("weighted-round-robin", () => {
   })
 
   it("does not burst a server that clients skipped for a while", () => {
-    const strategy = withServers(weightedRoundRobin.make(), [candidate(0), candidate(1)])
+    const strategy = withServers(weightedRoundRobin.makePicker(), [candidate(0), candidate(1)])
     picks(strategy, 100, new Set([id(0)]))
     expect(longestRun(picks(strategy, 20), id(0))).toBeLessThanOrEqual(2)
   })
@@ -113,7 +126,7 @@ describe("weighted-least-connection", () => {
     ],
     ([servers, updates]) => {
       const state = servers.map((s, i) => candidate(i, s))
-      const strategy = withServers(weightedLeastConnection.make(), state)
+      const strategy = withServers(weightedLeastConnection.makePicker(), state)
       for (const [which, active] of updates) {
         const at = which % state.length
         const current = state[at]
@@ -132,7 +145,7 @@ describe("weighted-least-connection", () => {
 
   it("at equal load sends the next client to the heavier server", () => {
     const strategy = withServers(
-      weightedLeastConnection.make(),
+      weightedLeastConnection.makePicker(),
       [1, 3, 2].map((weight, i) => candidate(i, { weight }))
     )
     expect(strategy.pick(none)).toBe(id(1))
@@ -140,7 +153,7 @@ describe("weighted-least-connection", () => {
 
   it("rotates among servers with equal load instead of always taking the first", () => {
     const strategy = withServers(
-      weightedLeastConnection.make(),
+      weightedLeastConnection.makePicker(),
       [0, 1, 2, 3].map((i) => candidate(i, { active: 2 }))
     )
     expect(new Set(picks(strategy, 4))).toEqual(new Set([id(0), id(1), id(2), id(3)]))
@@ -163,7 +176,7 @@ describe("weighted-response-time", () => {
     [measured],
     ([servers]) => {
       const state = servers.map((s, i) => candidate(i, s))
-      const pickedId = withServers(weightedResponseTime.make(), state).pick(none)
+      const pickedId = withServers(weightedResponseTime.makePicker(), state).pick(none)
       const picked = state.find((c) => c.id === pickedId)
       const unmeasured = state.filter((c) => responseTime(c) === null)
       if (unmeasured.length > 0) expect(picked === undefined ? undefined : responseTime(picked)).toBeNull()
@@ -175,7 +188,7 @@ describe("weighted-response-time", () => {
   )
 
   it("prefers the server's own latency report to the probe's round trip", () => {
-    const strategy = withServers(weightedResponseTime.make(), [
+    const strategy = withServers(weightedResponseTime.makePicker(), [
       candidate(0, { responseTimeMs: 0.2, latencyMs: 200 }),
       candidate(1, { responseTimeMs: 0.4, latencyMs: 40 })
     ])
@@ -184,7 +197,7 @@ describe("weighted-response-time", () => {
 
   it("spreads a burst: each client located counts against the server's cost", () => {
     // Two equally fast servers; the registry raises `active` as it locates clients to one.
-    const strategy = withServers(weightedResponseTime.make(), [
+    const strategy = withServers(weightedResponseTime.makePicker(), [
       candidate(0, { latencyMs: 10 }),
       candidate(1, { latencyMs: 10 })
     ])
@@ -202,7 +215,7 @@ describe("weighted-response-time", () => {
 
 describe("consistent-hash", () => {
   const keys = (n: number, seed: number) => Array.from({ length: n }, (_, i) => `10.${seed % 256}.${i >> 8}.${i & 255}`)
-  const owners = (strategy: Strategy, all: ReadonlyArray<string>, skip = none) =>
+  const owners = (strategy: Picker, all: ReadonlyArray<string>, skip = none) =>
     new Map(all.map((key) => [key, strategy.pick(skip, key)]))
 
   it.prop(
@@ -210,7 +223,7 @@ describe("consistent-hash", () => {
     [FastCheck.array(FastCheck.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 12 }), FastCheck.nat(1000)],
     ([ws, seed]) => {
       const strategy = withServers(
-        consistentHash.make(),
+        consistentHash.makePicker(),
         ws.map((weight, i) => candidate(i, { weight }))
       )
       const all = keys(200, seed)
@@ -226,7 +239,7 @@ describe("consistent-hash", () => {
     [FastCheck.integer({ min: 1, max: 12 }), FastCheck.nat(1000)],
     ([n, seed]) => {
       const strategy = withServers(
-        consistentHash.make(),
+        consistentHash.makePicker(),
         Array.from({ length: n }, (_, i) => candidate(i))
       )
       const all = keys(500, seed)
@@ -244,7 +257,7 @@ describe("consistent-hash", () => {
   )
 
   it("shares keys in proportion to weight", () => {
-    const strategy = withServers(consistentHash.make(), [
+    const strategy = withServers(consistentHash.makePicker(), [
       candidate(1, { weight: 1 }),
       candidate(2, { weight: 3 }),
       candidate(3, { weight: 4 })
@@ -263,7 +276,7 @@ describe("consistent-hash", () => {
     [FastCheck.integer({ min: 2, max: 10 }), FastCheck.string({ maxLength: 40 })],
     ([n, key]) => {
       const strategy = withServers(
-        consistentHash.make(),
+        consistentHash.makePicker(),
         Array.from({ length: n }, (_, i) => candidate(i))
       )
       const home = strategy.pick(none, key)
@@ -295,12 +308,13 @@ describe("every strategy", () => {
     })
   )
 
-  for (const definition of all) {
+  for (const member of catalog) {
+    const definition = load(member)
     it.prop(
       `${definition.name}: never returns a skipped or removed server, and returns one whenever one is eligible`,
       [FastCheck.array(operation, { maxLength: 200 })],
       ([operations]) => {
-        const strategy = definition.make()
+        const strategy = definition.makePicker()
         const members = new Set<ServerId>()
         for (const op of operations) {
           if (op.kind === "upsert") {
@@ -320,4 +334,28 @@ describe("every strategy", () => {
       }
     )
   }
+})
+
+describe("the catalog", () => {
+  it.effect("holds every strategy once, under the name its own layer gives it, in the order of `names`", () =>
+    Effect.gen(function* () {
+      const strategies = yield* Strategies
+      expect([...strategies.keys()]).toEqual(names)
+      expect(new Set(names).size).toBe(names.length)
+      for (const [name, strategy] of strategies) expect(strategy.name).toBe(name)
+      for (const member of catalog) expect(load(member).name).toBe(member.name)
+      // Only consistent-hash picks by the client's key: callers work a key out only for it.
+      expect([...strategies.values()].filter((strategy) => strategy.keyed).map((s) => s.name)).toEqual([
+        "consistent-hash"
+      ])
+    }).pipe(Effect.provide(Strategies.layer))
+  )
+
+  it("consistent-hash takes its unkeyed picks from round-robin's layer: each server in turn", () => {
+    const strategy = withServers(
+      consistentHash.makePicker(),
+      [0, 1, 2].map((i) => candidate(i))
+    )
+    expect(picks(strategy, 6)).toEqual([0, 1, 2, 0, 1, 2].map(id))
+  })
 })
