@@ -44,9 +44,10 @@ describe("the playground's questions", () => {
 
   it.effect("asks nothing the flags already say, and takes defaults without a terminal", () =>
     Effect.gen(function* () {
-      const given = yield* askSettings({ servers: Option.some(7), strategy: Option.some<StrategyName>("round-robin") }, true).pipe(
-        Effect.provide(Layer.merge(files, TestTerminal.layer([], [])))
-      )
+      const given = yield* askSettings(
+        { servers: Option.some(7), strategy: Option.some<StrategyName>("round-robin") },
+        true
+      ).pipe(Effect.provide(Layer.merge(files, TestTerminal.layer([], []))))
       expect(given).toEqual({ servers: 7, strategy: "round-robin" })
       const defaults = yield* askSettings(none, false).pipe(
         Effect.provide(Layer.merge(files, TestTerminal.layer([], [])))
