@@ -5,7 +5,7 @@
  */
 import { Prompt } from "@effect/cli"
 import * as Terminal from "@effect/platform/Terminal"
-import { Duration, Effect, Fiber, Option, Schedule } from "effect"
+import { Clock, Duration, Effect, Fiber, Option, Schedule } from "effect"
 import { SetStrategy, Status } from "../domain/Protocol.js"
 import { formatEndpoint } from "../domain/Server.js"
 import { ask } from "../services/client/BalancerClient.js"
@@ -57,18 +57,19 @@ export const output = (terminal: Terminal.Terminal) =>
     }
 
     /** A download's bytes and speed, redrawn in place on a terminal, a plain line a second elsewhere. */
-    const progress = Effect.sync(() => {
-      const started = Date.now()
+    const progress = Effect.gen(function* () {
+      const started = yield* Clock.currentTimeMillis
       let last = 0
       return (event: ClientEvent): Effect.Effect<void> => {
         if (event._tag !== "Progress") return narrate(event)
-        const now = Date.now()
-        const done = event.received === event.total
-        if (!done && now - last < (tty ? 100 : 1000)) return Effect.void
-        last = now
-        const seconds = Math.max((now - started) / 1000, 0.001)
-        const line = `  ${megabytes(event.received)} / ${megabytes(event.total)}  ${(event.received / 1e6 / seconds).toFixed(1)} MB/s`
-        return write(tty ? `\r${line}${done ? "\n" : ""}` : `${line}\n`)
+        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const done = event.received === event.total
+          if (!done && now - last < (tty ? 100 : 1000)) return Effect.void
+          last = now
+          const seconds = Math.max((now - started) / 1000, 0.001)
+          const line = `  ${megabytes(event.received)} / ${megabytes(event.total)}  ${(event.received / 1e6 / seconds).toFixed(1)} MB/s`
+          return write(tty ? `\r${line}${done ? "\n" : ""}` : `${line}\n`)
+        })
       }
     })
 
@@ -92,89 +93,26 @@ export const output = (terminal: Terminal.Terminal) =>
 const served = (server: { id: string; host: string; port: number }, attempts: number) =>
   `${server.id} (${formatEndpoint(server)})${attempts > 1 ? ` after ${attempts} attempts` : ""}`
 
+/** What every entry of the menu works with: the client, the wire to the balancer, and the terminal. */
+interface Session extends Effect.Effect.Success<ReturnType<typeof output>> {
+  readonly client: Client["Type"]
+  readonly wire: Wire["Type"]
+  readonly options: InteractiveOptions
+  /** Tells the person why a request did not succeed; the menu goes on. */
+  readonly fail: (error: { message: string }) => Effect.Effect<void>
+}
+
+/** One entry of the menu, run each time it is picked. */
+type Step = Effect.Effect<void, Terminal.QuitException, Prompt.Prompt.Environment>
+
 export const interactive = (options: InteractiveOptions) =>
   Effect.gen(function* () {
     const client = yield* Client
     const wire = yield* Wire
-    const { say, narrate, progress, ticking } = yield* output(yield* Terminal.Terminal)
-    const fail = (error: { message: string }) => say(`  ✗ ${error.message}`)
-    const balancerAsk = (request: Status | SetStrategy) =>
-      ask(options.balancer, request).pipe(Effect.provideService(Wire, wire))
-
-    const actions: Record<Action, Effect.Effect<void, Terminal.QuitException, Prompt.Prompt.Environment>> = {
-      list: client.list(narrate).pipe(
-        Effect.flatMap(({ value, server, attempts }) => {
-          const names = Object.keys(value)
-          return say(
-            [
-              `  ${names.length} files on ${served(server, attempts)}:`,
-              ...names.map((n) => `    ${n}  (${value[n] || "-"})`)
-            ].join("\n")
-          )
-        }),
-        Effect.catchAll(fail)
-      ),
-      download: Effect.gen(function* () {
-        const listed = yield* Effect.option(client.list())
-        const known = Option.match(listed, { onNone: () => [], onSome: ({ value }) => Object.keys(value) })
-        const name =
-          known.length > 0
-            ? yield* Prompt.select({ message: "Which file?", choices: known.map((n) => ({ title: n, value: n })) })
-            : yield* Prompt.text({ message: "File name" })
-        const onEvent = yield* progress
-        yield* client.download(name, options.out, onEvent).pipe(
-          Effect.flatMap(({ value, server, attempts }) =>
-            say(`  ✓ saved ${value.path} (${megabytes(value.size)}) from ${served(server, attempts)}`)
-          ),
-          Effect.catchAll(fail)
-        )
-      }),
-      compute: Effect.gen(function* () {
-        const seconds = yield* Prompt.integer({ message: "Compute for how many seconds? (0-60)", min: 0, max: 60 })
-        const ticker = yield* Effect.fork(ticking(seconds))
-        const result = yield* Effect.either(client.compute(seconds, narrate))
-        yield* Fiber.interrupt(ticker)
-        if (result._tag === "Left") return yield* fail(result.left)
-        yield* say(`  ✓ computed ${result.right.value} s on ${served(result.right.server, result.right.attempts)}`)
-      }),
-      status: balancerAsk(new Status()).pipe(
-        Effect.flatMap((reply) =>
-          reply._tag === "StatusReport" ? say(statusTable(reply.strategy, reply.servers)) : say(`  ✗ ${reply._tag}`)
-        ),
-        Effect.catchAll(fail)
-      ),
-      strategy: Effect.gen(function* () {
-        const strategy = yield* Prompt.select({
-          message: "Strategy",
-          choices: names.map((name) => ({ title: name, value: name }))
-        })
-        const reply = yield* balancerAsk(new SetStrategy({ strategy, token: options.token })).pipe(Effect.either)
-        if (reply._tag === "Left") return yield* fail(reply.left)
-        yield* say(
-          reply.right._tag === "StrategySet"
-            ? `  ✓ strategy is now ${reply.right.strategy}`
-            : `  ✗ ${"message" in reply.right ? reply.right.message : reply.right._tag}`
-        )
-      }),
-      kill: pickServer(options.controls, "running", "Kill which server?", say),
-      revive: pickServer(options.controls, "stopped", "Revive which server?", say),
-      quit: Effect.void
-    }
-
-    const choices: Array<{ title: string; value: Action }> = [
-      { title: "List files", value: "list" },
-      { title: "Download a file", value: "download" },
-      { title: "Compute for N seconds", value: "compute" },
-      { title: "Balancer status", value: "status" },
-      { title: "Switch strategy", value: "strategy" },
-      ...(options.controls === undefined
-        ? []
-        : [
-            { title: "Kill a server", value: "kill" as const },
-            { title: "Revive a server", value: "revive" as const }
-          ]),
-      { title: "Quit", value: "quit" }
-    ]
+    const voice = yield* output(yield* Terminal.Terminal)
+    const session: Session = { ...voice, client, wire, options, fail: (error) => voice.say(`  ✗ ${error.message}`) }
+    const actions = steps(session)
+    const choices = menu(options.controls)
     while (true) {
       const action = yield* Prompt.select({ message: "What next?", choices })
       if (action === "quit") return
@@ -184,6 +122,110 @@ export const interactive = (options: InteractiveOptions) =>
     // Ctrl-C (or the end of input) at a prompt is a way to quit, not an error.
     Effect.catchTag("QuitException", () => Effect.void)
   )
+
+/** The menu: the three requests, the balancer's controls, the servers' in the playground, and Quit. */
+const menu = (controls: ServerControls | undefined): Array<{ title: string; value: Action }> => [
+  { title: "List files", value: "list" },
+  { title: "Download a file", value: "download" },
+  { title: "Compute for N seconds", value: "compute" },
+  { title: "Balancer status", value: "status" },
+  { title: "Switch strategy", value: "strategy" },
+  ...(controls === undefined
+    ? []
+    : [
+        { title: "Kill a server", value: "kill" as const },
+        { title: "Revive a server", value: "revive" as const }
+      ]),
+  { title: "Quit", value: "quit" }
+]
+
+/** What each entry of the menu does. */
+const steps = (session: Session): Record<Action, Step> => ({
+  list: listFiles(session),
+  download: downloadFile(session),
+  compute: computeFor(session),
+  status: showStatus(session),
+  strategy: switchStrategy(session),
+  kill: pickServer(session.options.controls, "running", "Kill which server?", session.say),
+  revive: pickServer(session.options.controls, "stopped", "Revive which server?", session.say),
+  quit: Effect.void
+})
+
+const listFiles = ({ client, narrate, say, fail }: Session): Step =>
+  client.list(narrate).pipe(
+    Effect.flatMap(({ value, server, attempts }) => {
+      const names = Object.keys(value)
+      return say(
+        [
+          `  ${names.length} files on ${served(server, attempts)}:`,
+          ...names.map((n) => `    ${n}  (${value[n] || "-"})`)
+        ].join("\n")
+      )
+    }),
+    Effect.catchAll(fail)
+  )
+
+/** Offers the files the servers have (or asks for a name if it cannot list them), then downloads with progress. */
+const downloadFile = ({ client, options, progress, say, fail }: Session): Step =>
+  Effect.gen(function* () {
+    const listed = yield* Effect.option(client.list())
+    const known = Option.match(listed, { onNone: () => [], onSome: ({ value }) => Object.keys(value) })
+    const name =
+      known.length > 0
+        ? yield* Prompt.select({ message: "Which file?", choices: known.map((n) => ({ title: n, value: n })) })
+        : yield* Prompt.text({ message: "File name" })
+    const onEvent = yield* progress
+    yield* client.download(name, options.out, onEvent).pipe(
+      Effect.flatMap(({ value, server, attempts }) =>
+        say(`  ✓ saved ${value.path} (${megabytes(value.size)}) from ${served(server, attempts)}`)
+      ),
+      Effect.catchAll(fail)
+    )
+  })
+
+/** Computes for the seconds asked, showing them tick by while it waits. */
+const computeFor = ({ client, narrate, ticking, say, fail }: Session): Step =>
+  Effect.gen(function* () {
+    const seconds = yield* Prompt.integer({ message: "Compute for how many seconds? (0-60)", min: 0, max: 60 })
+    const ticker = yield* Effect.fork(ticking(seconds))
+    const result = yield* Effect.either(client.compute(seconds, narrate))
+    yield* Fiber.interrupt(ticker)
+    if (result._tag === "Left") return yield* fail(result.left)
+    yield* say(`  ✓ computed ${result.right.value} s on ${served(result.right.server, result.right.attempts)}`)
+  })
+
+/** One request to the balancer's own port. */
+const askBalancer = ({ options, wire }: Session, request: Status | SetStrategy) =>
+  ask(options.balancer, request).pipe(Effect.provideService(Wire, wire))
+
+/** The balancer's strategy and its servers, as a table. */
+const showStatus = (session: Session): Step =>
+  askBalancer(session, new Status()).pipe(
+    Effect.flatMap((reply) =>
+      reply._tag === "StatusReport"
+        ? session.say(statusTable(reply.strategy, reply.servers))
+        : session.say(`  ✗ ${reply._tag}`)
+    ),
+    Effect.catchAll(session.fail)
+  )
+
+/** Asks the balancer to pick servers by another strategy (with the operator's token, if given). */
+const switchStrategy = (session: Session): Step =>
+  Effect.gen(function* () {
+    const strategy = yield* Prompt.select({
+      message: "Strategy",
+      choices: names.map((name) => ({ title: name, value: name }))
+    })
+    const reply = yield* askBalancer(session, new SetStrategy({ strategy, token: session.options.token })).pipe(
+      Effect.either
+    )
+    if (reply._tag === "Left") return yield* session.fail(reply.left)
+    yield* session.say(
+      reply.right._tag === "StrategySet"
+        ? `  ✓ strategy is now ${reply.right.strategy}`
+        : `  ✗ ${"message" in reply.right ? reply.right.message : reply.right._tag}`
+    )
+  })
 
 const pickServer = (
   controls: ServerControls | undefined,

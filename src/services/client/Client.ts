@@ -129,199 +129,283 @@ const ignore = () => Effect.void
 
 export const make = (config: ClientConfig) =>
   Effect.gen(function* () {
-    const wire = yield* Wire
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
-    const balancerName = formatEndpoint(config.balancer)
-
-    const locate = (
-      exclude: ReadonlyArray<Endpoint>
-    ): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable> =>
-      ask(config.balancer, new Locate({ exclude }), config.connectTimeout).pipe(
-        Effect.provideService(Wire, wire),
-        Effect.mapError((error) => new BalancerUnavailable({ balancer: balancerName, reason: error.message })),
-        Effect.flatMap((reply): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable> => {
-          switch (reply._tag) {
-            case "Located":
-              return Effect.succeed(reply.server)
-            case "NoServerAvailable":
-              return Effect.fail(reply)
-            default:
-              return Effect.fail(new BalancerUnavailable({ balancer: balancerName, reason: `answered ${reply._tag}` }))
-          }
-        })
-      )
-
-    /**
-     * Runs `exchange` on some server: located, connected, asked; re-routed on any server failure.
-     * `exchange` turns a server's trouble into `ServerFailed`; anything else ends the request.
-     */
-    const onSomeServer = <A>(
-      exchange: (connection: Connection, server: ServerLocation) => Effect.Effect<A, Attempt>,
-      timeout: Duration.DurationInput,
-      onEvent: (event: ClientEvent) => Effect.Effect<void>
-    ): Effect.Effect<Served<A>, ClientError> =>
-      Effect.gen(function* () {
-        const failed: Array<Endpoint> = []
-        let attempt = 0
-        let lastReason = ""
-        const once = Effect.gen(function* () {
-          attempt += 1
-          const server = yield* locate(failed)
-          yield* onEvent({ _tag: "Located", server, attempt })
-          const name = `${server.id} (${formatEndpoint(server)})`
-          const value: A = yield* Effect.scoped(
-            Effect.gen(function* () {
-              const connection = yield* wire.connect(server, { timeout: config.connectTimeout })
-              return yield* exchange(connection, server)
-            })
-          ).pipe(
-            Effect.timeoutFail({
-              duration: timeout,
-              onTimeout: () => new ServerFailed({ server: name, reason: "timed out" })
-            }),
-            Effect.catchTags({
-              ConnectFailed: (error) => Effect.fail(new ServerFailed({ server: name, reason: error.reason })),
-              ConnectionClosed: (error) => Effect.fail(new ServerFailed({ server: name, reason: error.reason })),
-              LineTooLong: (error) => Effect.fail(new ServerFailed({ server: name, reason: error.message }))
-            }),
-            Effect.tapError((error) =>
-              error instanceof ServerFailed
-                ? Effect.suspend(() => {
-                    failed.push(server)
-                    lastReason = error.message
-                    return onEvent({ _tag: "Rerouted", server: name, reason: error.reason })
-                  })
-                : Effect.void
-            )
-          )
-          return { value, server, attempts: attempt }
-        })
-        const retryable = (error: unknown) =>
-          error instanceof ServerFailed || error instanceof BalancerUnavailable || error instanceof NoServerAvailable
-        return yield* once.pipe(
-          Effect.retry({
-            schedule: Schedule.exponential(config.backoff).pipe(
-              Schedule.jittered,
-              Schedule.either(Schedule.spaced("2 seconds")),
-              Schedule.intersect(Schedule.recurs(config.attempts - 1))
-            ),
-            while: retryable
-          }),
-          Effect.catchIf(
-            (error) => error instanceof ServerFailed || error instanceof NoServerAvailable,
-            (error) =>
-              Effect.fail(
-                new GaveUp({
-                  attempts: attempt,
-                  reason:
-                    error instanceof NoServerAvailable
-                      ? `${error.message}${lastReason ? `; ${lastReason}` : ""}`
-                      : error.message
-                })
-              )
-          )
-        )
-      })
-
-    /** Sends one request and reads the reply; the server's own error replies pass through as values. */
-    const exchange = (
-      connection: Connection,
-      server: ServerLocation,
-      request: ServerRequestType
-    ): Effect.Effect<ServerReplyType, ServerFailed | ConnectionClosed | LineTooLong> =>
-      connection.send(ServerRequest, request).pipe(
-        Effect.zipRight(connection.read(ServerReply)),
-        Effect.flatMap(
-          Option.match({
-            onNone: () => Effect.fail(new ServerFailed({ server: server.id, reason: "closed without answering" })),
-            onSome: (reply: ServerReplyType) =>
-              reply._tag === "Busy"
-                ? Effect.fail(new ServerFailed({ server: server.id, reason: `busy: ${reply.message}` }))
-                : Effect.succeed(reply)
-          })
-        ),
-        Effect.catchTag("InvalidRequest", (error) =>
-          Effect.fail(new ServerFailed({ server: server.id, reason: `sent something unreadable: ${error.message}` }))
-        )
-      )
-
-    const unexpected = (server: ServerLocation, reply: ServerReplyType) =>
-      new ServerFailed({ server: server.id, reason: `answered ${reply._tag}` })
-
-    const list: Client["Type"]["list"] = (onEvent = ignore) =>
-      onSomeServer(
-        (connection, server) =>
-          Effect.flatMap(
-            exchange(connection, server, new ListFiles()),
-            (reply): Effect.Effect<Record<string, string>, ServerFailed> =>
-              reply._tag === "FileList" ? Effect.succeed(reply.files) : Effect.fail(unexpected(server, reply))
-          ),
-        config.replyTimeout,
-        onEvent
-      )
-
-    const compute: Client["Type"]["compute"] = (seconds, onEvent = ignore) =>
-      onSomeServer(
-        (connection, server) =>
-          Effect.flatMap(
-            exchange(connection, server, new Compute({ seconds })),
-            (reply): Effect.Effect<number, ServerFailed | InvalidRequest> =>
-              reply._tag === "Computed"
-                ? Effect.succeed(reply.seconds)
-                : reply._tag === "InvalidRequest"
-                  ? Effect.fail(reply)
-                  : Effect.fail(unexpected(server, reply))
-          ),
-        Duration.sum(Duration.seconds(seconds), config.replyTimeout),
-        onEvent
-      )
-
-    const download: Client["Type"]["download"] = (name, folder, onEvent = ignore) =>
-      Effect.gen(function* () {
-        if (name.length === 0 || path.basename(name) !== name || name === "." || name === "..") {
-          return yield* new InvalidRequest({ message: `"${name}" is not a plain file name` })
-        }
-        const target = path.join(folder, name)
-        const saveFailed = (error: { message: string }) => new SaveFailed({ path: target, reason: error.message })
-        return yield* onSomeServer<Saved>(
-          (connection, server) =>
-            Effect.gen(function* () {
-              const header = yield* exchange(connection, server, new Download({ name }))
-              if (header._tag === "FileNotFound") return yield* header
-              if (header._tag !== "FileHeader") return yield* unexpected(server, header)
-              // Written beside the target and renamed only when complete: never a truncated file under the real name.
-              const partial = path.join(folder, `.${name}.${Crypto.randomBytes(4).toString("hex")}.part`)
-              let received = 0
-              const saved = connection.readPayload(header.size).pipe(
-                Stream.tap((chunk) => {
-                  received += chunk.length
-                  return onEvent({ _tag: "Progress", received, total: header.size })
-                }),
-                Stream.run(fs.sink(partial)),
-                Effect.mapError((error) =>
-                  error._tag === "ConnectionClosed"
-                    ? new ServerFailed({ server: server.id, reason: `${error.reason} (mid-download)` })
-                    : saveFailed(error)
-                ),
-                Effect.zipRight(Effect.mapError(fs.stat(partial), saveFailed)),
-                Effect.flatMap((info): Effect.Effect<void, ServerFailed | SaveFailed> =>
-                  Number(info.size) === header.size
-                    ? Effect.mapError(fs.rename(partial, target), saveFailed)
-                    : Effect.fail(new ServerFailed({ server: server.id, reason: "sent a file of the wrong size" }))
-                ),
-                Effect.onError(() => Effect.ignore(fs.remove(partial)))
-              )
-              yield* saved
-              return { path: target, size: header.size }
-            }),
-          Duration.hours(24),
-          onEvent
-        )
-      })
-
-    return Client.of({ list, download, compute })
+    const setup: Setup = {
+      config,
+      balancerName: formatEndpoint(config.balancer),
+      wire: yield* Wire,
+      fs: yield* FileSystem.FileSystem,
+      path: yield* Path.Path
+    }
+    return Client.of({
+      list: (onEvent = ignore) => list(setup, onEvent),
+      download: (name, folder, onEvent = ignore) => download(setup, name, folder, onEvent),
+      compute: (seconds, onEvent = ignore) => compute(setup, seconds, onEvent)
+    })
   })
 
 export const layer = (config: ClientConfig): Layer.Layer<Client, never, Wire | FileSystem.FileSystem | Path.Path> =>
   Layer.effect(Client, make(config))
+
+/**
+ * When to go back to the balancer after a failure: first after `backoff`, then doubling with
+ * jitter but never more than 2 s apart; `attempts - 1` times at most.
+ */
+export const reroutePolicy = (config: Pick<ClientConfig, "attempts" | "backoff">) =>
+  Schedule.exponential(config.backoff).pipe(
+    Schedule.jittered,
+    Schedule.either(Schedule.spaced("2 seconds")),
+    Schedule.intersect(Schedule.recurs(config.attempts - 1))
+  )
+
+/** What the client was made with: its configuration and the services it uses. */
+interface Setup {
+  readonly config: ClientConfig
+  readonly balancerName: string
+  readonly wire: Wire["Type"]
+  readonly fs: FileSystem.FileSystem
+  readonly path: Path.Path
+}
+
+type OnEvent = (event: ClientEvent) => Effect.Effect<void>
+
+/** What a request does on the server it reached. It turns that server's trouble into `ServerFailed`. */
+type Exchange<A> = (connection: Connection, server: ServerLocation) => Effect.Effect<A, Attempt>
+
+const list = (setup: Setup, onEvent: OnEvent) =>
+  onSomeServer(
+    setup,
+    (connection, server) =>
+      Effect.flatMap(
+        askServer(connection, server, new ListFiles()),
+        (reply): Effect.Effect<Record<string, string>, ServerFailed> =>
+          reply._tag === "FileList" ? Effect.succeed(reply.files) : Effect.fail(unexpected(server, reply))
+      ),
+    setup.config.replyTimeout,
+    onEvent
+  )
+
+const compute = (setup: Setup, seconds: number, onEvent: OnEvent) =>
+  onSomeServer(
+    setup,
+    (connection, server) =>
+      Effect.flatMap(
+        askServer(connection, server, new Compute({ seconds })),
+        (reply): Effect.Effect<number, ServerFailed | InvalidRequest> =>
+          reply._tag === "Computed"
+            ? Effect.succeed(reply.seconds)
+            : reply._tag === "InvalidRequest"
+              ? Effect.fail(reply)
+              : Effect.fail(unexpected(server, reply))
+      ),
+    Duration.sum(Duration.seconds(seconds), setup.config.replyTimeout),
+    onEvent
+  )
+
+const download = (setup: Setup, name: string, folder: string, onEvent: OnEvent) =>
+  Effect.gen(function* () {
+    if (name.length === 0 || setup.path.basename(name) !== name || name === "." || name === "..") {
+      return yield* new InvalidRequest({ message: `"${name}" is not a plain file name` })
+    }
+    const destination: Destination = { folder, name, path: setup.path.join(folder, name) }
+    return yield* onSomeServer<Saved>(
+      setup,
+      (connection, server) =>
+        Effect.gen(function* () {
+          const header = yield* askServer(connection, server, new Download({ name }))
+          if (header._tag === "FileNotFound") return yield* header
+          if (header._tag !== "FileHeader") return yield* unexpected(server, header)
+          return yield* receiveFile(setup, connection, server, header.size, destination, onEvent)
+        }),
+      Duration.hours(24),
+      onEvent
+    )
+  })
+
+/** Where a download goes: `path`, a plain `name` inside `folder`. */
+interface Destination {
+  readonly folder: string
+  readonly name: string
+  readonly path: string
+}
+
+/**
+ * Receives the file's `size` bytes into `destination`. A cut-off transfer or a file of the wrong
+ * size is the server's failure; a file that cannot be written is the request's.
+ */
+const receiveFile = (
+  { fs, path }: Setup,
+  connection: Connection,
+  server: ServerLocation,
+  size: number,
+  destination: Destination,
+  onEvent: OnEvent
+): Effect.Effect<Saved, ServerFailed | SaveFailed> =>
+  Effect.suspend(() => {
+    // Written beside the target and renamed only when complete: never a truncated file under the real name.
+    const partial = path.join(destination.folder, `.${destination.name}.${Crypto.randomBytes(4).toString("hex")}.part`)
+    const saveFailed = (error: { message: string }) => new SaveFailed({ path: destination.path, reason: error.message })
+    let received = 0
+    return connection.readPayload(size).pipe(
+      Stream.tap((chunk) => {
+        received += chunk.length
+        return onEvent({ _tag: "Progress", received, total: size })
+      }),
+      Stream.run(fs.sink(partial)),
+      Effect.mapError((error) =>
+        error._tag === "ConnectionClosed"
+          ? new ServerFailed({ server: server.id, reason: `${error.reason} (mid-download)` })
+          : saveFailed(error)
+      ),
+      Effect.zipRight(Effect.mapError(fs.stat(partial), saveFailed)),
+      Effect.flatMap((info): Effect.Effect<void, ServerFailed | SaveFailed> =>
+        Number(info.size) === size
+          ? Effect.mapError(fs.rename(partial, destination.path), saveFailed)
+          : Effect.fail(new ServerFailed({ server: server.id, reason: "sent a file of the wrong size" }))
+      ),
+      Effect.onError(() => Effect.ignore(fs.remove(partial))),
+      Effect.as({ path: destination.path, size })
+    )
+  })
+
+/** One request's way between servers: how many were tried, which failed, and why the last one did. */
+interface Journey {
+  attempts: number
+  readonly failed: Array<Endpoint>
+  lastReason: string
+}
+
+/**
+ * Runs `exchange` on some server: located, connected, asked; re-routed, by `reroutePolicy`, on any
+ * server failure and while the balancer cannot be reached or has no server. Anything else ends the
+ * request, and so does a server failure once the attempts run out.
+ */
+const onSomeServer = <A>(
+  setup: Setup,
+  exchange: Exchange<A>,
+  timeout: Duration.DurationInput,
+  onEvent: OnEvent
+): Effect.Effect<Served<A>, ClientError> =>
+  Effect.suspend(() => {
+    const journey: Journey = { attempts: 0, failed: [], lastReason: "" }
+    return attempt(setup, journey, exchange, timeout, onEvent).pipe(
+      Effect.retry({ schedule: reroutePolicy(setup.config), while: reroutable }),
+      Effect.catchTags({
+        ServerFailed: (error) => Effect.fail(gaveUp(journey, error)),
+        NoServerAvailable: (error) => Effect.fail(gaveUp(journey, error))
+      })
+    )
+  })
+
+/** A failure that another server, or another try at the balancer, may get past. */
+const reroutable = (error: { readonly _tag: string }) =>
+  error._tag === "ServerFailed" || error._tag === "BalancerUnavailable" || error._tag === "NoServerAvailable"
+
+/** The one reason a person is given: the last failure, or why the balancer had none left and what failed before. */
+const gaveUp = (journey: Journey, error: ServerFailed | NoServerAvailable) =>
+  new GaveUp({
+    attempts: journey.attempts,
+    reason:
+      error._tag === "NoServerAvailable"
+        ? `${error.message}${journey.lastReason ? `; ${journey.lastReason}` : ""}`
+        : error.message
+  })
+
+/**
+ * One try: a server from the balancer (none that failed before), then `exchange` there. A server
+ * that fails is remembered for the next try and reported as re-routed to whoever watches.
+ */
+const attempt = <A>(
+  setup: Setup,
+  journey: Journey,
+  exchange: Exchange<A>,
+  timeout: Duration.DurationInput,
+  onEvent: OnEvent
+) =>
+  Effect.gen(function* () {
+    journey.attempts += 1
+    const server = yield* locate(setup, journey.failed)
+    yield* onEvent({ _tag: "Located", server, attempt: journey.attempts })
+    const name = `${server.id} (${formatEndpoint(server)})`
+    const value = yield* onServer(setup, server, name, exchange, timeout).pipe(
+      Effect.tapError((error) =>
+        error._tag === "ServerFailed"
+          ? Effect.suspend(() => {
+              journey.failed.push(server)
+              journey.lastReason = error.message
+              return onEvent({ _tag: "Rerouted", server: name, reason: error.reason })
+            })
+          : Effect.void
+      )
+    )
+    return { value, server, attempts: journey.attempts }
+  })
+
+/** Connects to `server` and runs `exchange` there within `timeout`; trouble with the connection is the server's failure. */
+const onServer = <A>(
+  { config, wire }: Setup,
+  server: ServerLocation,
+  name: string,
+  exchange: Exchange<A>,
+  timeout: Duration.DurationInput
+) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const connection = yield* wire.connect(server, { timeout: config.connectTimeout })
+      return yield* exchange(connection, server)
+    })
+  ).pipe(
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () => new ServerFailed({ server: name, reason: "timed out" })
+    }),
+    Effect.catchTags({
+      ConnectFailed: (error) => Effect.fail(new ServerFailed({ server: name, reason: error.reason })),
+      ConnectionClosed: (error) => Effect.fail(new ServerFailed({ server: name, reason: error.reason })),
+      LineTooLong: (error) => Effect.fail(new ServerFailed({ server: name, reason: error.message }))
+    })
+  )
+
+/** Asks the balancer for a server other than those in `exclude`. */
+const locate = (
+  { config, balancerName, wire }: Setup,
+  exclude: ReadonlyArray<Endpoint>
+): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable> =>
+  ask(config.balancer, new Locate({ exclude }), config.connectTimeout).pipe(
+    Effect.provideService(Wire, wire),
+    Effect.mapError((error) => new BalancerUnavailable({ balancer: balancerName, reason: error.message })),
+    Effect.flatMap((reply): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable> => {
+      switch (reply._tag) {
+        case "Located":
+          return Effect.succeed(reply.server)
+        case "NoServerAvailable":
+          return Effect.fail(reply)
+        default:
+          return Effect.fail(new BalancerUnavailable({ balancer: balancerName, reason: `answered ${reply._tag}` }))
+      }
+    })
+  )
+
+/** Sends one request and reads the reply; the server's own error replies pass through as values. */
+const askServer = (
+  connection: Connection,
+  server: ServerLocation,
+  request: ServerRequestType
+): Effect.Effect<ServerReplyType, ServerFailed | ConnectionClosed | LineTooLong> =>
+  connection.send(ServerRequest, request).pipe(
+    Effect.zipRight(connection.read(ServerReply)),
+    Effect.flatMap(
+      Option.match({
+        onNone: () => Effect.fail(new ServerFailed({ server: server.id, reason: "closed without answering" })),
+        onSome: (reply: ServerReplyType) =>
+          reply._tag === "Busy"
+            ? Effect.fail(new ServerFailed({ server: server.id, reason: `busy: ${reply.message}` }))
+            : Effect.succeed(reply)
+      })
+    ),
+    Effect.catchTag("InvalidRequest", (error) =>
+      Effect.fail(new ServerFailed({ server: server.id, reason: `sent something unreadable: ${error.message}` }))
+    )
+  )
+
+const unexpected = (server: ServerLocation, reply: ServerReplyType) =>
+  new ServerFailed({ server: server.id, reason: `answered ${reply._tag}` })
