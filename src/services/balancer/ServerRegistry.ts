@@ -107,113 +107,134 @@ const candidate = (entry: Entry): Candidate | undefined =>
       }
     : undefined
 
+/** The registry's books: every update below is one synchronous step over them. */
+interface Books {
+  readonly entries: Map<ServerId, Entry>
+  readonly byEndpoint: Map<string, ServerId>
+  readonly observers: Set<Observer>
+  readonly hub: PubSub.PubSub<RegistryChange>
+}
+
+const liveCandidates = (books: Books) => [...books.entries.values()].flatMap((entry) => candidate(entry) ?? [])
+
+/** Tells the observers (the strategy's index) what the entry is now. */
+const tell = (books: Books, entry: Entry) => {
+  const eligible = candidate(entry)
+  for (const observer of books.observers) observer(entry.spec.id, eligible)
+}
+
+const removeEntry = (books: Books, entry: Entry) => {
+  books.entries.delete(entry.spec.id)
+  books.byEndpoint.delete(formatEndpoint(entry.spec))
+  entry.state = "dead"
+  tell(books, entry)
+  books.hub.unsafeOffer({ _tag: "Removed", server: view(entry) })
+}
+
+/** A server with the same id or at the same address is replaced; one with the same id keeps its history. */
+const addEntry = (books: Books, spec: ServerSpec): ServerView => {
+  const endpoint = formatEndpoint(spec)
+  const previous = books.entries.get(spec.id)
+  const sameAddress = books.byEndpoint.get(endpoint)
+  if (previous !== undefined) removeEntry(books, previous)
+  const other = sameAddress === undefined ? undefined : books.entries.get(sameAddress)
+  if (other !== undefined) removeEntry(books, other)
+  const entry: Entry = {
+    spec,
+    state: "live",
+    reported: previous?.reported ?? 0,
+    pending: 0,
+    responseTimeMs: previous?.responseTimeMs ?? null,
+    latencyMs: previous?.latencyMs ?? null,
+    located: previous?.located ?? 0
+  }
+  books.entries.set(spec.id, entry)
+  books.byEndpoint.set(endpoint, spec.id)
+  tell(books, entry)
+  const server = view(entry)
+  books.hub.unsafeOffer({ _tag: "Added", server })
+  return server
+}
+
+/** Applies `change` to a known server; one that returns `false` changed nothing and is not announced. */
+const update = (books: Books, id: ServerId, change: (entry: Entry) => boolean | void) =>
+  Effect.sync(() => {
+    const entry = books.entries.get(id)
+    if (entry === undefined) return Option.none<ServerView>()
+    if (change(entry) === false) return Option.some(view(entry))
+    tell(books, entry)
+    const server = view(entry)
+    books.hub.unsafeOffer({ _tag: "Updated", server })
+    return Option.some(server)
+  })
+
+// ---- the changes, each a function of an entry --------------------------------------------------
+
+const toState =
+  (state: ServerState) =>
+  (entry: Entry): boolean | void => {
+    if (entry.state === state) return false
+    if (entry.state === "live" && state === "dead") Metrics.unsafeEjected(entry.spec.id)
+    entry.state = state
+    if (state !== "live") entry.pending = 0
+  }
+
+const toWeight =
+  (weight: Weight) =>
+  (entry: Entry): boolean | void => {
+    if (entry.spec.weight === weight) return false
+    entry.spec = { ...entry.spec, weight }
+  }
+
+const loadReport =
+  (active: number, latencyMs: number | undefined) =>
+  (entry: Entry): boolean | void => {
+    const latency = latencyMs ?? entry.latencyMs
+    if (entry.reported === active && entry.pending === 0 && entry.latencyMs === latency) return false
+    entry.reported = active
+    entry.pending = 0
+    entry.latencyMs = latency
+  }
+
+const probeAnswer =
+  (smoothing: number, roundTripMs: number, active: number | undefined, latencyMs: number | undefined) =>
+  (entry: Entry): void => {
+    entry.responseTimeMs =
+      entry.responseTimeMs === null
+        ? roundTripMs
+        : entry.responseTimeMs + smoothing * (roundTripMs - entry.responseTimeMs)
+    // A bare TCP probe says nothing of load: the count kept by whoever knows it stands.
+    if (active !== undefined) {
+      entry.reported = active
+      entry.pending = 0
+    }
+    entry.latencyMs = latencyMs ?? entry.latencyMs
+    if (entry.state === "dead") entry.state = "live"
+  }
+
 export const make = (config: RegistryConfig = defaultConfig) =>
   Effect.gen(function* () {
-    const entries = new Map<ServerId, Entry>()
-    const byEndpoint = new Map<string, ServerId>()
-    const observers = new Set<Observer>()
-    const hub = yield* PubSub.sliding<RegistryChange>(4096)
-
-    const tell = (entry: Entry) => {
-      const eligible = candidate(entry)
-      for (const observer of observers) observer(entry.spec.id, eligible)
+    const books: Books = {
+      entries: new Map(),
+      byEndpoint: new Map(),
+      observers: new Set(),
+      hub: yield* PubSub.sliding<RegistryChange>(4096)
     }
-    const publish = (change: RegistryChange) => hub.unsafeOffer(change)
-
-    const removeEntry = (entry: Entry) => {
-      entries.delete(entry.spec.id)
-      byEndpoint.delete(formatEndpoint(entry.spec))
-      entry.state = "dead"
-      tell(entry)
-      publish({ _tag: "Removed", server: view(entry) })
-    }
-
-    const update = (id: ServerId, change: (entry: Entry) => boolean | void) =>
-      Effect.sync(() => {
-        const entry = entries.get(id)
-        if (entry === undefined) return Option.none<ServerView>()
-        if (change(entry) === false) return Option.some(view(entry))
-        tell(entry)
-        const server = view(entry)
-        publish({ _tag: "Updated", server })
-        return Option.some(server)
-      })
-
+    const { entries, byEndpoint, observers, hub } = books
     return ServerRegistry.of({
-      add: (spec) =>
-        Effect.sync(() => {
-          const endpoint = formatEndpoint(spec)
-          const previous = entries.get(spec.id)
-          const sameAddress = byEndpoint.get(endpoint)
-          if (previous !== undefined) removeEntry(previous)
-          const other = sameAddress === undefined ? undefined : entries.get(sameAddress)
-          if (other !== undefined) removeEntry(other)
-          const entry: Entry = {
-            spec,
-            state: "live",
-            reported: previous?.reported ?? 0,
-            pending: 0,
-            responseTimeMs: previous?.responseTimeMs ?? null,
-            latencyMs: previous?.latencyMs ?? null,
-            located: previous?.located ?? 0
-          }
-          entries.set(spec.id, entry)
-          byEndpoint.set(endpoint, spec.id)
-          tell(entry)
-          const server = view(entry)
-          publish({ _tag: "Added", server })
-          return server
-        }),
+      add: (spec) => Effect.sync(() => addEntry(books, spec)),
       remove: (id) =>
         Effect.sync(() => {
           const entry = entries.get(id)
-          if (entry === undefined) return false
-          removeEntry(entry)
-          return true
+          if (entry !== undefined) removeEntry(books, entry)
+          return entry !== undefined
         }),
-      setState: (id, state) =>
-        update(id, (entry) => {
-          if (entry.state === state) return false
-          if (entry.state === "live" && state === "dead") Metrics.unsafeEjected(id)
-          entry.state = state
-          if (state !== "live") entry.pending = 0
-        }),
-      setWeight: (id, weight) =>
-        update(id, (entry) => {
-          if (entry.spec.weight === weight) return false
-          entry.spec = { ...entry.spec, weight }
-        }),
-      reportLoad: (id, active, latencyMs) =>
-        Effect.asVoid(
-          update(id, (entry) => {
-            const latency = latencyMs ?? entry.latencyMs
-            if (entry.reported === active && entry.pending === 0 && entry.latencyMs === latency) return false
-            entry.reported = active
-            entry.pending = 0
-            entry.latencyMs = latency
-          })
-        ),
+      setState: (id, state) => update(books, id, toState(state)),
+      setWeight: (id, weight) => update(books, id, toWeight(weight)),
+      reportLoad: (id, active, latencyMs) => Effect.asVoid(update(books, id, loadReport(active, latencyMs))),
       recordProbe: (id, roundTripMs, active, latencyMs) =>
-        Effect.asVoid(
-          update(id, (entry) => {
-            entry.responseTimeMs =
-              entry.responseTimeMs === null
-                ? roundTripMs
-                : entry.responseTimeMs + config.smoothing * (roundTripMs - entry.responseTimeMs)
-            // A bare TCP probe says nothing of load: the count kept by whoever knows it stands.
-            if (active !== undefined) {
-              entry.reported = active
-              entry.pending = 0
-            }
-            entry.latencyMs = latencyMs ?? entry.latencyMs
-            if (entry.state === "dead") entry.state = "live"
-          })
-        ),
-      get: (id) =>
-        Effect.sync(() => {
-          const entry = entries.get(id)
-          return entry === undefined ? Option.none() : Option.some(view(entry))
-        }),
+        Effect.asVoid(update(books, id, probeAnswer(config.smoothing, roundTripMs, active, latencyMs))),
+      get: (id) => Effect.sync(() => Option.map(Option.fromNullable(entries.get(id)), view)),
       list: Effect.sync(() => [...entries.values()].map(view)),
       changes: Stream.fromPubSub(hub),
       subscribe: PubSub.subscribe(hub),
@@ -221,25 +242,25 @@ export const make = (config: RegistryConfig = defaultConfig) =>
         Effect.acquireRelease(
           Effect.sync(() => {
             observers.add(observer)
-            return [...entries.values()].flatMap((entry) => candidate(entry) ?? [])
+            return liveCandidates(books)
           }),
           () => Effect.sync(() => observers.delete(observer))
         ),
-      unsafeLive: () => [...entries.values()].flatMap((entry) => candidate(entry) ?? []),
+      unsafeLive: () => liveCandidates(books),
       unsafeIdAt: (endpoint) => byEndpoint.get(formatEndpoint(endpoint)),
       unsafeSetActive: (id, active) => {
         const entry = entries.get(id)
         if (entry === undefined) return
         entry.reported = active
         entry.pending = 0
-        tell(entry)
+        tell(books, entry)
       },
       unsafeLocated: (id) => {
         const entry = entries.get(id)
         if (entry === undefined) return undefined
         entry.located += 1
         entry.pending += 1
-        tell(entry)
+        tell(books, entry)
         return { id: entry.spec.id, host: entry.spec.host, port: entry.spec.port }
       }
     })
