@@ -7,7 +7,9 @@
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Stream, SubscriptionRef } from "effect"
 import { Busy, InvalidRequest } from "../../domain/Errors.js"
 import {
+  type Compute,
   Computed,
+  type Download,
   FileHeader,
   FileList,
   Pong,
@@ -18,7 +20,7 @@ import {
 import { ServerId } from "../../domain/Server.js"
 import type { Connection, ConnectionClosed, PayloadFailed } from "../wire/Connection.js"
 import { FileStore } from "./FileStore.js"
-import { makeIdleSweeper } from "../wire/Idle.js"
+import { type IdleSweeper, makeIdleSweeper } from "../wire/Idle.js"
 import { type Address, Wire } from "../wire/Wire.js"
 
 export interface FileServerConfig {
@@ -67,151 +69,197 @@ export class FileServer extends Context.Tag("effect-lb/FileServer")<
   }
 >() {}
 
+/**
+ * Peak-sensitive moving average of the time to answer (as Finagle's peak EWMA): a slower answer
+ * counts at once, a faster one pulls the figure down gradually.
+ */
+class PeakLatency {
+  ms: number | undefined = undefined
+  record(ms: number) {
+    this.ms = this.ms === undefined || ms > this.ms ? ms : this.ms + 0.2 * (ms - this.ms)
+  }
+}
+
+/** What one server's connections share, built once when it starts. */
+interface Serving {
+  /** Known once the port is bound; no request can arrive before then. */
+  id: ServerId
+  readonly config: FileServerConfig
+  readonly store: FileStore["Type"]
+  readonly active: SubscriptionRef.SubscriptionRef<number>
+  readonly latency: PeakLatency
+  /** Computations allowed to run at once; `undefined` for no limit. */
+  readonly slots: Effect.Semaphore | undefined
+  /** Connections accepted and not yet ended, counted or not; drain waits for it to reach 0. */
+  readonly open: SubscriptionRef.SubscriptionRef<number>
+  readonly draining: Deferred.Deferred<void>
+  readonly sweeper: IdleSweeper
+}
+
+type Answer = Effect.Effect<void, ConnectionClosed | PayloadFailed>
+
+const reply = (connection: Connection, message: ServerReplyType) => connection.send(ServerReply, message)
+
+const answerPing = (server: Serving, connection: Connection): Answer =>
+  Effect.flatMap(SubscriptionRef.get(server.active), (count) =>
+    reply(connection, new Pong({ id: server.id, active: count, latencyMs: server.latency.ms }))
+  )
+
+const answerListFiles = (server: Serving, connection: Connection): Answer =>
+  server.store.list.pipe(
+    Effect.map((files): ServerReplyType => new FileList({ files })),
+    Effect.merge,
+    Effect.flatMap((message) => reply(connection, message))
+  )
+
+/** The header, then the file streamed as a payload (the connection applies backpressure). */
+const answerDownload = (server: Serving, connection: Connection, request: Download): Answer =>
+  Effect.scoped(
+    server.store.open(request.name).pipe(
+      Effect.matchEffect({
+        onFailure: (error) => reply(connection, error),
+        onSuccess: (file) =>
+          reply(connection, new FileHeader({ name: file.name, size: file.size })).pipe(
+            Effect.zipRight(connection.sendPayload(file.stream, file.size))
+          )
+      })
+    )
+  )
+
+const answerCompute = (server: Serving, connection: Connection, request: Compute): Answer => {
+  const { maxCompute, computeScale } = server.config
+  if (request.seconds > maxCompute) {
+    return reply(connection, new InvalidRequest({ message: `seconds must be an integer from 0 to ${maxCompute}` }))
+  }
+  // The work is a sleep on the Clock: it blocks no one. A client that hangs up meanwhile
+  // has abandoned it (as nginx treats a client abort), so it stops and frees its slot.
+  const work = Effect.sleep(Duration.millis(request.seconds * 1000 * (computeScale ?? 1)))
+  return Effect.raceFirst(
+    (server.slots === undefined ? work : server.slots.withPermits(1)(work)).pipe(
+      Effect.zipRight(reply(connection, new Computed({ seconds: request.seconds })))
+    ),
+    connection.hangup
+  )
+}
+
+const answer = (server: Serving, connection: Connection, request: ServerRequest): Answer => {
+  switch (request._tag) {
+    case "Ping":
+      return answerPing(server, connection)
+    case "ListFiles":
+      return answerListFiles(server, connection)
+    case "Download":
+      return answerDownload(server, connection, request)
+    case "Compute":
+      return answerCompute(server, connection, request)
+  }
+}
+
+/**
+ * Serves requests on one connection until it ends, idles out, breaks, or the server drains.
+ * Kept lean (no scope, no log annotations per connection): an idle connection holds this fiber.
+ */
+const serveConnection = (server: Serving, connection: Connection) => {
+  let counted = false
+  const idle = server.sweeper.unsafeTrack(() => Effect.runSync(connection.destroy))
+  return Effect.gen(function* () {
+    while (true) {
+      const next = yield* connection.read(ServerRequest).pipe(
+        // A bad line does not spoil the connection: say why, and read the next one.
+        Effect.catchTag("InvalidRequest", (error) => Effect.as(reply(connection, error), "skipped" as const))
+      )
+      if (next === "skipped") continue
+      if (Option.isNone(next)) return
+      if (!counted && next.value._tag !== "Ping") {
+        counted = true
+        yield* SubscriptionRef.update(server.active, (n) => n + 1)
+      }
+      // Draining does not cut a request that started: it ends, or the drain timeout cuts it.
+      idle.busy()
+      const started = yield* Clock.currentTimeMillis
+      yield* answer(server, connection, next.value)
+      if (next.value._tag !== "Ping") server.latency.record((yield* Clock.currentTimeMillis) - started)
+      idle.done()
+      if (yield* Deferred.isDone(server.draining)) return
+    }
+  }).pipe(
+    Effect.catchTag("LineTooLong", (error) => reply(connection, new InvalidRequest({ message: error.message }))),
+    Effect.ensuring(
+      Effect.suspend(() => {
+        idle.release()
+        return counted ? SubscriptionRef.update(server.active, (n) => n - 1) : Effect.void
+      })
+    )
+  )
+}
+
+/** Takes a connection and serves it, or answers `Busy` when at the connection limit or draining. */
+const accept = (server: Serving, connection: Connection) =>
+  Effect.gen(function* () {
+    const { maxConnections } = server.config
+    const accepted = yield* Ref.modify(server.open, (n): [boolean, number] =>
+      n >= maxConnections ? [false, n] : [true, n + 1]
+    )
+    if (!accepted || (yield* Deferred.isDone(server.draining))) {
+      if (accepted) yield* SubscriptionRef.update(server.open, (n) => n - 1)
+      const reason = accepted
+        ? "the server is shutting down"
+        : `the server is at its limit of ${maxConnections} connections`
+      return yield* reply(connection, new Busy({ message: reason }))
+    }
+    yield* serveConnection(server, connection).pipe(Effect.ensuring(SubscriptionRef.update(server.open, (n) => n - 1)))
+  }).pipe(
+    Effect.catchAll((error) =>
+      Effect.logDebug(`connection from ${connection.peer} ended`, error).pipe(
+        Effect.annotateLogs({ server: server.id })
+      )
+    )
+  )
+
+/** Stops taking work, closes idle connections, and waits (up to the drain timeout) for the others. */
+const drain = (server: Serving) =>
+  Effect.gen(function* () {
+    yield* Deferred.succeed(server.draining, undefined)
+    // Connections between requests close now; the others after the request they are answering.
+    yield* server.sweeper.closeIdle
+    // Interruptible, so the timeout can cut the wait even when this runs as a finalizer.
+    yield* server.open.changes.pipe(
+      Stream.takeUntil((n) => n === 0),
+      Stream.runDrain,
+      Effect.interruptible,
+      Effect.timeout(server.config.drainTimeout),
+      Effect.ignore
+    )
+  })
+
 export const make = (config: FileServerConfig) =>
   Effect.gen(function* () {
     const wire = yield* Wire
-    const store = yield* FileStore
-    const active = yield* SubscriptionRef.make(0)
-    // Peak-sensitive moving average (as Finagle's peak EWMA): a slower answer counts at once, a
-    // faster one pulls the figure down gradually.
-    let latency: number | undefined
-    const recordLatency = (ms: number) => {
-      latency = latency === undefined || ms > latency ? ms : latency + 0.2 * (ms - latency)
+    const server: Serving = {
+      id: config.id ?? ServerId.make(`s${config.port}`),
+      config,
+      store: yield* FileStore,
+      active: yield* SubscriptionRef.make(0),
+      latency: new PeakLatency(),
+      open: yield* SubscriptionRef.make(0),
+      draining: yield* Deferred.make<void>(),
+      slots: config.computeSlots === undefined ? undefined : yield* Effect.makeSemaphore(config.computeSlots),
+      sweeper: yield* makeIdleSweeper(config.idleTimeout)
     }
-    const open = yield* SubscriptionRef.make(0)
-    const draining = yield* Deferred.make<void>()
-    const slots = config.computeSlots === undefined ? undefined : yield* Effect.makeSemaphore(config.computeSlots)
-    // Known once the port is bound; no request can arrive before then.
-    let id: ServerId = config.id ?? ServerId.make(`s${config.port}`)
-
-    const reply = (connection: Connection, message: ServerReplyType) => connection.send(ServerReply, message)
-
-    const answer = (
-      connection: Connection,
-      request: ServerRequest
-    ): Effect.Effect<void, ConnectionClosed | PayloadFailed> => {
-      switch (request._tag) {
-        case "Ping":
-          return Effect.flatMap(SubscriptionRef.get(active), (count) =>
-            reply(connection, new Pong({ id, active: count, latencyMs: latency }))
-          )
-        case "ListFiles":
-          return store.list.pipe(
-            Effect.map((files): ServerReplyType => new FileList({ files })),
-            Effect.merge,
-            Effect.flatMap((message) => reply(connection, message))
-          )
-        case "Download":
-          return Effect.scoped(
-            store.open(request.name).pipe(
-              Effect.matchEffect({
-                onFailure: (error) => reply(connection, error),
-                onSuccess: (file) =>
-                  reply(connection, new FileHeader({ name: file.name, size: file.size })).pipe(
-                    Effect.zipRight(connection.sendPayload(file.stream, file.size))
-                  )
-              })
-            )
-          )
-        case "Compute": {
-          if (request.seconds > config.maxCompute) {
-            return reply(
-              connection,
-              new InvalidRequest({ message: `seconds must be an integer from 0 to ${config.maxCompute}` })
-            )
-          }
-          // The work is a sleep on the Clock: it blocks no one. A client that hangs up meanwhile
-          // has abandoned it (as nginx treats a client abort), so it stops and frees its slot.
-          const work = Effect.sleep(Duration.millis(request.seconds * 1000 * (config.computeScale ?? 1)))
-          return Effect.raceFirst(
-            (slots === undefined ? work : slots.withPermits(1)(work)).pipe(
-              Effect.zipRight(reply(connection, new Computed({ seconds: request.seconds })))
-            ),
-            connection.hangup
-          )
-        }
-      }
-    }
-
-    const sweeper = yield* makeIdleSweeper(config.idleTimeout)
-
-    /**
-     * Serves requests on one connection until it ends, idles out, breaks, or the server drains.
-     * Kept lean (no scope, no log annotations per connection): an idle connection holds this fiber.
-     */
-    const serveConnection = (connection: Connection) => {
-      let counted = false
-      const idle = sweeper.unsafeTrack(() => Effect.runSync(connection.destroy))
-      return Effect.gen(function* () {
-        while (true) {
-          const next = yield* connection.read(ServerRequest).pipe(
-            // A bad line does not spoil the connection: say why, and read the next one.
-            Effect.catchTag("InvalidRequest", (error) => Effect.as(reply(connection, error), "skipped" as const))
-          )
-          if (next === "skipped") continue
-          if (Option.isNone(next)) return
-          if (!counted && next.value._tag !== "Ping") {
-            counted = true
-            yield* SubscriptionRef.update(active, (n) => n + 1)
-          }
-          // Draining does not cut a request that started: it ends, or the drain timeout cuts it.
-          idle.busy()
-          const started = yield* Clock.currentTimeMillis
-          yield* answer(connection, next.value)
-          if (next.value._tag !== "Ping") recordLatency((yield* Clock.currentTimeMillis) - started)
-          idle.done()
-          if (yield* Deferred.isDone(draining)) return
-        }
-      }).pipe(
-        Effect.catchTag("LineTooLong", (error) => reply(connection, new InvalidRequest({ message: error.message }))),
-        Effect.ensuring(
-          Effect.suspend(() => {
-            idle.release()
-            return counted ? SubscriptionRef.update(active, (n) => n - 1) : Effect.void
-          })
-        )
-      )
-    }
-
-    const accept = (connection: Connection) =>
-      Effect.gen(function* () {
-        const accepted = yield* Ref.modify(open, (n): [boolean, number] =>
-          n >= config.maxConnections ? [false, n] : [true, n + 1]
-        )
-        if (!accepted || (yield* Deferred.isDone(draining))) {
-          if (accepted) yield* SubscriptionRef.update(open, (n) => n - 1)
-          const reason = accepted
-            ? "the server is shutting down"
-            : `the server is at its limit of ${config.maxConnections} connections`
-          return yield* reply(connection, new Busy({ message: reason }))
-        }
-        yield* serveConnection(connection).pipe(Effect.ensuring(SubscriptionRef.update(open, (n) => n - 1)))
-      }).pipe(
-        Effect.catchAll((error) =>
-          Effect.logDebug(`connection from ${connection.peer} ended`, error).pipe(Effect.annotateLogs({ server: id }))
-        )
-      )
-
-    const address = yield* wire.serve({ host: config.host, port: config.port, maxLine: config.maxLine }, accept)
-    id = config.id ?? ServerId.make(`s${address.port}`)
-
-    const drain = Effect.gen(function* () {
-      yield* Deferred.succeed(draining, undefined)
-      // Connections between requests close now; the others after the request they are answering.
-      yield* sweeper.closeIdle
-      // Interruptible, so the timeout can cut the wait even when this runs as a finalizer.
-      yield* open.changes.pipe(
-        Stream.takeUntil((n) => n === 0),
-        Stream.runDrain,
-        Effect.interruptible,
-        Effect.timeout(config.drainTimeout),
-        Effect.ignore
-      )
-    })
+    const address = yield* wire.serve({ host: config.host, port: config.port, maxLine: config.maxLine }, (connection) =>
+      accept(server, connection)
+    )
+    server.id = config.id ?? ServerId.make(`s${address.port}`)
+    const drainServer = drain(server)
     // Runs before the listener is closed: in-flight requests end first.
-    yield* Effect.addFinalizer(() => drain)
-
-    return FileServer.of({ id, address, active, latencyMs: Effect.sync(() => latency), drain })
+    yield* Effect.addFinalizer(() => drainServer)
+    return FileServer.of({
+      id: server.id,
+      address,
+      active: server.active,
+      latencyMs: Effect.sync(() => server.latency.ms),
+      drain: drainServer
+    })
   })
 
 export const layer = (config: FileServerConfig) => Layer.scoped(FileServer, make(config))
