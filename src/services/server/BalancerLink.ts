@@ -4,7 +4,7 @@
  * connection is lost (backing off, up to 5 s between attempts), and deregisters on shutdown so it
  * leaves the rotation at once rather than after the balancer's dead-after.
  */
-import { Context, Deferred, Duration, Effect, Layer, Option, Random, Ref, Schema, Stream } from "effect"
+import { Context, Deferred, Duration, Effect, Layer, Option, Ref, Schedule, Schema, Stream } from "effect"
 import { BalancerReply, BalancerRequest, Deregister, Load, Register } from "../../domain/Protocol.js"
 import { Host, Port, type ServerSpec, type Weight } from "../../domain/Server.js"
 import type { Connection } from "../wire/Connection.js"
@@ -40,106 +40,128 @@ const wildcard = new Set(["0.0.0.0", "::", ""])
 /** `::ffff:10.0.0.7` (an IPv4 peer on a dual-stack socket) as plain `10.0.0.7`. */
 const unmapped = (host: string) => (host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host)
 
-export const make = (config: LinkConfig) =>
+/**
+ * What the server registers as. Clients should go: as told; else where the server listens; else,
+ * listening on every interface, the address it reaches the balancer from — the one interface surely
+ * routable from there (a balancer on another machine must not be told 127.0.0.1).
+ */
+const advertisedSpec = (server: FileServer["Type"], config: LinkConfig, connection: Connection): ServerSpec => {
+  const listenHost = server.address.host
+  return {
+    id: server.id,
+    host: Host.make(
+      config.advertiseHost ?? (wildcard.has(listenHost) ? unmapped(connection.localHost ?? "127.0.0.1") : listenHost)
+    ),
+    port: Port.make(server.address.port),
+    weight: config.weight
+  }
+}
+
+/** The wait between attempts to register: 100 ms, doubling up to 5 s, each jittered by ±20%. */
+const backoff: Schedule.Schedule<Duration.Duration, boolean> = Schedule.exponential("100 millis").pipe(
+  Schedule.modifyDelay((_, wait) => Duration.min(wait, Duration.seconds(5))),
+  Schedule.jittered
+)
+
+/**
+ * When to register again after the link drops. Its input is whether the session that ended had
+ * registered: then the backoff starts over.
+ */
+const reconnect = Schedule.passthrough(backoff).pipe(Schedule.resetWhen((registered) => registered))
+
+/** A registration in force: its connection, and word of the balancer's `Deregistered`. */
+interface Registration {
+  readonly connection: Connection
+  readonly deregistered: Deferred.Deferred<void>
+}
+
+/** Asks the balancer to take the server; fails unless it answers `Registered`. */
+const register = (connection: Connection, spec: ServerSpec, token: string | undefined) =>
+  Effect.gen(function* () {
+    yield* connection.send(BalancerRequest, new Register({ server: spec, token }))
+    const reply = yield* connection.read(BalancerReply)
+    if (Option.isNone(reply)) return yield* new LinkLost({ reason: "closed before answering Register" })
+    if (reply.value._tag === "Unauthorized") return yield* new RegistrationRefused({ reason: reply.value.message })
+    if (reply.value._tag !== "Registered") {
+      return yield* new RegistrationRefused({ reason: `answered ${reply.value._tag} to Register` })
+    }
+  })
+
+/** Sends `Load` whenever the server's count of active connections changes. */
+const reportLoad = (server: FileServer["Type"], connection: Connection) =>
+  server.active.changes.pipe(
+    Stream.runForEach((active) =>
+      Effect.flatMap(server.latencyMs, (latencyMs) => connection.send(BalancerRequest, new Load({ active, latencyMs })))
+    )
+  )
+
+/** Reads what the balancer says until it hangs up, noting its `Deregistered`. */
+const listen = ({ connection, deregistered }: Registration) =>
+  Effect.gen(function* () {
+    while (true) {
+      const message = yield* connection.read(BalancerReply)
+      if (Option.isNone(message)) return yield* new LinkLost({ reason: "the balancer closed the connection" })
+      if (message.value._tag === "Deregistered") yield* Deferred.succeed(deregistered, undefined)
+    }
+  })
+
+/** Leaves the rotation: `Deregister`, then waits up to 2 s for the balancer to confirm or hang up. */
+const deregister = ({ connection, deregistered }: Registration) =>
+  connection.send(BalancerRequest, new Deregister({})).pipe(
+    // Interruptible, so the timeout works inside a finalizer.
+    Effect.zipRight(Effect.interruptible(Effect.raceFirst(Deferred.await(deregistered), connection.closed))),
+    Effect.timeout("2 seconds"),
+    Effect.tap(() => Effect.logInfo("deregistered from the balancer")),
+    Effect.ignore
+  )
+
+const linkLost = (error: { readonly message: string }) => Effect.logDebug("balancer link lost", error.message)
+
+/**
+ * One registration on one connection, held (reporting load) until the connection is lost. Succeeds
+ * with whether it registered; fails only when the balancer refuses the server.
+ */
+const session = (config: LinkConfig, current: Ref.Ref<Option.Option<Registration>>) =>
   Effect.gen(function* () {
     const wire = yield* Wire
     const server = yield* FileServer
-    const listenHost = server.address.host
-    /**
-     * Where clients should go: as told; else where the server listens; else, listening on every
-     * interface, the address it reaches the balancer from — the one interface surely routable
-     * from there (a balancer on another machine must not be told 127.0.0.1).
-     */
-    const specFor = (connection: Connection): ServerSpec => ({
-      id: server.id,
-      host: Host.make(
-        config.advertiseHost ?? (wildcard.has(listenHost) ? unmapped(connection.localHost ?? "127.0.0.1") : listenHost)
-      ),
-      port: Port.make(server.address.port),
-      weight: config.weight
-    })
-    const current = yield* Ref.make(Option.none<{ connection: Connection; deregistered: Deferred.Deferred<void> }>())
-
-    let registeredThisTime = false
-    /** One registration, held until the connection is lost. */
-    const session = Effect.gen(function* () {
-      const connection = yield* wire.connect(config.balancer)
-      const spec = specFor(connection)
-      yield* connection.send(BalancerRequest, new Register({ server: spec, token: config.token }))
-      const reply = yield* connection.read(BalancerReply)
-      if (Option.isNone(reply)) return yield* new LinkLost({ reason: "closed before answering Register" })
-      if (reply.value._tag === "Unauthorized") return yield* new RegistrationRefused({ reason: reply.value.message })
-      if (reply.value._tag !== "Registered") {
-        return yield* new RegistrationRefused({ reason: `answered ${reply.value._tag} to Register` })
-      }
-      const deregistered = yield* Deferred.make<void>()
-      yield* Ref.set(current, Option.some({ connection, deregistered }))
-      registeredThisTime = true
-      yield* Effect.logInfo(
-        `registered as ${spec.id} with the balancer at ${config.balancer.host}:${config.balancer.port}`
-      )
-      const report = server.active.changes.pipe(
-        Stream.runForEach((active) =>
-          Effect.flatMap(server.latencyMs, (latencyMs) =>
-            connection.send(BalancerRequest, new Load({ active, latencyMs }))
-          )
-        )
-      )
-      const listen = Effect.gen(function* () {
-        while (true) {
-          const message = yield* connection.read(BalancerReply)
-          if (Option.isNone(message)) return yield* new LinkLost({ reason: "the balancer closed the connection" })
-          if (message.value._tag === "Deregistered") yield* Deferred.succeed(deregistered, undefined)
-        }
-      })
-      yield* Effect.raceFirst(report, listen)
-    }).pipe(
-      Effect.scoped,
-      Effect.ensuring(Ref.set(current, Option.none())),
-      Effect.catchIf(
-        (error) => error._tag !== "RegistrationRefused",
-        (error) => Effect.logDebug("balancer link lost", error.message)
-      )
+    const connection = yield* wire.connect(config.balancer)
+    const spec = advertisedSpec(server, config, connection)
+    yield* register(connection, spec, config.token)
+    const registration: Registration = { connection, deregistered: yield* Deferred.make<void>() }
+    yield* Ref.set(current, Option.some(registration))
+    yield* Effect.logInfo(
+      `registered as ${spec.id} with the balancer at ${config.balancer.host}:${config.balancer.port}`
     )
+    // How the held link ended is kept as a value, and logged once the connection is closed.
+    return yield* Effect.exit(Effect.raceFirst(reportLoad(server, connection), listen(registration)))
+  }).pipe(
+    Effect.scoped,
+    Effect.ensuring(Ref.set(current, Option.none())),
+    Effect.flatMap((held) => Effect.as(Effect.catchAll(held, linkLost), true)),
+    Effect.catchIf(
+      (error) => error._tag !== "RegistrationRefused",
+      (error) => Effect.as(linkLost(error), false)
+    )
+  )
 
-    // Registers again whenever the link drops; the wait doubles up to 5 s and resets after success.
-    const keepRegistered = Effect.gen(function* () {
-      let wait = 100
-      while (true) {
-        registeredThisTime = false
-        yield* session
-        const jitter = yield* Random.nextRange(0.8, 1.2)
-        if (registeredThisTime) wait = 100
-        yield* Effect.sleep(Duration.millis(wait * jitter))
-        wait = Math.min(wait * 2, 5000)
-      }
-    }).pipe(
+export const make = (config: LinkConfig) =>
+  Effect.gen(function* () {
+    const current = yield* Ref.make(Option.none<Registration>())
+    // Registers again whenever the link drops, until the balancer refuses the server.
+    yield* session(config, current).pipe(
+      Effect.repeat(reconnect),
       Effect.catchTag("RegistrationRefused", (error) =>
         Effect.logError(`the balancer refused to register this server: ${error.reason}`)
-      )
+      ),
+      Effect.forkScoped
     )
-    yield* Effect.forkScoped(keepRegistered)
 
     let abandoned = false
     // Runs before the server drains: leave the rotation first, then finish the work in flight.
     yield* Effect.addFinalizer(() =>
-      Ref.get(current).pipe(
-        Effect.map((link) => (abandoned ? Option.none() : link)),
-        Effect.flatMap(
-          Option.match({
-            onNone: () => Effect.void,
-            onSome: ({ connection, deregistered }) =>
-              connection.send(BalancerRequest, new Deregister({})).pipe(
-                // Interruptible, so the timeout works inside this finalizer.
-                Effect.zipRight(
-                  Effect.interruptible(Effect.raceFirst(Deferred.await(deregistered), connection.closed))
-                ),
-                Effect.timeout("2 seconds"),
-                Effect.tap(() => Effect.logInfo("deregistered from the balancer")),
-                Effect.ignore
-              )
-          })
-        )
+      Effect.flatMap(Ref.get(current), (registration) =>
+        abandoned || Option.isNone(registration) ? Effect.void : deregister(registration.value)
       )
     )
 
