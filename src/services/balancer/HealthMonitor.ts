@@ -34,90 +34,121 @@ export class HealthMonitor extends Context.Tag("effect-lb/HealthMonitor")<
   }
 >() {}
 
+/** What watching any server needs, built once. */
+interface Watching {
+  readonly registry: ServerRegistry["Type"]
+  readonly wire: Wire["Type"]
+  readonly health: MonitorConfig["health"]
+  readonly interval: Duration.Duration
+  readonly deadAfter: Duration.Duration
+}
+
+/** A good answer: the round trip in milliseconds, and the load the server reported (not with `tcp`). */
+interface Answer {
+  readonly roundTripMs: number
+  readonly active: number | undefined
+  readonly latencyMs: number | undefined
+}
+
+/** One probe: connect, Ping, Pong (with `tcp` health, the connect alone), within `deadAfter`. */
+const probe = (watching: Watching, server: ServerView): Effect.Effect<Answer, ProbeFailed> =>
+  Effect.gen(function* () {
+    const started = yield* Clock.currentTimeNanos
+    const connection = yield* watching.wire.connect(server, { timeout: watching.deadAfter })
+    if (watching.health === "tcp") {
+      const connected = yield* Clock.currentTimeNanos
+      return { roundTripMs: Number(connected - started) / 1e6, active: undefined, latencyMs: undefined }
+    }
+    yield* connection.send(ServerRequest, new Ping())
+    const reply = yield* connection.read(ServerReply)
+    const answered = yield* Clock.currentTimeNanos
+    if (Option.isNone(reply) || reply.value._tag !== "Pong") {
+      return yield* new ProbeFailed({ server: server.id, reason: "answered without a Pong" })
+    }
+    return {
+      roundTripMs: Number(answered - started) / 1e6,
+      active: reply.value.active,
+      latencyMs: reply.value.latencyMs
+    }
+  }).pipe(
+    Effect.scoped,
+    Effect.timeoutFail({
+      duration: watching.deadAfter,
+      onTimeout: () => new ProbeFailed({ server: server.id, reason: "timed out" })
+    }),
+    Effect.catchIf(
+      (error) => error._tag !== "ProbeFailed",
+      (error) => Effect.fail(new ProbeFailed({ server: server.id, reason: error.message }))
+    )
+  )
+
+/** The verdict on an answer: recorded, and a dead server is live again. */
+const answered = (watching: Watching, server: ServerView, { roundTripMs, active, latencyMs }: Answer) =>
+  Effect.gen(function* () {
+    Metrics.unsafeProbed(server.id, roundTripMs)
+    const before = yield* watching.registry.get(server.id)
+    yield* watching.registry.recordProbe(server.id, roundTripMs, active, latencyMs)
+    if (Option.isSome(before) && before.value.state === "dead") {
+      yield* Effect.logInfo(`server ${server.id} answers again: live`)
+    }
+  })
+
+/** The verdict on `deadAfter` of silence: a live server is dead. */
+const silent = (watching: Watching, server: ServerView) =>
+  Effect.gen(function* () {
+    const current = yield* watching.registry.get(server.id)
+    if (Option.isSome(current) && current.value.state === "live") {
+      yield* watching.registry.setState(server.id, "dead")
+      yield* Effect.logWarning(`server ${server.id} has not answered for ${Duration.format(watching.deadAfter)}: dead`)
+    }
+  })
+
+/** Watches one server: probes it every `interval`, and a watchdog judges its silence. */
+const watch = (watching: Watching, server: ServerView) =>
+  Effect.gen(function* () {
+    const deadAfterMs = Duration.toMillis(watching.deadAfter)
+    let lastAnswer = yield* Clock.currentTimeMillis
+    const prober = probe(watching, server).pipe(
+      Effect.matchEffect({
+        onFailure: (error) => Effect.logDebug(`probe of ${server.id} failed`, error),
+        onSuccess: (answer) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            lastAnswer = now
+            return answered(watching, server, answer)
+          })
+      }),
+      Effect.repeat(Schedule.spaced(watching.interval))
+    )
+    // The watchdog wakes exactly when the silence would reach `deadAfter`.
+    const watchdog = Effect.gen(function* () {
+      while (true) {
+        const silentFor = (yield* Clock.currentTimeMillis) - lastAnswer
+        if (silentFor < deadAfterMs) {
+          yield* Effect.sleep(Duration.millis(deadAfterMs - silentFor))
+          continue
+        }
+        yield* silent(watching, server)
+        yield* Effect.sleep(watching.interval)
+      }
+    })
+    yield* Effect.all([prober, watchdog], { concurrency: 2, discard: true })
+  }).pipe(Effect.annotateLogs({ server: server.id }))
+
 export const make = (config: MonitorConfig) =>
   Effect.gen(function* () {
-    const registry = yield* ServerRegistry
-    const wire = yield* Wire
-    const interval = Duration.decode(config.probeInterval)
-    const deadAfter = Duration.decode(config.deadAfter)
+    const watching: Watching = {
+      registry: yield* ServerRegistry,
+      wire: yield* Wire,
+      health: config.health,
+      interval: Duration.decode(config.probeInterval),
+      deadAfter: Duration.decode(config.deadAfter)
+    }
     const watchers = yield* FiberMap.make<string>()
-
-    /** One probe: connect, Ping, Pong; the round trip in milliseconds and the reported load. */
-    const probe = (server: ServerView) =>
-      Effect.gen(function* () {
-        const started = yield* Clock.currentTimeNanos
-        const connection = yield* wire.connect(server, { timeout: deadAfter })
-        if (config.health === "tcp") {
-          const connected = yield* Clock.currentTimeNanos
-          return { roundTripMs: Number(connected - started) / 1e6, active: undefined, latencyMs: undefined }
-        }
-        yield* connection.send(ServerRequest, new Ping())
-        const reply = yield* connection.read(ServerReply)
-        const answered = yield* Clock.currentTimeNanos
-        if (Option.isNone(reply) || reply.value._tag !== "Pong") {
-          return yield* new ProbeFailed({ server: server.id, reason: "answered without a Pong" })
-        }
-        return {
-          roundTripMs: Number(answered - started) / 1e6,
-          active: reply.value.active,
-          latencyMs: reply.value.latencyMs
-        }
-      }).pipe(
-        Effect.scoped,
-        Effect.timeoutFail({
-          duration: deadAfter,
-          onTimeout: () => new ProbeFailed({ server: server.id, reason: "timed out" })
-        }),
-        Effect.catchIf(
-          (error) => error._tag !== "ProbeFailed",
-          (error) => Effect.fail(new ProbeFailed({ server: server.id, reason: error.message }))
-        )
-      )
-
-    const watch = (server: ServerView) =>
-      Effect.gen(function* () {
-        let lastAnswer = yield* Clock.currentTimeMillis
-        const prober = probe(server).pipe(
-          Effect.matchEffect({
-            onFailure: (error) => Effect.logDebug(`probe of ${server.id} failed`, error),
-            onSuccess: ({ roundTripMs, active, latencyMs }) =>
-              Effect.gen(function* () {
-                lastAnswer = yield* Clock.currentTimeMillis
-                Metrics.unsafeProbed(server.id, roundTripMs)
-                const before = yield* registry.get(server.id)
-                yield* registry.recordProbe(server.id, roundTripMs, active, latencyMs)
-                if (Option.isSome(before) && before.value.state === "dead") {
-                  yield* Effect.logInfo(`server ${server.id} answers again: live`)
-                }
-              })
-          }),
-          Effect.repeat(Schedule.spaced(interval))
-        )
-        // The watchdog wakes exactly when the silence would reach `deadAfter`.
-        const watchdog = Effect.gen(function* () {
-          while (true) {
-            const now = yield* Clock.currentTimeMillis
-            const silentFor = now - lastAnswer
-            if (silentFor < Duration.toMillis(deadAfter)) {
-              yield* Effect.sleep(Duration.millis(Duration.toMillis(deadAfter) - silentFor))
-              continue
-            }
-            const current = yield* registry.get(server.id)
-            if (Option.isSome(current) && current.value.state === "live") {
-              yield* registry.setState(server.id, "dead")
-              yield* Effect.logWarning(`server ${server.id} has not answered for ${Duration.format(deadAfter)}: dead`)
-            }
-            yield* Effect.sleep(interval)
-          }
-        })
-        yield* Effect.all([prober, watchdog], { concurrency: 2, discard: true })
-      }).pipe(Effect.annotateLogs({ server: server.id }))
-
-    const follow = (server: ServerView) => FiberMap.run(watchers, server.id, watch(server))
+    const follow = (server: ServerView) => FiberMap.run(watchers, server.id, watch(watching, server))
 
     // Subscribe before reading the list, so no server added in between is missed.
-    const changes = yield* registry.subscribe
-    for (const server of yield* registry.list) yield* follow(server)
+    const changes = yield* watching.registry.subscribe
+    for (const server of yield* watching.registry.list) yield* follow(server)
     yield* Queue.take(changes).pipe(
       Effect.flatMap((change) =>
         change._tag === "Added"
