@@ -160,6 +160,133 @@ const options = {
   deadAfter: duration("dead-after", HealthMonitor.defaults.deadAfter, "silence after which a server is dead")
 }
 
+type Flags = Command.Command.ParseConfig<typeof options>
+
+/** The balancer, with its admin server and dashboard; says where they listen. */
+const startBalancer = (flags: Flags, strategy: string) =>
+  Effect.gen(function* () {
+    const balancer = yield* Layer.build(
+      balancerLayer({
+        host: "127.0.0.1",
+        port: flags.port,
+        strategy,
+        servers: [],
+        monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter },
+        token: Option.none()
+      })
+    )
+    const address = Context.get(balancer, ControlPlane.ControlPlane).address
+    const registry = Context.get(balancer, ServerRegistry)
+    yield* Console.log(`balancer  ${formatEndpoint(address)}  strategy ${strategy}`)
+    const admin = yield* Layer.build(Admin.layer({ host: Admin.defaults.host, port: flags.adminPort })).pipe(
+      Effect.provide(balancer)
+    )
+    const dashboard = `http://${formatEndpoint(Context.get(admin, Admin.Admin).address)}/`
+    yield* Console.log(`dashboard ${dashboard}  (metrics: ${dashboard}metrics)`)
+    return { address, registry }
+  })
+
+/** The playground's servers: every one it started, and those running now (each in its own scope). */
+interface Fleet {
+  readonly balancer: Wire.Address
+  readonly known: Map<string, PlaygroundServer>
+  readonly running: Map<string, { scope: Scope.CloseableScope; link: BalancerLink.BalancerLink["Type"] }>
+}
+
+/** Starts the servers, each with its folder and weight, and stops those still running with the playground. */
+const startServers = (balancer: Wire.Address, weights: ReadonlyArray<number>, files: Option.Option<string>) =>
+  Effect.gen(function* () {
+    const { folders } = yield* makeFolders(weights.length, files)
+    const fleet: Fleet = { balancer, known: new Map(), running: new Map() }
+    for (const [i, folder] of folders.entries()) {
+      const server: PlaygroundServer = { id: `s${i + 1}`, port: 0, weight: weights[i] ?? 1, folder }
+      const started = yield* startServer(server, balancer)
+      fleet.known.set(server.id, { ...server, port: started.port })
+      fleet.running.set(server.id, started)
+      yield* Console.log(`server    127.0.0.1:${started.port}  ${server.id}  weight ${server.weight}  ${folder}`)
+    }
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach(fleet.running.values(), ({ scope }) => Scope.close(scope, Exit.void), { discard: true })
+    )
+    return fleet
+  })
+
+/** Waits, up to 10 s, until the balancer has every server live. */
+const awaitLive = (registry: ServerRegistry["Type"], servers: number) =>
+  registry.list.pipe(
+    Effect.filterOrFail((all) => all.filter((s) => s.state === "live").length >= servers),
+    Effect.retry(Schedule.spaced("50 millis")),
+    Effect.timeout("10 seconds"),
+    Effect.ignore
+  )
+
+/** The menu's hold on the servers: which run, which do not, kill one, revive one. */
+const controlsFor = ({ balancer, known, running }: Fleet): ServerControls => ({
+  running: Effect.sync(() => [...running.keys()].sort()),
+  stopped: Effect.sync(() => [...known.keys()].filter((id) => !running.has(id)).sort()),
+  kill: (id) =>
+    Effect.gen(function* () {
+      const server = running.get(id)
+      if (server === undefined) return
+      running.delete(id)
+      yield* server.link.abandon
+      yield* Scope.close(server.scope, Exit.void)
+    }),
+  revive: (id) =>
+    Effect.gen(function* () {
+      const server = known.get(id)
+      if (server === undefined || running.has(id)) return
+      running.set(id, yield* startServer(server, balancer).pipe(Effect.orDie))
+    })
+})
+
+/**
+ * Background clients sending requests, for the dashboard to show. Their downloads go to a folder of
+ * their own, gone with the playground.
+ */
+const startTraffic = (clients: number) =>
+  Effect.gen(function* () {
+    const scratch = yield* Effect.acquireRelease(
+      Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-traffic-"))),
+      (folder) => Effect.sync(() => Fs.rmSync(folder, { recursive: true, force: true }))
+    )
+    yield* traffic(clients, scratch)
+    yield* Console.log(
+      `traffic   ${clients} background client${clients === 1 ? "" : "s"} (list, download, compute 1 s; --traffic 0 for none)`
+    )
+  })
+
+/**
+ * The people's side: the scripted demo; or background traffic, then the interactive client (without
+ * a terminal, serving until Ctrl-C).
+ */
+const runClients = (flags: Flags, canAsk: boolean, fleet: Fleet) =>
+  Effect.gen(function* () {
+    const downloads = Path.join(Os.tmpdir(), "effect-lb-downloads")
+    Fs.mkdirSync(downloads, { recursive: true })
+    // Built once for the playground's life: the background clients outlive any one call.
+    const client = yield* Layer.build(
+      Client.layer({ ...Client.defaults, balancer: fleet.balancer }).pipe(
+        Layer.provideMerge(Wire.layer),
+        Layer.provide(NodeContext.layer)
+      )
+    )
+    if (Option.isSome(flags.demo)) {
+      return yield* demo(flags.demo.value, fleet.balancer, [...fleet.known.keys()], downloads).pipe(
+        Effect.provide(client)
+      )
+    }
+    if (flags.traffic > 0) yield* startTraffic(flags.traffic).pipe(Effect.provide(client))
+    if (!canAsk) {
+      yield* Console.log("no terminal for the interactive client: serving until Ctrl-C")
+      return yield* Effect.never
+    }
+    yield* Console.log(`downloads go to ${downloads}\n`)
+    yield* interactive({ balancer: fleet.balancer, out: downloads, controls: controlsFor(fleet) }).pipe(
+      Effect.provide(client)
+    )
+  })
+
 export const playgroundCommand = Command.make("playground", options, (flags) =>
   Effect.gen(function* () {
     const canAsk = process.stdin.isTTY === true && Option.isNone(flags.demo)
@@ -168,97 +295,13 @@ export const playgroundCommand = Command.make("playground", options, (flags) =>
     if (Option.isNone(flags.weights)) {
       yield* Console.log(`weights: ${[...new Set(weights)].join(", ")} (set them with --weights 1,2,3)`)
     }
-
-    const balancer = yield* Layer.build(
-      balancerLayer({
-        host: "127.0.0.1",
-        port: flags.port,
-        strategy: settings.strategy,
-        servers: [],
-        monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter },
-        token: Option.none()
-      })
-    )
-    const address = Context.get(balancer, ControlPlane.ControlPlane).address
-    const registry = Context.get(balancer, ServerRegistry)
-    yield* Console.log(`balancer  ${formatEndpoint(address)}  strategy ${settings.strategy}`)
-    const admin = yield* Layer.build(Admin.layer({ host: Admin.defaults.host, port: flags.adminPort })).pipe(
-      Effect.provide(balancer)
-    )
-    const dashboard = `http://${formatEndpoint(Context.get(admin, Admin.Admin).address)}/`
-    yield* Console.log(`dashboard ${dashboard}  (metrics: ${dashboard}metrics)`)
-
-    const { folders } = yield* makeFolders(settings.servers, flags.files)
-    const running = new Map<string, { scope: Scope.CloseableScope; link: BalancerLink.BalancerLink["Type"] }>()
-    const known = new Map<string, PlaygroundServer>()
-    for (const [i, folder] of folders.entries()) {
-      const server: PlaygroundServer = { id: `s${i + 1}`, port: 0, weight: weights[i] ?? 1, folder }
-      const started = yield* startServer(server, address)
-      known.set(server.id, { ...server, port: started.port })
-      running.set(server.id, started)
-      yield* Console.log(`server    127.0.0.1:${started.port}  ${server.id}  weight ${server.weight}  ${folder}`)
-    }
-    yield* Effect.addFinalizer(() =>
-      Effect.forEach(running.values(), ({ scope }) => Scope.close(scope, Exit.void), { discard: true })
-    )
-    yield* registry.list.pipe(
-      Effect.filterOrFail((servers) => servers.filter((s) => s.state === "live").length >= settings.servers),
-      Effect.retry(Schedule.spaced("50 millis")),
-      Effect.timeout("10 seconds"),
-      Effect.ignore
-    )
+    const { address, registry } = yield* startBalancer(flags, settings.strategy)
+    const fleet = yield* startServers(address, weights, flags.files)
+    yield* awaitLive(registry, settings.servers)
     yield* Console.log(
       `more clients: npx effect-lb client --balancer ${formatEndpoint(address)}   status: npx effect-lb status --balancer ${formatEndpoint(address)}`
     )
-
-    const controls: ServerControls = {
-      running: Effect.sync(() => [...running.keys()].sort()),
-      stopped: Effect.sync(() => [...known.keys()].filter((id) => !running.has(id)).sort()),
-      kill: (id) =>
-        Effect.gen(function* () {
-          const server = running.get(id)
-          if (server === undefined) return
-          running.delete(id)
-          yield* server.link.abandon
-          yield* Scope.close(server.scope, Exit.void)
-        }),
-      revive: (id) =>
-        Effect.gen(function* () {
-          const server = known.get(id)
-          if (server === undefined || running.has(id)) return
-          running.set(id, yield* startServer(server, address).pipe(Effect.orDie))
-        })
-    }
-
-    const downloads = Path.join(Os.tmpdir(), "effect-lb-downloads")
-    Fs.mkdirSync(downloads, { recursive: true })
-    // Built once for the playground's life: the background clients outlive any one call.
-    const client = yield* Layer.build(
-      Client.layer({ ...Client.defaults, balancer: address }).pipe(
-        Layer.provideMerge(Wire.layer),
-        Layer.provide(NodeContext.layer)
-      )
-    )
-    if (Option.isSome(flags.demo)) {
-      return yield* demo(flags.demo.value, address, [...known.keys()], downloads).pipe(Effect.provide(client))
-    }
-    if (flags.traffic > 0) {
-      // Their downloads go to a folder of their own, gone with the playground.
-      const scratch = yield* Effect.acquireRelease(
-        Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-traffic-"))),
-        (folder) => Effect.sync(() => Fs.rmSync(folder, { recursive: true, force: true }))
-      )
-      yield* traffic(flags.traffic, scratch).pipe(Effect.provide(client))
-      yield* Console.log(
-        `traffic   ${flags.traffic} background client${flags.traffic === 1 ? "" : "s"} (list, download, compute 1 s; --traffic 0 for none)`
-      )
-    }
-    if (!canAsk) {
-      yield* Console.log("no terminal for the interactive client: serving until Ctrl-C")
-      return yield* Effect.never
-    }
-    yield* Console.log(`downloads go to ${downloads}\n`)
-    yield* interactive({ balancer: address, out: downloads, controls }).pipe(Effect.provide(client))
+    yield* runClients(flags, canAsk, fleet)
   }).pipe(
     Effect.scoped,
     // The menu and the tables are the playground's voice; service logs would scribble over the prompts.
