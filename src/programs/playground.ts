@@ -163,7 +163,7 @@ const options = {
 type Flags = Command.Command.ParseConfig<typeof options>
 
 /** The balancer, with its admin server and dashboard; says where they listen. */
-const startBalancer = (flags: Flags, strategy: string) =>
+const startBalancer = (flags: Flags, strategy: StrategyName) =>
   Effect.gen(function* () {
     const balancer = yield* Layer.build(
       balancerLayer({
