@@ -14,7 +14,7 @@ import {
   Registered,
   StrategySet
 } from "../../domain/Protocol.js"
-import type { ServerId, ServerLocation } from "../../domain/Server.js"
+import { formatEndpoint, type ServerId, type ServerLocation } from "../../domain/Server.js"
 import { Balancer } from "./Balancer.js"
 import { Operator } from "./Operator.js"
 import { ServerRegistry } from "./ServerRegistry.js"
@@ -65,7 +65,7 @@ export const make = (config: ControlPlaneConfig) =>
               session.registered = server.id
               // A server's control connection may stay quiet for long; it is never idle.
               session.control.keepAlive()
-              return Effect.logInfo(`server ${server.id} registered at ${server.host}:${server.port}`)
+              return Effect.logInfo(`server ${server.id} registered at ${formatEndpoint(server)}`)
             }),
             Effect.map((server): BalancerReplyType => new Registered({ id: server.id })),
             Effect.merge
@@ -122,11 +122,7 @@ export const make = (config: ControlPlaneConfig) =>
       key: string | undefined
     }
 
-    const clientKey = (session: Session) =>
-      (session.key ??= session.control
-        .peer()
-        .replace(/:\d+$/, "")
-        .replace(/^\[(.*)\]$/, "$1"))
+    const clientKey = (session: Session) => (session.key ??= session.control.peer().host)
 
     const address = yield* wire.serveRequests(
       { host: config.host, port: config.port },

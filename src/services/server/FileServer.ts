@@ -15,7 +15,7 @@ import {
   ServerReply,
   ServerRequest
 } from "../../domain/Protocol.js"
-import { ServerId } from "../../domain/Server.js"
+import { formatEndpoint, ServerId } from "../../domain/Server.js"
 import type { Connection, ConnectionClosed, PayloadFailed } from "../wire/Connection.js"
 import { FileStore } from "./FileStore.js"
 import { makeIdleSweeper } from "../wire/Idle.js"
@@ -188,7 +188,9 @@ export const make = (config: FileServerConfig) =>
         yield* serveConnection(connection).pipe(Effect.ensuring(SubscriptionRef.update(open, (n) => n - 1)))
       }).pipe(
         Effect.catchAll((error) =>
-          Effect.logDebug(`connection from ${connection.peer} ended`, error).pipe(Effect.annotateLogs({ server: id }))
+          Effect.logDebug(`connection from ${formatEndpoint(connection.peer)} ended`, error).pipe(
+            Effect.annotateLogs({ server: id })
+          )
         )
       )
 

@@ -10,6 +10,7 @@
 import { Deferred, Effect, Option, Schema, Stream } from "effect"
 import type { Duplex, Readable } from "node:stream"
 import { InvalidRequest } from "../../domain/Errors.js"
+import type { Address } from "../../domain/Server.js"
 import { defaultMaxLine, FrameDecoder } from "./Frames.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 
@@ -39,8 +40,8 @@ export class PayloadFailed extends Schema.TaggedError<PayloadFailed>()("PayloadF
 export type ReadError = LineTooLong | ConnectionClosed
 
 export interface Connection {
-  /** `host:port` of the peer, for logs and messages. */
-  readonly peer: string
+  /** Where the peer is, for logs and messages (`formatEndpoint` makes it text). */
+  readonly peer: Address
   /** This end's own address, when the transport has one (TCP: the interface the peer is reached through). */
   readonly localHost: string | undefined
   /** The next line decoded with `schema`; a line that is not valid JSON or not a valid message is `InvalidRequest`. */
@@ -65,13 +66,13 @@ export interface Connection {
 const readAhead = 256 * 1024
 
 export interface ConnectionOptions {
+  readonly peer: Address
   readonly maxLine?: number
-  readonly peer?: string
   readonly localHost?: string | undefined
 }
 
 /** Wraps a connected Duplex. The caller owns its lifetime (see `Wire`). */
-export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Effect.Effect<Connection> =>
+export const fromDuplex = (socket: Duplex, options: ConnectionOptions): Effect.Effect<Connection> =>
   Effect.gen(function* () {
     const decoder = new FrameDecoder(options.maxLine ?? defaultMaxLine)
     const closedSignal = yield* Deferred.make<void>()
@@ -249,7 +250,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Eff
     }
 
     return {
-      peer: options.peer ?? "peer",
+      peer: options.peer,
       localHost: options.localHost,
       read,
       send,

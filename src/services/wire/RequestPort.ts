@@ -8,6 +8,7 @@
 import { Duration, Effect, Either, Exit, Runtime, type Schema } from "effect"
 import type { Duplex } from "node:stream"
 import { InvalidRequest } from "../../domain/Errors.js"
+import type { Address } from "../../domain/Server.js"
 import { LineTooLong } from "./Connection.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 import { FrameDecoder } from "./Frames.js"
@@ -22,8 +23,8 @@ export class Later<Rep, R = never> {
 export interface SessionControl {
   /** This connection may stay quiet indefinitely (a server's control connection). */
   readonly keepAlive: () => void
-  /** The peer's address, for messages. */
-  readonly peer: () => string
+  /** Where the peer is. A system call on TCP: asked for only when needed. */
+  readonly peer: () => Address
 }
 
 export interface RequestSession<Req, Rep, R> {
@@ -56,7 +57,7 @@ export const runSession = <Req, ReqI, Rep, RepI, R>(
   port: RequestPort<Req, ReqI, Rep, RepI, R>,
   runtime: Runtime.Runtime<R>,
   sweeper: IdleSweeper,
-  peer: () => string,
+  peer: () => Address,
   done: () => void
 ): (() => void) => {
   const decoder = new FrameDecoder(port.maxLine)
@@ -147,7 +148,7 @@ export const session = <Req, ReqI, Rep, RepI, R>(
   port: RequestPort<Req, ReqI, Rep, RepI, R>,
   runtime: Runtime.Runtime<R>,
   sweeper: IdleSweeper,
-  peer: () => string
+  peer: () => Address
 ): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
     const close = runSession(socket, port, runtime, sweeper, peer, () => resume(Effect.void))
