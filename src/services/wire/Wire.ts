@@ -172,14 +172,7 @@ const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(options: Address, port: Reque
     const sockets = new Set<Net.Socket>()
     const server = Net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
       sockets.add(socket)
-      runSession(
-        socket,
-        port,
-        runtime,
-        sweeper,
-        () => peerOf(socket),
-        () => sockets.delete(socket)
-      )
+      runSession(socket, port, runtime, sweeper, peerOf, () => sockets.delete(socket))
     })
     const address = yield* listenNet(server, options)
     yield* Effect.addFinalizer(() =>
@@ -256,6 +249,7 @@ class MemoryEnd extends Duplex {
 
 /** Where an in-memory connection comes from, as its server sees it: memory has no addresses. */
 const memoryClient: Address = { host: "memory-client", port: 0 }
+const memoryClientOf = (): Address => memoryClient
 
 /** An in-process network: `serve` registers a handler under an address, `connect` pairs two streams. */
 export const layerMemory: Layer.Layer<Wire> = Layer.sync(Wire, () => {
@@ -282,7 +276,7 @@ export const layerMemory: Layer.Layer<Wire> = Layer.sync(Wire, () => {
         const runtime = yield* Effect.runtime<R>()
         const sweeper = yield* makeIdleSweeper(port.idleTimeout)
         return yield* listen(options, (socket) =>
-          session(socket, port, runtime, sweeper, () => memoryClient).pipe(
+          session(socket, port, runtime, sweeper, memoryClientOf).pipe(
             Effect.ensuring(Effect.sync(() => socket.destroy()))
           )
         )
