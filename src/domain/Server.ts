@@ -36,8 +36,20 @@ export type ServerState = typeof ServerState.Type
 export const Endpoint = Schema.Struct({ host: Host, port: Port })
 export type Endpoint = typeof Endpoint.Type
 
-/** `host:port`, with IPv6 literals in brackets (`[::1]:4001`) so the text is never ambiguous. */
-export const formatEndpoint = (endpoint: { readonly host: string; readonly port: number }): string =>
+/**
+ * A host and a port as the network has them, not validated: where to listen (`port: 0` lets the
+ * system pick), where to connect, where a connection comes from.
+ */
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * `host:port`, with IPv6 literals in brackets (`[::1]:4001`) so the text is never ambiguous. The one
+ * place an address becomes text.
+ */
+export const formatEndpoint = (endpoint: Address): string =>
   endpoint.host.includes(":") ? `[${endpoint.host}]:${endpoint.port}` : `${endpoint.host}:${endpoint.port}`
 
 const endpointPattern = /^(?:\[([^\]]+)\]|([^:]+)|(.*:.*)):(\d{1,5})$/

@@ -2,7 +2,7 @@
 import { Args, Command } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
 import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy, Status } from "../domain/Protocol.js"
-import type { ServerView } from "../domain/Server.js"
+import { formatEndpoint, type ServerView } from "../domain/Server.js"
 import { ask } from "../services/client/BalancerClient.js"
 import * as Wire from "../services/wire/Wire.js"
 import { balancer, json, token } from "./options.js"
@@ -26,7 +26,7 @@ export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>
   const sorted = [...servers].sort((a, b) => a.id.localeCompare(b.id, "en", { numeric: true }))
   const rows = sorted.map((s) => [
     s.id,
-    `${s.host.includes(":") ? `[${s.host}]` : s.host}:${s.port}`,
+    formatEndpoint(s),
     String(s.weight),
     s.state,
     String(s.active),

@@ -1,7 +1,7 @@
 /** Command-line option helpers shared by every command: durations, ports, and where things are. */
 import { HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Duration, Effect, Either, Option, ParseResult, Schema } from "effect"
-import { EndpointFromString, Host, Port, Weight } from "../domain/Server.js"
+import { EndpointFromString, formatEndpoint, Host, Port, Weight } from "../domain/Server.js"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -112,9 +112,6 @@ export const ServerAddressFromText = Schema.transformOrFail(
         ? ParseResult.fail(new ParseResult.Type(ast, text, `expected host:port or host:port:weight, got "${text}"`))
         : ParseResult.succeed({ host, port: Number(match[3]), weight: Number(match[4] ?? 1) })
     },
-    encode: (server) =>
-      ParseResult.succeed(
-        `${server.host.includes(":") ? `[${server.host}]` : server.host}:${server.port}:${server.weight}`
-      )
+    encode: (server) => ParseResult.succeed(`${formatEndpoint(server)}:${server.weight}`)
   }
 )

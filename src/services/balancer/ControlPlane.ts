@@ -14,11 +14,11 @@ import {
   Registered,
   StrategySet
 } from "../../domain/Protocol.js"
-import type { ServerId, ServerLocation } from "../../domain/Server.js"
+import { formatEndpoint, type ServerId, type ServerLocation } from "../../domain/Server.js"
 import { Balancer } from "./Balancer.js"
 import { Operator } from "./Operator.js"
 import { ServerRegistry } from "./ServerRegistry.js"
-import { Later, type SessionControl } from "../wire/RequestPort.js"
+import { Later, type RequestSession, type SessionControl } from "../wire/RequestPort.js"
 import { type Address, type ListenFailed, Wire } from "../wire/Wire.js"
 
 export interface ControlPlaneConfig {
@@ -48,86 +48,12 @@ export class ControlPlane extends Context.Tag("effect-lb/ControlPlane")<
 export const make = (config: ControlPlaneConfig) =>
   Effect.gen(function* () {
     const wire = yield* Wire
-    const balancer = yield* Balancer
-    const registry = yield* ServerRegistry
-    const operator = yield* Operator
-
-    /** Everything but Locate: rare, and free to take an effect. */
-    const answerControl = (
-      request: Exclude<BalancerRequest, { _tag: "Locate" }>,
-      session: Session
-    ): Effect.Effect<BalancerReplyType | undefined> => {
-      switch (request._tag) {
-        case "Register":
-          return operator.authorize(request.token, "Register").pipe(
-            Effect.zipRight(registry.add(request.server)),
-            Effect.tap((server) => {
-              session.registered = server.id
-              // A server's control connection may stay quiet for long; it is never idle.
-              session.control.keepAlive()
-              return Effect.logInfo(`server ${server.id} registered at ${server.host}:${server.port}`)
-            }),
-            Effect.map((server): BalancerReplyType => new Registered({ id: server.id })),
-            Effect.merge
-          )
-        case "Load":
-          return session.registered === undefined
-            ? Effect.succeed(new InvalidRequest({ message: "Load before Register on this connection" }))
-            : Effect.as(registry.reportLoad(session.registered, request.active, request.latencyMs), undefined)
-        case "Deregister": {
-          const id = session.registered ?? request.id
-          if (id === undefined) {
-            return Effect.succeed(new InvalidRequest({ message: "Deregister needs the server's id" }))
-          }
-          return (
-            session.registered === undefined ? operator.authorize(request.token, "Deregister") : Effect.void
-          ).pipe(
-            Effect.zipRight(operator.drain(id)),
-            Effect.as<BalancerReplyType>(new Deregistered({ id })),
-            Effect.catchTag("ServerNotFound", (error) =>
-              Effect.succeed<BalancerReplyType>(new InvalidRequest({ message: error.message }))
-            ),
-            Effect.merge
-          )
-        }
-        case "Status":
-          return operator.status
-        case "SetStrategy":
-          return operator
-            .authorize(request.token, "SetStrategy")
-            .pipe(
-              Effect.zipRight(operator.setStrategy(request.strategy)),
-              Effect.as<BalancerReplyType>(new StrategySet({ strategy: request.strategy })),
-              Effect.merge
-            )
-      }
+    const services: Services = {
+      balancer: yield* Balancer,
+      registry: yield* ServerRegistry,
+      operator: yield* Operator,
+      located: locatedReplies()
     }
-
-    /** One `Located` per server, reused while its address stays the same: encoded once, sent often. */
-    const replies = new Map<ServerId, Located>()
-    const located = (server: ServerLocation): Located => {
-      const known = replies.get(server.id)
-      if (known !== undefined && known.server.host === server.host && known.server.port === server.port) return known
-      // Built from a location the registry holds valid: no need to validate it again.
-      const reply = new Located({ server }, true)
-      if (replies.size >= 65_536) replies.clear()
-      replies.set(server.id, reply)
-      return reply
-    }
-
-    interface Session {
-      registered: ServerId | undefined
-      readonly control: SessionControl
-      /** The client's address without its port: a Locate's default key (worked out once). */
-      key: string | undefined
-    }
-
-    const clientKey = (session: Session) =>
-      (session.key ??= session.control
-        .peer()
-        .replace(/:\d+$/, "")
-        .replace(/^\[(.*)\]$/, "$1"))
-
     const address = yield* wire.serveRequests(
       { host: config.host, port: config.port },
       {
@@ -137,31 +63,146 @@ export const make = (config: ControlPlaneConfig) =>
         maxLine: config.maxLine,
         invalid: (error): BalancerReplyType =>
           error._tag === "LineTooLong" ? new InvalidRequest({ message: error.message }) : error,
-        open: (control) => {
-          const session: Session = { registered: undefined, control, key: undefined }
-          return {
-            answer: (request) => {
-              if (request._tag !== "Locate") return new Later(answerControl(request, session))
-              // The hot path: decided and answered synchronously, no effect to run.
-              const key = request.key ?? (balancer.unsafeKeyed() ? clientKey(session) : undefined)
-              const location = balancer.unsafeDetermineServer(request.exclude, key)
-              return Either.isRight(location) ? located(location.right) : location.left
-            },
-            // A server that deregistered and then hung up has finished draining.
-            closed: () =>
-              session.registered === undefined
-                ? Effect.void
-                : Effect.flatMap(registry.get(session.registered), (server) =>
-                    Option.isSome(server) && server.value.state === "draining"
-                      ? Effect.asVoid(registry.remove(server.value.id))
-                      : Effect.void
-                  )
-          }
-        }
+        open: (control) => openSession(services, control)
       }
     )
     return ControlPlane.of({ address })
   })
+
+/** What the balancer port answers with. */
+interface Services {
+  readonly balancer: Balancer["Type"]
+  readonly registry: ServerRegistry["Type"]
+  readonly operator: Operator["Type"]
+  /** The `Located` reply for a server. */
+  readonly located: (server: ServerLocation) => Located
+}
+
+/** One connection to the balancer port. */
+interface Session {
+  /** The server that registered over this connection (its control connection), if one did. */
+  registered: ServerId | undefined
+  readonly control: SessionControl
+  /** The client's address without its port: a Locate's default key (worked out once). */
+  key: string | undefined
+}
+
+type ControlRequest = Exclude<BalancerRequest, { _tag: "Locate" }>
+
+/** A new connection: its Locates answered synchronously, everything else as an effect. */
+const openSession = (
+  services: Services,
+  control: SessionControl
+): RequestSession<BalancerRequest, BalancerReplyType, never> => {
+  const { balancer, located } = services
+  const session: Session = { registered: undefined, control, key: undefined }
+  return {
+    answer: (request) => {
+      if (request._tag !== "Locate") return new Later(answerControl(services, request, session))
+      // The hot path: decided and answered synchronously, no effect to run.
+      const key = request.key ?? (balancer.unsafeKeyed() ? clientKey(session) : undefined)
+      const location = balancer.unsafeDetermineServer(request.exclude, key)
+      return Either.isRight(location) ? located(location.right) : location.left
+    },
+    closed: () => removeIfDrained(services, session)
+  }
+}
+
+/** The client's host, asked of the connection only the first time a keyed strategy needs it. */
+const clientKey = (session: Session): string => (session.key ??= session.control.peer().host)
+
+/**
+ * One `Located` per server, reused while its address stays the same: encoded once, sent often.
+ * Returns the function that hands them out.
+ */
+const locatedReplies = (): ((server: ServerLocation) => Located) => {
+  const replies = new Map<ServerId, Located>()
+  return (server) => {
+    const known = replies.get(server.id)
+    if (known !== undefined && known.server.host === server.host && known.server.port === server.port) return known
+    // Built from a location the registry holds valid: no need to validate it again.
+    const reply = new Located({ server }, true)
+    if (replies.size >= 65_536) replies.clear()
+    replies.set(server.id, reply)
+    return reply
+  }
+}
+
+/** Everything but Locate: rare, and free to take an effect. */
+const answerControl = (
+  services: Services,
+  request: ControlRequest,
+  session: Session
+): Effect.Effect<BalancerReplyType | undefined> => {
+  switch (request._tag) {
+    case "Register":
+      return register(services, request, session)
+    case "Load":
+      return session.registered === undefined
+        ? Effect.succeed(new InvalidRequest({ message: "Load before Register on this connection" }))
+        : Effect.as(services.registry.reportLoad(session.registered, request.active, request.latencyMs), undefined)
+    case "Deregister":
+      return deregister(services, request, session)
+    case "Status":
+      return services.operator.status
+    case "SetStrategy":
+      return services.operator
+        .authorize(request.token, "SetStrategy")
+        .pipe(
+          Effect.zipRight(services.operator.setStrategy(request.strategy)),
+          Effect.as<BalancerReplyType>(new StrategySet({ strategy: request.strategy })),
+          Effect.merge
+        )
+  }
+}
+
+/** A server joins the rotation; this connection becomes its control connection. */
+const register = (
+  { operator, registry }: Services,
+  request: Extract<ControlRequest, { _tag: "Register" }>,
+  session: Session
+): Effect.Effect<BalancerReplyType> =>
+  operator.authorize(request.token, "Register").pipe(
+    Effect.zipRight(registry.add(request.server)),
+    Effect.tap((server) => {
+      session.registered = server.id
+      // A server's control connection may stay quiet for long; it is never idle.
+      session.control.keepAlive()
+      return Effect.logInfo(`server ${server.id} registered at ${formatEndpoint(server)}`)
+    }),
+    Effect.map((server): BalancerReplyType => new Registered({ id: server.id })),
+    Effect.merge
+  )
+
+/** A server is drained: the one registered over this connection, or (with the token) one named by id. */
+const deregister = (
+  { operator }: Services,
+  request: Extract<ControlRequest, { _tag: "Deregister" }>,
+  session: Session
+): Effect.Effect<BalancerReplyType> => {
+  const id = session.registered ?? request.id
+  if (id === undefined) {
+    return Effect.succeed(new InvalidRequest({ message: "Deregister needs the server's id" }))
+  }
+  return (session.registered === undefined ? operator.authorize(request.token, "Deregister") : Effect.void).pipe(
+    Effect.zipRight(operator.drain(id)),
+    Effect.as<BalancerReplyType>(new Deregistered({ id })),
+    Effect.catchTag("ServerNotFound", (error) =>
+      Effect.succeed<BalancerReplyType>(new InvalidRequest({ message: error.message }))
+    ),
+    Effect.merge
+  )
+}
+
+/** A server that deregistered and then hung up has finished draining: it leaves the registry. */
+const removeIfDrained = ({ registry }: Services, session: Session): Effect.Effect<void> =>
+  session.registered === undefined
+    ? Effect.void
+    : Effect.flatMap(registry.get(session.registered), (server) =>
+        Option.isSome(server) && server.value.state === "draining"
+          ? Effect.asVoid(registry.remove(server.value.id))
+          : Effect.void
+      )
 
 export const layer = (
   config: ControlPlaneConfig

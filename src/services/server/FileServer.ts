@@ -17,7 +17,7 @@ import {
   ServerReply,
   ServerRequest
 } from "../../domain/Protocol.js"
-import { ServerId } from "../../domain/Server.js"
+import { formatEndpoint, ServerId } from "../../domain/Server.js"
 import type { Connection, ConnectionClosed, PayloadFailed } from "../wire/Connection.js"
 import { FileStore } from "./FileStore.js"
 import { type IdleSweeper, makeIdleSweeper } from "../wire/Idle.js"
@@ -210,7 +210,7 @@ const accept = (server: Serving, connection: Connection) =>
     yield* serveConnection(server, connection).pipe(Effect.ensuring(SubscriptionRef.update(server.open, (n) => n - 1)))
   }).pipe(
     Effect.catchAll((error) =>
-      Effect.logDebug(`connection from ${connection.peer} ended`, error).pipe(
+      Effect.logDebug(`connection from ${formatEndpoint(connection.peer)} ended`, error).pipe(
         Effect.annotateLogs({ server: server.id })
       )
     )

@@ -10,6 +10,7 @@
 import { Deferred, Effect, Option, Schema, Stream } from "effect"
 import type { Duplex, Readable } from "node:stream"
 import { InvalidRequest } from "../../domain/Errors.js"
+import type { Address } from "../../domain/Server.js"
 import { defaultMaxLine, FrameDecoder } from "./Frames.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 
@@ -39,8 +40,8 @@ export class PayloadFailed extends Schema.TaggedError<PayloadFailed>()("PayloadF
 export type ReadError = LineTooLong | ConnectionClosed
 
 export interface Connection {
-  /** `host:port` of the peer, for logs and messages. */
-  readonly peer: string
+  /** Where the peer is, for logs and messages (`formatEndpoint` makes it text). */
+  readonly peer: Address
   /** This end's own address, when the transport has one (TCP: the interface the peer is reached through). */
   readonly localHost: string | undefined
   /** The next line decoded with `schema`; a line that is not valid JSON or not a valid message is `InvalidRequest`. */
@@ -65,203 +66,247 @@ export interface Connection {
 const readAhead = 256 * 1024
 
 export interface ConnectionOptions {
+  readonly peer: Address
   readonly maxLine?: number
-  readonly peer?: string
   readonly localHost?: string | undefined
 }
 
 /** Wraps a connected Duplex. The caller owns its lifetime (see `Wire`). */
-export const fromDuplex = (socket: Duplex, options: ConnectionOptions = {}): Effect.Effect<Connection> =>
+export const fromDuplex = (socket: Duplex, options: ConnectionOptions): Effect.Effect<Connection> =>
   Effect.gen(function* () {
-    const decoder = new FrameDecoder(options.maxLine ?? defaultMaxLine)
-    const closedSignal = yield* Deferred.make<void>()
-    const hangupSignal = yield* Deferred.make<void>()
-    let ended = false
-    let closed = false
-    let failure: string | undefined
-    let wake: (() => void) | undefined
-
-    const notify = () => {
-      const waiter = wake
-      if (waiter !== undefined) {
-        wake = undefined
-        waiter()
-      }
-    }
-    socket.on("data", (chunk: Buffer) => {
-      decoder.push(chunk)
-      if (decoder.buffered >= readAhead) socket.pause()
-      notify()
-    })
-    socket.on("end", () => {
-      ended = true
-      Deferred.unsafeDone(hangupSignal, Effect.void)
-      notify()
-    })
-    socket.on("error", (error: Error) => {
-      failure ??= "code" in error && typeof error.code === "string" ? error.code : error.message
-    })
-    socket.on("close", () => {
-      closed = true
-      ended = true
-      Deferred.unsafeDone(closedSignal, Effect.void)
-      Deferred.unsafeDone(hangupSignal, Effect.void)
-      notify()
-    })
-
-    const drained = () => {
-      if (decoder.buffered < readAhead && socket.isPaused() && !closed) socket.resume()
-    }
-    const gone = (what: string) => new ConnectionClosed({ reason: failure ?? what })
-
-    /** Runs `attempt` now and again on every socket event until it yields a result. */
-    const awaitReadable = <A, E>(attempt: () => Effect.Effect<A, E> | undefined): Effect.Effect<A, E> =>
-      Effect.async<A, E>((resume) => {
-        const tryNow = () => {
-          const result = attempt()
-          if (result === undefined) wake = tryNow
-          else resume(result)
-        }
-        tryNow()
-        return Effect.sync(() => {
-          wake = undefined
-        })
-      })
-
-    /** The next frame turned into a result by `onLine`; `None` at a clean end of stream. */
-    const nextFrame = <A>(onLine: (text: string) => Effect.Effect<A, InvalidRequest>) =>
-      awaitReadable<Option.Option<A>, ReadError | InvalidRequest>(() => {
-        const frame = decoder.nextLine()
-        drained()
-        if (frame === undefined) {
-          if (!ended) return undefined
-          return decoder.buffered === 0 && failure === undefined
-            ? Effect.succeed(Option.none())
-            : Effect.fail(gone(decoder.buffered === 0 ? "closed" : "closed in the middle of a line"))
-        }
-        switch (frame._tag) {
-          case "Line":
-            return Effect.map(onLine(frame.text), Option.some)
-          case "BadLine":
-            return Effect.fail(new InvalidRequest({ message: frame.reason }))
-          case "TooLong":
-            return Effect.fail(new LineTooLong({ limit: frame.limit }))
-        }
-      })
-
-    const read: Connection["read"] = (schema) => {
-      const decode = lineDecoder(schema)
-      return nextFrame((text) => decode(text))
-    }
-
-    const waitDrain: Effect.Effect<void, ConnectionClosed> = Effect.async((resume) => {
-      const onDrain = () => {
-        cleanup()
-        resume(Effect.void)
-      }
-      const onClose = () => {
-        cleanup()
-        resume(Effect.fail(gone("closed while writing")))
-      }
-      const cleanup = () => {
-        socket.off("drain", onDrain)
-        socket.off("close", onClose)
-      }
-      socket.on("drain", onDrain)
-      socket.on("close", onClose)
-      return Effect.sync(cleanup)
-    })
-
-    const writeLine = (line: string): Effect.Effect<void, ConnectionClosed> =>
-      Effect.suspend(() => {
-        if (closed || socket.writableEnded) return Effect.fail(gone("closed before the reply"))
-        return socket.write(line + "\n") ? Effect.void : waitDrain
-      })
-
-    const send: Connection["send"] = (schema, message) => {
-      const encode = lineEncoder(schema)
-      return Effect.suspend(() => writeLine(encode(message)))
-    }
-
-    const sendPayload: Connection["sendPayload"] = (source, size) =>
-      Effect.async<void, ConnectionClosed | PayloadFailed>((resume) => {
-        let sent = 0
-        let done = false
-        const finish = (result: Effect.Effect<void, ConnectionClosed | PayloadFailed>) => {
-          if (done) return
-          done = true
-          source.off("data", onData)
-          source.off("end", onEnd)
-          source.off("error", onError)
-          socket.off("close", onClose)
-          source.unpipe(socket)
-          source.destroy()
-          resume(result)
-        }
-        const onData = (chunk: Buffer) => {
-          sent += chunk.length
-        }
-        const onEnd = () => {
-          if (sent === size) finish(Effect.void)
-          else {
-            // The peer was promised `size` bytes: a short payload must not look like a complete one.
-            socket.destroy()
-            finish(Effect.fail(new PayloadFailed({ reason: `source ended after ${sent} of ${size} bytes` })))
-          }
-        }
-        const onError = (error: Error) => {
-          socket.destroy()
-          finish(Effect.fail(new PayloadFailed({ reason: error.message })))
-        }
-        const onClose = () => finish(Effect.fail(gone(`closed after ${sent} of ${size} bytes`)))
-        if (closed) return finish(Effect.fail(gone("closed before the payload")))
-        source.on("data", onData)
-        source.once("end", onEnd)
-        source.once("error", onError)
-        socket.once("close", onClose)
-        source.pipe(socket, { end: false })
-        return Effect.sync(() => {
-          if (!done) {
-            done = true
-            source.unpipe(socket)
-            source.destroy()
-          }
-        })
-      })
-
-    const readPayload: Connection["readPayload"] = (size) => {
-      let remaining = size
-      const nextChunk = awaitReadable<Option.Option<Uint8Array>, ConnectionClosed>(() => {
-        if (remaining === 0) return Effect.succeed(Option.none())
-        const chunk = decoder.takeBytes(remaining)
-        drained()
-        if (chunk !== undefined) {
-          remaining -= chunk.length
-          return Effect.succeed(Option.some(chunk))
-        }
-        return ended ? Effect.fail(gone(`closed with ${remaining} of ${size} bytes still to come`)) : undefined
-      })
-      return Stream.repeatEffectOption(
-        Effect.flatMap(nextChunk, (chunk) =>
-          Option.isSome(chunk) ? Effect.succeed(chunk.value) : Effect.fail(Option.none())
-        ).pipe(Effect.mapError((error) => (Option.isOption(error) ? error : Option.some(error))))
-      )
-    }
-
+    const state = new SocketState(
+      socket,
+      options.maxLine ?? defaultMaxLine,
+      yield* Deferred.make<void>(),
+      yield* Deferred.make<void>()
+    )
+    listen(state)
     return {
-      peer: options.peer ?? "peer",
+      peer: options.peer,
       localHost: options.localHost,
-      read,
-      send,
-      sendPayload,
-      readPayload,
-      closed: Deferred.await(closedSignal),
-      hangup: Deferred.await(hangupSignal),
+      read: (schema) => nextFrame(state, lineDecoder(schema)),
+      send: (schema, message) => writeLine(state, lineEncoder(schema), message),
+      sendPayload: (source, size) => pipePayload(state, source, size),
+      readPayload: (size) => payloadStream(state, size),
+      closed: Deferred.await(state.closedSignal),
+      hangup: Deferred.await(state.hangupSignal),
       end: Effect.sync(() => {
-        if (!closed) socket.end()
+        if (!state.closed) socket.end()
       }),
       destroy: Effect.sync(() => {
         socket.destroy()
       })
     } satisfies Connection
   })
+
+/**
+ * What the socket has told one connection so far: the bytes not yet taken, whether the peer or the
+ * connection has ended, its first error, and the one read waiting for the next event.
+ */
+class SocketState {
+  readonly decoder: FrameDecoder
+  /** The peer sends nothing more: it ended its side, or the connection closed. */
+  ended = false
+  closed = false
+  /** The socket's first error, reported as the reason when the connection turns out closed. */
+  failure: string | undefined = undefined
+  /** The read to try again at the next socket event. */
+  wake: (() => void) | undefined = undefined
+
+  constructor(
+    readonly socket: Duplex,
+    maxLine: number,
+    readonly closedSignal: Deferred.Deferred<void>,
+    readonly hangupSignal: Deferred.Deferred<void>
+  ) {
+    this.decoder = new FrameDecoder(maxLine)
+  }
+
+  /** Something happened: the waiting read, if any, tries again. */
+  notify(): void {
+    const waiter = this.wake
+    if (waiter !== undefined) {
+      this.wake = undefined
+      waiter()
+    }
+  }
+
+  /** Bytes were taken: a socket paused for read-ahead goes on once below it. */
+  drained(): void {
+    if (this.decoder.buffered < readAhead && this.socket.isPaused() && !this.closed) this.socket.resume()
+  }
+
+  gone(what: string): ConnectionClosed {
+    return new ConnectionClosed({ reason: this.failure ?? what })
+  }
+
+  /** Runs `attempt` now and again on every socket event until it yields a result. */
+  awaitReadable<A, E>(attempt: () => Effect.Effect<A, E> | undefined): Effect.Effect<A, E> {
+    return Effect.async<A, E>((resume) => {
+      const tryNow = () => {
+        const result = attempt()
+        if (result === undefined) this.wake = tryNow
+        else resume(result)
+      }
+      tryNow()
+      return Effect.sync(() => {
+        this.wake = undefined
+      })
+    })
+  }
+}
+
+/** The socket's listeners, for the connection's whole life: they fill `state` and wake a waiting read. */
+const listen = (state: SocketState): void => {
+  const socket = state.socket
+  socket.on("data", (chunk: Buffer) => {
+    state.decoder.push(chunk)
+    if (state.decoder.buffered >= readAhead) socket.pause()
+    state.notify()
+  })
+  socket.on("end", () => {
+    state.ended = true
+    Deferred.unsafeDone(state.hangupSignal, Effect.void)
+    state.notify()
+  })
+  socket.on("error", (error: Error) => {
+    state.failure ??= "code" in error && typeof error.code === "string" ? error.code : error.message
+  })
+  socket.on("close", () => {
+    state.closed = true
+    state.ended = true
+    Deferred.unsafeDone(state.closedSignal, Effect.void)
+    Deferred.unsafeDone(state.hangupSignal, Effect.void)
+    state.notify()
+  })
+}
+
+// ---- lines -------------------------------------------------------------------------------------------
+
+/** The next frame turned into a result by `onLine`; `None` at a clean end of stream. */
+const nextFrame = <A>(state: SocketState, onLine: (text: string) => Effect.Effect<A, InvalidRequest>) =>
+  state.awaitReadable<Option.Option<A>, ReadError | InvalidRequest>(() => {
+    const decoder = state.decoder
+    const frame = decoder.nextLine()
+    state.drained()
+    if (frame === undefined) {
+      if (!state.ended) return undefined
+      return decoder.buffered === 0 && state.failure === undefined
+        ? Effect.succeed(Option.none())
+        : Effect.fail(state.gone(decoder.buffered === 0 ? "closed" : "closed in the middle of a line"))
+    }
+    switch (frame._tag) {
+      case "Line":
+        return Effect.map(onLine(frame.text), Option.some)
+      case "BadLine":
+        return Effect.fail(new InvalidRequest({ message: frame.reason }))
+      case "TooLong":
+        return Effect.fail(new LineTooLong({ limit: frame.limit }))
+    }
+  })
+
+const writeLine = <A>(
+  state: SocketState,
+  encode: (message: A) => string,
+  message: A
+): Effect.Effect<void, ConnectionClosed> =>
+  Effect.suspend(() => {
+    const line = encode(message)
+    if (state.closed || state.socket.writableEnded) return Effect.fail(state.gone("closed before the reply"))
+    return state.socket.write(line + "\n") ? Effect.void : awaitDrain(state)
+  })
+
+/** Waits for a full write buffer to drain (asked for only when a write finds it full). */
+const awaitDrain = (state: SocketState): Effect.Effect<void, ConnectionClosed> =>
+  Effect.async((resume) => {
+    const socket = state.socket
+    const onDrain = () => {
+      cleanup()
+      resume(Effect.void)
+    }
+    const onClose = () => {
+      cleanup()
+      resume(Effect.fail(state.gone("closed while writing")))
+    }
+    const cleanup = () => {
+      socket.off("drain", onDrain)
+      socket.off("close", onClose)
+    }
+    socket.on("drain", onDrain)
+    socket.on("close", onClose)
+    return Effect.sync(cleanup)
+  })
+
+// ---- payloads ----------------------------------------------------------------------------------------
+
+/** Pipes exactly `size` bytes from `source` into the socket, with the stream's backpressure; closes the source. */
+const pipePayload = (
+  state: SocketState,
+  source: Readable,
+  size: number
+): Effect.Effect<void, ConnectionClosed | PayloadFailed> =>
+  Effect.async<void, ConnectionClosed | PayloadFailed>((resume) => {
+    const socket = state.socket
+    let sent = 0
+    let done = false
+    const finish = (result: Effect.Effect<void, ConnectionClosed | PayloadFailed>) => {
+      if (done) return
+      done = true
+      source.off("data", onData)
+      source.off("end", onEnd)
+      source.off("error", onError)
+      socket.off("close", onClose)
+      source.unpipe(socket)
+      source.destroy()
+      resume(result)
+    }
+    const onData = (chunk: Buffer) => {
+      sent += chunk.length
+    }
+    const onEnd = () => {
+      if (sent === size) finish(Effect.void)
+      else {
+        // The peer was promised `size` bytes: a short payload must not look like a complete one.
+        socket.destroy()
+        finish(Effect.fail(new PayloadFailed({ reason: `source ended after ${sent} of ${size} bytes` })))
+      }
+    }
+    const onError = (error: Error) => {
+      socket.destroy()
+      finish(Effect.fail(new PayloadFailed({ reason: error.message })))
+    }
+    const onClose = () => finish(Effect.fail(state.gone(`closed after ${sent} of ${size} bytes`)))
+    if (state.closed) return finish(Effect.fail(state.gone("closed before the payload")))
+    source.on("data", onData)
+    source.once("end", onEnd)
+    source.once("error", onError)
+    socket.once("close", onClose)
+    source.pipe(socket, { end: false })
+    return Effect.sync(() => {
+      if (!done) {
+        done = true
+        source.unpipe(socket)
+        source.destroy()
+      }
+    })
+  })
+
+/** Exactly `size` raw bytes from the peer as they arrive, taken only as fast as the stream is pulled. */
+const payloadStream = (state: SocketState, size: number): Stream.Stream<Uint8Array, ConnectionClosed> => {
+  let remaining = size
+  const nextChunk = state.awaitReadable<Option.Option<Uint8Array>, ConnectionClosed>(() => {
+    if (remaining === 0) return Effect.succeed(Option.none())
+    const chunk = state.decoder.takeBytes(remaining)
+    state.drained()
+    if (chunk !== undefined) {
+      remaining -= chunk.length
+      return Effect.succeed(Option.some(chunk))
+    }
+    return state.ended ? Effect.fail(state.gone(`closed with ${remaining} of ${size} bytes still to come`)) : undefined
+  })
+  return Stream.repeatEffectOption(
+    Effect.flatMap(nextChunk, (chunk) =>
+      Option.isSome(chunk) ? Effect.succeed(chunk.value) : Effect.fail(Option.none())
+    ).pipe(Effect.mapError((error) => (Option.isOption(error) ? error : Option.some(error))))
+  )
+}

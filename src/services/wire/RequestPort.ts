@@ -8,22 +8,23 @@
 import { Duration, Effect, Either, Exit, Runtime, type Schema } from "effect"
 import type { Duplex } from "node:stream"
 import { InvalidRequest } from "../../domain/Errors.js"
+import type { Address } from "../../domain/Server.js"
 import { LineTooLong } from "./Connection.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 import { FrameDecoder } from "./Frames.js"
-import type { IdleSweeper } from "./Idle.js"
+import type { IdleSweeper, IdleTracker } from "./Idle.js"
 
 /** An answer that needs an effect to be produced. */
 export class Later<Rep, R = never> {
   constructor(readonly effect: Effect.Effect<Rep | undefined, never, R>) {}
 }
 
-/** What one connection may do about itself. */
+/** What one connection may do about itself. Methods: call them on the control, not detached. */
 export interface SessionControl {
   /** This connection may stay quiet indefinitely (a server's control connection). */
-  readonly keepAlive: () => void
-  /** The peer's address, for messages. */
-  readonly peer: () => string
+  keepAlive(): void
+  /** Where the peer is. A system call on TCP: asked for only when needed. */
+  peer(): Address
 }
 
 export interface RequestSession<Req, Rep, R> {
@@ -47,109 +48,152 @@ export interface RequestPort<Req, ReqI, Rep, RepI, R> {
 /** Bytes read ahead of the answers before the socket is paused. */
 const readAhead = 256 * 1024
 
-/**
- * Serves one connection until it closes; calls `done` then. Returns a function that closes it at
- * once (for a listener that is shutting down).
- */
-export const runSession = <Req, ReqI, Rep, RepI, R>(
-  socket: Duplex,
+/** Serves one connection until it closes; calls `done` then. `peerOf` tells where the socket's peer is. */
+export const runSession = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
+  socket: S,
   port: RequestPort<Req, ReqI, Rep, RepI, R>,
   runtime: Runtime.Runtime<R>,
   sweeper: IdleSweeper,
-  peer: () => string,
+  peerOf: (socket: S) => Address,
   done: () => void
-): (() => void) => {
-  const decoder = new FrameDecoder(port.maxLine)
-  const decode = lineDecoder(port.request)
-  const encode = lineEncoder(port.reply)
-  const idle = sweeper.unsafeTrack(() => socket.destroy())
-  const session = port.open({ keepAlive: idle.busy, peer })
-  let waiting = false
-  let blocked = false
-  let ended = false
-  let closed = false
+): void => listen(new Session(socket, port, runtime, sweeper, peerOf), done)
 
-  const write = (reply: Rep | undefined) => {
-    if (reply === undefined || closed || socket.writableEnded) return
+/** Runs `runSession` as an effect: completes when the connection has closed; interrupting closes it. */
+export const session = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
+  socket: S,
+  port: RequestPort<Req, ReqI, Rep, RepI, R>,
+  runtime: Runtime.Runtime<R>,
+  sweeper: IdleSweeper,
+  peerOf: (socket: S) => Address
+): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    runSession(socket, port, runtime, sweeper, peerOf, () => resume(Effect.void))
+    return Effect.sync(() => socket.destroy())
+  })
+
+/**
+ * One connection of a request port: the lines it has sent, where its answers stand, and the
+ * session the port opened for it. It is that session's `SessionControl` too, so a connection
+ * costs one object here rather than a closure per job.
+ */
+class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionControl {
+  readonly decoder: FrameDecoder
+  readonly decode: (line: string) => Either.Either<Req, InvalidRequest>
+  readonly encode: (reply: Rep) => string
+  readonly idle: IdleTracker & { readonly release: () => void }
+  readonly answers: RequestSession<Req, Rep, R>
+  /** A `Later` answer is being worked out: the lines after it wait. */
+  waiting = false
+  /** The peer does not read its replies: nothing more is read from it until they drain. */
+  blocked = false
+  /** The peer sends nothing more. */
+  ended = false
+  closed = false
+
+  constructor(
+    readonly socket: S,
+    readonly port: RequestPort<Req, ReqI, Rep, RepI, R>,
+    readonly runtime: Runtime.Runtime<R>,
+    sweeper: IdleSweeper,
+    private readonly peerOf: (socket: S) => Address
+  ) {
+    this.decoder = new FrameDecoder(port.maxLine)
+    this.decode = lineDecoder(port.request)
+    this.encode = lineEncoder(port.reply)
+    this.idle = sweeper.unsafeTrack(() => socket.destroy())
+    this.answers = port.open(this)
+  }
+
+  keepAlive(): void {
+    this.idle.busy()
+  }
+
+  peer(): Address {
+    return this.peerOf(this.socket)
+  }
+
+  write(reply: Rep | undefined): void {
+    if (reply === undefined || this.closed || this.socket.writableEnded) return
     // A peer that sends requests but does not read the replies stops being read from.
-    if (!socket.write(encode(reply) + "\n")) blocked = true
+    if (!this.socket.write(this.encode(reply) + "\n")) this.blocked = true
   }
-  const finish = () => {
-    if (!socket.writableEnded) socket.end()
-  }
-  const step = (): void => {
-    while (!waiting && !blocked && !closed) {
-      const frame = decoder.nextLine()
+
+  /** Answers the lines that have arrived, in order, until one needs an effect, the peer stops reading, or none is left. */
+  step(): void {
+    while (!this.waiting && !this.blocked && !this.closed) {
+      const frame = this.decoder.nextLine()
       if (frame === undefined) {
-        if (decoder.buffered < readAhead && socket.isPaused()) socket.resume()
-        if (ended) finish()
+        if (this.decoder.buffered < readAhead && this.socket.isPaused()) this.socket.resume()
+        if (this.ended && !this.socket.writableEnded) this.socket.end()
         return
       }
-      idle.done()
-      if (frame._tag === "TooLong") {
-        write(port.invalid(new LineTooLong({ limit: frame.limit })))
-        closed = true
-        socket.end(() => socket.destroy())
-        return
-      }
+      this.idle.done()
+      if (frame._tag === "TooLong") return this.closeTooLong(frame.limit)
       if (frame._tag === "BadLine") {
-        write(port.invalid(new InvalidRequest({ message: frame.reason })))
+        this.write(this.port.invalid(new InvalidRequest({ message: frame.reason })))
         continue
       }
-      const request = decode(frame.text)
+      const request = this.decode(frame.text)
       if (Either.isLeft(request)) {
-        write(port.invalid(request.left))
+        this.write(this.port.invalid(request.left))
         continue
       }
-      const answer = session.answer(request.right)
-      if (!(answer instanceof Later)) {
-        write(answer)
-        continue
-      }
-      waiting = true
-      Runtime.runFork(runtime)(answer.effect).addObserver((exit) => {
-        waiting = false
-        if (Exit.isSuccess(exit)) write(exit.value)
-        else socket.destroy()
-        step()
-      })
-      return
+      const answer = this.answers.answer(request.right)
+      if (answer instanceof Later) return this.awaitLater(answer)
+      this.write(answer)
     }
   }
 
-  socket.on("data", (chunk: Buffer) => {
-    decoder.push(chunk)
-    if (decoder.buffered >= readAhead) socket.pause()
-    step()
-  })
-  socket.on("end", () => {
-    ended = true
-    step()
-  })
-  socket.on("drain", () => {
-    blocked = false
-    step()
-  })
-  socket.on("error", () => undefined)
-  socket.once("close", () => {
-    closed = true
-    idle.release()
-    const after = session.closed
+  /** A line past the limit: the framing is lost, so the connection says why and closes. */
+  closeTooLong(limit: number): void {
+    this.write(this.port.invalid(new LineTooLong({ limit })))
+    this.closed = true
+    this.socket.end(() => this.socket.destroy())
+  }
+
+  /** Works out `answer` on the port's runtime; the lines after it wait until it is written. */
+  awaitLater(answer: Later<Rep, R>): void {
+    this.waiting = true
+    Runtime.runFork(this.runtime)(answer.effect).addObserver((exit) => {
+      this.waiting = false
+      if (Exit.isSuccess(exit)) this.write(exit.value)
+      else this.socket.destroy()
+      this.step()
+    })
+  }
+
+  /** The connection has closed: it stops being tracked, and the session's `closed` runs before `done`. */
+  finish(done: () => void): void {
+    this.closed = true
+    this.idle.release()
+    const after = this.answers.closed
     if (after === undefined) done()
-    else Runtime.runFork(runtime)(after()).addObserver(done)
-  })
-  return () => socket.destroy()
+    else Runtime.runFork(this.runtime)(after()).addObserver(done)
+  }
 }
 
-/** Runs `runSession` as an effect: completes when the connection has closed; interrupting closes it. */
-export const session = <Req, ReqI, Rep, RepI, R>(
-  socket: Duplex,
-  port: RequestPort<Req, ReqI, Rep, RepI, R>,
-  runtime: Runtime.Runtime<R>,
-  sweeper: IdleSweeper,
-  peer: () => string
-): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const close = runSession(socket, port, runtime, sweeper, peer, () => resume(Effect.void))
-    return Effect.sync(close)
+/** The socket's listeners, for the connection's whole life: what arrives or drains moves the session on. */
+const listen = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
+  session: Session<Req, ReqI, Rep, RepI, R, S>,
+  done: () => void
+): void => {
+  const socket = session.socket
+  socket.on("data", (chunk: Buffer) => {
+    session.decoder.push(chunk)
+    if (session.decoder.buffered >= readAhead) socket.pause()
+    session.step()
   })
+  socket.on("end", () => {
+    session.ended = true
+    session.step()
+  })
+  socket.on("drain", () => {
+    session.blocked = false
+    session.step()
+  })
+  // An error is followed by `close`, which is where the connection ends.
+  socket.on("error", ignore)
+  socket.once("close", () => session.finish(done))
+}
+
+const ignore = (): void => undefined

@@ -9,16 +9,13 @@ import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
 import { Context, Duration, Effect, FiberSet, Layer, Option, Runtime, Schema, type Scope } from "effect"
 import * as Net from "node:net"
 import { Duplex } from "node:stream"
-import { formatEndpoint } from "../../domain/Server.js"
+import { type Address, formatEndpoint } from "../../domain/Server.js"
 import { type Connection, fromDuplex } from "./Connection.js"
 import { makeIdleSweeper } from "./Idle.js"
 import { type RequestPort, runSession, session } from "./RequestPort.js"
 
-/** Where to listen or connect. `port: 0` when listening lets the system pick. */
-export interface Address {
-  readonly host: string
-  readonly port: number
-}
+/** Where to listen or connect, and where a connection comes from (the domain's `Address`). */
+export type { Address }
 
 export class ConnectFailed extends Schema.TaggedError<ConnectFailed>()("ConnectFailed", {
   endpoint: Schema.String,
@@ -89,7 +86,7 @@ export const reasonOf = (error: unknown): string =>
 /** Runs `handler` on a connection and always closes it afterwards, flushing what was written. */
 const handle = <R>(
   socket: Duplex & { destroySoon?: () => void },
-  peer: string,
+  peer: Address,
   maxLine: number | undefined,
   handler: Handler<R>
 ) =>
@@ -132,11 +129,11 @@ const tcpListen = <R>(options: Address, onSocket: (socket: Net.Socket) => Effect
     return address._tag === "TcpAddress" ? { host: address.hostname, port: address.port } : options
   })
 
-const peerOf = (socket: Net.Socket) => () =>
-  formatEndpoint({ host: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 })
+/** Where a TCP connection comes from (a getpeername call). */
+const peerOf = (socket: Net.Socket): Address => ({ host: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 })
 
 const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) =>
-  tcpListen(options, (socket) => handle(socket, peerOf(socket)(), options.maxLine, handler))
+  tcpListen(options, (socket) => handle(socket, peerOf(socket), options.maxLine, handler))
 
 /**
  * Starts a `node:net` listener (with the backlog above) and returns where it listens. Errors after
@@ -175,7 +172,7 @@ const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(options: Address, port: Reque
     const sockets = new Set<Net.Socket>()
     const server = Net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
       sockets.add(socket)
-      runSession(socket, port, runtime, sweeper, peerOf(socket), () => sockets.delete(socket))
+      runSession(socket, port, runtime, sweeper, peerOf, () => sockets.delete(socket))
     })
     const address = yield* listenNet(server, options)
     yield* Effect.addFinalizer(() =>
@@ -209,7 +206,7 @@ const tcpConnect = (address: Address, options: ConnectOptions = {}) => {
   ).pipe(
     Effect.flatMap((socket) =>
       fromDuplex(socket, {
-        peer: endpoint,
+        peer: address,
         localHost: socket.localAddress,
         ...(options.maxLine === undefined ? {} : { maxLine: options.maxLine })
       })
@@ -250,6 +247,10 @@ class MemoryEnd extends Duplex {
   }
 }
 
+/** Where an in-memory connection comes from, as its server sees it: memory has no addresses. */
+const memoryClient: Address = { host: "memory-client", port: 0 }
+const memoryClientOf = (): Address => memoryClient
+
 /** An in-process network: `serve` registers a handler under an address, `connect` pairs two streams. */
 export const layerMemory: Layer.Layer<Wire> = Layer.sync(Wire, () => {
   const listeners = new Map<string, (socket: MemoryEnd) => void>()
@@ -269,13 +270,13 @@ export const layerMemory: Layer.Layer<Wire> = Layer.sync(Wire, () => {
     })
   return Wire.of({
     serve: <R>(options: ServeOptions, handler: Handler<R>) =>
-      listen(options, (socket) => handle(socket, "memory-client", options.maxLine, handler)),
+      listen(options, (socket) => handle(socket, memoryClient, options.maxLine, handler)),
     serveRequests: <Req, ReqI, Rep, RepI, R>(options: Address, port: RequestPort<Req, ReqI, Rep, RepI, R>) =>
       Effect.gen(function* () {
         const runtime = yield* Effect.runtime<R>()
         const sweeper = yield* makeIdleSweeper(port.idleTimeout)
         return yield* listen(options, (socket) =>
-          session(socket, port, runtime, sweeper, () => "memory-client").pipe(
+          session(socket, port, runtime, sweeper, memoryClientOf).pipe(
             Effect.ensuring(Effect.sync(() => socket.destroy()))
           )
         )
@@ -297,7 +298,7 @@ export const layerMemory: Layer.Layer<Wire> = Layer.sync(Wire, () => {
       ).pipe(
         Effect.flatMap((socket) =>
           fromDuplex(socket, {
-            peer: formatEndpoint(address),
+            peer: address,
             ...(options.maxLine === undefined ? {} : { maxLine: options.maxLine })
           })
         )
