@@ -56,201 +56,229 @@ const statusOf: Record<AdminError["_tag"], number> = { InvalidRequest: 400, Unau
 const failure = (error: AdminError) =>
   HttpServerResponse.unsafeJson({ _tag: error._tag, message: error.message }, { status: statusOf[error._tag] })
 
-const maxBody = 64 * 1024
-
-/** The request body as a value of `schema`, or one short `InvalidRequest` saying why not. */
-const body = <A, I>(schema: Schema.Schema<A, I>) => {
-  const decode = Schema.decodeUnknownEither(schema)
-  const tooLarge = new InvalidRequest({ message: `the body is larger than ${maxBody} bytes` })
-  return HttpServerRequest.HttpServerRequest.pipe(
-    // Refused before reading when the length is announced: the answer then still reaches the
-    // client (an over-long body cut off mid-read takes the connection with it).
-    Effect.filterOrFail(
-      (request) => Number(request.headers["content-length"] ?? 0) <= maxBody,
-      () => tooLarge
-    ),
-    Effect.flatMap((request) =>
-      Effect.mapError(
-        request.text,
-        () => new InvalidRequest({ message: `the body could not be read (at most ${maxBody} bytes)` })
-      )
-    ),
-    HttpIncomingMessage.withMaxBodySize(Option.some(maxBody)),
-    Effect.flatMap((text) => {
-      let json: unknown
-      try {
-        json = JSON.parse(text)
-      } catch {
-        return Effect.fail(new InvalidRequest({ message: "the body is not JSON" }))
-      }
-      try {
-        return Either.mapLeft(decode(json), (error) => new InvalidRequest({ message: describeParseError(error) }))
-      } catch {
-        // Hostile enough to break the decoder (nesting thousands deep): still only a bad request.
-        return Effect.fail(new InvalidRequest({ message: "the body is not a valid request" }))
-      }
-    })
-  )
-}
+// ---- the token check, the body, the server id ------------------------------------------------------
 
 const bearer = /^Bearer\s+(\S+)\s*$/i
 
-export const make = (config: AdminConfig) =>
-  Effect.gen(function* () {
-    const operator = yield* Operator
-    const registry = yield* ServerRegistry
-    const strategies = yield* Strategies
+/** The request's bearer token, if it carries one. */
+const bearerToken = Effect.map(HttpServerRequest.HttpServerRequest, (request) => {
+  const header = request.headers["authorization"]
+  return header === undefined ? undefined : bearer.exec(header)?.[1]
+})
 
-    /** Runs `change` once the request's bearer token is right (or none is needed). */
-    const guarded = <A, E, R>(what: string, change: Effect.Effect<A, E, R>) =>
-      HttpServerRequest.HttpServerRequest.pipe(
-        Effect.flatMap((request) => {
-          const header = request.headers["authorization"]
-          return operator.authorize(header === undefined ? undefined : bearer.exec(header)?.[1], what)
-        }),
-        Effect.zipRight(change)
-      )
-
-    const serverId = HttpRouter.params.pipe(
-      Effect.flatMap((params) =>
-        Schema.decodeUnknown(ServerId)(params["id"]).pipe(
-          Effect.mapError(() => new InvalidRequest({ message: "not a server id" }))
-        )
-      )
+/** Runs `change` once the request's bearer token is right (or none is needed). */
+const guarded = <A, E, R>(what: string, change: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Operator, (operator) =>
+    bearerToken.pipe(
+      Effect.flatMap((token) => operator.authorize(token, what)),
+      Effect.zipRight(change)
     )
+  )
 
-    const status = Effect.map(operator.status, (report) => Schema.encodeSync(StatusReport)(report))
+const maxBody = 64 * 1024
 
-    const events = Stream.merge(
-      Stream.tick("1 second"),
-      registry.changes.pipe(
-        Stream.throttle({ cost: () => 1, units: 4, duration: "1 second", strategy: "enforce" }),
-        Stream.map(() => undefined)
-      )
-    ).pipe(
-      Stream.mapEffect(() =>
-        Effect.all({ status, at: Clock.currentTimeMillis }).pipe(
-          Effect.map(({ at, status }) => `data: ${JSON.stringify({ ...status, at })}\n\n`)
-        )
-      ),
-      Stream.encodeText
+/** The request body as text, at most `maxBody` bytes, or one short `InvalidRequest` saying why not. */
+const bodyText = HttpServerRequest.HttpServerRequest.pipe(
+  // Refused before reading when the length is announced: the answer then still reaches the
+  // client (an over-long body cut off mid-read takes the connection with it).
+  Effect.filterOrFail(
+    (request) => Number(request.headers["content-length"] ?? 0) <= maxBody,
+    () => new InvalidRequest({ message: `the body is larger than ${maxBody} bytes` })
+  ),
+  Effect.flatMap((request) =>
+    Effect.mapError(
+      request.text,
+      () => new InvalidRequest({ message: `the body could not be read (at most ${maxBody} bytes)` })
     )
+  ),
+  HttpIncomingMessage.withMaxBodySize(Option.some(maxBody))
+)
 
-    const metrics = Effect.gen(function* () {
-      const servers = yield* registry.list
-      Metrics.unsafeRecordServers(servers)
-      const present = new Set<string>(servers.map((server) => server.id))
-      const pairs = yield* Metric.snapshot
-      // A server that left takes its series with it: a balancer with churning servers must not
-      // grow its scrape forever.
-      const text = Prometheus.encode(pairs, (_, labels) => {
-        const server = labels.get("server")
-        return server === undefined || present.has(server)
-      })
-      return HttpServerResponse.text(text, { contentType: Prometheus.contentType })
-    })
+/** Decodes JSON text as a value of `schema`, or one short `InvalidRequest` saying why not. */
+const decodeJson = <A, I>(schema: Schema.Schema<A, I>) => {
+  const decode = Schema.decodeUnknownEither(schema)
+  return (text: string): Either.Either<A, InvalidRequest> => {
+    let json: unknown
+    try {
+      json = JSON.parse(text)
+    } catch {
+      return Either.left(new InvalidRequest({ message: "the body is not JSON" }))
+    }
+    try {
+      return Either.mapLeft(decode(json), (error) => new InvalidRequest({ message: describeParseError(error) }))
+    } catch {
+      // Hostile enough to break the decoder (nesting thousands deep): still only a bad request.
+      return Either.left(new InvalidRequest({ message: "the body is not a valid request" }))
+    }
+  }
+}
 
-    const router = HttpRouter.empty.pipe(
-      HttpRouter.get("/", Effect.succeed(HttpServerResponse.html(page))),
-      HttpRouter.get("/healthz", Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" }))),
-      HttpRouter.get(
-        "/readyz",
-        Effect.map(registry.list, (servers) => {
-          const live = servers.filter((server) => server.state === "live").length
-          return HttpServerResponse.unsafeJson({ ready: live > 0, live }, { status: live > 0 ? 200 : 503 })
+/** The request body as a value of `schema`, or one short `InvalidRequest` saying why not. */
+const body = <A, I>(schema: Schema.Schema<A, I>) => Effect.flatMap(bodyText, decodeJson(schema))
+
+/** The route's `:id` as a server id. */
+const serverId = HttpRouter.params.pipe(
+  Effect.flatMap((params) =>
+    Schema.decodeUnknown(ServerId)(params["id"]).pipe(
+      Effect.mapError(() => new InvalidRequest({ message: "not a server id" }))
+    )
+  )
+)
+
+// ---- handlers, one per route -----------------------------------------------------------------------
+
+const dashboard = Effect.succeed(HttpServerResponse.html(page))
+
+const healthz = Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" }))
+
+const readyz = Effect.flatMap(ServerRegistry, (registry) =>
+  Effect.map(registry.list, (servers) => {
+    const live = servers.filter((server) => server.state === "live").length
+    return HttpServerResponse.unsafeJson({ ready: live > 0, live }, { status: live > 0 ? 200 : 503 })
+  })
+)
+
+const metrics = Effect.gen(function* () {
+  const registry = yield* ServerRegistry
+  const servers = yield* registry.list
+  Metrics.unsafeRecordServers(servers)
+  const present = new Set<string>(servers.map((server) => server.id))
+  const pairs = yield* Metric.snapshot
+  // A server that left takes its series with it: a balancer with churning servers must not
+  // grow its scrape forever.
+  const text = Prometheus.encode(pairs, (_, labels) => {
+    const server = labels.get("server")
+    return server === undefined || present.has(server)
+  })
+  return HttpServerResponse.text(text, { contentType: Prometheus.contentType })
+})
+
+const encodeStatus = Schema.encodeSync(StatusReport)
+
+const status = Effect.flatMap(Operator, (operator) =>
+  Effect.map(operator.status, (report) => HttpServerResponse.unsafeJson(encodeStatus(report)))
+)
+
+/** A status at each change (at most 4 a second) and every second, with the time it was taken. */
+const statusEvents = (operator: Operator["Type"], registry: ServerRegistry["Type"]) =>
+  Stream.merge(
+    Stream.tick("1 second"),
+    registry.changes.pipe(
+      Stream.throttle({ cost: () => 1, units: 4, duration: "1 second", strategy: "enforce" }),
+      Stream.map(() => undefined)
+    )
+  ).pipe(
+    Stream.mapEffect(() =>
+      Effect.all({ status: Effect.map(operator.status, encodeStatus), at: Clock.currentTimeMillis }).pipe(
+        Effect.map(({ at, status }) => `data: ${JSON.stringify({ ...status, at })}\n\n`)
+      )
+    ),
+    Stream.encodeText
+  )
+
+const events = Effect.gen(function* () {
+  const stream = statusEvents(yield* Operator, yield* ServerRegistry)
+  return HttpServerResponse.stream(stream, {
+    contentType: "text/event-stream",
+    headers: { "cache-control": "no-store" }
+  })
+})
+
+// Strategies: the names to switch to, and the switch.
+const strategyNames = Effect.map(Strategies, (strategies) => HttpServerResponse.unsafeJson([...strategies.keys()]))
+const setStrategy = guarded(
+  "changing the strategy",
+  Effect.flatMap(Operator, (operator) =>
+    body(StrategyChange).pipe(
+      Effect.tap(({ strategy }) => operator.setStrategy(strategy)),
+      Effect.map(({ strategy }) => HttpServerResponse.unsafeJson({ strategy }))
+    )
+  )
+)
+
+const listServers = Effect.flatMap(ServerRegistry, (registry) =>
+  Effect.map(registry.list, (servers) => HttpServerResponse.unsafeJson(servers))
+)
+
+const getServer = Effect.flatMap(Operator, (operator) =>
+  serverId.pipe(
+    Effect.flatMap(operator.get),
+    Effect.map((server) => HttpServerResponse.unsafeJson(server))
+  )
+)
+
+const addServer = guarded(
+  "adding a server",
+  Effect.flatMap(Operator, (operator) =>
+    body(NewServer).pipe(
+      Effect.flatMap((server) =>
+        operator.add({
+          id: server.id ?? ServerId.make(formatEndpoint(server)),
+          host: server.host,
+          port: server.port,
+          weight: server.weight ?? Weight.make(1)
         })
       ),
-      HttpRouter.get("/metrics", metrics),
-      HttpRouter.get(
-        "/api/status",
-        Effect.map(status, (report) => HttpServerResponse.unsafeJson(report))
-      ),
-      HttpRouter.get("/api/strategies", Effect.succeed(HttpServerResponse.unsafeJson([...strategies.keys()]))),
-      HttpRouter.get(
-        "/api/servers",
-        Effect.map(registry.list, (servers) => HttpServerResponse.unsafeJson(servers))
-      ),
-      HttpRouter.get(
-        "/api/servers/:id",
-        serverId.pipe(
-          Effect.flatMap(operator.get),
-          Effect.map((server) => HttpServerResponse.unsafeJson(server))
-        )
-      ),
-      HttpRouter.get(
-        "/api/events",
-        Effect.succeed(
-          HttpServerResponse.stream(events, {
-            contentType: "text/event-stream",
-            headers: { "cache-control": "no-store" }
-          })
-        )
-      ),
-      HttpRouter.post(
-        "/api/strategy",
-        guarded(
-          "changing the strategy",
-          body(StrategyChange).pipe(
-            Effect.tap(({ strategy }) => operator.setStrategy(strategy)),
-            Effect.map(({ strategy }) => HttpServerResponse.unsafeJson({ strategy }))
-          )
-        )
-      ),
-      HttpRouter.post(
-        "/api/servers",
-        guarded(
-          "adding a server",
-          body(NewServer).pipe(
-            Effect.flatMap((server) =>
-              operator.add({
-                id: server.id ?? ServerId.make(formatEndpoint(server)),
-                host: server.host,
-                port: server.port,
-                weight: server.weight ?? Weight.make(1)
-              })
-            ),
-            Effect.map((server) => HttpServerResponse.unsafeJson(server, { status: 201 }))
-          )
-        )
-      ),
-      HttpRouter.patch(
-        "/api/servers/:id",
-        guarded(
-          "changing a weight",
-          Effect.all([serverId, body(WeightChange)]).pipe(
-            Effect.flatMap(([id, { weight }]) => operator.setWeight(id, weight)),
-            Effect.map((server) => HttpServerResponse.unsafeJson(server))
-          )
-        )
-      ),
-      HttpRouter.del(
-        "/api/servers/:id",
-        guarded(
-          "removing a server",
-          Effect.all([serverId, HttpServerRequest.ParsedSearchParams]).pipe(
-            Effect.flatMap(([id, search]) =>
-              search["now"] === "true"
-                ? Effect.as(operator.remove(id), HttpServerResponse.unsafeJson({ id, state: "removed" }))
-                : Effect.as(
-                    operator.drain(id),
-                    HttpServerResponse.unsafeJson({ id, state: "draining" }, { status: 202 })
-                  )
-            )
-          )
-        )
+      Effect.map((server) => HttpServerResponse.unsafeJson(server, { status: 201 }))
+    )
+  )
+)
+
+const setWeight = guarded(
+  "changing a weight",
+  Effect.flatMap(Operator, (operator) =>
+    Effect.all([serverId, body(WeightChange)]).pipe(
+      Effect.flatMap(([id, { weight }]) => operator.setWeight(id, weight)),
+      Effect.map((server) => HttpServerResponse.unsafeJson(server))
+    )
+  )
+)
+
+/** Drains the server, then removes it (answered at once, 202); `?now=true` removes it at once. */
+const removeServer = guarded(
+  "removing a server",
+  Effect.flatMap(Operator, (operator) =>
+    Effect.all([serverId, HttpServerRequest.ParsedSearchParams]).pipe(
+      Effect.flatMap(([id, search]) =>
+        search["now"] === "true"
+          ? Effect.as(operator.remove(id), HttpServerResponse.unsafeJson({ id, state: "removed" }))
+          : Effect.as(operator.drain(id), HttpServerResponse.unsafeJson({ id, state: "draining" }, { status: 202 }))
       )
     )
+  )
+)
 
-    const app = router.pipe(
-      Effect.catchTags({
-        InvalidRequest: failure,
-        Unauthorized: failure,
-        ServerNotFound: failure,
-        RouteNotFound: () =>
-          Effect.succeed(HttpServerResponse.unsafeJson({ _tag: "NotFound", message: "no such route" }, { status: 404 }))
-      })
-    )
+// ---- the router ------------------------------------------------------------------------------------
 
+const router = HttpRouter.empty.pipe(
+  HttpRouter.get("/", dashboard),
+  HttpRouter.get("/healthz", healthz),
+  HttpRouter.get("/readyz", readyz),
+  HttpRouter.get("/metrics", metrics),
+  HttpRouter.get("/api/status", status),
+  HttpRouter.get("/api/strategies", strategyNames),
+  HttpRouter.get("/api/servers", listServers),
+  HttpRouter.get("/api/servers/:id", getServer),
+  HttpRouter.get("/api/events", events),
+  HttpRouter.post("/api/strategy", setStrategy),
+  HttpRouter.post("/api/servers", addServer),
+  HttpRouter.patch("/api/servers/:id", setWeight),
+  HttpRouter.del("/api/servers/:id", removeServer)
+)
+
+const app = router.pipe(
+  Effect.catchTags({
+    InvalidRequest: failure,
+    Unauthorized: failure,
+    ServerNotFound: failure,
+    RouteNotFound: () =>
+      Effect.succeed(HttpServerResponse.unsafeJson({ _tag: "NotFound", message: "no such route" }, { status: 404 }))
+  })
+)
+
+/** The HTTP server, listening, with Node's slow-client deadlines cut down. */
+const listen = (config: AdminConfig) =>
+  Effect.gen(function* () {
     let node: Http.Server | undefined
     const endpoint = formatEndpoint(config)
     const server = yield* NodeHttpServer.make(
@@ -263,6 +291,12 @@ export const make = (config: AdminConfig) =>
     ).pipe(Effect.mapError((error) => new ListenFailed({ endpoint, reason: String(error.cause) })))
     // Event streams never end by themselves: cut every connection so the server can close.
     yield* Effect.addFinalizer(() => Effect.sync(() => node?.closeAllConnections()))
+    return server
+  })
+
+export const make = (config: AdminConfig) =>
+  Effect.gen(function* () {
+    const server = yield* listen(config)
     yield* server.serve(app)
     const address =
       server.address._tag === "TcpAddress"
