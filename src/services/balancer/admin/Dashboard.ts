@@ -104,6 +104,7 @@ const $ = (id) => document.getElementById(id);
 const history = [];          // [{at, located: Map(id -> count)}], the last two minutes
 const keep = 120;
 let token = sessionStorage.getItem("effect-lb-token") || "";
+let strategyChosen = false;  // the operator picked a strategy in the menu and has not applied it yet
 
 const say = (text) => { $("message").textContent = text; };
 const fmt = (ms) => ms === null || ms === undefined ? "–" : ms < 10 ? ms.toFixed(2) + " ms" : ms.toFixed(0) + " ms";
@@ -140,7 +141,8 @@ function render(status) {
   const total = [...now.values()].reduce((a, b) => a + b, 0);
 
   $("current-strategy").textContent = status.strategy;
-  if (document.activeElement !== $("strategy")) $("strategy").value = status.strategy;
+  // A choice the operator has made but not yet applied is theirs: updates do not undo it.
+  if (document.activeElement !== $("strategy") && !strategyChosen) $("strategy").value = status.strategy;
   $("server-count").textContent = status.servers.length;
   $("live-count").textContent = status.servers.filter((s) => s.state === "live").length;
   $("rate").textContent = total.toFixed(0);
@@ -245,9 +247,11 @@ function connect() {
   events.onmessage = (event) => render(JSON.parse(event.data));
 }
 
+$("strategy").onchange = () => { strategyChosen = true; };
 $("strategy-form").onsubmit = async (event) => {
   event.preventDefault();
   const strategy = $("strategy").value;
+  strategyChosen = false;
   const done = await call("POST", "/api/strategy", { strategy });
   if (done) { $("current-strategy").textContent = done.strategy; say("strategy switched to " + done.strategy); }
 };
