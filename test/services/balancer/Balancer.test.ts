@@ -48,10 +48,21 @@ describe("Balancer", () => {
   it.effect("refuses an unknown strategy and keeps the current one", () =>
     Effect.gen(function* () {
       const balancer = yield* Balancer
-      const exit = yield* Effect.exit(balancer.setStrategy("fastest-please"))
-      expect(Exit.isFailure(exit)).toBe(true)
+      const registry = yield* ServerRegistry
+      for (const n of [1, 2, 3]) yield* registry.add(spec(n))
+      const refused = (name: string) =>
+        Effect.map(Effect.flip(balancer.setStrategy(name)), (error) => ({ _tag: error._tag, message: error.message }))
+      expect(yield* locateMany(1)).toEqual(["s1"])
+      expect(yield* refused("fastest-please")).toEqual({
+        _tag: "InvalidRequest",
+        message: `unknown strategy "fastest-please"; known: ${names.join(", ")}`
+      })
+      // Kept, state and all: the round goes on where it was, not from a fresh start.
       expect(yield* balancer.strategy).toBe("round-robin")
+      expect(yield* locateMany(3)).toEqual(["s2", "s3", "s1"])
+      // And a current one that is not the default is kept too.
       yield* balancer.setStrategy("weighted-least-connection")
+      expect(yield* refused("")).toMatchObject({ _tag: "InvalidRequest" })
       expect(yield* balancer.strategy).toBe("weighted-least-connection")
     }).pipe(Effect.provide(balancerLayer()))
   )

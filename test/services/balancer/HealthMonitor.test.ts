@@ -119,11 +119,22 @@ describe("HealthMonitor on the test clock", () => {
   it.scoped("uses the configured probe interval and dead-after", () =>
     Effect.gen(function* () {
       const registry = yield* ServerRegistry
+      // s1 is silent (nobody listens); s2 answers, and counts the probes it gets.
+      const pings = yield* fakeServer(spec(2), yield* Ref.make<Behaviour>("healthy"))
       yield* registry.add(spec(1))
-      yield* TestClock.adjust("1999 millis")
+      yield* registry.add(spec(2))
+      // A probe at once, then one every 250 ms: exactly, not the default second.
+      for (let tick = 1; tick <= 7; tick++) {
+        yield* TestClock.adjust("250 millis")
+        expect(yield* Ref.get(pings)).toBe(tick + 1)
+      }
+      // Silent for 2 seconds, not 1.999: dead.
+      yield* TestClock.adjust("249 millis")
       expect(yield* stateOf("s1")).toBe("live")
       yield* TestClock.adjust("1 millis")
       expect(yield* stateOf("s1")).toBe("dead")
+      expect(yield* stateOf("s2")).toBe("live")
+      expect(yield* Ref.get(pings)).toBe(9)
     }).pipe(
       Effect.provide(
         HealthMonitor.layer({ probeInterval: "250 millis", deadAfter: "2 seconds" }).pipe(

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Stream, SubscriptionRef, TestClock } from "effect"
+import { Effect, Exit, Fiber, Option, Scope, Stream, SubscriptionRef, TestClock, TestServices } from "effect"
 import * as Net from "node:net"
 import { Compute, Download, ListFiles, Ping } from "../../../src/domain/Protocol.js"
 import * as Wire from "../../../src/services/wire/Wire.js"
@@ -106,19 +106,29 @@ describe("FileServer over loopback", () => {
     Effect.gen(function* () {
       const folder = yield* servedFolder(32 * 1024 * 1024)
       const server = yield* startServer(folder.root)
-      const received = yield* Effect.async<number>((resume) => {
-        const socket = Net.createConnection({ host: "127.0.0.1", port: server.address.port })
-        let bytes = 0
-        socket.on("data", (chunk) => {
-          bytes += chunk.length
-          if (bytes > 1024 * 1024) {
-            socket.destroy()
-            resume(Effect.succeed(bytes))
+      // A download under way: the first megabyte in, the rest held back (the socket paused).
+      const { socket, received } = yield* Effect.acquireRelease(
+        Effect.async<{ socket: Net.Socket; received: number }>((resume) => {
+          const socket = Net.createConnection({ host: "127.0.0.1", port: server.address.port })
+          let bytes = 0
+          const onData = (chunk: Buffer) => {
+            bytes += chunk.length
+            if (bytes <= 1024 * 1024) return
+            socket.pause()
+            socket.off("data", onData)
+            resume(Effect.succeed({ socket, received: bytes }))
           }
-        })
-        socket.write('{"_tag":"Download","name":"big.bin"}\n')
-      })
+          socket.on("data", onData)
+          socket.on("error", () => undefined)
+          socket.write('{"_tag":"Download","name":"big.bin"}\n')
+        }),
+        ({ socket }) => Effect.sync(() => socket.destroy())
+      )
       expect(received).toBeLessThan(folder.big.length)
+      // Counted while it downloads...
+      expect(yield* SubscriptionRef.get(server.active)).toBe(1)
+      socket.destroy()
+      // ...and counted gone once it has vanished, within a deadline.
       yield* server.active.changes.pipe(
         Stream.takeUntil((n) => n === 0),
         Stream.runDrain,
@@ -127,6 +137,8 @@ describe("FileServer over loopback", () => {
       const client = yield* connectTo(server.address)
       expect(yield* client.ask(new Download({ name: "notes.txt" }))).toMatchObject({ _tag: "FileHeader", size: 16 })
       expect((yield* client.payload(16)).toString()).toBe("hello effect-lb\n")
+      // The one who vanished is not counted among those served now.
+      expect(yield* client.ask(new Ping())).toMatchObject({ _tag: "Pong", active: 1 })
     }).pipe(Effect.provide(Wire.layer))
   )
 
@@ -241,13 +253,26 @@ describe("FileServer on the test clock", () => {
   it.scoped("on shutdown cuts a computation that outlasts the drain timeout", () =>
     Effect.gen(function* () {
       const folder = yield* servedFolder(1024)
-      const server = yield* startServer(folder.root, { drainTimeout: "2 seconds" })
+      const serverScope = yield* Scope.make()
+      const server = yield* startServer(folder.root, { drainTimeout: "2 seconds" }).pipe(Scope.extend(serverScope))
       const computing = yield* connectTo(server.address)
-      yield* Effect.fork(computing.ask(new Compute({ seconds: 60 })))
+      const reply = yield* Effect.fork(Effect.exit(computing.ask(new Compute({ seconds: 60 }))))
+      const closed = yield* Effect.fork(computing.connection.closed)
       yield* TestClock.adjust("1 millis")
-      const drained = yield* Effect.fork(server.drain)
-      yield* TestClock.adjust("2 seconds")
-      expect(Option.isSome(yield* Fiber.poll(drained))).toBe(true)
+      // A daemon, so a shutdown that never ends fails the deadline below rather than hanging the
+      // test's own teardown.
+      const shutdown = yield* Effect.forkDaemon(Scope.close(serverScope, Exit.void))
+      // The drain waits for the computation, up to its timeout and not a moment less...
+      yield* TestClock.adjust("1999 millis")
+      expect(Option.isNone(yield* Fiber.poll(shutdown))).toBe(true)
+      expect(Option.isNone(yield* Fiber.poll(closed))).toBe(true)
+      // ...then cuts it: the shutdown ends, and the client's connection closes without an answer.
+      yield* TestClock.adjust("1 millis")
+      const [, , answer] = yield* Effect.all([Fiber.join(shutdown), Fiber.join(closed), Fiber.join(reply)]).pipe(
+        Effect.timeout("2 seconds"),
+        TestServices.provideLive
+      )
+      expect(Exit.isSuccess(answer)).toBe(false)
     }).pipe(Effect.provide(Wire.layerMemory))
   )
 })

@@ -27,6 +27,49 @@ const drain = (decoder: FrameDecoder): Array<Frame> => {
   return frames
 }
 
+/**
+ * Random bytes: some chunks plain noise (a `\n` one byte in 256, so lines outgrow the limit), some
+ * with ASCII, `\n` and `\r\n` common enough that lines end before it, valid UTF-8 or not.
+ */
+const randomChunk = FastCheck.oneof(
+  FastCheck.uint8Array({ maxLength: 512, size: "medium" }),
+  FastCheck.array(
+    FastCheck.oneof(
+      { arbitrary: FastCheck.integer({ min: 0, max: 255 }).map((byte) => [byte]), weight: 10 },
+      { arbitrary: FastCheck.integer({ min: 0x20, max: 0x7e }).map((byte) => [byte]), weight: 10 },
+      { arbitrary: FastCheck.constantFrom([0x0a], [0x0d, 0x0a]), weight: 1 }
+    ),
+    { maxLength: 256, size: "medium" }
+  ).map((tokens) => Uint8Array.from(tokens.flat()))
+)
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
+
+/**
+ * What a decoder with `limit` must hand out for `chunks`, drained after each: the model, written
+ * the slow and obvious way — every complete line (its `\r\n` or `\n` taken off) as a `Line`, or a
+ * `BadLine` when it is not UTF-8; `TooLong`, and nothing after, once a line outgrows the limit.
+ */
+const expectedFrames = (chunks: ReadonlyArray<Uint8Array>, limit: number): Array<Frame> => {
+  const frames: Array<Frame> = []
+  let pending = Buffer.alloc(0)
+  for (const chunk of chunks) {
+    pending = Buffer.concat([pending, chunk])
+    for (let end = pending.indexOf(0x0a); end >= 0; end = pending.indexOf(0x0a)) {
+      if (end > limit) return [...frames, { _tag: "TooLong", limit }]
+      const line = pending.subarray(0, pending[end - 1] === 0x0d ? end - 1 : end)
+      pending = pending.subarray(end + 1)
+      try {
+        frames.push({ _tag: "Line", text: strictUtf8.decode(line) })
+      } catch {
+        frames.push({ _tag: "BadLine", reason: "the line is not valid UTF-8" })
+      }
+    }
+    if (pending.length > limit) return [...frames, { _tag: "TooLong", limit }]
+  }
+  return frames
+}
+
 describe("FrameDecoder", () => {
   it.prop(
     "any split of a valid byte stream decodes to the same messages",
@@ -50,16 +93,18 @@ describe("FrameDecoder", () => {
 
   it.prop(
     "random bytes never crash the decoder, and never buffer past the limit",
-    [FastCheck.array(FastCheck.uint8Array({ maxLength: 512 }), { maxLength: 30 })],
+    [FastCheck.array(randomChunk, { maxLength: 30 })],
     ([chunks]) => {
       const decoder = new FrameDecoder(256)
+      const frames: Array<Frame> = []
       for (const chunk of chunks) {
         decoder.push(chunk)
-        const frames = drain(decoder)
-        for (const frame of frames) expect(["Line", "BadLine", "TooLong"]).toContain(frame._tag)
-        if (frames.some((frame) => frame._tag === "TooLong")) return
+        frames.push(...drain(decoder))
+        if (frames.some((frame) => frame._tag === "TooLong")) break
         expect(decoder.buffered).toBeLessThanOrEqual(256)
       }
+      // Not just "some frame": exactly the frames the bytes hold, line by line.
+      expect(frames).toEqual(expectedFrames(chunks, 256))
     }
   )
 
