@@ -11,7 +11,7 @@ import { Deferred, Effect, Option, Schema, Stream } from "effect"
 import type { Duplex, Readable } from "node:stream"
 import { InvalidRequest } from "../../domain/Errors.js"
 import type { Address } from "../../domain/Server.js"
-import { defaultMaxLine, FrameDecoder } from "./Frames.js"
+import { defaultMaxLine, FrameDecoder, readAhead } from "./Frames.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 
 /** The peer sent more than the line limit without a newline. The connection cannot go on. */
@@ -61,9 +61,6 @@ export interface Connection {
   /** Closes at once, dropping anything unsent. */
   readonly destroy: Effect.Effect<void>
 }
-
-/** Bytes read ahead of the consumer before the socket is paused. */
-const readAhead = 256 * 1024
 
 export interface ConnectionOptions {
   readonly peer: Address

@@ -15,6 +15,9 @@ export type Frame =
 
 export const defaultMaxLine = 64 * 1024
 
+/** Bytes a reader buffers ahead of whoever consumes its frames before it pauses the socket. */
+export const readAhead = 256 * 1024
+
 const newline = 0x0a
 const carriageReturn = 0x0d
 const empty = Buffer.alloc(0)

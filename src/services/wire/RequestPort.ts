@@ -11,7 +11,7 @@ import { InvalidRequest } from "../../domain/Errors.js"
 import type { Address } from "../../domain/Server.js"
 import { LineTooLong } from "./Connection.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
-import { FrameDecoder } from "./Frames.js"
+import { FrameDecoder, readAhead } from "./Frames.js"
 import type { IdleSweeper, IdleTracker } from "./Idle.js"
 
 /** An answer that needs an effect to be produced. */
@@ -44,9 +44,6 @@ export interface RequestPort<Req, ReqI, Rep, RepI, R> {
   /** A new connection's session. */
   readonly open: (control: SessionControl) => RequestSession<Req, Rep, R>
 }
-
-/** Bytes read ahead of the answers before the socket is paused. */
-const readAhead = 256 * 1024
 
 /** Serves one connection until it closes; calls `done` then. `peerOf` tells where the socket's peer is. */
 export const runSession = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
