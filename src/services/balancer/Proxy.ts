@@ -2,7 +2,7 @@
  * L4 proxy mode: effect-lb in front of any TCP service, where HAProxy's `mode tcp` or nginx's
  * `stream` stands. Each accepted connection is paired with a backend chosen by the current
  * strategy; bytes flow both ways with the streams' own backpressure until both sides are done
- * (a half-close is passed on, not treated as the end). The proxy counts each backend's open
+ * (a half-close is passed on, not treated as the end; a reset is passed on as a reset). The proxy counts each backend's open
  * connections itself, exactly, for least-connection.
  *
  * A backend that refuses or does not answer the connect is skipped for the next one before a
@@ -129,8 +129,8 @@ const accept = (shared: Shared, client: Net.Socket) => {
       backend?.destroy()
       return
     }
-    // As for the backend: an error ends both, a clean close lets the backend's side flush.
-    if (hadError) backend.destroy()
+    // As for the backend: a reset is passed on as a reset, a clean close lets the backend's side flush.
+    if (hadError) reset(backend)
     closedOne(shared, pair, server)
   })
   connect(shared, pair)
@@ -190,10 +190,11 @@ const splice = (shared: Shared, pair: Pair, backend: Net.Socket, server: ServerL
   forward(client, backend)
   forward(backend, client)
   backend.on("close", (hadError) => {
-    // A reset or error ends both: nothing waits on a dead peer. A clean close means both ways
-    // are done here, and the client's side closes by itself once its last bytes are flushed —
-    // destroying it now would drop what a slow client has not yet taken.
-    if (hadError) client.destroy()
+    // A reset or error ends both, and the client is told with a reset: a clean FIN would make an
+    // aborted stream look complete. A clean close means both ways are done here, and the client's
+    // side closes by itself once its last bytes are flushed — destroying it now would drop what a
+    // slow client has not yet taken.
+    if (hadError) reset(client)
     closedOne(shared, pair, server)
   })
   client.resume()
@@ -212,6 +213,14 @@ const forward = (from: Net.Socket, to: Net.Socket) => {
     if (to.readableEnded && to.writableLength === 0 && from.writableLength === 0) to.destroy()
     else to.end()
   })
+}
+
+/**
+ * Closes `socket` with an RST rather than a FIN: its peer sees ECONNRESET, as it would have without
+ * the proxy between them (what it had not yet read is dropped, as a reset drops it).
+ */
+const reset = (socket: Net.Socket) => {
+  if (!socket.destroyed) socket.resetAndDestroy()
 }
 
 /** One socket of an open pair has closed; at the second the pair is gone and counted out. */

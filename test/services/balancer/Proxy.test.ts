@@ -11,7 +11,9 @@ import type { StrategyName } from "../../../src/services/balancer/strategies/Cat
 import { eventually } from "../../support/eventually.js"
 
 /** A TCP backend: echoes what it gets (ending when the client ends), or behaves as told. */
-const backend = (behaviour: "echo" | "hold" | "die after 64 KiB" | Buffer = "echo") =>
+const backend = (
+  behaviour: "echo" | "hold" | "die after 64 KiB" | "reset after 64 KiB" | "end and ignore the close" | Buffer = "echo"
+) =>
   Effect.acquireRelease(
     Effect.async<{ server: Net.Server; port: number; sockets: Set<Net.Socket>; accepted: { count: number } }>(
       (resume) => {
@@ -32,6 +34,11 @@ const backend = (behaviour: "echo" | "hold" | "die after 64 KiB" | Buffer = "ech
               if (seen >= 64 * 1024) socket.destroy()
             })
           }
+          // Answers the first bytes with part of a stream, then aborts it with a reset (RST, not FIN).
+          if (behaviour === "reset after 64 KiB")
+            socket.once("data", () => socket.write(Buffer.alloc(64 * 1024, 7), () => socket.resetAndDestroy()))
+          // Sends its answer and its FIN at once, then keeps its side open for good.
+          if (behaviour === "end and ignore the close") socket.end("bye")
         })
         server.listen(0, "127.0.0.1", () => {
           const address = server.address()
@@ -165,6 +172,123 @@ describe("Proxy over loopback", () => {
       const books = Effect.all([proxy.open, activeOf("dying")])
       expect(yield* eventually(books, ([open, active]) => open === 0 && active === 0, "2 seconds")).toEqual([0, 0])
     }).pipe(Effect.provide(proxyWith("round-robin", { drainTimeout: "100 millis" })))
+  )
+
+  it.scopedLive("passes a backend's reset on to the client as a reset, not a clean end", () =>
+    Effect.gen(function* () {
+      const resetting = yield* backend("reset after 64 KiB")
+      yield* register("resetting", resetting.port)
+      const port = yield* proxyPort
+      const outcome = yield* Effect.async<{ received: number; ended: boolean; error: string | undefined }>((resume) => {
+        const socket = Net.createConnection({ host: "127.0.0.1", port, allowHalfOpen: true })
+        let received = 0
+        let ended = false
+        let error: string | undefined
+        socket.on("data", (chunk: Buffer) => (received += chunk.length))
+        // A clean end is the failure this test is about: close at once rather than wait.
+        socket.on("end", () => {
+          ended = true
+          socket.destroy()
+        })
+        socket.on("error", (cause: NodeJS.ErrnoException) => (error = cause.code))
+        socket.on("close", () => resume(Effect.succeed({ received, ended, error })))
+        socket.write("GET")
+      }).pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("the client hung") }))
+      // Whatever arrived before the reset, the stream did not end cleanly: the client sees the abort.
+      expect(outcome.ended).toBe(false)
+      expect(outcome.error).toBe("ECONNRESET")
+      expect(outcome.received).toBeLessThanOrEqual(64 * 1024)
+      yield* Effect.sleep("100 millis")
+      expect(yield* (yield* Proxy.Proxy).open).toBe(0)
+    }).pipe(Effect.provide(proxyWith("round-robin")))
+  )
+
+  it.scopedLive("passes a client's reset on to its backend as a reset", () =>
+    Effect.gen(function* () {
+      const held = yield* backend("hold")
+      yield* register("held", held.port)
+      const port = yield* proxyPort
+      const client = yield* Effect.async<Net.Socket>((resume) => {
+        const socket = Net.createConnection({ host: "127.0.0.1", port }, () => resume(Effect.succeed(socket)))
+        socket.on("error", () => undefined)
+      })
+      yield* eventually(
+        Effect.sync(() => held.sockets.size),
+        (n) => n === 1,
+        "2 seconds"
+      )
+      const [serverSide] = [...held.sockets]
+      const seen = Effect.async<{ ended: boolean; error: string | undefined }>((resume) => {
+        let ended = false
+        let error: string | undefined
+        serverSide?.on("end", () => {
+          ended = true
+          serverSide.destroy()
+        })
+        serverSide?.on("error", (cause: NodeJS.ErrnoException) => (error = cause.code))
+        serverSide?.on("close", () => resume(Effect.succeed({ ended, error })))
+      })
+      client.resetAndDestroy()
+      const outcome = yield* seen.pipe(
+        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("the backend never heard") })
+      )
+      expect(outcome).toEqual({ ended: false, error: "ECONNRESET" })
+    }).pipe(Effect.provide(proxyWith("round-robin")))
+  )
+
+  it.scopedLive("closes a half-closed pair whose client ignores the backend's FIN after the idle timeout", () =>
+    Effect.gen(function* () {
+      const ending = yield* backend("end and ignore the close")
+      yield* register("ending", ending.port)
+      const port = yield* proxyPort
+      const proxy = yield* Proxy.Proxy
+      // The client reads the answer and the FIN but never closes its own side.
+      const client = yield* Effect.acquireRelease(
+        Effect.async<{ socket: Net.Socket; since: number }>((resume) => {
+          const socket = Net.createConnection({ host: "127.0.0.1", port, allowHalfOpen: true })
+          socket.on("error", () => undefined)
+          socket.resume()
+          socket.once("end", () => resume(Effect.succeed({ socket, since: Date.now() })))
+        }),
+        ({ socket }) => Effect.sync(() => socket.destroy())
+      )
+      expect(yield* proxy.open).toBe(1)
+      expect(yield* activeOf("ending")).toBe(1)
+      // Nothing moves either way: the pair is idle, and the 300 ms idle timeout closes it.
+      yield* eventually(proxy.open, (open) => open === 0, "3 seconds")
+      const heldFor = Date.now() - client.since
+      expect(heldFor).toBeGreaterThanOrEqual(250)
+      expect(heldFor).toBeLessThan(2000)
+      expect(yield* activeOf("ending")).toBe(0)
+    }).pipe(Effect.provide(proxyWith("round-robin", { idleTimeout: "300 millis" })))
+  )
+
+  it.scopedLive("closes a half-closed pair whose backend ignores the client's FIN after the idle timeout", () =>
+    Effect.gen(function* () {
+      const held = yield* backend("hold")
+      yield* register("held", held.port)
+      const port = yield* proxyPort
+      const proxy = yield* Proxy.Proxy
+      // The client sends a request and its FIN, and waits; the backend takes both and does nothing.
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const socket = Net.createConnection({ host: "127.0.0.1", port, allowHalfOpen: true })
+          socket.on("error", () => undefined)
+          socket.end("request")
+          return socket
+        }),
+        (socket) => Effect.sync(() => socket.destroy())
+      )
+      yield* eventually(
+        Effect.sync(() => held.sockets.size),
+        (n) => n === 1,
+        "2 seconds"
+      )
+      const since = Date.now()
+      yield* eventually(proxy.open, (open) => open === 0, "3 seconds")
+      expect(Date.now() - since).toBeLessThan(2000)
+      expect(yield* activeOf("held")).toBe(0)
+    }).pipe(Effect.provide(proxyWith("round-robin", { idleTimeout: "300 millis" })))
   )
 
   it.scopedLive("steers least-connection by the exact count of open connections", () =>
