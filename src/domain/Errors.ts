@@ -33,3 +33,9 @@ export class Busy extends Schema.TaggedError<Busy>()("Busy", {
 export class ServerNotFound extends Schema.TaggedError<ServerNotFound>()("ServerNotFound", {
   message: Schema.String
 }) {}
+
+/** A server to add is already registered, under that id or at that address: `id` is the one registered. */
+export class ServerExists extends Schema.TaggedError<ServerExists>()("ServerExists", {
+  message: Schema.String,
+  id: Schema.String
+}) {}

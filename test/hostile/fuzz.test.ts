@@ -206,7 +206,7 @@ describe("hostile input against the real processes", () => {
         const statuses = new Set(replies.map((reply) => reply.status))
         // Every kind of answer was reached (so bodies got through to validation), and never a 5xx.
         for (const reached of [200, 201, 400, 401, 404]) expect(statuses).toContain(reached)
-        for (const status of statuses) expect([200, 201, 202, 400, 401, 404, 503]).toContain(status)
+        for (const status of statuses) expect([200, 201, 202, 400, 401, 404, 409, 503]).toContain(status)
         for (const { status, json } of replies) if (status >= 400) expect(json).toBe(true)
         // Still up, still answering, its scrape still well-formed.
         const status = yield* Effect.promise(() => fetch(`${base}/api/status`).then((r) => r.status))

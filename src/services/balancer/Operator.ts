@@ -5,9 +5,9 @@
  */
 import { Context, Duration, Effect, FiberMap, Layer, Option, Queue } from "effect"
 import * as Crypto from "node:crypto"
-import { InvalidRequest, ServerNotFound, Unauthorized } from "../../domain/Errors.js"
+import { InvalidRequest, ServerExists, ServerNotFound, Unauthorized } from "../../domain/Errors.js"
 import { StatusReport } from "../../domain/Protocol.js"
-import type { ServerId, ServerSpec, ServerView, Weight } from "../../domain/Server.js"
+import { formatEndpoint, type ServerId, type ServerSpec, type ServerView, type Weight } from "../../domain/Server.js"
 import { Balancer } from "./Balancer.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 
@@ -29,8 +29,11 @@ export class Operator extends Context.Tag("effect-lb/Operator")<
     /** One server as the registry sees it now. */
     readonly get: (id: ServerId) => Effect.Effect<ServerView, ServerNotFound>
     readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
-    /** Adds a server (live at once; the health monitor takes it from there). */
-    readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
+    /**
+     * Adds a server (live at once; the health monitor takes it from there). One already registered
+     * under the id or at the address is left as it is: `ServerExists` names it.
+     */
+    readonly add: (spec: ServerSpec) => Effect.Effect<ServerView, ServerExists>
     /** No new clients at once; removed when its connections are gone, or at the drain timeout. Returns at once. */
     readonly drain: (id: ServerId) => Effect.Effect<void, ServerNotFound>
     /** A new weight, taken by the strategy at once; the server keeps its state and load. */
@@ -53,12 +56,27 @@ export const make = (config: OperatorConfig) =>
     const balancer = yield* Balancer
     const registry = yield* ServerRegistry
     const draining = yield* FiberMap.make<ServerId>()
+    // Adds one at a time: two racing adds of the same server cannot both pass the check.
+    const adding = yield* Effect.makeSemaphore(1)
 
     const notFound = (id: ServerId) => new ServerNotFound({ message: `no server "${id}" is registered` })
     const known = (id: ServerId) =>
       Effect.flatMap(registry.get(id), (server) =>
         Option.isSome(server) ? Effect.succeed(server.value) : Effect.fail(notFound(id))
       )
+
+    /** The refusal when a server with `spec`'s id, or at its address, is already registered. */
+    const existing = (spec: ServerSpec) =>
+      Effect.map(registry.get(spec.id), (byId) => {
+        const endpoint = formatEndpoint(spec)
+        const id = Option.isSome(byId) ? byId.value.id : registry.unsafeIdAt(spec)
+        if (id === undefined) return Option.none()
+        const where = Option.isSome(byId)
+          ? `server "${id}" is already registered, at ${formatEndpoint(byId.value)} with weight ${byId.value.weight}`
+          : `${endpoint} is already registered, as server "${id}"`
+        const message = `${where}; to change its weight, PATCH /api/servers/${id}; to replace it, remove it first`
+        return Option.some(new ServerExists({ message, id }))
+      })
 
     const drainThenRemove = (id: ServerId) =>
       Effect.gen(function* () {
@@ -88,9 +106,10 @@ export const make = (config: OperatorConfig) =>
       setStrategy: (name) =>
         balancer.setStrategy(name).pipe(Effect.tap(() => Effect.logInfo(`strategy set to ${name}`))),
       add: (spec) =>
-        registry
-          .add(spec)
-          .pipe(Effect.tap((server) => Effect.logInfo(`server ${server.id} added at ${server.host}:${server.port}`))),
+        Effect.flatMap(existing(spec), Option.match({ onSome: Effect.fail, onNone: () => registry.add(spec) })).pipe(
+          Effect.tap((server) => Effect.logInfo(`server ${server.id} added at ${server.host}:${server.port}`)),
+          adding.withPermits(1)
+        ),
       drain: (id) => Effect.zipRight(known(id), Effect.asVoid(FiberMap.run(draining, id, drainThenRemove(id)))),
       setWeight: (id, weight) =>
         registry.setWeight(id, weight).pipe(

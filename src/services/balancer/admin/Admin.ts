@@ -7,7 +7,7 @@
  *   GET  /api/servers[/:id]    the servers (or one)
  *   GET  /api/strategies       the strategies this balancer can switch to
  *   POST /api/strategy         {"strategy": NAME}                        guarded
- *   POST /api/servers          {"host", "port", "id"?, "weight"?}        guarded
+ *   POST /api/servers          {"host", "port", "id"?, "weight"?}        guarded (409 if already known)
  *   PATCH /api/servers/:id     {"weight": N}: a new weight, at once        guarded
  *   DELETE /api/servers/:id    drain, then remove (`?now=true`: at once)  guarded
  *   GET  /api/events           server-sent events: a status at each change (at most 4 a second)
@@ -26,7 +26,7 @@ import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Clock, Context, Effect, Either, Layer, Metric, Option, Schema, Stream } from "effect"
 import * as Http from "node:http"
-import { InvalidRequest, type ServerNotFound, type Unauthorized } from "../../../domain/Errors.js"
+import { InvalidRequest, type ServerExists, type ServerNotFound, type Unauthorized } from "../../../domain/Errors.js"
 import { NewServer, StatusReport, StrategyChange, WeightChange } from "../../../domain/Protocol.js"
 import { formatEndpoint, ServerId, Weight } from "../../../domain/Server.js"
 import { page } from "./Dashboard.js"
@@ -49,12 +49,23 @@ export const defaults = { host: "127.0.0.1" } as const
 
 export class Admin extends Context.Tag("effect-lb/Admin")<Admin, { readonly address: Address }>() {}
 
-type AdminError = InvalidRequest | Unauthorized | ServerNotFound
+type AdminError = InvalidRequest | Unauthorized | ServerNotFound | ServerExists
 
-const statusOf: Record<AdminError["_tag"], number> = { InvalidRequest: 400, Unauthorized: 401, ServerNotFound: 404 }
+const statusOf: Record<AdminError["_tag"], number> = {
+  InvalidRequest: 400,
+  Unauthorized: 401,
+  ServerNotFound: 404,
+  ServerExists: 409
+}
 
+/** `{_tag, message}`, and the id of the server it is about when there is one. */
 const failure = (error: AdminError) =>
-  HttpServerResponse.unsafeJson({ _tag: error._tag, message: error.message }, { status: statusOf[error._tag] })
+  HttpServerResponse.unsafeJson(
+    error._tag === "ServerExists"
+      ? { _tag: error._tag, message: error.message, id: error.id }
+      : { _tag: error._tag, message: error.message },
+    { status: statusOf[error._tag] }
+  )
 
 // ---- the token check, the body, the server id ------------------------------------------------------
 
@@ -271,6 +282,7 @@ const app = router.pipe(
     InvalidRequest: failure,
     Unauthorized: failure,
     ServerNotFound: failure,
+    ServerExists: failure,
     RouteNotFound: () =>
       Effect.succeed(HttpServerResponse.unsafeJson({ _tag: "NotFound", message: "no such route" }, { status: 404 }))
   })

@@ -131,6 +131,39 @@ describe("the admin API", () => {
     }).pipe(Effect.provide(adminLayer()))
   )
 
+  it.scopedLive(
+    "refuses to add a server already known by its id or its address with a 409 naming it, and changes nothing",
+    () =>
+      Effect.gen(function* () {
+        const registry = yield* ServerRegistry
+        yield* registry.add(server("known", 42081, 3))
+        yield* registry.reportLoad(ServerId.make("admin-known"), 2)
+        const before = yield* registry.get(ServerId.make("admin-known"))
+        const attempts: ReadonlyArray<[string, RegExp]> = [
+          // The same id elsewhere, the same address under another id (or under its default id), and the same server again.
+          [
+            '{"id":"admin-known","host":"127.0.0.1","port":42082,"weight":1}',
+            /server "admin-known" is already registered/
+          ],
+          [
+            '{"id":"admin-other","host":"127.0.0.1","port":42081,"weight":1}',
+            /127\.0\.0\.1:42081 is already registered/
+          ],
+          ['{"host":"127.0.0.1","port":42081}', /as server "admin-known"/],
+          ['{"id":"admin-known","host":"127.0.0.1","port":42081,"weight":3}', /PATCH \/api\/servers\/admin-known/]
+        ]
+        for (const [body, message] of attempts) {
+          const reply = yield* http("POST", "/api/servers", { body })
+          expect(reply.status, body).toBe(409)
+          expect(reply.json).toMatchObject({ _tag: "ServerExists", id: "admin-known" })
+          expect((reply.json as { message: string }).message).toMatch(message)
+        }
+        // Its weight, state, load and address are what they were; no other server appeared.
+        expect(yield* registry.get(ServerId.make("admin-known"))).toEqual(before)
+        expect((yield* registry.list).map((s) => s.id)).toEqual(["admin-known"])
+      }).pipe(Effect.provide(adminLayer()))
+  )
+
   it.scopedLive("changes a weight in place, and the strategy follows it at once", () =>
     Effect.gen(function* () {
       const registry = yield* ServerRegistry
