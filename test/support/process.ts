@@ -1,4 +1,10 @@
-/** Runs the real `effect-lb` command (the build in dist/) as a child process, stopped with the scope. */
+/**
+ * Runs the real `effect-lb` command (the build in dist/) as a child process, stopped with the scope —
+ * and, as a backstop, after every test and when this process exits: a test that fails or that vitest
+ * times out (its scope's finalizers then may never run, e.g. while an acquire waits) leaves no
+ * process behind.
+ */
+import { afterEach } from "@effect/vitest"
 import { Effect } from "effect"
 import * as ChildProcess from "node:child_process"
 import * as Path from "node:path"
@@ -16,10 +22,26 @@ export interface Running {
   readonly exited: Effect.Effect<number | null>
 }
 
+/** Every child started here and not yet exited. */
+const children = new Set<ChildProcess.ChildProcess>()
+
+const stop = (child: ChildProcess.ChildProcess) => {
+  if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+}
+
+const stopAll = () => children.forEach(stop)
+
+// Runs after each test however it ended, timed out included; no test shares a process with the next.
+afterEach(stopAll)
+// The worker exiting (normally or by an uncaught error) takes its children with it.
+process.once("exit", stopAll)
+
 export const spawn = (args: ReadonlyArray<string>) =>
   Effect.acquireRelease(
     Effect.sync((): Running => {
       const child = ChildProcess.spawn(process.execPath, [binary, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      children.add(child)
+      child.once("exit", () => children.delete(child))
       let stdout = ""
       let stderr = ""
       child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
@@ -57,8 +79,5 @@ export const spawn = (args: ReadonlyArray<string>) =>
         })
       return { child, output: () => stdout, errors: () => stderr, waitFor, exited }
     }),
-    ({ child }) =>
-      Effect.sync(() => {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-      })
+    ({ child }) => Effect.sync(() => stop(child))
   )
