@@ -232,6 +232,25 @@ describe("ControlPlane connections", () => {
       expect(Option.isNone(yield* Fiber.poll(serverClosed))).toBe(true)
     }).pipe(Effect.provide(plane()), Effect.provide(Wire.layerMemory))
   )
+
+  it.scoped("keeps a registered server's control connection open after its Load, however quiet it then stays", () =>
+    Effect.gen(function* () {
+      const server = yield* operator
+      yield* server.ask(new Register({ server: spec(1) }))
+      yield* server.send(new Load({ active: 1 }))
+      const quiet = yield* operator
+      yield* quiet.ask(new Status())
+      // The Load has been taken when a later request on the same connection is answered.
+      yield* server.ask(new Status())
+      const serverClosed = yield* Effect.fork(server.connection.closed)
+      const quietClosed = yield* Effect.fork(quiet.connection.closed)
+      yield* TestClock.adjust("31 seconds")
+      yield* Fiber.join(quietClosed)
+      yield* TestClock.adjust("3 minutes")
+      expect(Option.isNone(yield* Fiber.poll(serverClosed))).toBe(true)
+      expect(yield* server.ask(new Status())).toMatchObject({ servers: [{ id: "s1", active: 1 }] })
+    }).pipe(Effect.provide(plane()), Effect.provide(Wire.layerMemory))
+  )
 })
 
 describe("A server linked to a balancer, over loopback", () => {
