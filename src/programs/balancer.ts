@@ -11,6 +11,7 @@ import * as Proxy from "../services/balancer/Proxy.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
 import { names, Strategies, type StrategyName } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
+import { ignoringHangup } from "./hangup.js"
 import {
   decodedWith,
   duration,
@@ -178,6 +179,6 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
           })
         )
       )
-    )
+    ).pipe(ignoringHangup)
   })
 ).pipe(Command.withDescription("run the balancer: hands clients the location of a server"))

@@ -6,6 +6,7 @@ import { ServerId, Weight } from "../domain/Server.js"
 import * as FileServer from "../services/server/FileServer.js"
 import * as FileStore from "../services/server/FileStore.js"
 import * as Wire from "../services/wire/Wire.js"
+import { ignoringHangup } from "./hangup.js"
 import * as BalancerLink from "../services/server/BalancerLink.js"
 import { balancerAddress, duration, host, port, positiveInt, sampleFolder, token } from "./options.js"
 
@@ -111,6 +112,6 @@ export const serverCommand = Command.make("server", options, (flags) =>
         Layer.provideMerge(FileStore.layer(folder)),
         Layer.provide(NodeContext.layer)
       )
-    )
+    ).pipe(ignoringHangup)
   })
 ).pipe(Command.withDescription("run a backend server: file list, downloads, computations, health probes"))

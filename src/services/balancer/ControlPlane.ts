@@ -2,6 +2,10 @@
  * The balancer port: clients `Locate` a server; servers `Register`, report `Load` and `Deregister`
  * over a control connection they keep open; operators ask for `Status` and `SetStrategy`. An
  * optional token guards the requests that change the rotation.
+ *
+ * A registration belongs to the connection that made it, and only while no newer `Register` for the
+ * same id or address has superseded it (a rolling restart): a superseded connection's `Load`,
+ * `Deregister` and close change nothing.
  */
 import { Context, Duration, Effect, Either, Layer, Option } from "effect"
 import { InvalidRequest } from "../../domain/Errors.js"
@@ -14,10 +18,10 @@ import {
   Registered,
   StrategySet
 } from "../../domain/Protocol.js"
-import { formatEndpoint, type ServerId, type ServerLocation } from "../../domain/Server.js"
+import { formatEndpoint, type ServerId, type ServerLocation, type ServerSpec } from "../../domain/Server.js"
 import { Balancer } from "./Balancer.js"
 import { Operator } from "./Operator.js"
-import { ServerRegistry } from "./ServerRegistry.js"
+import { type Registration, ServerRegistry } from "./ServerRegistry.js"
 import { Later, type RequestSession, type SessionControl } from "../wire/RequestPort.js"
 import { type Address, type ListenFailed, Wire } from "../wire/Wire.js"
 
@@ -80,8 +84,8 @@ interface Services {
 
 /** One connection to the balancer port. */
 interface Session {
-  /** The server that registered over this connection (its control connection), if one did. */
-  registered: ServerId | undefined
+  /** The registration made over this connection (its control connection), if one was. */
+  registered: Registration | undefined
   readonly control: SessionControl
   /** The client's address without its port: a Locate's default key (worked out once). */
   key: string | undefined
@@ -138,9 +142,7 @@ const answerControl = (
     case "Register":
       return register(services, request, session)
     case "Load":
-      return session.registered === undefined
-        ? Effect.succeed(new InvalidRequest({ message: "Load before Register on this connection" }))
-        : Effect.as(services.registry.reportLoad(session.registered, request.active, request.latencyMs), undefined)
+      return load(services.registry, request, session.registered)
     case "Deregister":
       return deregister(services, request, session)
     case "Status":
@@ -163,30 +165,81 @@ const register = (
   session: Session
 ): Effect.Effect<BalancerReplyType> =>
   operator.authorize(request.token, "Register").pipe(
-    Effect.zipRight(registry.add(request.server)),
-    Effect.tap((server) => {
-      session.registered = server.id
-      // A server's control connection may stay quiet for long; it is never idle.
-      session.control.keepAlive()
-      return Effect.logInfo(`server ${server.id} registered at ${formatEndpoint(server)}`)
-    }),
-    Effect.map((server): BalancerReplyType => new Registered({ id: server.id })),
+    Effect.zipRight(Effect.sync(() => supersedes(registry, request.server))),
+    Effect.flatMap((earlier) =>
+      Effect.tap(registry.register(request.server), ({ server, registration }) => {
+        session.registered = registration
+        // A server's control connection may stay quiet for long; it is never idle.
+        session.control.keepAlive()
+        return Effect.logInfo(`server ${server.id} registered at ${formatEndpoint(server)}${earlier}`)
+      })
+    ),
+    Effect.map(({ server }): BalancerReplyType => new Registered({ id: server.id })),
     Effect.merge
   )
 
-/** A server is drained: the one registered over this connection, or (with the token) one named by id. */
+/** What a new registration of `spec` replaces, for the log: the same id, or another at its address. */
+const supersedes = (registry: ServerRegistry["Type"], spec: ServerSpec): string => {
+  const atAddress = registry.unsafeIdAt(spec)
+  const replaced = [
+    ...(registry.unsafeRegistration(spec.id) === undefined ? [] : [spec.id]),
+    ...(atAddress === undefined || atAddress === spec.id ? [] : [atAddress])
+  ]
+  return replaced.length === 0 ? "" : `, superseding the earlier registration of ${replaced.join(" and ")}`
+}
+
+/** Whether this connection still speaks for its server: registered, and not superseded since. */
+const inForce = (registry: ServerRegistry["Type"], registration: Registration): boolean =>
+  registry.unsafeRegistration(registration.id)?.generation === registration.generation
+
+const superseded = (registration: Registration) =>
+  new InvalidRequest({
+    message: `${registration.id} is no longer registered by this connection (a newer Register replaced it, or it was removed)`
+  })
+
+/** A load report, for the connection's own registration only. */
+const load = (
+  registry: ServerRegistry["Type"],
+  request: Extract<ControlRequest, { _tag: "Load" }>,
+  registered: Registration | undefined
+): Effect.Effect<BalancerReplyType | undefined> => {
+  if (registered === undefined) {
+    return Effect.succeed(new InvalidRequest({ message: "Load before Register on this connection" }))
+  }
+  return Effect.suspend(() =>
+    // The report itself is guarded too: it changes nothing if the registration is superseded meanwhile.
+    inForce(registry, registered)
+      ? Effect.as(registry.reportLoad(registered, request.active, request.latencyMs), undefined)
+      : Effect.succeed(superseded(registered))
+  )
+}
+
+/**
+ * A server is drained. On its control connection, without an id or with its own, the connection's
+ * own registration; otherwise (an operator, or a control connection naming another server) the
+ * server named by id, with the token.
+ */
 const deregister = (
   { operator }: Services,
   request: Extract<ControlRequest, { _tag: "Deregister" }>,
   session: Session
 ): Effect.Effect<BalancerReplyType> => {
-  const id = session.registered ?? request.id
-  if (id === undefined) {
+  const own = session.registered
+  if (own !== undefined && (request.id === undefined || request.id === own.id)) {
+    // A superseded or removed registration is out of the rotation already: nothing left to do.
+    return operator.drain(own).pipe(
+      Effect.catchTag("ServerNotFound", () =>
+        Effect.logInfo(`server ${own.id}: Deregister from a superseded control connection changes nothing`)
+      ),
+      Effect.as(new Deregistered({ id: own.id }))
+    )
+  }
+  if (request.id === undefined) {
     return Effect.succeed(new InvalidRequest({ message: "Deregister needs the server's id" }))
   }
-  return (session.registered === undefined ? operator.authorize(request.token, "Deregister") : Effect.void).pipe(
-    Effect.zipRight(operator.drain(id)),
-    Effect.as<BalancerReplyType>(new Deregistered({ id })),
+  return operator.authorize(request.token, "Deregister").pipe(
+    Effect.zipRight(operator.drain(request.id)),
+    Effect.as<BalancerReplyType>(new Deregistered({ id: request.id })),
     Effect.catchTag("ServerNotFound", (error) =>
       Effect.succeed<BalancerReplyType>(new InvalidRequest({ message: error.message }))
     ),
@@ -194,15 +247,20 @@ const deregister = (
   )
 }
 
-/** A server that deregistered and then hung up has finished draining: it leaves the registry. */
-const removeIfDrained = ({ registry }: Services, session: Session): Effect.Effect<void> =>
-  session.registered === undefined
+/**
+ * A server that deregistered and then hung up has finished draining: it leaves the registry. Only
+ * its own registration: a newer one (the server restarted under the same id) stays.
+ */
+const removeIfDrained = ({ registry }: Services, session: Session): Effect.Effect<void> => {
+  const registration = session.registered
+  return registration === undefined
     ? Effect.void
-    : Effect.flatMap(registry.get(session.registered), (server) =>
+    : Effect.flatMap(registry.get(registration), (server) =>
         Option.isSome(server) && server.value.state === "draining"
-          ? Effect.asVoid(registry.remove(server.value.id))
+          ? Effect.asVoid(registry.remove(registration))
           : Effect.void
       )
+}
 
 export const layer = (
   config: ControlPlaneConfig

@@ -9,7 +9,7 @@ import { InvalidRequest, ServerExists, ServerNotFound, Unauthorized } from "../.
 import { StatusReport } from "../../domain/Protocol.js"
 import { formatEndpoint, type ServerId, type ServerSpec, type ServerView, type Weight } from "../../domain/Server.js"
 import { Balancer } from "./Balancer.js"
-import { ServerRegistry } from "./ServerRegistry.js"
+import { type Registration, ServerRegistry, type ServerRef } from "./ServerRegistry.js"
 
 export interface OperatorConfig {
   /** When set, every change must carry it. */
@@ -34,8 +34,12 @@ export class Operator extends Context.Tag("effect-lb/Operator")<
      * under the id or at the address is left as it is: `ServerExists` names it.
      */
     readonly add: (spec: ServerSpec) => Effect.Effect<ServerView, ServerExists>
-    /** No new clients at once; removed when its connections are gone, or at the drain timeout. Returns at once. */
-    readonly drain: (id: ServerId) => Effect.Effect<void, ServerNotFound>
+    /**
+     * No new clients at once; removed when its connections are gone, or at the drain timeout. Returns at
+     * once. Drains the registration in force when it is called: if the server registers again
+     * meanwhile, the new registration is left alone.
+     */
+    readonly drain: (server: ServerRef) => Effect.Effect<void, ServerNotFound>
     /** A new weight, taken by the strategy at once; the server keeps its state and load. */
     readonly setWeight: (id: ServerId, weight: Weight) => Effect.Effect<ServerView, ServerNotFound>
     /** Removed at once, whatever it is doing. */
@@ -51,6 +55,19 @@ const sameToken = (expected: string, given: string | undefined) => {
   return Crypto.timingSafeEqual(a, b)
 }
 
+/** The refusal when a server with `spec`'s id, or at its address, is already registered. */
+const existing = (registry: ServerRegistry["Type"], spec: ServerSpec) =>
+  Effect.map(registry.get(spec.id), (byId) => {
+    const endpoint = formatEndpoint(spec)
+    const id = Option.isSome(byId) ? byId.value.id : registry.unsafeIdAt(spec)
+    if (id === undefined) return Option.none()
+    const where = Option.isSome(byId)
+      ? `server "${id}" is already registered, at ${formatEndpoint(byId.value)} with weight ${byId.value.weight}`
+      : `${endpoint} is already registered, as server "${id}"`
+    const message = `${where}; to change its weight, PATCH /api/servers/${id}; to replace it, remove it first`
+    return Option.some(new ServerExists({ message, id }))
+  })
+
 export const make = (config: OperatorConfig) =>
   Effect.gen(function* () {
     const balancer = yield* Balancer
@@ -65,34 +82,31 @@ export const make = (config: OperatorConfig) =>
         Option.isSome(server) ? Effect.succeed(server.value) : Effect.fail(notFound(id))
       )
 
-    /** The refusal when a server with `spec`'s id, or at its address, is already registered. */
-    const existing = (spec: ServerSpec) =>
-      Effect.map(registry.get(spec.id), (byId) => {
-        const endpoint = formatEndpoint(spec)
-        const id = Option.isSome(byId) ? byId.value.id : registry.unsafeIdAt(spec)
-        if (id === undefined) return Option.none()
-        const where = Option.isSome(byId)
-          ? `server "${id}" is already registered, at ${formatEndpoint(byId.value)} with weight ${byId.value.weight}`
-          : `${endpoint} is already registered, as server "${id}"`
-        const message = `${where}; to change its weight, PATCH /api/servers/${id}; to replace it, remove it first`
-        return Option.some(new ServerExists({ message, id }))
-      })
-
-    const drainThenRemove = (id: ServerId) =>
+    const drainThenRemove = (registration: Registration) =>
       Effect.gen(function* () {
-        yield* registry.setState(id, "draining")
+        // Already superseded or removed: nothing of this registration is left to drain.
+        if (Option.isNone(yield* registry.setState(registration, "draining"))) return
         const changes = yield* registry.subscribe
         const drained = Effect.gen(function* () {
           while (true) {
-            const current = yield* registry.get(id)
+            const current = yield* registry.get(registration)
             if (Option.isNone(current) || current.value.active === 0) return
             yield* Queue.take(changes)
           }
         })
         yield* drained.pipe(Effect.timeout(config.drainTimeout), Effect.ignore)
-        yield* registry.remove(id)
-        yield* Effect.logInfo(`server ${id} drained and removed`)
+        if (yield* registry.remove(registration)) yield* Effect.logInfo(`server ${registration.id} drained and removed`)
       }).pipe(Effect.scoped)
+
+    /** The registration `server` names now, if it is in force. */
+    const inForce = (server: ServerRef) =>
+      Effect.sync(() => {
+        const id = typeof server === "string" ? server : server.id
+        const current = registry.unsafeRegistration(id)
+        return current !== undefined && (typeof server === "string" || current.generation === server.generation)
+          ? Effect.succeed(current)
+          : Effect.fail(notFound(id))
+      }).pipe(Effect.flatten)
 
     return Operator.of({
       authorize: (token, what) =>
@@ -106,11 +120,17 @@ export const make = (config: OperatorConfig) =>
       setStrategy: (name) =>
         balancer.setStrategy(name).pipe(Effect.tap(() => Effect.logInfo(`strategy set to ${name}`))),
       add: (spec) =>
-        Effect.flatMap(existing(spec), Option.match({ onSome: Effect.fail, onNone: () => registry.add(spec) })).pipe(
+        Effect.flatMap(
+          existing(registry, spec),
+          Option.match({ onSome: Effect.fail, onNone: () => registry.add(spec) })
+        ).pipe(
           Effect.tap((server) => Effect.logInfo(`server ${server.id} added at ${server.host}:${server.port}`)),
           adding.withPermits(1)
         ),
-      drain: (id) => Effect.zipRight(known(id), Effect.asVoid(FiberMap.run(draining, id, drainThenRemove(id)))),
+      drain: (server) =>
+        Effect.flatMap(inForce(server), (registration) =>
+          Effect.asVoid(FiberMap.run(draining, registration.id, drainThenRemove(registration)))
+        ),
       setWeight: (id, weight) =>
         registry.setWeight(id, weight).pipe(
           Effect.flatMap(

@@ -7,6 +7,10 @@
  * however many fibers pick, report and probe at once — without a lock on the Locate path.
  * Changes are published on a stream (for status views) and handed synchronously to observers (the
  * balancer's strategy index, which must never see a stale server).
+ *
+ * Each addition is a new registration with a generation of its own. Whoever made one (a server's
+ * control connection, a drain under way) acts through it, so once a newer registration for the
+ * same id or address has superseded it, its late reports and removals change nothing.
  */
 import { Context, Effect, Layer, Option, PubSub, type Queue, type Scope, Stream } from "effect"
 import {
@@ -27,11 +31,25 @@ export type RegistryChange =
   | { readonly _tag: "Updated"; readonly server: ServerView }
   | { readonly _tag: "Removed"; readonly server: ServerView }
 
+/**
+ * One registration of a server. A later one for the same id or the same address supersedes it: from
+ * then on, what is asked in its name (a report, a drain, a removal) changes nothing.
+ */
+export interface Registration {
+  readonly id: ServerId
+  /** Tells this registration from every other, earlier or later, in this registry. */
+  readonly generation: number
+}
+
+/** A server named by id (whichever registration is in force) or by one registration (only while it is). */
+export type ServerRef = ServerId | Registration
+
 /** Called inside the registry's update, before it returns: must be quick and must not throw. */
 export type Observer = (id: ServerId, candidate: Candidate | undefined) => void
 
 interface Entry {
   spec: ServerSpec
+  readonly generation: number
   state: ServerState
   /** Active connections as the server last reported them. */
   reported: number
@@ -55,12 +73,18 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
   {
     /** Adds a server, live; one with the same id or the same address is replaced. */
     readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
-    readonly remove: (id: ServerId) => Effect.Effect<boolean>
-    readonly setState: (id: ServerId, state: ServerState) => Effect.Effect<Option.Option<ServerView>>
+    /** Adds a server as `add` does, and returns the new registration (for its owner to act through). */
+    readonly register: (
+      spec: ServerSpec
+    ) => Effect.Effect<{ readonly server: ServerView; readonly registration: Registration }>
+    /** The registration in force for `id` now, if any. Synchronous. */
+    readonly unsafeRegistration: (id: ServerId) => Registration | undefined
+    readonly remove: (server: ServerRef) => Effect.Effect<boolean>
+    readonly setState: (server: ServerRef, state: ServerState) => Effect.Effect<Option.Option<ServerView>>
     /** Changes a server's weight in place: its state, load and history stay. */
     readonly setWeight: (id: ServerId, weight: Weight) => Effect.Effect<Option.Option<ServerView>>
     /** The server says it has `active` connections (and, if it says, how long its requests take). */
-    readonly reportLoad: (id: ServerId, active: number, latencyMs?: number) => Effect.Effect<void>
+    readonly reportLoad: (server: ServerRef, active: number, latencyMs?: number) => Effect.Effect<void>
     /** A probe answered after `roundTripMs`, reporting `active` connections (and maybe its latency). */
     readonly recordProbe: (
       id: ServerId,
@@ -68,7 +92,7 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
       active: number | undefined,
       latencyMs?: number
     ) => Effect.Effect<void>
-    readonly get: (id: ServerId) => Effect.Effect<Option.Option<ServerView>>
+    readonly get: (server: ServerRef) => Effect.Effect<Option.Option<ServerView>>
     readonly list: Effect.Effect<ReadonlyArray<ServerView>>
     /** Every change, from the moment the stream starts. */
     readonly changes: Stream.Stream<RegistryChange>
@@ -113,6 +137,15 @@ interface Books {
   readonly byEndpoint: Map<string, ServerId>
   readonly observers: Set<Observer>
   readonly hub: PubSub.PubSub<RegistryChange>
+  /** The generation the last registration got. */
+  generation: number
+}
+
+/** The entry `server` names: by id, the one in force; by registration, that one only while it is in force. */
+const lookup = (books: Books, server: ServerRef): Entry | undefined => {
+  if (typeof server === "string") return books.entries.get(server)
+  const entry = books.entries.get(server.id)
+  return entry?.generation === server.generation ? entry : undefined
 }
 
 const liveCandidates = (books: Books) => [...books.entries.values()].flatMap((entry) => candidate(entry) ?? [])
@@ -132,7 +165,7 @@ const removeEntry = (books: Books, entry: Entry) => {
 }
 
 /** A server with the same id or at the same address is replaced; one with the same id keeps its history. */
-const addEntry = (books: Books, spec: ServerSpec): ServerView => {
+const addEntry = (books: Books, spec: ServerSpec): Entry => {
   const endpoint = formatEndpoint(spec)
   const previous = books.entries.get(spec.id)
   const sameAddress = books.byEndpoint.get(endpoint)
@@ -141,6 +174,7 @@ const addEntry = (books: Books, spec: ServerSpec): ServerView => {
   if (other !== undefined) removeEntry(books, other)
   const entry: Entry = {
     spec,
+    generation: ++books.generation,
     state: "live",
     reported: previous?.reported ?? 0,
     pending: 0,
@@ -151,15 +185,14 @@ const addEntry = (books: Books, spec: ServerSpec): ServerView => {
   books.entries.set(spec.id, entry)
   books.byEndpoint.set(endpoint, spec.id)
   tell(books, entry)
-  const server = view(entry)
-  books.hub.unsafeOffer({ _tag: "Added", server })
-  return server
+  books.hub.unsafeOffer({ _tag: "Added", server: view(entry) })
+  return entry
 }
 
 /** Applies `change` to a known server; one that returns `false` changed nothing and is not announced. */
-const update = (books: Books, id: ServerId, change: (entry: Entry) => boolean | void) =>
+const update = (books: Books, ref: ServerRef, change: (entry: Entry) => boolean | void) =>
   Effect.sync(() => {
-    const entry = books.entries.get(id)
+    const entry = lookup(books, ref)
     if (entry === undefined) return Option.none<ServerView>()
     if (change(entry) === false) return Option.some(view(entry))
     tell(books, entry)
@@ -218,23 +251,33 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       entries: new Map(),
       byEndpoint: new Map(),
       observers: new Set(),
-      hub: yield* PubSub.sliding<RegistryChange>(4096)
+      hub: yield* PubSub.sliding<RegistryChange>(4096),
+      generation: 0
     }
     const { entries, byEndpoint, observers, hub } = books
     return ServerRegistry.of({
-      add: (spec) => Effect.sync(() => addEntry(books, spec)),
-      remove: (id) =>
+      add: (spec) => Effect.sync(() => view(addEntry(books, spec))),
+      register: (spec) =>
         Effect.sync(() => {
-          const entry = entries.get(id)
+          const entry = addEntry(books, spec)
+          return { server: view(entry), registration: { id: entry.spec.id, generation: entry.generation } }
+        }),
+      unsafeRegistration: (id) => {
+        const entry = entries.get(id)
+        return entry === undefined ? undefined : { id, generation: entry.generation }
+      },
+      remove: (server) =>
+        Effect.sync(() => {
+          const entry = lookup(books, server)
           if (entry !== undefined) removeEntry(books, entry)
           return entry !== undefined
         }),
-      setState: (id, state) => update(books, id, toState(state)),
+      setState: (server, state) => update(books, server, toState(state)),
       setWeight: (id, weight) => update(books, id, toWeight(weight)),
-      reportLoad: (id, active, latencyMs) => Effect.asVoid(update(books, id, loadReport(active, latencyMs))),
+      reportLoad: (server, active, latencyMs) => Effect.asVoid(update(books, server, loadReport(active, latencyMs))),
       recordProbe: (id, roundTripMs, active, latencyMs) =>
         Effect.asVoid(update(books, id, probeAnswer(config.smoothing, roundTripMs, active, latencyMs))),
-      get: (id) => Effect.sync(() => Option.map(Option.fromNullable(entries.get(id)), view)),
+      get: (server) => Effect.sync(() => Option.map(Option.fromNullable(lookup(books, server)), view)),
       list: Effect.sync(() => [...entries.values()].map(view)),
       changes: Stream.fromPubSub(hub),
       subscribe: PubSub.subscribe(hub),

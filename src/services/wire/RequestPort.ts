@@ -6,6 +6,7 @@
  * effect (`Later`) run on the port's runtime; the lines after them wait their turn.
  */
 import { Duration, Effect, Either, Exit, Runtime, type Schema } from "effect"
+import { Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { InvalidRequest } from "../../domain/Errors.js"
 import type { Address } from "../../domain/Server.js"
@@ -21,7 +22,11 @@ export class Later<Rep, R = never> {
 
 /** What one connection may do about itself. Methods: call them on the control, not detached. */
 export interface SessionControl {
-  /** This connection may stay quiet indefinitely (a server's control connection). */
+  /**
+   * This connection may stay quiet indefinitely, whatever it sends later (a server's control
+   * connection): it leaves the idle timeout for good. A TCP peer is still checked by TCP
+   * keep-alive probes, so a peer whose host vanished does not hold it forever.
+   */
   keepAlive(): void
   /** Where the peer is. A system call on TCP: asked for only when needed. */
   peer(): Address
@@ -44,6 +49,9 @@ export interface RequestPort<Req, ReqI, Rep, RepI, R> {
   /** A new connection's session. */
   readonly open: (control: SessionControl) => RequestSession<Req, Rep, R>
 }
+
+/** Quiet time before TCP keep-alive probes start on a connection kept alive (it closes after a few unanswered ones). */
+const tcpKeepAliveDelay = 60_000
 
 /** Serves one connection until it closes; calls `done` then. `peerOf` tells where the socket's peer is. */
 export const runSession = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
@@ -102,7 +110,9 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
   }
 
   keepAlive(): void {
-    this.idle.busy()
+    // Untracked rather than marked busy: the next line it sends must not put it back under the timeout.
+    this.idle.release()
+    if (this.socket instanceof Socket) this.socket.setKeepAlive(true, tcpKeepAliveDelay)
   }
 
   peer(): Address {

@@ -1,6 +1,6 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Option, Scope, Stream, TestClock, TestServices } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Layer, Option, Scope, Stream, TestClock, TestServices } from "effect"
 import {
   BalancerReply,
   BalancerRequest,
@@ -12,7 +12,7 @@ import {
   SetStrategy,
   Status
 } from "../../../src/domain/Protocol.js"
-import { ServerId, Weight } from "../../../src/domain/Server.js"
+import { Port, ServerId, Weight } from "../../../src/domain/Server.js"
 import * as BalancerLink from "../../../src/services/server/BalancerLink.js"
 import * as ControlPlane from "../../../src/services/balancer/ControlPlane.js"
 import * as FileServer from "../../../src/services/server/FileServer.js"
@@ -26,9 +26,14 @@ import { eventually } from "../../support/eventually.js"
 import { lines, raw } from "../../support/net.js"
 import { connectTo } from "../../support/server.js"
 
-const plane = (options: { token?: string; strategy?: StrategyName } = {}) =>
+const plane = (options: { token?: string; strategy?: StrategyName; drainTimeout?: Duration.DurationInput } = {}) =>
   ControlPlane.layer({ ...ControlPlane.defaults, port: 0 }).pipe(
-    Layer.provideMerge(balancerLayer(options.strategy, { token: options.token }))
+    Layer.provideMerge(
+      balancerLayer(options.strategy, {
+        token: options.token,
+        ...(options.drainTimeout === undefined ? {} : { drainTimeout: options.drainTimeout })
+      })
+    )
   )
 
 /** A connection to the balancer port that asks and answers in turn. */
@@ -199,6 +204,86 @@ describe("ControlPlane", () => {
   )
 })
 
+describe("ControlPlane: a registration belongs to the connection that made it", () => {
+  /** s1 again, at another address: the same server restarted on another port (a rolling restart). */
+  const restarted = { ...spec(1), port: Port.make(spec(1).port + 100) }
+  const whereIs = (id: string) =>
+    Effect.map(
+      Effect.flatMap(ServerRegistry, (registry) => registry.get(ServerId.make(id))),
+      (server) => Option.map(server, ({ port, state, active }) => ({ port, state, active }))
+    )
+
+  it.scopedLive("a superseded connection's Load, Deregister and close change nothing", () =>
+    Effect.gen(function* () {
+      const old = yield* operator
+      expect(yield* old.ask(new Register({ server: spec(1) }))).toMatchObject({ _tag: "Registered", id: "s1" })
+      const fresh = yield* operator
+      expect(yield* fresh.ask(new Register({ server: restarted }))).toMatchObject({ _tag: "Registered", id: "s1" })
+      yield* fresh.send(new Load({ active: 1 }))
+
+      // The old process, shutting down: a last load report, its goodbye, and it hangs up.
+      // (Before, a Load was taken silently, for whichever s1 was registered: no answer came.)
+      expect(yield* old.ask(new Load({ active: 7 })).pipe(Effect.timeout("2 seconds"))).toMatchObject({
+        _tag: "InvalidRequest"
+      })
+      expect(yield* old.ask(new Deregister({}))).toMatchObject({ _tag: "Deregistered", id: "s1" })
+      yield* old.connection.destroy
+      yield* Effect.sleep("100 millis")
+
+      expect(yield* whereIs("s1")).toEqual(Option.some({ port: restarted.port, state: "live", active: 1 }))
+      const client = yield* operator
+      expect(yield* client.ask(new Locate({}))).toMatchObject({ server: { id: "s1", port: restarted.port } })
+      // The new connection owns the registration: its own goodbye still works.
+      expect(yield* fresh.ask(new Deregister({}))).toMatchObject({ _tag: "Deregistered", id: "s1" })
+      expect(yield* client.ask(new Locate({}))).toMatchObject({ _tag: "NoServerAvailable" })
+    }).pipe(Effect.provide(plane()), Effect.provide(Wire.layerMemory))
+  )
+
+  it.scopedLive("a drain under way never removes the server that registered again meanwhile", () =>
+    Effect.gen(function* () {
+      const old = yield* operator
+      yield* old.ask(new Register({ server: spec(1) }))
+      yield* old.send(new Load({ active: 2 }))
+      expect(yield* old.ask(new Deregister({}))).toMatchObject({ _tag: "Deregistered", id: "s1" })
+      expect(Option.map(yield* whereIs("s1"), (s) => s.state)).toEqual(Option.some("draining"))
+      const fresh = yield* operator
+      yield* fresh.ask(new Register({ server: restarted }))
+      // The old one finishes its requests (which would end its drain), and hangs up.
+      yield* old.send(new Load({ active: 0 }))
+      yield* old.connection.destroy
+      // Past the drain timeout too.
+      yield* Effect.sleep("400 millis")
+      expect(yield* whereIs("s1")).toEqual(Option.some({ port: restarted.port, state: "live", active: 2 }))
+    }).pipe(Effect.provide(plane({ drainTimeout: "200 millis" })), Effect.provide(Wire.layerMemory))
+  )
+
+  it.scoped("Deregister naming another server on a control connection is an operator's: it needs the token", () =>
+    Effect.gen(function* () {
+      const one = yield* operator
+      const two = yield* operator
+      yield* one.ask(new Register({ server: spec(1), token: "s3cret" }))
+      yield* two.ask(new Register({ server: spec(2), token: "s3cret" }))
+      expect(yield* one.ask(new Deregister({ id: ServerId.make("s2") }))).toMatchObject({ _tag: "Unauthorized" })
+      expect(Option.map(yield* whereIs("s1"), (s) => s.state)).toEqual(Option.some("live"))
+      expect(Option.map(yield* whereIs("s2"), (s) => s.state)).toEqual(Option.some("live"))
+      expect(yield* one.ask(new Deregister({ id: ServerId.make("s2"), token: "s3cret" }))).toMatchObject({
+        _tag: "Deregistered",
+        id: "s2"
+      })
+      expect(Option.map(yield* whereIs("s1"), (s) => s.state)).toEqual(Option.some("live"))
+      expect(yield* one.ask(new Deregister({ id: ServerId.make("s9"), token: "s3cret" }))).toMatchObject({
+        _tag: "InvalidRequest"
+      })
+      // Its own id, or none: its own server, without the token.
+      expect(yield* one.ask(new Deregister({ id: ServerId.make("s1") }))).toMatchObject({
+        _tag: "Deregistered",
+        id: "s1"
+      })
+      expect(Option.map(yield* whereIs("s1"), (s) => s.state)).toEqual(Option.some("draining"))
+    }).pipe(Effect.provide(plane({ token: "s3cret" })), Effect.provide(Wire.layerMemory))
+  )
+})
+
 describe("ControlPlane connections", () => {
   it.scopedLive("answers pipelined requests in order, quick ones and those that take an effect alike", () =>
     Effect.gen(function* () {
@@ -230,6 +315,25 @@ describe("ControlPlane connections", () => {
       yield* Fiber.join(clientClosed)
       yield* TestClock.adjust("2 minutes")
       expect(Option.isNone(yield* Fiber.poll(serverClosed))).toBe(true)
+    }).pipe(Effect.provide(plane()), Effect.provide(Wire.layerMemory))
+  )
+
+  it.scoped("keeps a registered server's control connection open after its Load, however quiet it then stays", () =>
+    Effect.gen(function* () {
+      const server = yield* operator
+      yield* server.ask(new Register({ server: spec(1) }))
+      yield* server.send(new Load({ active: 1 }))
+      const quiet = yield* operator
+      yield* quiet.ask(new Status())
+      // The Load has been taken when a later request on the same connection is answered.
+      yield* server.ask(new Status())
+      const serverClosed = yield* Effect.fork(server.connection.closed)
+      const quietClosed = yield* Effect.fork(quiet.connection.closed)
+      yield* TestClock.adjust("31 seconds")
+      yield* Fiber.join(quietClosed)
+      yield* TestClock.adjust("3 minutes")
+      expect(Option.isNone(yield* Fiber.poll(serverClosed))).toBe(true)
+      expect(yield* server.ask(new Status())).toMatchObject({ servers: [{ id: "s1", active: 1 }] })
     }).pipe(Effect.provide(plane()), Effect.provide(Wire.layerMemory))
   )
 })
