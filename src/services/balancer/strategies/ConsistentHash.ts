@@ -19,9 +19,10 @@
  * skipped, the same one every time.
  *
  * Changes are batched and applied at the next keyed pick, never on load reports. Applying a batch
- * walks the table, not the weights: filling it from empty is about tableSize · ln(tableSize) probes
- * (a few ms at 10,000 servers, whatever their weights), a join or a leave at 10,000 servers about
- * one ms — so the Locate that applies it holds up the others for no longer. The table built from
+ * walks the table, not the weights: filling it from empty takes each slot once, through a
+ * next-free index (a few ms at 10,000 servers, whatever their weights); a join or a leave walks
+ * the table once or twice (about one ms at 10,000 servers) — so the Locate that applies it holds
+ * up the others for no longer. The table built from
  * empty depends only on the servers and their weights, not on the order they came in; after that,
  * each change moves what it must from where the table stands.
  * Without a key, servers are taken in turn.
