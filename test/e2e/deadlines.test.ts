@@ -1,17 +1,20 @@
 /**
  * Deadlines, with real processes on loopback: a download whose server is stopped (SIGSTOP) before it
- * answers or in the middle of the payload completes from another server.
+ * answers or in the middle of the payload completes from another server; a server closes downloads
+ * whose peer never reads, and serves others again, while a slow reader that keeps reading is served.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
+import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { Locate, Status } from "../../src/domain/Protocol.js"
 import { ask } from "../../src/services/client/BalancerClient.js"
 import * as Wire from "../../src/services/wire/Wire.js"
 import { eventually } from "../support/eventually.js"
+import { raw } from "../support/net.js"
 import { type Running, spawn } from "../support/process.js"
 
 const listening = /listening on 127\.0\.0\.1:(\d+)/
@@ -147,6 +150,114 @@ describe("a download from a stalled server (real processes)", () => {
         expect(Fs.readdirSync(space.out)).toEqual(["big.bin"])
         expect(Fs.readFileSync(Path.join(space.out, "big.bin")).equals(space.big)).toBe(true)
         expect(Date.now() - continued).toBeLessThan(8_000)
+      }),
+    30_000
+  )
+})
+
+/** `count` connections that each ask for `name` and never read a byte; with a count of those the server closed. */
+const nonReaders = (port: number, count: number, name: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      let closed = 0
+      let received = 0
+      const sockets = Array.from({ length: count }, () => {
+        const socket = Net.createConnection({ host: "127.0.0.1", port })
+        socket.pause()
+        socket.write(JSON.stringify({ _tag: "Download", name }) + "\n")
+        socket.on("error", () => undefined)
+        socket.on("close", () => closed++)
+        return socket
+      })
+      /** Starts reading at last: what was buffered arrives, then the close (a peer that never reads never sees it). */
+      const drain = () =>
+        sockets.forEach((socket) => {
+          socket.on("data", (chunk: Buffer) => (received += chunk.length))
+          socket.resume()
+        })
+      return { sockets, drain, closed: () => closed, received: () => received }
+    }),
+    ({ sockets }) => Effect.sync(() => sockets.forEach((socket) => socket.destroy()))
+  )
+
+describe("downloads whose peer does not read (real processes)", () => {
+  it.scopedLive(
+    "20 downloads that never read are closed after the idle timeout, and a new client is served",
+    () =>
+      Effect.gen(function* () {
+        const space = yield* workspace
+        const args = [
+          "server",
+          "--port",
+          "0",
+          "--files",
+          space.served,
+          "--max-connections",
+          "20",
+          "--idle-timeout",
+          "2s"
+        ]
+        const server = yield* spawn(args)
+        const port = Number((yield* server.waitFor(listening))[1])
+        const readers = yield* nonReaders(port, 20, "big.bin")
+        // All 20 hold their slot: another client is turned away.
+        yield* eventually(
+          Effect.map(raw(port, '{"_tag":"Ping"}\n', { expectLines: 1 }), ({ data }) => data),
+          (data) => data.includes("Busy")
+        )
+        const stalled = Date.now()
+        // Closed 2 s (plus at most one sweep) after their last byte moved; then others are served again.
+        yield* eventually(
+          Effect.map(raw(port, '{"_tag":"Ping"}\n', { expectLines: 1 }), ({ data }) => data),
+          (data) => data.includes("Pong"),
+          "8 seconds"
+        )
+        expect(Date.now() - stalled).toBeLessThan(5_000)
+        // The server closed them: read now, each gets only what the socket buffers held, then the close.
+        readers.drain()
+        yield* eventually(
+          Effect.sync(() => readers.closed()),
+          (n) => n === 20,
+          "3 seconds"
+        )
+        expect(readers.received()).toBeLessThan((20 * size) / 4)
+      }),
+    30_000
+  )
+
+  it.scopedLive(
+    "a download read slowly but steadily outlives the idle timeout",
+    () =>
+      Effect.gen(function* () {
+        const space = yield* workspace
+        const server = yield* spawn(["server", "--port", "0", "--files", space.served, "--idle-timeout", "2s"])
+        const port = Number((yield* server.waitFor(listening))[1])
+        const reader = yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            const socket = Net.createConnection({ host: "127.0.0.1", port })
+            let bytes = 0
+            let sincePause = 0
+            socket.write('{"_tag":"Download","name":"big.bin"}\n')
+            // A few MB/s: 256 KiB, then a 50 ms pause. (The server sees progress only as the system's socket
+            // buffers drain, a few MB at a time on loopback, so a much slower reader looks stalled for a while.)
+            socket.on("data", (chunk: Buffer) => {
+              bytes += chunk.length
+              sincePause += chunk.length
+              if (sincePause < 256 * 1024) return
+              sincePause = 0
+              socket.pause()
+              setTimeout(() => socket.resume(), 50)
+            })
+            socket.on("error", () => undefined)
+            return { socket, bytes: () => bytes }
+          }),
+          ({ socket }) => Effect.sync(() => socket.destroy())
+        )
+        yield* Effect.sleep("5 seconds")
+        // The server still counts the download's connection (a Ping is not counted): it was not closed.
+        const { data } = yield* raw(port, '{"_tag":"Ping"}\n', { expectLines: 1 })
+        expect(JSON.parse(data)).toMatchObject({ _tag: "Pong", active: 1 })
+        expect(reader.bytes()).toBeLessThan(size)
       }),
     30_000
   )
