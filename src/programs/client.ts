@@ -5,12 +5,12 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { Console, Effect, Layer, Schema } from "effect"
+import { Console, type Duration, Effect, Layer, Schema } from "effect"
 import { formatEndpoint } from "../domain/Server.js"
 import * as Client from "../services/client/Client.js"
 import * as Wire from "../services/wire/Wire.js"
 import { interactive, megabytes, output } from "./interactive.js"
-import { balancer, json } from "./options.js"
+import { balancer, duration, json } from "./options.js"
 import * as Terminal from "@effect/platform/Terminal"
 
 const out = Options.directory("out", { exists: "yes" }).pipe(
@@ -18,7 +18,13 @@ const out = Options.directory("out", { exists: "yes" }).pipe(
   Options.withDescription("folder to save downloads in")
 )
 
-const root = Command.make("client", { balancer, json }, ({ balancer }) =>
+const readTimeout = duration(
+  "read-timeout",
+  Client.defaults.readTimeout,
+  "a download that receives nothing for this long has failed on its server: the client goes on to another"
+)
+
+const root = Command.make("client", { balancer, json, readTimeout }, ({ balancer, readTimeout }) =>
   Effect.gen(function* () {
     if (process.stdin.isTTY !== true) {
       return yield* Effect.fail(
@@ -28,11 +34,11 @@ const root = Command.make("client", { balancer, json }, ({ balancer }) =>
       )
     }
     yield* interactive({ balancer, out: "." })
-  }).pipe(Effect.provide(clientLayer(balancer)))
+  }).pipe(Effect.provide(clientLayer(balancer, readTimeout)))
 )
 
-const clientLayer = (address: Wire.Address) =>
-  Client.layer({ ...Client.defaults, balancer: address }).pipe(
+const clientLayer = (address: Wire.Address, readTimeout: Duration.Duration) =>
+  Client.layer({ ...Client.defaults, balancer: address, readTimeout }).pipe(
     Layer.provideMerge(Wire.layer),
     Layer.provide(NodeContext.layer)
   )
@@ -45,7 +51,7 @@ const once = <A>(
   ) => Effect.Effect<A, Client.ClientError>,
   print: (answer: A, asJson: boolean) => string
 ) =>
-  Effect.flatMap(root, ({ balancer, json }) =>
+  Effect.flatMap(root, ({ balancer, json, readTimeout }) =>
     Effect.gen(function* () {
       const client = yield* Client.Client
       const { progress } = yield* output(yield* Terminal.Terminal)
@@ -58,7 +64,7 @@ const once = <A>(
             : Effect.void
       )
       yield* Console.log(print(answer, json))
-    }).pipe(Effect.provide(clientLayer(balancer)))
+    }).pipe(Effect.provide(clientLayer(balancer, readTimeout)))
   )
 
 const where = (served: Client.Served<unknown>) =>

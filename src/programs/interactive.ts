@@ -5,7 +5,7 @@
  */
 import { Prompt } from "@effect/cli"
 import * as Terminal from "@effect/platform/Terminal"
-import { Clock, Duration, Effect, Fiber, Option, Schedule } from "effect"
+import { Clock, Duration, Effect, FiberHandle, Option, Schedule } from "effect"
 import { SetStrategy, Status } from "../domain/Protocol.js"
 import { formatEndpoint } from "../domain/Server.js"
 import { ask } from "../services/client/BalancerClient.js"
@@ -73,21 +73,47 @@ export const output = (terminal: Terminal.Terminal) =>
       }
     })
 
-    /** The seconds going by while a computation runs, until interrupted. */
-    const ticking = (seconds: number) => {
+    /**
+     * The seconds going by while a computation runs on one server, until interrupted: they count
+     * from its start there (a re-route starts them again, and says which attempt) and stop at the
+     * computation's length, so they never show more than 100%.
+     */
+    const ticking = (seconds: number, attempt = 1) => {
       let elapsed = 0
+      const which = attempt > 1 ? ` (attempt ${attempt})` : ""
       return Effect.repeat(
         Effect.suspend(() => {
-          elapsed += 1
-          return write(tty ? `\r  computing… ${elapsed} s / ${seconds} s` : `  computing… ${elapsed} s\n`)
+          elapsed = Math.min(elapsed + 1, seconds)
+          const line = `  computing… ${elapsed} s / ${seconds} s${which}`
+          return write(tty ? `\r${line}` : `${line}\n`)
         }),
-        Schedule.spaced(Duration.seconds(1))
+        Schedule.spaced(Duration.seconds(1)).pipe(Schedule.whileOutput(() => elapsed < seconds))
       ).pipe(
+        Effect.zipRight(Effect.never),
         Effect.delay(Duration.seconds(1)),
         Effect.onInterrupt(() => (tty && elapsed > 0 ? write("\n") : Effect.void))
       )
     }
-    return { tty, say, narrate, progress, ticking }
+
+    /**
+     * Narrates a computation's journey with its seconds ticking: a ticker per server tried, stopped
+     * when that server fails and started afresh on the next. Stopped for good with the scope.
+     */
+    const computing = (seconds: number) =>
+      Effect.map(FiberHandle.make<void>(), (ticker) => ({
+        onEvent: (event: ClientEvent): Effect.Effect<void> => {
+          switch (event._tag) {
+            case "Located":
+              return Effect.zipRight(narrate(event), FiberHandle.run(ticker, ticking(seconds, event.attempt)))
+            case "Rerouted":
+              return Effect.zipRight(FiberHandle.clear(ticker), narrate(event))
+            case "Progress":
+              return Effect.void
+          }
+        },
+        stop: FiberHandle.clear(ticker)
+      }))
+    return { tty, say, narrate, progress, ticking, computing }
   })
 
 const served = (server: { id: string; host: string; port: number }, attempts: number) =>
@@ -183,16 +209,16 @@ const downloadFile = ({ client, options, progress, say, fail }: Session): Step =
     )
   })
 
-/** Computes for the seconds asked, showing them tick by while it waits. */
-const computeFor = ({ client, narrate, ticking, say, fail }: Session): Step =>
+/** Computes for the seconds asked, showing them tick by (on each server it tries) while it waits. */
+const computeFor = ({ client, computing, say, fail }: Session): Step =>
   Effect.gen(function* () {
     const seconds = yield* Prompt.integer({ message: "Compute for how many seconds? (0-60)", min: 0, max: 60 })
-    const ticker = yield* Effect.fork(ticking(seconds))
-    const result = yield* Effect.either(client.compute(seconds, narrate))
-    yield* Fiber.interrupt(ticker)
+    const progress = yield* computing(seconds)
+    const result = yield* Effect.either(client.compute(seconds, progress.onEvent))
+    yield* progress.stop
     if (result._tag === "Left") return yield* fail(result.left)
     yield* say(`  ✓ computed ${result.right.value} s on ${served(result.right.server, result.right.attempts)}`)
-  })
+  }).pipe(Effect.scoped)
 
 /** One request to the balancer's own port. */
 const askBalancer = ({ options, wire }: Session, request: Status | SetStrategy) =>

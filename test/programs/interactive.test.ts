@@ -1,9 +1,10 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect, Fiber, Layer, Option, TestClock, TestServices } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { ServerRequest } from "../../src/domain/Protocol.js"
 import { Host, Port, ServerId, Weight } from "../../src/domain/Server.js"
 import { interactive } from "../../src/programs/interactive.js"
 import * as Client from "../../src/services/client/Client.js"
@@ -90,5 +91,62 @@ describe("the interactive client", () => {
       expect(text).toMatch(/s1\s+127\.0\.0\.1:\d+\s+1\s+live/)
       expect(text).toContain("strategy is now weighted-round-robin")
     })
+  )
+})
+
+describe.each([
+  ["plain output", false],
+  ["a terminal", true]
+])("the interactive client on the test clock, on %s", (_, tty) => {
+  it.scoped("after a re-route, a computation's seconds start again on the new server and never pass 100%", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const { address } = yield* ControlPlane.ControlPlane
+      const wire = yield* Wire.Wire
+      // The first server (round-robin) takes the computation and dies 3 s into it.
+      yield* wire.serve({ host: "127.0.0.1", port: 50040 }, (connection) =>
+        Effect.gen(function* () {
+          if (Option.isNone(yield* connection.read(ServerRequest))) return
+          yield* Effect.sleep("3 seconds")
+          yield* connection.destroy
+        }).pipe(Effect.ignore)
+      )
+      const folder = yield* servedFolder(16)
+      const good = yield* startServer(folder.root)
+      for (const [id, port] of [["dies", 50040] as const, ["good", good.address.port] as const]) {
+        yield* registry.add({
+          id: ServerId.make(id),
+          host: Host.make("127.0.0.1"),
+          port: Port.make(port),
+          weight: Weight.make(1)
+        })
+      }
+      const shown: Array<string> = []
+      const menu = yield* Effect.fork(
+        interactive({ balancer: address, out: folder.root }).pipe(
+          Effect.provide(Client.layer({ ...Client.defaults, balancer: address }).pipe(Layer.provideMerge(files))),
+          Effect.provide(TestTerminal.layer([down, down, enter, ...type("5"), enter], shown, tty))
+        )
+      )
+      // 3 s on the first server, a moment to re-route, 5 s on the second: a second at a time, with real
+      // time between for the in-memory I/O.
+      for (let second = 0; second < 12; second++) {
+        yield* TestServices.provideLive(Effect.sleep("30 millis"))
+        yield* TestClock.adjust("1 second")
+      }
+      yield* Fiber.join(menu)
+      const text = TestTerminal.plain(shown)
+      expect(text).toMatch(/computed 5 s on good .*after 2 attempts/)
+      const ticks = [...text.matchAll(/computing… (\d+) s \/ (\d+) s(?: \(attempt (\d)\))?/g)].map(
+        ([, n, of, attempt]) => ({
+          n: Number(n),
+          of: Number(of),
+          attempt: Number(attempt ?? 1)
+        })
+      )
+      expect(ticks.filter((tick) => tick.attempt === 1).map((tick) => tick.n)).toEqual([1, 2, 3])
+      expect(ticks.filter((tick) => tick.attempt === 2).map((tick) => tick.n)).toEqual([1, 2, 3, 4, 5])
+      expect(ticks.every((tick) => tick.of === 5 && tick.n <= tick.of)).toBe(true)
+    }).pipe(Effect.provide(plane), Effect.provide(Wire.layerMemory))
   )
 })

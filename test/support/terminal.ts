@@ -12,8 +12,8 @@ export const backspace = key("backspace", undefined)
 /** One key per character, as a person types it. */
 export const type = (text: string) => [...text].map((char) => key(char))
 
-/** Plays `inputs`, then ends the input (a prompt waiting for more then quits). */
-export const layer = (inputs: ReadonlyArray<Terminal.UserInput>, shown: Array<string>) =>
+/** Plays `inputs`, then ends the input (a prompt waiting for more then quits); a plain output unless `tty`. */
+export const layer = (inputs: ReadonlyArray<Terminal.UserInput>, shown: Array<string>, tty = false) =>
   Layer.effect(
     Terminal.Terminal,
     Effect.gen(function* () {
@@ -23,7 +23,7 @@ export const layer = (inputs: ReadonlyArray<Terminal.UserInput>, shown: Array<st
       return Terminal.Terminal.of({
         columns: Effect.succeed(100),
         rows: Effect.succeed(40),
-        isTTY: Effect.succeed(false),
+        isTTY: Effect.succeed(tty),
         readInput: Effect.succeed(mailbox),
         readLine: Effect.succeed(""),
         display: (text) =>

@@ -92,13 +92,16 @@ export interface ClientConfig {
   readonly connectTimeout: Duration.DurationInput
   /** How long a server may take to answer, beyond what a computation itself takes. */
   readonly replyTimeout: Duration.DurationInput
+  /** The longest a download may go without a byte arriving (its header, then its payload): past it, the server failed. */
+  readonly readTimeout: Duration.DurationInput
 }
 
 export const defaults: Omit<ClientConfig, "balancer"> = {
   attempts: 6,
   backoff: Duration.millis(100),
   connectTimeout: Duration.seconds(2),
-  replyTimeout: Duration.seconds(10)
+  replyTimeout: Duration.seconds(10),
+  readTimeout: Duration.seconds(5)
 }
 
 export interface Saved {
@@ -210,14 +213,52 @@ const download = (setup: Setup, name: string, folder: string, onEvent: OnEvent) 
     return yield* onSomeServer<Saved>(
       setup,
       (connection, server) =>
-        Effect.gen(function* () {
-          const header = yield* askServer(connection, server, new Download({ name }))
-          if (header._tag === "FileNotFound") return yield* header
-          if (header._tag !== "FileHeader") return yield* unexpected(server, header)
-          return yield* receiveFile(setup, connection, server, header.size, destination, onEvent)
-        }),
+        withReadDeadline(setup.config.readTimeout, server, (arrived) =>
+          Effect.gen(function* () {
+            const header = yield* askServer(connection, server, new Download({ name }))
+            if (header._tag === "FileNotFound") return yield* header
+            if (header._tag !== "FileHeader") return yield* unexpected(server, header)
+            arrived()
+            // Each chunk received is told as Progress: the deadline moves with it.
+            const onChunk = (event: ClientEvent) => Effect.zipRight(Effect.sync(arrived), onEvent(event))
+            return yield* receiveFile(setup, connection, server, header.size, destination, onChunk)
+          })
+        ),
       Duration.hours(24),
       onEvent
+    )
+  })
+
+/**
+ * Runs `transfer` under a deadline that moves: it fails as the server's failure once `timeout`
+ * passes with no call to `arrived` (nor since the start). One watching fiber for the whole
+ * transfer, not a timer per chunk; interrupted, the transfer cleans up after itself.
+ */
+const withReadDeadline = <A, E>(
+  timeout: Duration.DurationInput,
+  server: ServerLocation,
+  transfer: (arrived: () => void) => Effect.Effect<A, E>
+): Effect.Effect<A, E | ServerFailed> =>
+  Effect.flatMap(Effect.clock, (clock) => {
+    const limit = Duration.toMillis(timeout)
+    let last = clock.unsafeCurrentTimeMillis()
+    const stalled = (): Effect.Effect<never, ServerFailed> =>
+      Effect.suspend(() => {
+        const left = last + limit - clock.unsafeCurrentTimeMillis()
+        return left > 0
+          ? Effect.zipRight(Effect.sleep(Duration.millis(left)), stalled())
+          : Effect.fail(
+              new ServerFailed({
+                server: server.id,
+                reason: `sent nothing for ${Duration.format(Duration.millis(limit))}`
+              })
+            )
+      })
+    return Effect.raceFirst(
+      transfer(() => {
+        last = clock.unsafeCurrentTimeMillis()
+      }),
+      stalled()
     )
   })
 

@@ -35,7 +35,7 @@ export interface FileServerConfig {
   readonly computeScale?: number
   /** Computations that run at once, like a machine's cores; the rest wait their turn. Default: no limit. */
   readonly computeSlots?: number
-  /** A connection with no request for this long is closed. */
+  /** A connection with no request for this long is closed; so is one whose peer takes no byte of a reply for this long. */
   readonly idleTimeout: Duration.DurationInput
   /** Connections past this many are answered `Busy` and closed. */
   readonly maxConnections: number
@@ -161,7 +161,8 @@ const answer = (server: Serving, connection: Connection, request: ServerRequest)
  */
 const serveConnection = (server: Serving, connection: Connection) => {
   let counted = false
-  const idle = server.sweeper.unsafeTrack(() => Effect.runSync(connection.destroy))
+  // A reply's payload moving is activity: a download is idle only once its peer stops reading.
+  const idle = server.sweeper.unsafeTrack(() => Effect.runSync(connection.destroy), connection.payloadSent)
   return Effect.gen(function* () {
     while (true) {
       const next = yield* connection.read(ServerRequest).pipe(
@@ -174,8 +175,10 @@ const serveConnection = (server: Serving, connection: Connection) => {
         counted = true
         yield* SubscriptionRef.update(server.active, (n) => n + 1)
       }
-      // Draining does not cut a request that started: it ends, or the drain timeout cuts it.
-      idle.busy()
+      // Draining does not cut a request that started: it ends, or the drain timeout cuts it. A
+      // computation is never idle; a reply being sent is, once the peer takes none of it for the idle timeout.
+      if (next.value._tag === "Compute") idle.busy()
+      else idle.sending()
       const started = yield* Clock.currentTimeMillis
       yield* answer(server, connection, next.value)
       if (next.value._tag !== "Ping") server.latency.record((yield* Clock.currentTimeMillis) - started)

@@ -50,6 +50,11 @@ export interface Connection {
   readonly send: <A, I>(schema: Schema.Schema<A, I>, message: A) => Effect.Effect<void, ConnectionClosed>
   /** Sends exactly `size` bytes from `source` with the stream's backpressure; closes the source. */
   readonly sendPayload: (source: Readable, size: number) => Effect.Effect<void, ConnectionClosed | PayloadFailed>
+  /**
+   * Payload bytes handed to the transport so far, over the connection's life. With backpressure it
+   * stops moving when the peer stops reading: an idle timer's activity counter.
+   */
+  readonly payloadSent: () => number
   /** Exactly `size` raw bytes from the peer, in chunks, read only as fast as they are consumed. */
   readonly readPayload: (size: number) => Stream.Stream<Uint8Array, ConnectionClosed>
   /** Completes when the connection is closed (by either side). */
@@ -85,6 +90,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions): Effect.E
       send: (schema, message) => writeLine(state, lineEncoder(schema), message),
       sendPayload: (source, size) => pipePayload(state, source, size),
       readPayload: (size) => payloadStream(state, size),
+      payloadSent: () => state.payloadSent,
       closed: Deferred.await(state.closedSignal),
       hangup: Deferred.await(state.hangupSignal),
       end: Effect.sync(() => {
@@ -107,6 +113,8 @@ class SocketState {
   closed = false
   /** The socket's first error, reported as the reason when the connection turns out closed. */
   failure: string | undefined = undefined
+  /** Payload bytes piped into the socket so far (see `Connection.payloadSent`). */
+  payloadSent = 0
   /** The read to try again at the next socket event. */
   wake: (() => void) | undefined = undefined
 
@@ -259,6 +267,7 @@ const pipePayload = (
     }
     const onData = (chunk: Buffer) => {
       sent += chunk.length
+      state.payloadSent += chunk.length
     }
     const onEnd = () => {
       if (sent === size) finish(Effect.void)

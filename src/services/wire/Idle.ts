@@ -4,12 +4,20 @@
  * or per request (the Locate path cannot afford either), much as HAProxy and nginx keep their
  * timeouts in one timer structure. A connection is closed between `timeout` and `timeout` plus
  * one sweep interval (a quarter of the timeout, at most a second) after its last activity.
+ *
+ * A connection sending a reply is idle when its bytes stop moving: a peer that does not read holds
+ * a connection as surely as one that does not write.
  */
 import { Duration, Effect, Schedule, type Scope } from "effect"
 
 export interface IdleTracker {
   /** A request is being answered: not idle, however long that takes. */
   readonly busy: () => void
+  /**
+   * A request is being answered by sending bytes: idle once the activity counter has not moved for
+   * the timeout (the peer stopped reading), however long the reply. Draining lets it finish.
+   */
+  readonly sending: () => void
   /** Activity: the idle time counts from now. */
   readonly done: () => void
 }
@@ -21,13 +29,14 @@ export interface IdleSweeper {
    * nothing per chunk.
    */
   readonly unsafeTrack: (close: () => void, activity?: () => number) => IdleTracker & { readonly release: () => void }
-  /** Closes every tracked connection that is not busy right now (a server draining). */
+  /** Closes every tracked connection that is between requests right now (a server draining). */
   readonly closeIdle: Effect.Effect<void>
 }
 
 interface Entry {
   since: number
-  working: boolean
+  /** Between requests, answering one that is never idle, or sending a reply that is idle once its bytes stop. */
+  answering: "no" | "busy" | "sending"
   readonly close: () => void
   readonly activity: (() => number) | undefined
   seen: number
@@ -44,7 +53,7 @@ export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<
     const closeWhere = (idle: (entry: Entry) => boolean) =>
       Effect.sync(() => {
         for (const entry of entries) {
-          if (!entry.working && idle(entry)) {
+          if (entry.answering !== "busy" && idle(entry)) {
             entries.delete(entry)
             entry.close()
           }
@@ -66,14 +75,18 @@ export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<
     })
     yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepInterval(timeout))))
     const unsafeTrack = (close: () => void, activity?: () => number) => {
-      const entry: Entry = { since: clock.unsafeCurrentTimeMillis(), working: false, close, activity, seen: 0 }
+      const entry: Entry = { since: clock.unsafeCurrentTimeMillis(), answering: "no", close, activity, seen: 0 }
       entries.add(entry)
       return {
         busy: () => {
-          entry.working = true
+          entry.answering = "busy"
+        },
+        sending: () => {
+          entry.answering = "sending"
+          entry.since = clock.unsafeCurrentTimeMillis()
         },
         done: () => {
-          entry.working = false
+          entry.answering = "no"
           entry.since = clock.unsafeCurrentTimeMillis()
         },
         release: () => {
@@ -83,6 +96,6 @@ export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<
     }
     return {
       unsafeTrack,
-      closeIdle: closeWhere(() => true)
+      closeIdle: closeWhere((entry) => entry.answering === "no")
     }
   })

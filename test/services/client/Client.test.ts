@@ -1,6 +1,6 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Option, Ref, Scope } from "effect"
+import { type Duration, Effect, Exit, Fiber, Layer, Option, Ref, Scope, TestClock, TestServices } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -151,6 +151,97 @@ describe("Client re-routing (in memory)", () => {
       expect(yield* log.rerouted).toEqual(["cut (127.0.0.1:50020)"])
       expect(Fs.readdirSync(out)).toEqual(["big.bin"])
       expect(Fs.readFileSync(Path.join(out, "big.bin")).equals(folder.big)).toBe(true)
+    }).pipe(Effect.provide(plane), Effect.provide(Wire.layerMemory))
+  )
+})
+
+/** A server that answers a Download after `headerAfter`, sends 100,000 bytes `bytesAfter` later, then nothing more. */
+const stalling = (port: number, headerAfter: Duration.DurationInput, bytesAfter: Duration.DurationInput) =>
+  Effect.gen(function* () {
+    const wire = yield* Wire.Wire
+    yield* wire.serve({ host: "127.0.0.1", port }, (connection) =>
+      Effect.gen(function* () {
+        const request = yield* connection.read(ServerRequest)
+        if (Option.isNone(request)) return
+        yield* Effect.sleep(headerAfter)
+        yield* connection.send(ServerReply, new FileHeader({ name: "big.bin", size: 1_000_000 }))
+        yield* Effect.sleep(bytesAfter)
+        yield* connection.sendPayload(Fs.createReadStream("/dev/zero", { end: 99_999 }), 100_000)
+        return yield* Effect.never
+      }).pipe(Effect.ignore)
+    )
+  })
+
+/** Waits, in real time, for the in-memory I/O (and the file system) to get somewhere: the TestClock stands still meanwhile. */
+const until = (check: Effect.Effect<boolean>) =>
+  TestServices.provideLive(
+    Effect.gen(function* () {
+      for (let i = 0; i < 400 && !(yield* check); i++) yield* Effect.sleep("5 millis")
+    })
+  )
+
+/** Gives whatever the last clock move set off a moment of real time to happen. */
+const settle = TestServices.provideLive(Effect.sleep("50 millis"))
+
+/** A download from a stalling server first, then a good one (round-robin), on the TestClock. */
+const stalledDownload = (headerAfter: Duration.DurationInput, bytesAfter: Duration.DurationInput) =>
+  Effect.gen(function* () {
+    const registry = yield* ServerRegistry
+    const folder = yield* servedFolder(1_000_000)
+    const good = yield* startServer(folder.root)
+    yield* stalling(50030, headerAfter, bytesAfter)
+    yield* registry.add(at("stalls", 50030))
+    yield* registry.add(at("good", good.address.port))
+    const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-out-"))
+    yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(out, { recursive: true, force: true })))
+    const seen = yield* Ref.make<ReadonlyArray<Client.ClientEvent>>([])
+    const download = yield* Effect.fork(
+      (yield* client).download("big.bin", out, (event) => Ref.update(seen, (all) => [...all, event]))
+    )
+    const received = Effect.map(Ref.get(seen), (all) =>
+      all.reduce((most, e) => (e._tag === "Progress" ? Math.max(most, e.received) : most), 0)
+    )
+    const rerouted = Effect.map(Ref.get(seen), (all) => all.filter((e) => e._tag === "Rerouted"))
+    return { download, out, big: folder.big, received, rerouted }
+  })
+
+describe("Client download deadline (in memory, TestClock)", () => {
+  it.scoped("a server that accepts a download and never answers has failed after 5 s of silence", () =>
+    Effect.gen(function* () {
+      const run = yield* stalledDownload("1 hour", "0 millis")
+      yield* settle
+      yield* TestClock.adjust("4999 millis")
+      yield* settle
+      expect(yield* run.rerouted).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      yield* until(Effect.map(run.rerouted, (r) => r.length === 1))
+      expect(yield* run.rerouted).toEqual([
+        { _tag: "Rerouted", server: "stalls (127.0.0.1:50030)", reason: "sent nothing for 5s" }
+      ])
+      yield* TestClock.adjust("1 second")
+      const saved = yield* Fiber.join(run.download)
+      expect(saved.server.id).toBe("good")
+      expect(Fs.readFileSync(Path.join(run.out, "big.bin")).equals(run.big)).toBe(true)
+    }).pipe(Effect.provide(plane), Effect.provide(Wire.layerMemory))
+  )
+
+  it.scoped("the deadline moves with each byte: a payload that stops for 5 s fails, the partial file goes", () =>
+    Effect.gen(function* () {
+      const run = yield* stalledDownload("1 second", "3 seconds")
+      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("3 seconds")
+      yield* until(Effect.map(run.received, (n) => n === 100_000))
+      // Four seconds in, and the last byte came just now: not yet 5 s of silence, even at 8.999 s.
+      yield* TestClock.adjust("4999 millis")
+      yield* settle
+      expect(yield* run.rerouted).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      yield* until(Effect.map(run.rerouted, (r) => r.length === 1))
+      yield* TestClock.adjust("1 second")
+      const saved = yield* Fiber.join(run.download)
+      expect(saved.server.id).toBe("good")
+      expect(Fs.readdirSync(run.out)).toEqual(["big.bin"])
+      expect(Fs.readFileSync(Path.join(run.out, "big.bin")).equals(run.big)).toBe(true)
     }).pipe(Effect.provide(plane), Effect.provide(Wire.layerMemory))
   )
 })
