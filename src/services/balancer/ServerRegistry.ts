@@ -7,6 +7,9 @@
  * however many fibers pick, report and probe at once — without a lock on the Locate path.
  * Changes are published on a stream (for status views) and handed synchronously to observers (the
  * balancer's strategy index, which must never see a stale server).
+ *
+ * While a health monitor watches the registry, only it makes a server `live`: a new server starts
+ * `dead` until a probe answers, and registering a known server again keeps its verdict.
  */
 import { Context, Effect, Layer, Option, PubSub, type Queue, type Scope, Stream } from "effect"
 import {
@@ -30,6 +33,12 @@ export type RegistryChange =
 /** Called inside the registry's update, before it returns: must be quick and must not throw. */
 export type Observer = (id: ServerId, candidate: Candidate | undefined) => void
 
+/** A health monitor, told synchronously (quick, never throwing) of every server that joins or leaves. */
+export interface Watcher {
+  readonly added: (server: ServerView) => void
+  readonly removed: (id: ServerId) => void
+}
+
 interface Entry {
   spec: ServerSpec
   state: ServerState
@@ -41,6 +50,8 @@ interface Entry {
   /** The server's own smoothed request latency, from its reports. */
   latencyMs: number | null
   located: number
+  /** When a probe last answered (ms since the epoch), or `null`. */
+  lastSeenAt: number | null
 }
 
 export interface RegistryConfig {
@@ -53,7 +64,11 @@ export const defaultConfig: RegistryConfig = { smoothing: 0.3 }
 export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
   ServerRegistry,
   {
-    /** Adds a server, live; one with the same id or the same address is replaced. */
+    /**
+     * Adds a server: one with the same id or the same address is replaced, except that the same id at
+     * the same address is the same server, updated in place (its weight), keeping its state. A new
+     * server is `live` at once, or, while a health monitor watches, `dead` until a probe answers.
+     */
     readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
     readonly remove: (id: ServerId) => Effect.Effect<boolean>
     readonly setState: (id: ServerId, state: ServerState) => Effect.Effect<Option.Option<ServerView>>
@@ -61,12 +76,16 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly setWeight: (id: ServerId, weight: Weight) => Effect.Effect<Option.Option<ServerView>>
     /** The server says it has `active` connections (and, if it says, how long its requests take). */
     readonly reportLoad: (id: ServerId, active: number, latencyMs?: number) => Effect.Effect<void>
-    /** A probe answered after `roundTripMs`, reporting `active` connections (and maybe its latency). */
+    /**
+     * A probe answered after `roundTripMs` at `at` (ms since the epoch), reporting `active` connections
+     * (and maybe its latency). It does not change the state: the health monitor decides that.
+     */
     readonly recordProbe: (
       id: ServerId,
       roundTripMs: number,
       active: number | undefined,
-      latencyMs?: number
+      latencyMs?: number,
+      at?: number
     ) => Effect.Effect<void>
     readonly get: (id: ServerId) => Effect.Effect<Option.Option<ServerView>>
     readonly list: Effect.Effect<ReadonlyArray<ServerView>>
@@ -74,6 +93,12 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly changes: Stream.Stream<RegistryChange>
     /** Every change from now on, for as long as the scope lasts (subscribed before it returns). */
     readonly subscribe: Effect.Effect<Queue.Dequeue<RegistryChange>, never, Scope.Scope>
+    /**
+     * A health monitor takes over for the scope's lifetime: it is told of every server added or removed,
+     * and servers must answer a probe to be `live` (those that never have are made `dead` now).
+     * Returns the servers at that instant.
+     */
+    readonly watch: (watcher: Watcher) => Effect.Effect<ReadonlyArray<ServerView>, never, Scope.Scope>
     /** Registers an observer for the scope's lifetime and returns the live servers at that instant. */
     readonly observe: (observer: Observer) => Effect.Effect<ReadonlyArray<Candidate>, never, Scope.Scope>
     /** The live servers now. Synchronous: for callers that must read and act in one step. */
@@ -87,13 +112,15 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
   }
 >() {}
 
+/** A dead server's last reported load is history, not its load: it shows 0 and when it was last seen. */
 const view = (entry: Entry): ServerView => ({
   ...entry.spec,
   state: entry.state,
-  active: entry.reported,
+  active: entry.state === "dead" ? 0 : entry.reported,
   responseTimeMs: entry.responseTimeMs === null ? null : Math.round(entry.responseTimeMs * 1000) / 1000,
   latencyMs: entry.latencyMs === null ? null : Math.round(entry.latencyMs * 1000) / 1000,
-  located: entry.located
+  located: entry.located,
+  lastSeenAt: entry.lastSeenAt
 })
 
 const candidate = (entry: Entry): Candidate | undefined =>
@@ -112,6 +139,7 @@ interface Books {
   readonly entries: Map<ServerId, Entry>
   readonly byEndpoint: Map<string, ServerId>
   readonly observers: Set<Observer>
+  readonly watchers: Set<Watcher>
   readonly hub: PubSub.PubSub<RegistryChange>
 }
 
@@ -128,30 +156,45 @@ const removeEntry = (books: Books, entry: Entry) => {
   books.byEndpoint.delete(formatEndpoint(entry.spec))
   entry.state = "dead"
   tell(books, entry)
+  for (const watcher of books.watchers) watcher.removed(entry.spec.id)
   books.hub.unsafeOffer({ _tag: "Removed", server: view(entry) })
+}
+
+/** The same server registering again: its weight may change, its health verdict stands. */
+const refreshEntry = (books: Books, entry: Entry, spec: ServerSpec): ServerView => {
+  entry.spec = spec
+  // Registering again ends a drain; while watched, only a probe answer makes it live again.
+  if (entry.state === "draining") entry.state = books.watchers.size > 0 ? "dead" : "live"
+  tell(books, entry)
+  const server = view(entry)
+  books.hub.unsafeOffer({ _tag: "Updated", server })
+  return server
 }
 
 /** A server with the same id or at the same address is replaced; one with the same id keeps its history. */
 const addEntry = (books: Books, spec: ServerSpec): ServerView => {
   const endpoint = formatEndpoint(spec)
   const previous = books.entries.get(spec.id)
+  if (previous !== undefined && formatEndpoint(previous.spec) === endpoint) return refreshEntry(books, previous, spec)
   const sameAddress = books.byEndpoint.get(endpoint)
   if (previous !== undefined) removeEntry(books, previous)
   const other = sameAddress === undefined ? undefined : books.entries.get(sameAddress)
   if (other !== undefined) removeEntry(books, other)
   const entry: Entry = {
     spec,
-    state: "live",
+    state: books.watchers.size > 0 ? "dead" : "live",
     reported: previous?.reported ?? 0,
     pending: 0,
     responseTimeMs: previous?.responseTimeMs ?? null,
     latencyMs: previous?.latencyMs ?? null,
-    located: previous?.located ?? 0
+    located: previous?.located ?? 0,
+    lastSeenAt: null
   }
   books.entries.set(spec.id, entry)
   books.byEndpoint.set(endpoint, spec.id)
   tell(books, entry)
   const server = view(entry)
+  for (const watcher of books.watchers) watcher.added(server)
   books.hub.unsafeOffer({ _tag: "Added", server })
   return server
 }
@@ -197,7 +240,7 @@ const loadReport =
   }
 
 const probeAnswer =
-  (smoothing: number, roundTripMs: number, active: number | undefined, latencyMs: number | undefined) =>
+  (smoothing: number, roundTripMs: number, active: number | undefined, latencyMs: number | undefined, at?: number) =>
   (entry: Entry): void => {
     entry.responseTimeMs =
       entry.responseTimeMs === null
@@ -209,8 +252,22 @@ const probeAnswer =
       entry.pending = 0
     }
     entry.latencyMs = latencyMs ?? entry.latencyMs
-    if (entry.state === "dead") entry.state = "live"
+    entry.lastSeenAt = at ?? entry.lastSeenAt
   }
+
+/** A health monitor takes over: a server no probe has answered yet is not live on anyone's word. */
+const startWatching = (books: Books, watcher: Watcher) => {
+  books.watchers.add(watcher)
+  for (const entry of books.entries.values()) {
+    if (entry.state === "live" && entry.lastSeenAt === null) {
+      entry.state = "dead"
+      entry.pending = 0
+      tell(books, entry)
+      books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
+    }
+  }
+  return [...books.entries.values()].map(view)
+}
 
 export const make = (config: RegistryConfig = defaultConfig) =>
   Effect.gen(function* () {
@@ -218,6 +275,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       entries: new Map(),
       byEndpoint: new Map(),
       observers: new Set(),
+      watchers: new Set(),
       hub: yield* PubSub.sliding<RegistryChange>(4096)
     }
     const { entries, byEndpoint, observers, hub } = books
@@ -232,12 +290,17 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       setState: (id, state) => update(books, id, toState(state)),
       setWeight: (id, weight) => update(books, id, toWeight(weight)),
       reportLoad: (id, active, latencyMs) => Effect.asVoid(update(books, id, loadReport(active, latencyMs))),
-      recordProbe: (id, roundTripMs, active, latencyMs) =>
-        Effect.asVoid(update(books, id, probeAnswer(config.smoothing, roundTripMs, active, latencyMs))),
+      recordProbe: (id, roundTripMs, active, latencyMs, at) =>
+        Effect.asVoid(update(books, id, probeAnswer(config.smoothing, roundTripMs, active, latencyMs, at))),
       get: (id) => Effect.sync(() => Option.map(Option.fromNullable(entries.get(id)), view)),
       list: Effect.sync(() => [...entries.values()].map(view)),
       changes: Stream.fromPubSub(hub),
       subscribe: PubSub.subscribe(hub),
+      watch: (watcher) =>
+        Effect.acquireRelease(
+          Effect.sync(() => startWatching(books, watcher)),
+          () => Effect.sync(() => books.watchers.delete(watcher))
+        ),
       observe: (observer) =>
         Effect.acquireRelease(
           Effect.sync(() => {
