@@ -241,51 +241,30 @@ class DueHeap {
   }
 }
 
-export const make = (config: MonitorConfig) =>
+/** A new record for `server`, due at once. */
+const watchedFrom = (server: ServerView): Watched => ({
+  server,
+  due: 0,
+  removed: false,
+  live: server.state === "live",
+  seen: server.lastSeenAt !== null && server.lastSeenAt !== undefined,
+  successes: 0,
+  failures: 0,
+  failingSince: undefined
+})
+
+/**
+ * The one scheduler: the watched servers in a heap by when each is due, and a loop that starts the
+ * due probes (at most `maxProbes` at once) and sleeps until the next is due or something changes.
+ */
+const makeScheduler = (watching: Watching, maxProbes: number) =>
   Effect.gen(function* () {
-    const registry = yield* ServerRegistry
-    const watching: Watching = {
-      registry,
-      wire: yield* Wire,
-      health: config.health,
-      intervalMs: Duration.toMillis(config.probeInterval),
-      deadAfter: Duration.decode(config.deadAfter),
-      deadAfterMs: Duration.toMillis(config.deadAfter),
-      rise: Math.max(1, config.rise ?? defaults.rise),
-      fall: Math.max(1, config.fall ?? defaults.fall),
-      slowestMs: Math.max(Duration.toMillis(config.probeInterval), Duration.toMillis(config.deadAfter))
-    }
-    const maxProbes = Math.max(1, config.maxProbes ?? defaults.maxProbes)
     const watched = new Map<ServerId, Watched>()
     const heap = new DueHeap()
     // Something changed that the scheduler may be sleeping past: a server due now, a probe slot free.
     const wake = yield* Queue.sliding<void>(1)
     const probes = yield* FiberSet.make()
     let inFlight = 0
-
-    const follow = (server: ServerView) => {
-      const previous = watched.get(server.id)
-      if (previous !== undefined) previous.removed = true
-      const record: Watched = {
-        server,
-        due: 0,
-        removed: false,
-        live: server.state === "live",
-        seen: server.lastSeenAt !== null && server.lastSeenAt !== undefined,
-        successes: 0,
-        failures: 0,
-        failingSince: undefined
-      }
-      watched.set(server.id, record)
-      heap.push(record)
-      wake.unsafeOffer(undefined)
-    }
-    const forget = (id: ServerId) => {
-      const record = watched.get(id)
-      if (record === undefined) return
-      record.removed = true
-      watched.delete(id)
-    }
 
     const launch = (record: Watched) =>
       probeOnce(watching, record).pipe(
@@ -305,7 +284,7 @@ export const make = (config: MonitorConfig) =>
       )
 
     /** Starts every probe that is due, as slots allow; then sleeps until the next is due or a wake. */
-    const schedule = Effect.gen(function* () {
+    const step = Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
       let next = heap.peek()
       while (next !== undefined && next.due <= now && inFlight < maxProbes) {
@@ -322,13 +301,48 @@ export const make = (config: MonitorConfig) =>
         : Effect.race(wait, Effect.sleep(Duration.millis(next.due - now)))
     })
 
-    const known = yield* registry.watch({ added: follow, removed: forget })
-    for (const server of known) follow(server)
-    yield* schedule.pipe(Effect.forever, Effect.forkScoped)
+    return {
+      run: Effect.forever(step),
+      follow: (server: ServerView) => {
+        const previous = watched.get(server.id)
+        if (previous !== undefined) previous.removed = true
+        const record = watchedFrom(server)
+        watched.set(server.id, record)
+        heap.push(record)
+        wake.unsafeOffer(undefined)
+      },
+      forget: (id: ServerId) => {
+        const record = watched.get(id)
+        if (record === undefined) return
+        record.removed = true
+        watched.delete(id)
+      },
+      watched: () => watched.size,
+      inFlight: () => inFlight
+    }
+  })
 
+export const make = (config: MonitorConfig) =>
+  Effect.gen(function* () {
+    const registry = yield* ServerRegistry
+    const watching: Watching = {
+      registry,
+      wire: yield* Wire,
+      health: config.health,
+      intervalMs: Duration.toMillis(config.probeInterval),
+      deadAfter: Duration.decode(config.deadAfter),
+      deadAfterMs: Duration.toMillis(config.deadAfter),
+      rise: Math.max(1, config.rise ?? defaults.rise),
+      fall: Math.max(1, config.fall ?? defaults.fall),
+      slowestMs: Math.max(Duration.toMillis(config.probeInterval), Duration.toMillis(config.deadAfter))
+    }
+    const scheduler = yield* makeScheduler(watching, Math.max(1, config.maxProbes ?? defaults.maxProbes))
+    const known = yield* registry.watch({ added: scheduler.follow, removed: scheduler.forget })
+    for (const server of known) scheduler.follow(server)
+    yield* Effect.forkScoped(scheduler.run)
     return HealthMonitor.of({
-      watched: Effect.sync(() => watched.size),
-      probing: Effect.sync(() => inFlight)
+      watched: Effect.sync(scheduler.watched),
+      probing: Effect.sync(scheduler.inFlight)
     })
   })
 
