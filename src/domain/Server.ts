@@ -87,6 +87,11 @@ export const ServerView = Schema.Struct({
   responseTimeMs: Schema.NullOr(Schema.NonNegative),
   /** The server's own report of how long its requests take (smoothed), when it sends one. */
   latencyMs: Schema.optional(Schema.NullOr(Schema.NonNegative)),
-  located: Schema.NonNegativeInt
+  located: Schema.NonNegativeInt,
+  /**
+   * When a health probe last answered, in milliseconds since the Unix epoch; `null` if none has.
+   * Optional in the schema (older balancers do not send it); effect-lb always sends it.
+   */
+  lastSeenAt: Schema.optional(Schema.NullOr(Schema.NonNegativeInt))
 })
 export type ServerView = typeof ServerView.Type

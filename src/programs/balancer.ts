@@ -15,10 +15,12 @@ import { ignoringHangup } from "./hangup.js"
 import {
   decodedWith,
   duration,
+  fall,
   host,
   optionalPort,
   port,
   positiveInt,
+  rise,
   ServerAddressFromText,
   token
 } from "./options.js"
@@ -86,7 +88,13 @@ const options = {
     Options.withDescription("a backend server, host:port[:weight] (repeatable); servers may also register themselves")
   ),
   probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often each server is probed"),
-  deadAfter: duration("dead-after", HealthMonitor.defaults.deadAfter, "silence after which a server is dead"),
+  deadAfter: duration(
+    "dead-after",
+    HealthMonitor.defaults.deadAfter,
+    "each probe's time limit, and how long a live server's probes must fail before it is dead"
+  ),
+  rise: rise(HealthMonitor.defaults.rise),
+  fall: fall(HealthMonitor.defaults.fall),
   proxyPort: optionalPort(
     "proxy-port",
     "also proxy TCP connections on this port to the servers (L4, like HAProxy's mode tcp)"
@@ -157,7 +165,14 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
             port: flags.port,
             strategy: flags.strategy,
             servers: flags.servers,
-            monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter, health: flags.health },
+            monitor: {
+              ...HealthMonitor.defaults,
+              probeInterval: flags.probeInterval,
+              deadAfter: flags.deadAfter,
+              rise: flags.rise,
+              fall: flags.fall,
+              health: flags.health
+            },
             token: flags.token,
             idleTimeout: flags.idleTimeout,
             admin: Option.match(flags.adminPort, {

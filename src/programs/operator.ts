@@ -1,6 +1,6 @@
 /** `effect-lb status` and `effect-lb strategy NAME`: an operator's view of a running balancer. */
 import { Args, Command } from "@effect/cli"
-import { Console, Effect, Option } from "effect"
+import { Clock, Console, Effect, Option } from "effect"
 import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy, Status } from "../domain/Protocol.js"
 import { formatEndpoint, type ServerView } from "../domain/Server.js"
 import { ask } from "../services/client/BalancerClient.js"
@@ -20,7 +20,14 @@ const pad = (cells: ReadonlyArray<string>, widths: ReadonlyArray<number>) =>
     .join("  ")
     .trimEnd()
 
-export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>): string => {
+/** A dead server's state says when it last answered (`now` in ms since the epoch), not its stale load. */
+const stateCell = (server: ServerView, now: number | undefined) => {
+  if (server.state !== "dead" || now === undefined || server.lastSeenAt === undefined) return server.state
+  if (server.lastSeenAt === null) return "dead (never answered)"
+  return `dead (last seen ${Math.max(0, Math.round((now - server.lastSeenAt) / 1000))}s ago)`
+}
+
+export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>, now?: number): string => {
   const header = ["ID", "ADDRESS", "WEIGHT", "STATE", "ACTIVE", "RESPONSE", "LOCATED"]
   const total = servers.reduce((sum, s) => sum + s.located, 0)
   const sorted = [...servers].sort((a, b) => a.id.localeCompare(b.id, "en", { numeric: true }))
@@ -28,8 +35,8 @@ export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>
     s.id,
     formatEndpoint(s),
     String(s.weight),
-    s.state,
-    String(s.active),
+    stateCell(s, now),
+    s.state === "dead" ? "-" : String(s.active),
     s.responseTimeMs === null ? "-" : `${s.responseTimeMs.toFixed(2)} ms`,
     `${s.located}${total > 0 ? ` (${Math.round((100 * s.located) / total)}%)` : ""}`
   ])
@@ -45,7 +52,11 @@ export const statusCommand = Command.make("status", { balancer, json }, (flags) 
   ask(flags.balancer, new Status()).pipe(
     Effect.flatMap((reply) => expect(reply, "StatusReport")),
     Effect.flatMap((report) =>
-      Console.log(flags.json ? JSON.stringify(encodeReply(report)) : statusTable(report.strategy, report.servers))
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Console.log(
+          flags.json ? JSON.stringify(encodeReply(report)) : statusTable(report.strategy, report.servers, now)
+        )
+      )
     ),
     Effect.provide(Wire.layer)
   )

@@ -57,6 +57,12 @@ export const positiveInt = (name: string, fallback: number, max: number, descrip
     Options.withDescription(description)
   )
 
+/** HAProxy's `rise` and `fall`: answered / failed probes in a row that change a server's state. */
+export const rise = (fallback: number) =>
+  positiveInt("rise", fallback, 100, "answered probes in a row that make a dead server live")
+export const fall = (fallback: number) =>
+  positiveInt("fall", fallback, 100, "failed probes in a row (spanning dead-after) that make a live server dead")
+
 /** The sample folder shipped with effect-lb, found from wherever this module runs (src/ or dist/src/). */
 export const sampleFolder = (): Option.Option<string> => {
   let dir = Path.dirname(fileURLToPath(import.meta.url))

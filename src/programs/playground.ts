@@ -24,7 +24,7 @@ import * as Wire from "../services/wire/Wire.js"
 import { balancerLayer } from "./balancer.js"
 import { interactive, type ServerControls } from "./interactive.js"
 import { demo, traffic } from "./traffic.js"
-import { decodedWith, duration, port, sampleFolder } from "./options.js"
+import { decodedWith, duration, fall, port, rise, sampleFolder } from "./options.js"
 
 export interface Settings {
   readonly servers: number
@@ -157,7 +157,13 @@ const options = {
     Options.withDescription("run N scripted requests instead of the interactive client, then print a table")
   ),
   probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often servers are probed"),
-  deadAfter: duration("dead-after", HealthMonitor.defaults.deadAfter, "silence after which a server is dead")
+  deadAfter: duration(
+    "dead-after",
+    HealthMonitor.defaults.deadAfter,
+    "each probe's time limit, and how long a live server's probes must fail before it is dead"
+  ),
+  rise: rise(HealthMonitor.defaults.rise),
+  fall: fall(HealthMonitor.defaults.fall)
 }
 
 type Flags = Command.Command.ParseConfig<typeof options>
@@ -171,7 +177,13 @@ const startBalancer = (flags: Flags, strategy: StrategyName) =>
         port: flags.port,
         strategy,
         servers: [],
-        monitor: { probeInterval: flags.probeInterval, deadAfter: flags.deadAfter },
+        monitor: {
+          ...HealthMonitor.defaults,
+          probeInterval: flags.probeInterval,
+          deadAfter: flags.deadAfter,
+          rise: flags.rise,
+          fall: flags.fall
+        },
         token: Option.none()
       })
     )

@@ -73,7 +73,7 @@ describe("effect-lb balancer with real servers (processes)", () => {
         const status = yield* spawn(["status", "--balancer", `127.0.0.1:${port}`])
         expect(yield* status.exited).toBe(0)
         expect(status.output()).toContain("strategy: weighted-round-robin")
-        expect(status.output()).toMatch(/127\.0\.0\.1:1\s+127\.0\.0\.1:1\s+3\s+live/)
+        expect(status.output()).toMatch(/127\.0\.0\.1:1\s+127\.0\.0\.1:1\s+3\s+dead \(never answered\)\s+-/)
         const refused = yield* spawn(["strategy", "round-robin", "--balancer", `127.0.0.1:${port}`])
         expect(yield* refused.exited).toBe(1)
         expect(refused.errors()).toContain("Unauthorized")

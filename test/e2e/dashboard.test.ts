@@ -87,6 +87,11 @@ describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
           p.locator(`tr[data-server="beta"] td.state`).filter({ hasText: "dead" }).waitFor({ timeout: 7000 })
         )
         expect(Date.now() - killedAt).toBeLessThan(7000)
+        // Its last figures are history: the row says when it last answered, and no active count.
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="beta"] td.state`).textContent())).toMatch(
+          /^dead last seen \d+ s ago$/
+        )
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="beta"] td.active`).textContent())).toBe("–")
         expect(page.url()).toBe(url0)
         expect(yield* on(page, (p) => p.locator(`tr[data-server="alpha"] td.state`).textContent())).toBe("live")
 

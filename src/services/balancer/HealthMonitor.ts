@@ -1,11 +1,18 @@
 /**
- * Probes every server (`Ping` → `Pong`) on a `Schedule`, measures the round trip with the `Clock`,
- * marks a server dead once it has not answered for `deadAfter`, and live again when it answers.
- * Each server has its own fibers, so a slow or stalled server never delays another's probes.
+ * Probes every server (`Ping` → `Pong`, or a bare TCP connect) and gives the verdict on it, as
+ * HAProxy's checks do: `fall` failed probes in a row (the first sent at least `deadAfter` ago) make a
+ * live server dead, `rise` answered probes in a row make a dead one live. Only an answer makes a
+ * server live: while the monitor runs, a new server is dead until its first probe (sent at once)
+ * answers, and registering again proves nothing.
+ *
+ * One fiber schedules every server's probes from a heap ordered by when each is due, and at most
+ * `maxProbes` are in flight at once (a fiber each, only while in flight), so a server costs a small
+ * record, not fibers, and a flood of unreachable servers cannot run the balancer out of sockets. Each
+ * probe has its own deadline (`deadAfter`), so a stalled server delays no other server's verdict.
  */
-import { Clock, Context, Duration, Effect, FiberMap, Layer, Option, Queue, Schedule, Schema } from "effect"
+import { Clock, Context, Duration, Effect, Either, FiberSet, Layer, Option, Queue, Schema } from "effect"
 import { Ping, ServerReply, ServerRequest } from "../../domain/Protocol.js"
-import type { ServerView } from "../../domain/Server.js"
+import type { ServerId, ServerView } from "../../domain/Server.js"
 import * as Metrics from "./Metrics.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 import { Wire } from "../wire/Wire.js"
@@ -13,12 +20,28 @@ import { Wire } from "../wire/Wire.js"
 export interface MonitorConfig {
   /** `ping`: the effect-lb Ping/Pong (load and latency come with it); `tcp`: a connect is the probe. */
   readonly health?: "ping" | "tcp"
+  /** Pause between the end of one probe of a server and the start of the next. */
   readonly probeInterval: Duration.DurationInput
-  /** Silence after which a server is dead. */
+  /**
+   * Each probe's time limit, and how long a live server's probes must have been failing (counted from
+   * the sending of the first failed one) before it is dead.
+   */
   readonly deadAfter: Duration.DurationInput
+  /** Answered probes in a row that make a dead server live (HAProxy's `rise`). */
+  readonly rise?: number
+  /** Failed probes in a row that make a live server dead, once they span `deadAfter` (HAProxy's `fall`). */
+  readonly fall?: number
+  /** Probes in flight at once, over all servers; past it, due probes wait their turn. */
+  readonly maxProbes?: number
 }
 
-export const defaults: MonitorConfig = { probeInterval: Duration.seconds(1), deadAfter: Duration.seconds(5) }
+export const defaults = {
+  probeInterval: Duration.seconds(1),
+  deadAfter: Duration.seconds(5),
+  rise: 1,
+  fall: 1,
+  maxProbes: 256
+} satisfies MonitorConfig
 
 /** A probe got no good answer: no connection, no `Pong`, or not in time. */
 export class ProbeFailed extends Schema.TaggedError<ProbeFailed>()("ProbeFailed", {
@@ -31,6 +54,8 @@ export class HealthMonitor extends Context.Tag("effect-lb/HealthMonitor")<
   {
     /** How many servers are being watched. */
     readonly watched: Effect.Effect<number>
+    /** How many probes are in flight now. */
+    readonly probing: Effect.Effect<number>
   }
 >() {}
 
@@ -39,8 +64,28 @@ interface Watching {
   readonly registry: ServerRegistry["Type"]
   readonly wire: Wire["Type"]
   readonly health: MonitorConfig["health"]
-  readonly interval: Duration.Duration
+  readonly intervalMs: number
   readonly deadAfter: Duration.Duration
+  readonly deadAfterMs: number
+  readonly rise: number
+  readonly fall: number
+  /** The longest pause between probes of a server that has never answered. */
+  readonly slowestMs: number
+}
+
+/** One watched server: where it is, when it is next due, and its run of answers or failures. */
+interface Watched {
+  readonly server: ServerView
+  due: number
+  removed: boolean
+  /** The monitor's own last verdict, to notice another's (a proxy's ejection) in between. */
+  live: boolean
+  /** Whether any probe of it has ever answered. */
+  seen: boolean
+  successes: number
+  failures: number
+  /** When the first probe of the current run of failures was sent. */
+  failingSince: number | undefined
 }
 
 /** A good answer: the round trip in milliseconds, and the load the server reported (not with `tcp`). */
@@ -82,86 +127,223 @@ const probe = (watching: Watching, server: ServerView): Effect.Effect<Answer, Pr
     )
   )
 
-/** The verdict on an answer: recorded, and a dead server is live again. */
-const answered = (watching: Watching, server: ServerView, { roundTripMs, active, latencyMs }: Answer) =>
+/** An answer: recorded; a dead server that has answered `rise` probes in a row is live. */
+const answered = (watching: Watching, watched: Watched, state: ServerView["state"], answer: Answer, now: number) =>
   Effect.gen(function* () {
-    Metrics.unsafeProbed(server.id, roundTripMs)
-    const before = yield* watching.registry.get(server.id)
-    yield* watching.registry.recordProbe(server.id, roundTripMs, active, latencyMs)
-    if (Option.isSome(before) && before.value.state === "dead") {
-      yield* Effect.logInfo(`server ${server.id} answers again: live`)
+    const { server } = watched
+    watched.failures = 0
+    watched.failingSince = undefined
+    watched.successes += 1
+    watched.seen = true
+    Metrics.unsafeProbed(server.id, answer.roundTripMs)
+    yield* watching.registry.recordProbe(server.id, answer.roundTripMs, answer.active, answer.latencyMs, now)
+    if (state === "dead" && watched.successes >= watching.rise) {
+      yield* watching.registry.setState(server.id, "live")
+      watched.live = true
+      yield* Effect.logInfo(`server ${server.id} answers: live`)
     }
   })
 
-/** The verdict on `deadAfter` of silence: a live server is dead. */
-const silent = (watching: Watching, server: ServerView) =>
+/** A failure: a live server whose probes have failed `fall` times in a row, for `deadAfter`, is dead. */
+const failed = (watching: Watching, watched: Watched, state: ServerView["state"], sentAt: number, now: number) =>
   Effect.gen(function* () {
-    const current = yield* watching.registry.get(server.id)
-    if (Option.isSome(current) && current.value.state === "live") {
+    const { server } = watched
+    watched.successes = 0
+    watched.failures += 1
+    watched.failingSince ??= sentAt
+    const failingFor = now - watched.failingSince
+    if (state === "live" && watched.failures >= watching.fall && failingFor >= watching.deadAfterMs) {
       yield* watching.registry.setState(server.id, "dead")
-      yield* Effect.logWarning(`server ${server.id} has not answered for ${Duration.format(watching.deadAfter)}: dead`)
+      watched.live = false
+      yield* Effect.logWarning(
+        `server ${server.id} has failed ${watched.failures} probe(s) over ${Duration.format(Duration.millis(failingFor))}: dead`
+      )
     }
   })
 
-/** Watches one server: probes it every `interval`, and a watchdog judges its silence. */
-const watch = (watching: Watching, server: ServerView) =>
+/** One probe of `watched` and its verdict; returns when the server is next due. */
+const probeOnce = (watching: Watching, watched: Watched) =>
   Effect.gen(function* () {
-    const deadAfterMs = Duration.toMillis(watching.deadAfter)
-    let lastAnswer = yield* Clock.currentTimeMillis
-    const prober = probe(watching, server).pipe(
-      Effect.matchEffect({
-        onFailure: (error) => Effect.logDebug(`probe of ${server.id} failed`, error),
-        onSuccess: (answer) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            lastAnswer = now
-            return answered(watching, server, answer)
-          })
-      }),
-      Effect.repeat(Schedule.spaced(watching.interval))
-    )
-    // The watchdog wakes exactly when the silence would reach `deadAfter`.
-    const watchdog = Effect.gen(function* () {
-      while (true) {
-        const silentFor = (yield* Clock.currentTimeMillis) - lastAnswer
-        if (silentFor < deadAfterMs) {
-          yield* Effect.sleep(Duration.millis(deadAfterMs - silentFor))
-          continue
-        }
-        yield* silent(watching, server)
-        yield* Effect.sleep(watching.interval)
+    const sentAt = yield* Clock.currentTimeMillis
+    const result = yield* Effect.either(probe(watching, watched.server))
+    const now = yield* Clock.currentTimeMillis
+    const current = yield* watching.registry.get(watched.server.id)
+    // Removed, or replaced by a server at another address (watched as a new one) while probing.
+    if (watched.removed || Option.isNone(current)) return now
+    const state = current.value.state
+    // Made dead by someone else (a proxy's failed connect): the run of answers starts again.
+    if (state === "dead" && watched.live) watched.successes = 0
+    watched.live = state === "live"
+    if (Either.isRight(result)) {
+      yield* answered(watching, watched, state, result.right, now)
+      return now + watching.intervalMs
+    }
+    yield* Effect.logDebug(`probe of ${watched.server.id} failed`, result.left)
+    yield* failed(watching, watched, state, sentAt, now)
+    // A server that has never answered is probed less often the longer it fails: a flood of
+    // unreachable servers costs a probe each per dead-after at most, not one per interval.
+    if (!watched.seen) {
+      return now + Math.min(watching.intervalMs * 2 ** Math.min(watched.failures - 1, 20), watching.slowestMs)
+    }
+    // A failing live server is probed again when its failures would span `deadAfter`, not later.
+    const deadline = watched.live ? (watched.failingSince ?? 0) + watching.deadAfterMs : 0
+    return deadline > now ? Math.min(now + watching.intervalMs, deadline) : now + watching.intervalMs
+  }).pipe(Effect.annotateLogs({ server: watched.server.id }))
+
+/** A binary min-heap of watched servers by when they are due. */
+class DueHeap {
+  private readonly items: Array<Watched> = []
+  get size() {
+    return this.items.length
+  }
+  peek(): Watched | undefined {
+    return this.items[0]
+  }
+  push(item: Watched) {
+    const items = this.items
+    let i = items.push(item) - 1
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      const above = items[parent]
+      if (above === undefined || above.due <= item.due) break
+      items[i] = above
+      i = parent
+    }
+    items[i] = item
+  }
+  pop(): Watched | undefined {
+    const items = this.items
+    const top = items[0]
+    const last = items.pop()
+    if (top === undefined || last === undefined || items.length === 0) return top
+    let i = 0
+    while (true) {
+      const left = 2 * i + 1
+      const right = left + 1
+      let smallest = last
+      let at = -1
+      const l = items[left]
+      const r = items[right]
+      if (l !== undefined && l.due < smallest.due) {
+        smallest = l
+        at = left
       }
+      if (r !== undefined && r.due < smallest.due) {
+        smallest = r
+        at = right
+      }
+      if (at === -1) break
+      items[i] = smallest
+      i = at
+    }
+    items[i] = last
+    return top
+  }
+}
+
+/** A new record for `server`, due at once. */
+const watchedFrom = (server: ServerView): Watched => ({
+  server,
+  due: 0,
+  removed: false,
+  live: server.state === "live",
+  seen: server.lastSeenAt !== null && server.lastSeenAt !== undefined,
+  successes: 0,
+  failures: 0,
+  failingSince: undefined
+})
+
+/**
+ * The one scheduler: the watched servers in a heap by when each is due, and a loop that starts the
+ * due probes (at most `maxProbes` at once) and sleeps until the next is due or something changes.
+ */
+const makeScheduler = (watching: Watching, maxProbes: number) =>
+  Effect.gen(function* () {
+    const watched = new Map<ServerId, Watched>()
+    const heap = new DueHeap()
+    // Something changed that the scheduler may be sleeping past: a server due now, a probe slot free.
+    const wake = yield* Queue.sliding<void>(1)
+    const probes = yield* FiberSet.make()
+    let inFlight = 0
+
+    const launch = (record: Watched) =>
+      probeOnce(watching, record).pipe(
+        Effect.flatMap((due) =>
+          Effect.sync(() => {
+            if (record.removed) return
+            record.due = due
+            heap.push(record)
+          })
+        ),
+        Effect.ensuring(
+          Effect.sync(() => {
+            inFlight -= 1
+            wake.unsafeOffer(undefined)
+          })
+        )
+      )
+
+    /** Starts every probe that is due, as slots allow; then sleeps until the next is due or a wake. */
+    const step = Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      let next = heap.peek()
+      while (next !== undefined && next.due <= now && inFlight < maxProbes) {
+        heap.pop()
+        if (!next.removed) {
+          inFlight += 1
+          yield* FiberSet.run(probes, launch(next))
+        }
+        next = heap.peek()
+      }
+      const wait = Queue.take(wake)
+      yield* next === undefined || inFlight >= maxProbes
+        ? wait
+        : Effect.race(wait, Effect.sleep(Duration.millis(next.due - now)))
     })
-    yield* Effect.all([prober, watchdog], { concurrency: 2, discard: true })
-  }).pipe(Effect.annotateLogs({ server: server.id }))
+
+    return {
+      run: Effect.forever(step),
+      follow: (server: ServerView) => {
+        const previous = watched.get(server.id)
+        if (previous !== undefined) previous.removed = true
+        const record = watchedFrom(server)
+        watched.set(server.id, record)
+        heap.push(record)
+        wake.unsafeOffer(undefined)
+      },
+      forget: (id: ServerId) => {
+        const record = watched.get(id)
+        if (record === undefined) return
+        record.removed = true
+        watched.delete(id)
+      },
+      watched: () => watched.size,
+      inFlight: () => inFlight
+    }
+  })
 
 export const make = (config: MonitorConfig) =>
   Effect.gen(function* () {
+    const registry = yield* ServerRegistry
     const watching: Watching = {
-      registry: yield* ServerRegistry,
+      registry,
       wire: yield* Wire,
       health: config.health,
-      interval: Duration.decode(config.probeInterval),
-      deadAfter: Duration.decode(config.deadAfter)
+      intervalMs: Duration.toMillis(config.probeInterval),
+      deadAfter: Duration.decode(config.deadAfter),
+      deadAfterMs: Duration.toMillis(config.deadAfter),
+      rise: Math.max(1, config.rise ?? defaults.rise),
+      fall: Math.max(1, config.fall ?? defaults.fall),
+      slowestMs: Math.max(Duration.toMillis(config.probeInterval), Duration.toMillis(config.deadAfter))
     }
-    const watchers = yield* FiberMap.make<string>()
-    const follow = (server: ServerView) => FiberMap.run(watchers, server.id, watch(watching, server))
-
-    // Subscribe before reading the list, so no server added in between is missed.
-    const changes = yield* watching.registry.subscribe
-    for (const server of yield* watching.registry.list) yield* follow(server)
-    yield* Queue.take(changes).pipe(
-      Effect.flatMap((change) =>
-        change._tag === "Added"
-          ? follow(change.server)
-          : change._tag === "Removed"
-            ? FiberMap.remove(watchers, change.server.id)
-            : Effect.void
-      ),
-      Effect.forever,
-      Effect.forkScoped
-    )
-
-    return HealthMonitor.of({ watched: FiberMap.size(watchers) })
+    const scheduler = yield* makeScheduler(watching, Math.max(1, config.maxProbes ?? defaults.maxProbes))
+    const known = yield* registry.watch({ added: scheduler.follow, removed: scheduler.forget })
+    for (const server of known) scheduler.follow(server)
+    yield* Effect.forkScoped(scheduler.run)
+    return HealthMonitor.of({
+      watched: Effect.sync(scheduler.watched),
+      probing: Effect.sync(scheduler.inFlight)
+    })
   })
 
 export const layer = (config: MonitorConfig = defaults): Layer.Layer<HealthMonitor, never, ServerRegistry | Wire> =>

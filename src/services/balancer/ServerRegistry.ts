@@ -11,6 +11,8 @@
  * Each addition is a new registration with a generation of its own. Whoever made one (a server's
  * control connection, a drain under way) acts through it, so once a newer registration for the
  * same id or address has superseded it, its late reports and removals change nothing.
+ * While a health monitor watches the registry, only it makes a server `live`: a new server starts
+ * `dead` until a probe answers, and registering a known server again keeps its verdict.
  */
 import { Context, Effect, Layer, Option, PubSub, type Queue, type Scope, Stream } from "effect"
 import {
@@ -47,9 +49,16 @@ export type ServerRef = ServerId | Registration
 /** Called inside the registry's update, before it returns: must be quick and must not throw. */
 export type Observer = (id: ServerId, candidate: Candidate | undefined) => void
 
+/** A health monitor, told synchronously (quick, never throwing) of every server that joins or leaves. */
+export interface Watcher {
+  readonly added: (server: ServerView) => void
+  readonly removed: (id: ServerId) => void
+}
+
 interface Entry {
   spec: ServerSpec
-  readonly generation: number
+  /** Which registration of the server this is: a newer one supersedes whoever holds an older. */
+  generation: number
   state: ServerState
   /** Active connections as the server last reported them. */
   reported: number
@@ -59,6 +68,8 @@ interface Entry {
   /** The server's own smoothed request latency, from its reports. */
   latencyMs: number | null
   located: number
+  /** When a probe last answered (ms since the epoch), or `null`. */
+  lastSeenAt: number | null
 }
 
 export interface RegistryConfig {
@@ -71,7 +82,11 @@ export const defaultConfig: RegistryConfig = { smoothing: 0.3 }
 export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
   ServerRegistry,
   {
-    /** Adds a server, live; one with the same id or the same address is replaced. */
+    /**
+     * Adds a server: one with the same id or the same address is replaced, except that the same id at
+     * the same address is the same server, updated in place (its weight), keeping its state. A new
+     * server is `live` at once, or, while a health monitor watches, `dead` until a probe answers.
+     */
     readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
     /** Adds a server as `add` does, and returns the new registration (for its owner to act through). */
     readonly register: (
@@ -85,12 +100,16 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly setWeight: (id: ServerId, weight: Weight) => Effect.Effect<Option.Option<ServerView>>
     /** The server says it has `active` connections (and, if it says, how long its requests take). */
     readonly reportLoad: (server: ServerRef, active: number, latencyMs?: number) => Effect.Effect<void>
-    /** A probe answered after `roundTripMs`, reporting `active` connections (and maybe its latency). */
+    /**
+     * A probe answered after `roundTripMs` at `at` (ms since the epoch), reporting `active` connections
+     * (and maybe its latency). It does not change the state: the health monitor decides that.
+     */
     readonly recordProbe: (
       id: ServerId,
       roundTripMs: number,
       active: number | undefined,
-      latencyMs?: number
+      latencyMs?: number,
+      at?: number
     ) => Effect.Effect<void>
     readonly get: (server: ServerRef) => Effect.Effect<Option.Option<ServerView>>
     readonly list: Effect.Effect<ReadonlyArray<ServerView>>
@@ -98,6 +117,12 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly changes: Stream.Stream<RegistryChange>
     /** Every change from now on, for as long as the scope lasts (subscribed before it returns). */
     readonly subscribe: Effect.Effect<Queue.Dequeue<RegistryChange>, never, Scope.Scope>
+    /**
+     * A health monitor takes over for the scope's lifetime: it is told of every server added or removed,
+     * and servers must answer a probe to be `live` (those that never have are made `dead` now).
+     * Returns the servers at that instant.
+     */
+    readonly watch: (watcher: Watcher) => Effect.Effect<ReadonlyArray<ServerView>, never, Scope.Scope>
     /** Registers an observer for the scope's lifetime and returns the live servers at that instant. */
     readonly observe: (observer: Observer) => Effect.Effect<ReadonlyArray<Candidate>, never, Scope.Scope>
     /** The live servers now. Synchronous: for callers that must read and act in one step. */
@@ -111,13 +136,15 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
   }
 >() {}
 
+/** A dead server's last reported load is history, not its load: it shows 0 and when it was last seen. */
 const view = (entry: Entry): ServerView => ({
   ...entry.spec,
   state: entry.state,
-  active: entry.reported,
+  active: entry.state === "dead" ? 0 : entry.reported,
   responseTimeMs: entry.responseTimeMs === null ? null : Math.round(entry.responseTimeMs * 1000) / 1000,
   latencyMs: entry.latencyMs === null ? null : Math.round(entry.latencyMs * 1000) / 1000,
-  located: entry.located
+  located: entry.located,
+  lastSeenAt: entry.lastSeenAt
 })
 
 const candidate = (entry: Entry): Candidate | undefined =>
@@ -136,6 +163,7 @@ interface Books {
   readonly entries: Map<ServerId, Entry>
   readonly byEndpoint: Map<string, ServerId>
   readonly observers: Set<Observer>
+  readonly watchers: Set<Watcher>
   readonly hub: PubSub.PubSub<RegistryChange>
   /** The generation the last registration got. */
   generation: number
@@ -161,13 +189,29 @@ const removeEntry = (books: Books, entry: Entry) => {
   books.byEndpoint.delete(formatEndpoint(entry.spec))
   entry.state = "dead"
   tell(books, entry)
+  for (const watcher of books.watchers) watcher.removed(entry.spec.id)
   books.hub.unsafeOffer({ _tag: "Removed", server: view(entry) })
+}
+
+/**
+ * The same server (id and address) registering again: a new registration of it — the newest
+ * registrant owns it — whose weight may change; its health verdict and figures stand.
+ */
+const refreshEntry = (books: Books, entry: Entry, spec: ServerSpec): Entry => {
+  entry.spec = spec
+  entry.generation = ++books.generation
+  // Registering again ends a drain; while watched, only a probe answer makes it live again.
+  if (entry.state === "draining") entry.state = books.watchers.size > 0 ? "dead" : "live"
+  tell(books, entry)
+  books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
+  return entry
 }
 
 /** A server with the same id or at the same address is replaced; one with the same id keeps its history. */
 const addEntry = (books: Books, spec: ServerSpec): Entry => {
   const endpoint = formatEndpoint(spec)
   const previous = books.entries.get(spec.id)
+  if (previous !== undefined && formatEndpoint(previous.spec) === endpoint) return refreshEntry(books, previous, spec)
   const sameAddress = books.byEndpoint.get(endpoint)
   if (previous !== undefined) removeEntry(books, previous)
   const other = sameAddress === undefined ? undefined : books.entries.get(sameAddress)
@@ -175,17 +219,20 @@ const addEntry = (books: Books, spec: ServerSpec): Entry => {
   const entry: Entry = {
     spec,
     generation: ++books.generation,
-    state: "live",
+    state: books.watchers.size > 0 ? "dead" : "live",
     reported: previous?.reported ?? 0,
     pending: 0,
     responseTimeMs: previous?.responseTimeMs ?? null,
     latencyMs: previous?.latencyMs ?? null,
-    located: previous?.located ?? 0
+    located: previous?.located ?? 0,
+    lastSeenAt: null
   }
   books.entries.set(spec.id, entry)
   books.byEndpoint.set(endpoint, spec.id)
   tell(books, entry)
-  books.hub.unsafeOffer({ _tag: "Added", server: view(entry) })
+  const server = view(entry)
+  for (const watcher of books.watchers) watcher.added(server)
+  books.hub.unsafeOffer({ _tag: "Added", server })
   return entry
 }
 
@@ -230,7 +277,7 @@ const loadReport =
   }
 
 const probeAnswer =
-  (smoothing: number, roundTripMs: number, active: number | undefined, latencyMs: number | undefined) =>
+  (smoothing: number, roundTripMs: number, active: number | undefined, latencyMs: number | undefined, at?: number) =>
   (entry: Entry): void => {
     entry.responseTimeMs =
       entry.responseTimeMs === null
@@ -242,8 +289,22 @@ const probeAnswer =
       entry.pending = 0
     }
     entry.latencyMs = latencyMs ?? entry.latencyMs
-    if (entry.state === "dead") entry.state = "live"
+    entry.lastSeenAt = at ?? entry.lastSeenAt
   }
+
+/** A health monitor takes over: a server no probe has answered yet is not live on anyone's word. */
+const startWatching = (books: Books, watcher: Watcher) => {
+  books.watchers.add(watcher)
+  for (const entry of books.entries.values()) {
+    if (entry.state === "live" && entry.lastSeenAt === null) {
+      entry.state = "dead"
+      entry.pending = 0
+      tell(books, entry)
+      books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
+    }
+  }
+  return [...books.entries.values()].map(view)
+}
 
 export const make = (config: RegistryConfig = defaultConfig) =>
   Effect.gen(function* () {
@@ -251,6 +312,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       entries: new Map(),
       byEndpoint: new Map(),
       observers: new Set(),
+      watchers: new Set(),
       hub: yield* PubSub.sliding<RegistryChange>(4096),
       generation: 0
     }
@@ -275,12 +337,17 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       setState: (server, state) => update(books, server, toState(state)),
       setWeight: (id, weight) => update(books, id, toWeight(weight)),
       reportLoad: (server, active, latencyMs) => Effect.asVoid(update(books, server, loadReport(active, latencyMs))),
-      recordProbe: (id, roundTripMs, active, latencyMs) =>
-        Effect.asVoid(update(books, id, probeAnswer(config.smoothing, roundTripMs, active, latencyMs))),
+      recordProbe: (id, roundTripMs, active, latencyMs, at) =>
+        Effect.asVoid(update(books, id, probeAnswer(config.smoothing, roundTripMs, active, latencyMs, at))),
       get: (server) => Effect.sync(() => Option.map(Option.fromNullable(lookup(books, server)), view)),
       list: Effect.sync(() => [...entries.values()].map(view)),
       changes: Stream.fromPubSub(hub),
       subscribe: PubSub.subscribe(hub),
+      watch: (watcher) =>
+        Effect.acquireRelease(
+          Effect.sync(() => startWatching(books, watcher)),
+          () => Effect.sync(() => books.watchers.delete(watcher))
+        ),
       observe: (observer) =>
         Effect.acquireRelease(
           Effect.sync(() => {

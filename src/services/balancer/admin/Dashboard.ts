@@ -34,6 +34,7 @@ export const page = `<!doctype html>
   th { color:var(--dim); font-weight:500; font-size:12px; }
   td.num, th.num { text-align:right; }
   .state { font-weight:600; text-transform:uppercase; font-size:12px; letter-spacing:.04em; }
+  .state .seen { font-weight:400; text-transform:none; letter-spacing:0; color:var(--dim); }
   .state-live { color:var(--live); } .state-dead { color:var(--dead); } .state-draining { color:var(--draining); }
   tr.dead td:not(.state):not(.actions) { opacity:.55; }
   .swatch { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; vertical-align:-1px; }
@@ -107,6 +108,7 @@ let token = sessionStorage.getItem("effect-lb-token") || "";
 let strategyChosen = false;  // the operator picked a strategy in the menu and has not applied it yet
 
 const say = (text) => { $("message").textContent = text; };
+const ago = (ms) => { const s = Math.max(0, Math.round(ms / 1000)); return s < 120 ? s + " s ago" : Math.round(s / 60) + " min ago"; };
 const fmt = (ms) => ms === null || ms === undefined ? "–" : ms < 10 ? ms.toFixed(2) + " ms" : ms.toFixed(0) + " ms";
 
 async function call(method, path, body) {
@@ -182,9 +184,16 @@ function render(status) {
     const state = row.querySelector(".state");
     state.textContent = server.state;
     state.className = "state state-" + server.state;
+    // A dead server's last figures are history: say when it last answered instead.
+    if (server.state === "dead" && server.lastSeenAt !== undefined) {
+      const seen = document.createElement("span");
+      seen.className = "seen";
+      seen.textContent = server.lastSeenAt === null ? " never answered" : " last seen " + ago((status.at ?? Date.now()) - server.lastSeenAt);
+      state.append(seen);
+    }
     const weightInput = row.querySelector(".weight-input");
     if (document.activeElement !== weightInput) weightInput.value = server.weight;
-    row.querySelector(".active").textContent = server.active;
+    row.querySelector(".active").textContent = server.state === "dead" ? "–" : server.active;
     row.querySelector(".rtt").textContent = fmt(server.responseTimeMs);
     row.querySelector(".latency").textContent = fmt(server.latencyMs);
     row.querySelector(".rate").textContent = (now.get(server.id) || 0).toFixed(1);

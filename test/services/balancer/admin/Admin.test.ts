@@ -314,7 +314,8 @@ describe("the admin API", () => {
       const gone = yield* metrics
       expect(valueOf(gone, "effect_lb_locates_total", { server: a.id })).toBeUndefined()
       expect(valueOf(gone, "effect_lb_server_state", { server: a.id, state: "dead" })).toBeUndefined()
-      expect(valueOf(gone, "effect_lb_server_active_connections", { server: b.id })).toBe(7)
+      // b is still listed, but dead: its last report (7) is history, and its gauge says 0.
+      expect(valueOf(gone, "effect_lb_server_active_connections", { server: b.id })).toBe(0)
     }).pipe(Effect.provide(adminLayer()))
   )
 
