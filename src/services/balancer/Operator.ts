@@ -5,7 +5,7 @@
  */
 import { Context, Duration, Effect, FiberMap, Layer, Option, Queue } from "effect"
 import * as Crypto from "node:crypto"
-import { InvalidRequest, ServerNotFound, Unauthorized } from "../../domain/Errors.js"
+import { type Busy, InvalidRequest, ServerNotFound, Unauthorized } from "../../domain/Errors.js"
 import { StatusReport } from "../../domain/Protocol.js"
 import type { ServerId, ServerSpec, ServerView, Weight } from "../../domain/Server.js"
 import { Balancer } from "./Balancer.js"
@@ -29,8 +29,8 @@ export class Operator extends Context.Tag("effect-lb/Operator")<
     /** One server as the registry sees it now. */
     readonly get: (id: ServerId) => Effect.Effect<ServerView, ServerNotFound>
     readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
-    /** Adds a server (live at once; the health monitor takes it from there). */
-    readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
+    /** Adds a server (live at once; the health monitor takes it from there); `Busy` past the registry's limit. */
+    readonly add: (spec: ServerSpec) => Effect.Effect<ServerView, Busy>
     /** No new clients at once; removed when its connections are gone, or at the drain timeout. Returns at once. */
     readonly drain: (id: ServerId) => Effect.Effect<void, ServerNotFound>
     /** A new weight, taken by the strategy at once; the server keeps its state and load. */
@@ -89,7 +89,7 @@ export const make = (config: OperatorConfig) =>
         balancer.setStrategy(name).pipe(Effect.tap(() => Effect.logInfo(`strategy set to ${name}`))),
       add: (spec) =>
         registry
-          .add(spec)
+          .add(spec, "configured")
           .pipe(Effect.tap((server) => Effect.logInfo(`server ${server.id} added at ${server.host}:${server.port}`))),
       drain: (id) => Effect.zipRight(known(id), Effect.asVoid(FiberMap.run(draining, id, drainThenRemove(id)))),
       setWeight: (id, weight) =>

@@ -8,7 +8,8 @@
  * Changes are published on a stream (for status views) and handed synchronously to observers (the
  * balancer's strategy index, which must never see a stale server).
  */
-import { Context, Effect, Layer, Option, PubSub, type Queue, type Scope, Stream } from "effect"
+import { Clock, Context, Effect, Layer, Option, PubSub, type Queue, type Scope, Stream } from "effect"
+import { Busy } from "../../domain/Errors.js"
 import {
   type Endpoint,
   formatEndpoint,
@@ -30,9 +31,18 @@ export type RegistryChange =
 /** Called inside the registry's update, before it returns: must be quick and must not throw. */
 export type Observer = (id: ServerId, candidate: Candidate | undefined) => void
 
+/**
+ * How a server came to be known: `registered` over a control connection (it may be removed once
+ * dead for long), or `configured` by an operator (`--server`, the admin API: it stays).
+ */
+export type Origin = "registered" | "configured"
+
 interface Entry {
   spec: ServerSpec
   state: ServerState
+  origin: Origin
+  /** When it last became dead (Clock milliseconds); meaningful while `state` is dead. */
+  deadSince: number
   /** Active connections as the server last reported them. */
   reported: number
   /** Clients located to it since that report: counted so a burst of Locates does not all land on one server. */
@@ -46,15 +56,25 @@ interface Entry {
 export interface RegistryConfig {
   /** Weight of a new probe round trip in the moving average (0..1]. */
   readonly smoothing: number
+  /** Servers known at once, at most: a new one past this is refused (`Busy`). */
+  readonly maxServers: number
 }
 
-export const defaultConfig: RegistryConfig = { smoothing: 0.3 }
+export const defaultConfig: RegistryConfig = { smoothing: 0.3, maxServers: 10_000 }
 
 export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
   ServerRegistry,
   {
-    /** Adds a server, live; one with the same id or the same address is replaced. */
-    readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
+    /**
+     * Adds a server, live; one with the same id or the same address is replaced. A server that
+     * would make more than `maxServers` is refused with `Busy` (a replacement always fits).
+     */
+    readonly add: (spec: ServerSpec, origin?: Origin) => Effect.Effect<ServerView, Busy>
+    /**
+     * Removes every `registered` server that has been dead since `cutoff` (Clock milliseconds) or
+     * longer; `configured` ones stay. Returns the ids removed.
+     */
+    readonly removeDeadSince: (cutoff: number) => Effect.Effect<ReadonlyArray<ServerId>>
     readonly remove: (id: ServerId) => Effect.Effect<boolean>
     readonly setState: (id: ServerId, state: ServerState) => Effect.Effect<Option.Option<ServerView>>
     /** Changes a server's weight in place: its state, load and history stay. */
@@ -109,6 +129,7 @@ const candidate = (entry: Entry): Candidate | undefined =>
 
 /** The registry's books: every update below is one synchronous step over them. */
 interface Books {
+  readonly maxServers: number
   readonly entries: Map<ServerId, Entry>
   readonly byEndpoint: Map<string, ServerId>
   readonly observers: Set<Observer>
@@ -132,16 +153,24 @@ const removeEntry = (books: Books, entry: Entry) => {
 }
 
 /** A server with the same id or at the same address is replaced; one with the same id keeps its history. */
-const addEntry = (books: Books, spec: ServerSpec): ServerView => {
+const addEntry = (books: Books, spec: ServerSpec, origin: Origin): ServerView | Busy => {
   const endpoint = formatEndpoint(spec)
   const previous = books.entries.get(spec.id)
   const sameAddress = books.byEndpoint.get(endpoint)
+  const other = sameAddress === undefined || sameAddress === spec.id ? undefined : books.entries.get(sameAddress)
+  const replaced = (previous === undefined ? 0 : 1) + (other === undefined ? 0 : 1)
+  if (replaced === 0 && books.entries.size >= books.maxServers) {
+    return new Busy({
+      message: `the balancer is full (--max-servers ${books.maxServers}): no more servers can join`
+    })
+  }
   if (previous !== undefined) removeEntry(books, previous)
-  const other = sameAddress === undefined ? undefined : books.entries.get(sameAddress)
   if (other !== undefined) removeEntry(books, other)
   const entry: Entry = {
     spec,
     state: "live",
+    origin,
+    deadSince: 0,
     reported: previous?.reported ?? 0,
     pending: 0,
     responseTimeMs: previous?.responseTimeMs ?? null,
@@ -171,10 +200,11 @@ const update = (books: Books, id: ServerId, change: (entry: Entry) => boolean | 
 // ---- the changes, each a function of an entry --------------------------------------------------
 
 const toState =
-  (state: ServerState) =>
+  (state: ServerState, now: number) =>
   (entry: Entry): boolean | void => {
     if (entry.state === state) return false
     if (entry.state === "live" && state === "dead") Metrics.unsafeEjected(entry.spec.id)
+    if (state === "dead") entry.deadSince = now
     entry.state = state
     if (state !== "live") entry.pending = 0
   }
@@ -215,6 +245,7 @@ const probeAnswer =
 export const make = (config: RegistryConfig = defaultConfig) =>
   Effect.gen(function* () {
     const books: Books = {
+      maxServers: config.maxServers,
       entries: new Map(),
       byEndpoint: new Map(),
       observers: new Set(),
@@ -222,14 +253,29 @@ export const make = (config: RegistryConfig = defaultConfig) =>
     }
     const { entries, byEndpoint, observers, hub } = books
     return ServerRegistry.of({
-      add: (spec) => Effect.sync(() => addEntry(books, spec)),
+      add: (spec, origin = "registered") =>
+        Effect.suspend(() => {
+          const added = addEntry(books, spec, origin)
+          return added instanceof Busy ? Effect.fail(added) : Effect.succeed(added)
+        }),
+      removeDeadSince: (cutoff) =>
+        Effect.sync(() => {
+          const removed: Array<ServerId> = []
+          for (const entry of entries.values()) {
+            if (entry.origin === "registered" && entry.state === "dead" && entry.deadSince <= cutoff) {
+              removeEntry(books, entry)
+              removed.push(entry.spec.id)
+            }
+          }
+          return removed
+        }),
       remove: (id) =>
         Effect.sync(() => {
           const entry = entries.get(id)
           if (entry !== undefined) removeEntry(books, entry)
           return entry !== undefined
         }),
-      setState: (id, state) => update(books, id, toState(state)),
+      setState: (id, state) => Effect.flatMap(Clock.currentTimeMillis, (now) => update(books, id, toState(state, now))),
       setWeight: (id, weight) => update(books, id, toWeight(weight)),
       reportLoad: (id, active, latencyMs) => Effect.asVoid(update(books, id, loadReport(active, latencyMs))),
       recordProbe: (id, roundTripMs, active, latencyMs) =>

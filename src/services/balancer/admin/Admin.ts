@@ -26,7 +26,7 @@ import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Clock, Context, Effect, Either, Layer, Metric, Option, Schema, Stream } from "effect"
 import * as Http from "node:http"
-import { InvalidRequest, type ServerNotFound, type Unauthorized } from "../../../domain/Errors.js"
+import { type Busy, InvalidRequest, type ServerNotFound, type Unauthorized } from "../../../domain/Errors.js"
 import { NewServer, StatusReport, StrategyChange, WeightChange } from "../../../domain/Protocol.js"
 import { formatEndpoint, ServerId, Weight } from "../../../domain/Server.js"
 import { page } from "./Dashboard.js"
@@ -49,9 +49,15 @@ export const defaults = { host: "127.0.0.1" } as const
 
 export class Admin extends Context.Tag("effect-lb/Admin")<Admin, { readonly address: Address }>() {}
 
-type AdminError = InvalidRequest | Unauthorized | ServerNotFound
+type AdminError = InvalidRequest | Unauthorized | ServerNotFound | Busy
 
-const statusOf: Record<AdminError["_tag"], number> = { InvalidRequest: 400, Unauthorized: 401, ServerNotFound: 404 }
+const statusOf: Record<AdminError["_tag"], number> = {
+  InvalidRequest: 400,
+  Unauthorized: 401,
+  ServerNotFound: 404,
+  // The registry is at --max-servers: a condition of the balancer, not of the request.
+  Busy: 503
+}
 
 const failure = (error: AdminError) =>
   HttpServerResponse.unsafeJson({ _tag: error._tag, message: error.message }, { status: statusOf[error._tag] })
@@ -271,6 +277,7 @@ const app = router.pipe(
     InvalidRequest: failure,
     Unauthorized: failure,
     ServerNotFound: failure,
+    Busy: failure,
     RouteNotFound: () =>
       Effect.succeed(HttpServerResponse.unsafeJson({ _tag: "NotFound", message: "no such route" }, { status: 404 }))
   })
