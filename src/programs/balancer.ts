@@ -8,6 +8,7 @@ import * as ControlPlane from "../services/balancer/ControlPlane.js"
 import * as HealthMonitor from "../services/balancer/HealthMonitor.js"
 import * as Operator from "../services/balancer/Operator.js"
 import * as Proxy from "../services/balancer/Proxy.js"
+import * as Reaper from "../services/balancer/Reaper.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
 import { names, Strategies, type StrategyName } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
@@ -33,6 +34,10 @@ export interface BalancerOptions {
   readonly monitor: HealthMonitor.MonitorConfig
   readonly token: Option.Option<string>
   readonly idleTimeout?: Duration.Duration
+  /** Servers known at once, at most (default 10,000). */
+  readonly maxServers?: number
+  /** A registered server dead this long is removed (default 60 s). */
+  readonly removeDeadAfter?: Duration.Duration
   /** When set, also proxy TCP connections to the servers (L4, like HAProxy's mode tcp). */
   readonly proxy?: Proxy.ProxyConfig | undefined
   /** When set, also serve the admin HTTP API, /metrics and the dashboard. */
@@ -44,13 +49,19 @@ export const balancerLayer = (options: BalancerOptions) => {
   const seed = Layer.effectDiscard(
     Effect.flatMap(ServerRegistry.ServerRegistry, (registry) =>
       Effect.forEach(options.servers, (server) =>
-        registry.add({ ...server, id: ServerId.make(formatEndpoint(server)) })
+        registry.add({ ...server, id: ServerId.make(formatEndpoint(server)) }, "configured")
       )
     )
   )
+  const reaper = Reaper.layer({ removeDeadAfter: options.removeDeadAfter ?? Reaper.defaults.removeDeadAfter })
   const core = Operator.layer({ ...Operator.defaults, token: Option.getOrUndefined(options.token) }).pipe(
     Layer.provideMerge(Balancer.layer(options.strategy)),
-    Layer.provideMerge(ServerRegistry.layer()),
+    Layer.provideMerge(
+      ServerRegistry.layer({
+        ...ServerRegistry.defaultConfig,
+        maxServers: options.maxServers ?? ServerRegistry.defaultConfig.maxServers
+      })
+    ),
     Layer.provideMerge(Strategies.layer)
   )
   const plane = ControlPlane.layer({
@@ -68,7 +79,9 @@ export const balancerLayer = (options: BalancerOptions) => {
     | Layer.Layer<Admin.Admin, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies> =
     options.admin === undefined ? Layer.empty : Admin.layer(options.admin)
   return Layer.mergeAll(plane, proxy, admin).pipe(
-    Layer.provideMerge(Layer.mergeAll(HealthMonitor.layer(options.monitor), seed).pipe(Layer.provideMerge(core))),
+    Layer.provideMerge(
+      Layer.mergeAll(HealthMonitor.layer(options.monitor), seed, reaper).pipe(Layer.provideMerge(core))
+    ),
     Layer.provideMerge(Wire.layer)
   )
 }
@@ -134,6 +147,17 @@ const options = {
     ControlPlane.defaults.idleTimeout,
     "close a connection that has not registered after this long without a request"
   ),
+  maxServers: positiveInt(
+    "max-servers",
+    ServerRegistry.defaultConfig.maxServers,
+    1_000_000,
+    "servers known at once, at most: a Register past this is answered Busy"
+  ),
+  removeDeadAfter: duration(
+    "remove-dead-after",
+    Reaper.defaults.removeDeadAfter,
+    "remove a server that registered itself once it has been dead this long (--server ones stay)"
+  ),
   token
 }
 
@@ -175,6 +199,8 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
             },
             token: flags.token,
             idleTimeout: flags.idleTimeout,
+            maxServers: flags.maxServers,
+            removeDeadAfter: flags.removeDeadAfter,
             admin: Option.match(flags.adminPort, {
               onNone: () => undefined,
               onSome: (adminPort) => ({ host: flags.adminHost, port: adminPort })

@@ -18,11 +18,12 @@ export const spec = (n: number, weight = 1, host = "127.0.0.1"): ServerSpec => (
 /** A registry, a balancer over it with the real strategy table, and the operator's controls. */
 export const balancerLayer = (
   strategy: StrategyName = "round-robin",
-  operator: Partial<Operator.OperatorConfig> = {}
+  operator: Partial<Operator.OperatorConfig> = {},
+  registry: Partial<ServerRegistry.RegistryConfig> = {}
 ) =>
   Operator.layer({ ...Operator.defaults, ...operator }).pipe(
     Layer.provideMerge(Balancer.layer(strategy)),
-    Layer.provideMerge(ServerRegistry.layer()),
+    Layer.provideMerge(ServerRegistry.layer({ ...ServerRegistry.defaultConfig, ...registry })),
     Layer.provideMerge(Strategies.layer)
   )
 

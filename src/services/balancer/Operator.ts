@@ -5,7 +5,7 @@
  */
 import { Context, Duration, Effect, FiberMap, Layer, Option, Queue } from "effect"
 import * as Crypto from "node:crypto"
-import { InvalidRequest, ServerExists, ServerNotFound, Unauthorized } from "../../domain/Errors.js"
+import { type Busy, InvalidRequest, ServerExists, ServerNotFound, Unauthorized } from "../../domain/Errors.js"
 import { StatusReport } from "../../domain/Protocol.js"
 import { formatEndpoint, type ServerId, type ServerSpec, type ServerView, type Weight } from "../../domain/Server.js"
 import { Balancer } from "./Balancer.js"
@@ -30,10 +30,11 @@ export class Operator extends Context.Tag("effect-lb/Operator")<
     readonly get: (id: ServerId) => Effect.Effect<ServerView, ServerNotFound>
     readonly setStrategy: (name: string) => Effect.Effect<void, InvalidRequest>
     /**
-     * Adds a server (live at once; the health monitor takes it from there). One already registered
-     * under the id or at the address is left as it is: `ServerExists` names it.
+     * Adds a server (the health monitor takes it from there); it stays however long it is dead. One
+     * already registered under the id or at the address is left as it is: `ServerExists` names it;
+     * `Busy` past the registry's limit.
      */
-    readonly add: (spec: ServerSpec) => Effect.Effect<ServerView, ServerExists>
+    readonly add: (spec: ServerSpec) => Effect.Effect<ServerView, ServerExists | Busy>
     /**
      * No new clients at once; removed when its connections are gone, or at the drain timeout. Returns at
      * once. Drains the registration in force when it is called: if the server registers again
@@ -122,7 +123,10 @@ export const make = (config: OperatorConfig) =>
       add: (spec) =>
         Effect.flatMap(
           existing(registry, spec),
-          Option.match({ onSome: Effect.fail, onNone: () => registry.add(spec) })
+          Option.match({
+            onSome: (exists): Effect.Effect<ServerView, ServerExists | Busy> => Effect.fail(exists),
+            onNone: () => registry.add(spec, "configured")
+          })
         ).pipe(
           Effect.tap((server) => Effect.logInfo(`server ${server.id} added at ${server.host}:${server.port}`)),
           adding.withPermits(1)

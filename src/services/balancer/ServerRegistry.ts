@@ -14,7 +14,8 @@
  * While a health monitor watches the registry, only it makes a server `live`: a new server starts
  * `dead` until a probe answers, and registering a known server again keeps its verdict.
  */
-import { Context, Effect, Layer, Option, PubSub, type Queue, type Scope, Stream } from "effect"
+import { Clock, Context, Effect, Layer, Option, PubSub, type Queue, type Scope, Stream } from "effect"
+import { Busy } from "../../domain/Errors.js"
 import {
   type Endpoint,
   formatEndpoint,
@@ -55,11 +56,20 @@ export interface Watcher {
   readonly removed: (id: ServerId) => void
 }
 
+/**
+ * How a server came to be known: `registered` over a control connection (it may be removed once
+ * dead for long), or `configured` by an operator (`--server`, the admin API: it stays).
+ */
+export type Origin = "registered" | "configured"
+
 interface Entry {
   spec: ServerSpec
   /** Which registration of the server this is: a newer one supersedes whoever holds an older. */
   generation: number
   state: ServerState
+  origin: Origin
+  /** When it last became dead (Clock milliseconds); meaningful while `state` is dead. */
+  deadSince: number
   /** Active connections as the server last reported them. */
   reported: number
   /** Clients located to it since that report: counted so a burst of Locates does not all land on one server. */
@@ -75,9 +85,11 @@ interface Entry {
 export interface RegistryConfig {
   /** Weight of a new probe round trip in the moving average (0..1]. */
   readonly smoothing: number
+  /** Servers known at once, at most: a new one past this is refused (`Busy`). */
+  readonly maxServers: number
 }
 
-export const defaultConfig: RegistryConfig = { smoothing: 0.3 }
+export const defaultConfig: RegistryConfig = { smoothing: 0.3, maxServers: 10_000 }
 
 export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
   ServerRegistry,
@@ -85,15 +97,22 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     /**
      * Adds a server: one with the same id or the same address is replaced, except that the same id at
      * the same address is the same server, updated in place (its weight), keeping its state. A new
-     * server is `live` at once, or, while a health monitor watches, `dead` until a probe answers.
+     * server is `live` at once, or, while a health monitor watches, `dead` until a probe answers. A
+     * server that would make more than `maxServers` is refused with `Busy` (a replacement always fits).
+     * `origin` says whether it may be removed once dead for long (`registered`) or stays (`configured`).
      */
-    readonly add: (spec: ServerSpec) => Effect.Effect<ServerView>
+    readonly add: (spec: ServerSpec, origin?: Origin) => Effect.Effect<ServerView, Busy>
     /** Adds a server as `add` does, and returns the new registration (for its owner to act through). */
     readonly register: (
       spec: ServerSpec
-    ) => Effect.Effect<{ readonly server: ServerView; readonly registration: Registration }>
+    ) => Effect.Effect<{ readonly server: ServerView; readonly registration: Registration }, Busy>
     /** The registration in force for `id` now, if any. Synchronous. */
     readonly unsafeRegistration: (id: ServerId) => Registration | undefined
+    /**
+     * Removes every `registered` server that has been dead since `cutoff` (Clock milliseconds) or
+     * longer; `configured` ones stay. Returns the ids removed.
+     */
+    readonly removeDeadSince: (cutoff: number) => Effect.Effect<ReadonlyArray<ServerId>>
     readonly remove: (server: ServerRef) => Effect.Effect<boolean>
     readonly setState: (server: ServerRef, state: ServerState) => Effect.Effect<Option.Option<ServerView>>
     /** Changes a server's weight in place: its state, load and history stay. */
@@ -160,6 +179,9 @@ const candidate = (entry: Entry): Candidate | undefined =>
 
 /** The registry's books: every update below is one synchronous step over them. */
 interface Books {
+  readonly maxServers: number
+  /** The registry's clock (the TestClock in tests): when a server went dead. */
+  readonly clock: Clock.Clock
   readonly entries: Map<ServerId, Entry>
   readonly byEndpoint: Map<string, ServerId>
   readonly observers: Set<Observer>
@@ -201,25 +223,36 @@ const refreshEntry = (books: Books, entry: Entry, spec: ServerSpec): Entry => {
   entry.spec = spec
   entry.generation = ++books.generation
   // Registering again ends a drain; while watched, only a probe answer makes it live again.
-  if (entry.state === "draining") entry.state = books.watchers.size > 0 ? "dead" : "live"
+  if (entry.state === "draining") {
+    entry.state = books.watchers.size > 0 ? "dead" : "live"
+    entry.deadSince = books.clock.unsafeCurrentTimeMillis()
+  }
   tell(books, entry)
   books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
   return entry
 }
 
 /** A server with the same id or at the same address is replaced; one with the same id keeps its history. */
-const addEntry = (books: Books, spec: ServerSpec): Entry => {
+const addEntry = (books: Books, spec: ServerSpec, origin: Origin): Entry | Busy => {
   const endpoint = formatEndpoint(spec)
   const previous = books.entries.get(spec.id)
   if (previous !== undefined && formatEndpoint(previous.spec) === endpoint) return refreshEntry(books, previous, spec)
   const sameAddress = books.byEndpoint.get(endpoint)
+  const other = sameAddress === undefined || sameAddress === spec.id ? undefined : books.entries.get(sameAddress)
+  const replaced = (previous === undefined ? 0 : 1) + (other === undefined ? 0 : 1)
+  if (replaced === 0 && books.entries.size >= books.maxServers) {
+    return new Busy({
+      message: `the balancer is full (--max-servers ${books.maxServers}): no more servers can join`
+    })
+  }
   if (previous !== undefined) removeEntry(books, previous)
-  const other = sameAddress === undefined ? undefined : books.entries.get(sameAddress)
   if (other !== undefined) removeEntry(books, other)
   const entry: Entry = {
     spec,
     generation: ++books.generation,
     state: books.watchers.size > 0 ? "dead" : "live",
+    origin,
+    deadSince: books.clock.unsafeCurrentTimeMillis(),
     reported: previous?.reported ?? 0,
     pending: 0,
     responseTimeMs: previous?.responseTimeMs ?? null,
@@ -251,10 +284,11 @@ const update = (books: Books, ref: ServerRef, change: (entry: Entry) => boolean 
 // ---- the changes, each a function of an entry --------------------------------------------------
 
 const toState =
-  (state: ServerState) =>
+  (state: ServerState, now: number) =>
   (entry: Entry): boolean | void => {
     if (entry.state === state) return false
     if (entry.state === "live" && state === "dead") Metrics.unsafeEjected(entry.spec.id)
+    if (state === "dead") entry.deadSince = now
     entry.state = state
     if (state !== "live") entry.pending = 0
   }
@@ -298,6 +332,7 @@ const startWatching = (books: Books, watcher: Watcher) => {
   for (const entry of books.entries.values()) {
     if (entry.state === "live" && entry.lastSeenAt === null) {
       entry.state = "dead"
+      entry.deadSince = books.clock.unsafeCurrentTimeMillis()
       entry.pending = 0
       tell(books, entry)
       books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
@@ -306,9 +341,30 @@ const startWatching = (books: Books, watcher: Watcher) => {
   return [...books.entries.values()].map(view)
 }
 
+/** `addEntry` as an effect: the entry added, or `Busy` past the limit. */
+const added = (books: Books, spec: ServerSpec, origin: Origin): Effect.Effect<Entry, Busy> =>
+  Effect.suspend(() => {
+    const entry = addEntry(books, spec, origin)
+    return entry instanceof Busy ? Effect.fail(entry) : Effect.succeed(entry)
+  })
+
+/** Removes the self-registered servers dead since `cutoff` or longer; returns their ids. */
+const removeDeadSince = (books: Books, cutoff: number): ReadonlyArray<ServerId> => {
+  const removed: Array<ServerId> = []
+  for (const entry of books.entries.values()) {
+    if (entry.origin === "registered" && entry.state === "dead" && entry.deadSince <= cutoff) {
+      removeEntry(books, entry)
+      removed.push(entry.spec.id)
+    }
+  }
+  return removed
+}
+
 export const make = (config: RegistryConfig = defaultConfig) =>
   Effect.gen(function* () {
     const books: Books = {
+      maxServers: config.maxServers,
+      clock: yield* Effect.clock,
       entries: new Map(),
       byEndpoint: new Map(),
       observers: new Set(),
@@ -318,12 +374,13 @@ export const make = (config: RegistryConfig = defaultConfig) =>
     }
     const { entries, byEndpoint, observers, hub } = books
     return ServerRegistry.of({
-      add: (spec) => Effect.sync(() => view(addEntry(books, spec))),
+      add: (spec, origin = "registered") => Effect.map(added(books, spec, origin), view),
+      removeDeadSince: (cutoff) => Effect.sync(() => removeDeadSince(books, cutoff)),
       register: (spec) =>
-        Effect.sync(() => {
-          const entry = addEntry(books, spec)
-          return { server: view(entry), registration: { id: entry.spec.id, generation: entry.generation } }
-        }),
+        Effect.map(added(books, spec, "registered"), (entry) => ({
+          server: view(entry),
+          registration: { id: entry.spec.id, generation: entry.generation }
+        })),
       unsafeRegistration: (id) => {
         const entry = entries.get(id)
         return entry === undefined ? undefined : { id, generation: entry.generation }
@@ -334,7 +391,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
           if (entry !== undefined) removeEntry(books, entry)
           return entry !== undefined
         }),
-      setState: (server, state) => update(books, server, toState(state)),
+      setState: (server, state) => update(books, server, toState(state, books.clock.unsafeCurrentTimeMillis())),
       setWeight: (id, weight) => update(books, id, toWeight(weight)),
       reportLoad: (server, active, latencyMs) => Effect.asVoid(update(books, server, loadReport(active, latencyMs))),
       recordProbe: (id, roundTripMs, active, latencyMs, at) =>

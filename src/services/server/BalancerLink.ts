@@ -1,8 +1,9 @@
 /**
  * A backend server's tie to its balancer: registers over a control connection it keeps open, reports
  * `Load` whenever its active-connection count changes, registers again by itself whenever the
- * connection is lost (backing off, up to 5 s between attempts), and deregisters on shutdown so it
- * leaves the rotation at once rather than after the balancer's dead-after.
+ * connection is lost or the balancer is full (`Busy`), backing off up to 5 s between attempts, and
+ * deregisters on shutdown so it leaves the rotation at once rather than after the balancer's
+ * dead-after.
  */
 import { Context, Deferred, Duration, Effect, Layer, Option, Ref, Schedule, Schema, Stream } from "effect"
 import { BalancerReply, BalancerRequest, Deregister, Load, Register } from "../../domain/Protocol.js"
@@ -82,6 +83,11 @@ const register = (connection: Connection, spec: ServerSpec, token: string | unde
     const reply = yield* connection.read(BalancerReply)
     if (Option.isNone(reply)) return yield* new LinkLost({ reason: "closed before answering Register" })
     if (reply.value._tag === "Unauthorized") return yield* new RegistrationRefused({ reason: reply.value.message })
+    if (reply.value._tag === "Busy") {
+      // The balancer is full for now (its --max-servers): worth asking again, later.
+      yield* Effect.logWarning(`the balancer cannot take this server now: ${reply.value.message}`)
+      return yield* new LinkLost({ reason: `answered Busy to Register: ${reply.value.message}` })
+    }
     if (reply.value._tag !== "Registered") {
       return yield* new RegistrationRefused({ reason: `answered ${reply.value._tag} to Register` })
     }

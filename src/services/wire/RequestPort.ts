@@ -158,15 +158,25 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
     this.socket.end(() => this.socket.destroy())
   }
 
-  /** Works out `answer` on the port's runtime; the lines after it wait until it is written. */
+  /**
+   * Works out `answer` on the port's runtime; the lines after it wait until it is written, and
+   * until the event loop has turned once: Effect runs fibers on microtasks, so answering the next
+   * `Later` straight away would chain a peer's pipelined Registers without ever letting another
+   * connection's Locate in (10,000 of them stalled Locates for seconds).
+   */
   awaitLater(answer: Later<Rep, R>): void {
     this.waiting = true
     Runtime.runFork(this.runtime)(answer.effect).addObserver((exit) => {
-      this.waiting = false
       if (Exit.isSuccess(exit)) this.write(exit.value)
       else this.socket.destroy()
-      this.step()
+      setImmediate(this.resume)
     })
+  }
+
+  /** Carries on after a `Later` (bound once: one function per connection, not per answer). */
+  readonly resume = (): void => {
+    this.waiting = false
+    this.step()
   }
 
   /** The connection has closed: it stops being tracked, and the session's `closed` runs before `done`. */

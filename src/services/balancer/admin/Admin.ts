@@ -26,7 +26,13 @@ import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Clock, Context, Effect, Either, Layer, Metric, Option, Schema, Stream } from "effect"
 import * as Http from "node:http"
-import { InvalidRequest, type ServerExists, type ServerNotFound, type Unauthorized } from "../../../domain/Errors.js"
+import {
+  type Busy,
+  InvalidRequest,
+  type ServerExists,
+  type ServerNotFound,
+  type Unauthorized
+} from "../../../domain/Errors.js"
 import { NewServer, StatusReport, StrategyChange, WeightChange } from "../../../domain/Protocol.js"
 import { formatEndpoint, ServerId, Weight } from "../../../domain/Server.js"
 import { page } from "./Dashboard.js"
@@ -49,13 +55,15 @@ export const defaults = { host: "127.0.0.1" } as const
 
 export class Admin extends Context.Tag("effect-lb/Admin")<Admin, { readonly address: Address }>() {}
 
-type AdminError = InvalidRequest | Unauthorized | ServerNotFound | ServerExists
+type AdminError = InvalidRequest | Unauthorized | ServerNotFound | ServerExists | Busy
 
 const statusOf: Record<AdminError["_tag"], number> = {
   InvalidRequest: 400,
   Unauthorized: 401,
   ServerNotFound: 404,
-  ServerExists: 409
+  ServerExists: 409,
+  // The registry is at --max-servers: a condition of the balancer, not of the request.
+  Busy: 503
 }
 
 /** `{_tag, message}`, and the id of the server it is about when there is one. */
@@ -283,6 +291,7 @@ const app = router.pipe(
     Unauthorized: failure,
     ServerNotFound: failure,
     ServerExists: failure,
+    Busy: failure,
     RouteNotFound: () =>
       Effect.succeed(HttpServerResponse.unsafeJson({ _tag: "NotFound", message: "no such route" }, { status: 404 }))
   })
