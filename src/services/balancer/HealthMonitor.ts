@@ -33,6 +33,12 @@ export interface MonitorConfig {
   readonly fall?: number
   /** Probes in flight at once, over all servers; past it, due probes wait their turn. */
   readonly maxProbes?: number
+  /**
+   * Probes per second, at most, of servers that have never answered; past it, they wait their turn.
+   * A flood of registrations for addresses where nothing listens then spreads its refused connects
+   * out instead of taking the CPU from everyone else (HAProxy spreads its checks for the same reason).
+   */
+  readonly newcomerProbesPerSecond?: number
 }
 
 export const defaults = {
@@ -40,7 +46,8 @@ export const defaults = {
   deadAfter: Duration.seconds(5),
   rise: 1,
   fall: 1,
-  maxProbes: 256
+  maxProbes: 256,
+  newcomerProbesPerSecond: 500
 } satisfies MonitorConfig
 
 /** A probe got no good answer: no connection, no `Pong`, or not in time. */
@@ -181,7 +188,7 @@ const probeOnce = (watching: Watching, watched: Watched) =>
     yield* Effect.logDebug(`probe of ${watched.server.id} failed`, result.left)
     yield* failed(watching, watched, state, sentAt, now)
     // A server that has never answered is probed less often the longer it fails: a flood of
-    // unreachable servers costs a probe each per dead-after at most, not one per interval.
+    // unreachable servers costs a handful of probes each before they are removed, not one per interval.
     if (!watched.seen) {
       return now + Math.min(watching.intervalMs * 2 ** Math.min(watched.failures - 1, 20), watching.slowestMs)
     }
@@ -254,10 +261,35 @@ const watchedFrom = (server: ServerView): Watched => ({
 })
 
 /**
- * The one scheduler: the watched servers in a heap by when each is due, and a loop that starts the
- * due probes (at most `maxProbes` at once) and sleeps until the next is due or something changes.
+ * The pace of probes of servers that have never answered: a bucket of `perSecond` tokens, refilled
+ * as time passes; a probe that finds it empty is given the next free slot, `1 / perSecond` apart.
  */
-const makeScheduler = (watching: Watching, maxProbes: number) =>
+class NewcomerPace {
+  private tokens: number
+  private refilledAt = 0
+  private nextSlot = 0
+  constructor(private readonly perSecond: number) {
+    this.tokens = perSecond
+  }
+  /** `undefined`: go now; a time: wait until then. */
+  slot(now: number): number | undefined {
+    this.tokens = Math.min(this.perSecond, this.tokens + ((now - this.refilledAt) * this.perSecond) / 1000)
+    this.refilledAt = now
+    if (this.tokens >= 1) {
+      this.tokens -= 1
+      return undefined
+    }
+    this.nextSlot = Math.max(this.nextSlot, now) + 1000 / this.perSecond
+    return this.nextSlot
+  }
+}
+
+/**
+ * The one scheduler: the watched servers in a heap by when each is due, and a loop that starts the
+ * due probes (at most `maxProbes` at once, newcomers at their pace) and sleeps until the next is
+ * due or something changes.
+ */
+const makeScheduler = (watching: Watching, maxProbes: number, pace: NewcomerPace) =>
   Effect.gen(function* () {
     const watched = new Map<ServerId, Watched>()
     const heap = new DueHeap()
@@ -289,7 +321,11 @@ const makeScheduler = (watching: Watching, maxProbes: number) =>
       let next = heap.peek()
       while (next !== undefined && next.due <= now && inFlight < maxProbes) {
         heap.pop()
-        if (!next.removed) {
+        const wait = next.seen || next.removed ? undefined : pace.slot(now)
+        if (wait !== undefined) {
+          next.due = wait
+          heap.push(next)
+        } else if (!next.removed) {
           inFlight += 1
           yield* FiberSet.run(probes, launch(next))
         }
@@ -322,6 +358,13 @@ const makeScheduler = (watching: Watching, maxProbes: number) =>
     }
   })
 
+/**
+ * The longest pause between probes of a server that has never answered (unless the probe interval
+ * is longer): doubling up to a minute costs such a server five probes in its first 30 s instead of
+ * eight at a pause capped at dead-after, and the reaper removes it after `--remove-dead-after`.
+ */
+const neverAnsweredPause = 60_000
+
 export const make = (config: MonitorConfig) =>
   Effect.gen(function* () {
     const registry = yield* ServerRegistry
@@ -334,9 +377,13 @@ export const make = (config: MonitorConfig) =>
       deadAfterMs: Duration.toMillis(config.deadAfter),
       rise: Math.max(1, config.rise ?? defaults.rise),
       fall: Math.max(1, config.fall ?? defaults.fall),
-      slowestMs: Math.max(Duration.toMillis(config.probeInterval), Duration.toMillis(config.deadAfter))
+      slowestMs: Math.max(Duration.toMillis(config.probeInterval), neverAnsweredPause)
     }
-    const scheduler = yield* makeScheduler(watching, Math.max(1, config.maxProbes ?? defaults.maxProbes))
+    const scheduler = yield* makeScheduler(
+      watching,
+      Math.max(1, config.maxProbes ?? defaults.maxProbes),
+      new NewcomerPace(Math.max(1, config.newcomerProbesPerSecond ?? defaults.newcomerProbesPerSecond))
+    )
     const known = yield* registry.watch({ added: scheduler.follow, removed: scheduler.forget })
     for (const server of known) scheduler.follow(server)
     yield* Effect.forkScoped(scheduler.run)

@@ -255,7 +255,40 @@ describe("HealthMonitor on the test clock", () => {
 })
 
 describe("Only a probe answer makes a server live", () => {
-  it.scoped("probes a server that has never answered less and less often, down to once per dead-after", () =>
+  it.scoped("paces the probes of servers that have never answered: a flood of them cannot take the CPU", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const wire = yield* Wire.Wire
+      const probes = yield* Ref.make(0)
+      // Fifty servers that answer every probe at once with something that is not a Pong.
+      for (let n = 1; n <= 50; n++) {
+        yield* wire.serve({ host: spec(n).host, port: spec(n).port }, (connection) =>
+          Effect.gen(function* () {
+            yield* Ref.update(probes, (count) => count + 1)
+            yield* connection.send(ServerReply, new Busy({ message: "full" }))
+          }).pipe(Effect.ignore)
+        )
+        yield* registry.add(spec(n))
+      }
+      // Ten a second: a burst of ten at once, then one every 100 ms — not fifty at once.
+      yield* settle
+      expect(yield* Ref.get(probes)).toBe(10)
+      yield* TestClock.adjust("1 second")
+      expect(yield* Ref.get(probes)).toBe(20)
+      // A real server joining now waits its turn among them, and is live once its probe answers.
+      yield* slowServer(spec(51), "1 millis")
+      yield* registry.add(spec(51))
+      yield* settle
+      expect(yield* stateOf("s51")).toBe("dead")
+      yield* TestClock.adjust("9 seconds")
+      expect(yield* stateOf("s51")).toBe("live")
+      // Ten seconds in: the burst of ten and ten a second, never more (retries are newcomers' probes too).
+      expect(yield* Ref.get(probes)).toBeLessThanOrEqual(10 + 10 * 10 - 1)
+      expect(yield* Ref.get(probes)).toBeGreaterThanOrEqual(50)
+    }).pipe(Effect.provide(monitoredWith({ newcomerProbesPerSecond: 10 })))
+  )
+
+  it.scoped("probes a server that has never answered less and less often, down to once a minute", () =>
     Effect.gen(function* () {
       const registry = yield* ServerRegistry
       const wire = yield* Wire.Wire
@@ -269,7 +302,11 @@ describe("Only a probe answer makes a server live", () => {
       )
       yield* registry.add(spec(1))
       yield* TestClock.adjust("29999 millis")
-      // At 0, 1, 3, 7, 12, 17, 22 and 27 s, not 30 times.
+      // At 0, 1, 3, 7 and 15 s, not 30 times; then at 31 s, 63 s and once a minute.
+      expect(yield* Ref.get(probes)).toBe(5)
+      yield* TestClock.adjust("63001 millis")
+      expect(yield* Ref.get(probes)).toBe(7)
+      yield* TestClock.adjust("60 seconds")
       expect(yield* Ref.get(probes)).toBe(8)
       expect(yield* stateOf("s1")).toBe("dead")
     }).pipe(Effect.provide(monitored))
