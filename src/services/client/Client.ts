@@ -283,7 +283,8 @@ const receiveFile = (
 ): Effect.Effect<Saved, ServerFailed | SaveFailed> =>
   Effect.suspend(() => {
     // Written beside the target and renamed only when complete: never a truncated file under the real name.
-    const partial = path.join(destination.folder, `.${destination.name}.${Crypto.randomBytes(4).toString("hex")}.part`)
+    // The temporary name does not grow with the file's: a served name may be 255 bytes, a folder's limit.
+    const partial = path.join(destination.folder, `.effect-lb-${Crypto.randomBytes(8).toString("hex")}.part`)
     const saveFailed = (error: { message: string }) => new SaveFailed({ path: destination.path, reason: error.message })
     let received = 0
     return connection.readPayload(size).pipe(
