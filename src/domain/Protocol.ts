@@ -38,7 +38,10 @@ export class Deregister extends Schema.TaggedClass<Deregister>()("Deregister", {
   id: Schema.optional(ServerId),
   token: Schema.optional(Token)
 }) {}
-export class Status extends Schema.TaggedClass<Status>()("Status", {}) {}
+/** `after`: a page of a long report, the servers whose id comes after this one (the `next` of the page before). */
+export class Status extends Schema.TaggedClass<Status>()("Status", {
+  after: Schema.optional(ServerId)
+}) {}
 export class SetStrategy extends Schema.TaggedClass<SetStrategy>()("SetStrategy", {
   strategy: StrategyName,
   token: Schema.optional(Token)
@@ -51,9 +54,15 @@ export type BalancerRequest = typeof BalancerRequest.Type
 
 export class Located extends Schema.TaggedClass<Located>()("Located", { server: ServerLocation }) {}
 export class Registered extends Schema.TaggedClass<Registered>()("Registered", { id: ServerId }) {}
+/**
+ * On the balancer port a report is one line, so a long one comes in pages: `servers` in id order,
+ * `total` servers in all, and `next` (the last id here) when more follow — send it as `after`.
+ */
 export class StatusReport extends Schema.TaggedClass<StatusReport>()("StatusReport", {
   strategy: StrategyName,
-  servers: Schema.Array(ServerView)
+  servers: Schema.Array(ServerView),
+  total: Schema.optional(Schema.NonNegativeInt),
+  next: Schema.optional(ServerId)
 }) {}
 export class Deregistered extends Schema.TaggedClass<Deregistered>()("Deregistered", { id: ServerId }) {}
 export class StrategySet extends Schema.TaggedClass<StrategySet>()("StrategySet", { strategy: StrategyName }) {}
@@ -73,7 +82,10 @@ export type BalancerReply = typeof BalancerReply.Type
 
 // ---- server port: requests ---------------------------------------------------------------------
 
-export class ListFiles extends Schema.TaggedClass<ListFiles>()("ListFiles", {}) {}
+/** `after`: a page of a long list, the names after this one (the `next` of the page before). */
+export class ListFiles extends Schema.TaggedClass<ListFiles>()("ListFiles", {
+  after: Schema.optional(Schema.String.pipe(Schema.maxLength(4096)))
+}) {}
 /** `name` is any text on the wire: the file store, not the decoder, decides what is served. */
 export class Download extends Schema.TaggedClass<Download>()("Download", {
   name: Schema.String.pipe(Schema.maxLength(4096))
@@ -87,8 +99,10 @@ export type ServerRequest = typeof ServerRequest.Type
 
 // ---- server port: replies ----------------------------------------------------------------------
 
+/** One line, so a long list comes in pages, in name order; `next` (the last name here) when more follow. */
 export class FileList extends Schema.TaggedClass<FileList>()("FileList", {
-  files: Schema.Record({ key: Schema.String, value: Schema.String })
+  files: Schema.Record({ key: Schema.String, value: Schema.String }),
+  next: Schema.optional(Schema.String)
 }) {}
 /** Announces exactly `size` raw bytes that follow this line. */
 export class FileHeader extends Schema.TaggedClass<FileHeader>()("FileHeader", {

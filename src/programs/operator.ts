@@ -1,9 +1,9 @@
 /** `effect-lb status` and `effect-lb strategy NAME`: an operator's view of a running balancer. */
 import { Args, Command } from "@effect/cli"
 import { Clock, Console, Effect, Option } from "effect"
-import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy, Status } from "../domain/Protocol.js"
+import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy } from "../domain/Protocol.js"
 import { formatEndpoint, type ServerView } from "../domain/Server.js"
-import { ask } from "../services/client/BalancerClient.js"
+import { ask, status as fullStatus } from "../services/client/BalancerClient.js"
 import * as Wire from "../services/wire/Wire.js"
 import { balancer, json, token } from "./options.js"
 import { Schema } from "effect"
@@ -49,7 +49,7 @@ export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>
 const encodeReply = Schema.encodeSync(BalancerReply)
 
 export const statusCommand = Command.make("status", { balancer, json }, (flags) =>
-  ask(flags.balancer, new Status()).pipe(
+  fullStatus(flags.balancer).pipe(
     Effect.flatMap((reply) => expect(reply, "StatusReport")),
     Effect.flatMap((report) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>

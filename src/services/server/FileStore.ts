@@ -34,6 +34,17 @@ export class FileStore extends Context.Tag("effect-lb/FileStore")<
     readonly folder: string
     /** `{name: type}` of the regular files served, type being the extension without its dot. */
     readonly list: Effect.Effect<Record<string, string>, FileNotFound>
+    /**
+     * `[name, type]` of the files served whose names come after `after` (all without it), in name
+     * order (JavaScript's string order), while `take` accepts them; `complete` when none was refused.
+     */
+    readonly entries: (
+      after: string | undefined,
+      take: (name: string, type: string) => boolean
+    ) => Effect.Effect<
+      { readonly entries: ReadonlyArray<readonly [string, string]>; readonly complete: boolean },
+      FileNotFound
+    >
     /** Opens one file for reading; it is closed with the scope. */
     readonly open: (name: string) => Effect.Effect<OpenFile, FileNotFound, Scope.Scope>
   }
@@ -64,20 +75,49 @@ export const make = (folder: string) =>
         return real
       })
 
-    const list = fs.readDirectory(root).pipe(
-      Effect.mapError((error) => new FileNotFound({ message: `the served folder cannot be read: ${error.message}` })),
-      Effect.flatMap((names) =>
-        Effect.forEach(
-          names.toSorted(),
-          (name) =>
-            resolve(name).pipe(
-              Effect.map((): Array<readonly [string, string]> => [[name, path.extname(name).slice(1)]]),
-              Effect.orElseSucceed(() => [])
-            ),
+    /** The entries of `slice` that are served: a regular file directly in the folder is; a link or anything unusual is checked. */
+    const servedOf = (slice: ReadonlyArray<Fs.Dirent>) =>
+      Effect.map(
+        Effect.filter(
+          slice.filter((entry) => !entry.isFile() && !entry.isDirectory()),
+          (entry) => Effect.isSuccess(resolve(entry.name)),
           { concurrency: 16 }
-        )
-      ),
-      Effect.map((entries) => Object.fromEntries(entries.flat()))
+        ),
+        (checked) => {
+          const linked = new Set(checked)
+          return slice.filter((entry) => entry.isFile() || linked.has(entry))
+        }
+      )
+
+    const readFolder = Effect.tryPromise({
+      try: () => Fs.promises.readdir(root, { withFileTypes: true }),
+      catch: (error) =>
+        new FileNotFound({
+          message: `the served folder cannot be read: ${error instanceof Error ? error.message : String(error)}`
+        })
+    })
+
+    const entries = (after: string | undefined, take: (name: string, type: string) => boolean) =>
+      Effect.gen(function* () {
+        const names = (yield* readFolder)
+          .filter((entry) => plainName.test(entry.name) && (after === undefined || entry.name > after))
+          .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+        const taken: Array<readonly [string, string]> = []
+        // A slice at a time, so a page that is full stops the checking there.
+        for (let start = 0; start < names.length; start += 256) {
+          const slice = names.slice(start, start + 256)
+          for (const entry of yield* servedOf(slice)) {
+            const type = path.extname(entry.name).slice(1)
+            if (!take(entry.name, type)) return { entries: taken, complete: false }
+            taken.push([entry.name, type])
+          }
+        }
+        return { entries: taken, complete: true }
+      })
+
+    const list = Effect.map(
+      entries(undefined, () => true),
+      (page) => Object.fromEntries(page.entries)
     )
 
     const open = (name: string) =>
@@ -111,7 +151,7 @@ export const make = (folder: string) =>
         return { name, size, stream }
       })
 
-    return FileStore.of({ folder: root, list, open })
+    return FileStore.of({ folder: root, list, entries, open })
   })
 
 export const layer = (folder: string): Layer.Layer<FileStore, FolderUnavailable, FileSystem.FileSystem | Path.Path> =>
