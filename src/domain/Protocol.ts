@@ -9,7 +9,34 @@ import { EndpointFromString, Host, Port, ServerId, ServerLocation, ServerSpec, S
 /** A strategy's name on the wire (kebab-case); whether the balancer knows it is checked there. */
 export const StrategyName = Schema.String.pipe(Schema.pattern(/^[a-z0-9]+(?:-[a-z0-9]+)*$/), Schema.maxLength(64))
 
-const Token = Schema.String.pipe(Schema.maxLength(1024))
+const maxTokenLength = 1024
+
+/**
+ * The token rule, the same for every door (the balancer port, the admin API, `--token` of the
+ * balancer, the server and `strategy`): 1–1,024 characters, no control characters, and no space
+ * at either end (HTTP trims it off a header). Any other text may be in it, spaces and non-ASCII
+ * included. A token is checked against this when a program starts.
+ */
+export const Token = Schema.String.pipe(
+  Schema.filter((text) =>
+    text.length === 0
+      ? "the token is empty"
+      : text.length > maxTokenLength
+        ? `the token is ${text.length} characters long; at most ${maxTokenLength} are allowed`
+        : /\p{Cc}/u.test(text)
+          ? "the token contains a control character"
+          : /^\s|\s$/u.test(text)
+            ? "the token begins or ends with a space"
+            : /\p{Cs}/u.test(text)
+              ? "the token contains half of a surrogate pair"
+              : true
+  ),
+  Schema.brand("Token")
+)
+export type Token = typeof Token.Type
+
+/** A token as a request carries it: any text up to the rule's length; only the balancer's own token matches. */
+const TokenField = Schema.String.pipe(Schema.maxLength(maxTokenLength))
 
 // ---- balancer port: requests -------------------------------------------------------------------
 
@@ -23,7 +50,7 @@ export class Locate extends Schema.TaggedClass<Locate>()("Locate", {
 }) {}
 export class Register extends Schema.TaggedClass<Register>()("Register", {
   server: ServerSpec,
-  token: Schema.optional(Token)
+  token: Schema.optional(TokenField)
 }) {}
 /** `latencyMs`: the server's own smoothed time to answer a request (peak-sensitive), when it has one. */
 export class Load extends Schema.TaggedClass<Load>()("Load", {
@@ -36,7 +63,7 @@ export class Load extends Schema.TaggedClass<Load>()("Load", {
  */
 export class Deregister extends Schema.TaggedClass<Deregister>()("Deregister", {
   id: Schema.optional(ServerId),
-  token: Schema.optional(Token)
+  token: Schema.optional(TokenField)
 }) {}
 /** `after`: a page of a long report, the servers whose id comes after this one (the `next` of the page before). */
 export class Status extends Schema.TaggedClass<Status>()("Status", {
@@ -44,7 +71,7 @@ export class Status extends Schema.TaggedClass<Status>()("Status", {
 }) {}
 export class SetStrategy extends Schema.TaggedClass<SetStrategy>()("SetStrategy", {
   strategy: StrategyName,
-  token: Schema.optional(Token)
+  token: Schema.optional(TokenField)
 }) {}
 
 export const BalancerRequest = Schema.Union(Locate, Register, Load, Deregister, Status, SetStrategy)

@@ -22,6 +22,7 @@ import {
   positiveInt,
   rise,
   ServerAddressFromText,
+  checkedToken,
   token
 } from "./options.js"
 
@@ -139,6 +140,7 @@ const options = {
 
 export const balancerCommand = Command.make("balancer", options, (flags) =>
   Effect.gen(function* () {
+    const token = yield* checkedToken(flags.token)
     const announce = Layer.effectDiscard(
       Effect.gen(function* () {
         const plane = yield* ControlPlane.ControlPlane
@@ -173,7 +175,7 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
               fall: flags.fall,
               health: flags.health
             },
-            token: flags.token,
+            token,
             idleTimeout: flags.idleTimeout,
             admin: Option.match(flags.adminPort, {
               onNone: () => undefined,

@@ -5,7 +5,7 @@ import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy } f
 import { formatEndpoint, type ServerView } from "../domain/Server.js"
 import { ask, status as fullStatus } from "../services/client/BalancerClient.js"
 import * as Wire from "../services/wire/Wire.js"
-import { balancer, json, token } from "./options.js"
+import { balancer, checkedToken, json, token } from "./options.js"
 import { Schema } from "effect"
 
 /** A reply that is an error becomes the command's failure (one line, exit 1). */
@@ -66,7 +66,10 @@ export const strategyCommand = Command.make(
   "strategy",
   { name: Args.text({ name: "NAME" }), balancer, token, json },
   (flags) =>
-    ask(flags.balancer, new SetStrategy({ strategy: flags.name, token: Option.getOrUndefined(flags.token) })).pipe(
+    checkedToken(flags.token).pipe(
+      Effect.flatMap((token) =>
+        ask(flags.balancer, new SetStrategy({ strategy: flags.name, token: Option.getOrUndefined(token) }))
+      ),
       Effect.flatMap((reply) => expect(reply, "StrategySet")),
       Effect.flatMap((set) =>
         Console.log(flags.json ? JSON.stringify(encodeReply(set)) : `strategy set to ${set.strategy}`)
