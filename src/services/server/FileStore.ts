@@ -7,6 +7,7 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
 import * as Fs from "node:fs"
+import * as NodePath from "node:path"
 import { Readable } from "node:stream"
 import { FileNotFound } from "../../domain/Errors.js"
 
@@ -52,6 +53,47 @@ export class FileStore extends Context.Tag("effect-lb/FileStore")<
 
 const plainName = /^[^/\\\0.][^/\\\0]{0,254}$/
 
+type Entries = FileStore["Type"]["entries"]
+
+/**
+ * The folder's files in name order, a page at a time. A regular file directly in the folder is
+ * served as it is; a link or anything unusual only if `resolve` takes it.
+ */
+const listing =
+  (root: string, resolve: (name: string) => Effect.Effect<string, FileNotFound>): Entries =>
+  (after, take) =>
+    Effect.gen(function* () {
+      const found = yield* Effect.tryPromise({
+        try: () => Fs.promises.readdir(root, { withFileTypes: true }),
+        catch: (error) =>
+          new FileNotFound({
+            message: `the served folder cannot be read: ${error instanceof Error ? error.message : String(error)}`
+          })
+      })
+      const names = found
+        .filter((entry) => plainName.test(entry.name) && (after === undefined || entry.name > after))
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      const taken: Array<readonly [string, string]> = []
+      // A slice at a time, so a page that is full stops the checking there.
+      for (let start = 0; start < names.length; start += 256) {
+        const slice = names.slice(start, start + 256)
+        const linked = new Set(
+          yield* Effect.filter(
+            slice.filter((entry) => !entry.isFile() && !entry.isDirectory()),
+            (entry) => Effect.isSuccess(resolve(entry.name)),
+            { concurrency: 16 }
+          )
+        )
+        for (const entry of slice) {
+          if (!entry.isFile() && !linked.has(entry)) continue
+          const type = NodePath.extname(entry.name).slice(1)
+          if (!take(entry.name, type)) return { entries: taken, complete: false }
+          taken.push([entry.name, type])
+        }
+      }
+      return { entries: taken, complete: true }
+    })
+
 export const make = (folder: string) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
@@ -75,45 +117,7 @@ export const make = (folder: string) =>
         return real
       })
 
-    /** The entries of `slice` that are served: a regular file directly in the folder is; a link or anything unusual is checked. */
-    const servedOf = (slice: ReadonlyArray<Fs.Dirent>) =>
-      Effect.map(
-        Effect.filter(
-          slice.filter((entry) => !entry.isFile() && !entry.isDirectory()),
-          (entry) => Effect.isSuccess(resolve(entry.name)),
-          { concurrency: 16 }
-        ),
-        (checked) => {
-          const linked = new Set(checked)
-          return slice.filter((entry) => entry.isFile() || linked.has(entry))
-        }
-      )
-
-    const readFolder = Effect.tryPromise({
-      try: () => Fs.promises.readdir(root, { withFileTypes: true }),
-      catch: (error) =>
-        new FileNotFound({
-          message: `the served folder cannot be read: ${error instanceof Error ? error.message : String(error)}`
-        })
-    })
-
-    const entries = (after: string | undefined, take: (name: string, type: string) => boolean) =>
-      Effect.gen(function* () {
-        const names = (yield* readFolder)
-          .filter((entry) => plainName.test(entry.name) && (after === undefined || entry.name > after))
-          .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-        const taken: Array<readonly [string, string]> = []
-        // A slice at a time, so a page that is full stops the checking there.
-        for (let start = 0; start < names.length; start += 256) {
-          const slice = names.slice(start, start + 256)
-          for (const entry of yield* servedOf(slice)) {
-            const type = path.extname(entry.name).slice(1)
-            if (!take(entry.name, type)) return { entries: taken, complete: false }
-            taken.push([entry.name, type])
-          }
-        }
-        return { entries: taken, complete: true }
-      })
+    const entries = listing(root, resolve)
 
     const list = Effect.map(
       entries(undefined, () => true),
