@@ -9,7 +9,34 @@ import { EndpointFromString, Host, Port, ServerId, ServerLocation, ServerSpec, S
 /** A strategy's name on the wire (kebab-case); whether the balancer knows it is checked there. */
 export const StrategyName = Schema.String.pipe(Schema.pattern(/^[a-z0-9]+(?:-[a-z0-9]+)*$/), Schema.maxLength(64))
 
-const Token = Schema.String.pipe(Schema.maxLength(1024))
+const maxTokenLength = 1024
+
+/**
+ * The token rule, the same for every door (the balancer port, the admin API, `--token` of the
+ * balancer, the server and `strategy`): 1–1,024 characters, no control characters, and no space
+ * at either end (HTTP trims it off a header). Any other text may be in it, spaces and non-ASCII
+ * included. A token is checked against this when a program starts.
+ */
+export const Token = Schema.String.pipe(
+  Schema.filter((text) =>
+    text.length === 0
+      ? "the token is empty"
+      : text.length > maxTokenLength
+        ? `the token is ${text.length} characters long; at most ${maxTokenLength} are allowed`
+        : /\p{Cc}/u.test(text)
+          ? "the token contains a control character"
+          : /^\s|\s$/u.test(text)
+            ? "the token begins or ends with a space"
+            : /\p{Cs}/u.test(text)
+              ? "the token contains half of a surrogate pair"
+              : true
+  ),
+  Schema.brand("Token")
+)
+export type Token = typeof Token.Type
+
+/** A token as a request carries it: any text up to the rule's length; only the balancer's own token matches. */
+const TokenField = Schema.String.pipe(Schema.maxLength(maxTokenLength))
 
 // ---- balancer port: requests -------------------------------------------------------------------
 
@@ -23,7 +50,7 @@ export class Locate extends Schema.TaggedClass<Locate>()("Locate", {
 }) {}
 export class Register extends Schema.TaggedClass<Register>()("Register", {
   server: ServerSpec,
-  token: Schema.optional(Token)
+  token: Schema.optional(TokenField)
 }) {}
 /** `latencyMs`: the server's own smoothed time to answer a request (peak-sensitive), when it has one. */
 export class Load extends Schema.TaggedClass<Load>()("Load", {
@@ -36,12 +63,15 @@ export class Load extends Schema.TaggedClass<Load>()("Load", {
  */
 export class Deregister extends Schema.TaggedClass<Deregister>()("Deregister", {
   id: Schema.optional(ServerId),
-  token: Schema.optional(Token)
+  token: Schema.optional(TokenField)
 }) {}
-export class Status extends Schema.TaggedClass<Status>()("Status", {}) {}
+/** `after`: a page of a long report, the servers whose id comes after this one (the `next` of the page before). */
+export class Status extends Schema.TaggedClass<Status>()("Status", {
+  after: Schema.optional(ServerId)
+}) {}
 export class SetStrategy extends Schema.TaggedClass<SetStrategy>()("SetStrategy", {
   strategy: StrategyName,
-  token: Schema.optional(Token)
+  token: Schema.optional(TokenField)
 }) {}
 
 export const BalancerRequest = Schema.Union(Locate, Register, Load, Deregister, Status, SetStrategy)
@@ -51,9 +81,15 @@ export type BalancerRequest = typeof BalancerRequest.Type
 
 export class Located extends Schema.TaggedClass<Located>()("Located", { server: ServerLocation }) {}
 export class Registered extends Schema.TaggedClass<Registered>()("Registered", { id: ServerId }) {}
+/**
+ * On the balancer port a report is one line, so a long one comes in pages: `servers` in id order,
+ * `total` servers in all, and `next` (the last id here) when more follow — send it as `after`.
+ */
 export class StatusReport extends Schema.TaggedClass<StatusReport>()("StatusReport", {
   strategy: StrategyName,
-  servers: Schema.Array(ServerView)
+  servers: Schema.Array(ServerView),
+  total: Schema.optional(Schema.NonNegativeInt),
+  next: Schema.optional(ServerId)
 }) {}
 export class Deregistered extends Schema.TaggedClass<Deregistered>()("Deregistered", { id: ServerId }) {}
 export class StrategySet extends Schema.TaggedClass<StrategySet>()("StrategySet", { strategy: StrategyName }) {}
@@ -73,7 +109,10 @@ export type BalancerReply = typeof BalancerReply.Type
 
 // ---- server port: requests ---------------------------------------------------------------------
 
-export class ListFiles extends Schema.TaggedClass<ListFiles>()("ListFiles", {}) {}
+/** `after`: a page of a long list, the names after this one (the `next` of the page before). */
+export class ListFiles extends Schema.TaggedClass<ListFiles>()("ListFiles", {
+  after: Schema.optional(Schema.String.pipe(Schema.maxLength(4096)))
+}) {}
 /** `name` is any text on the wire: the file store, not the decoder, decides what is served. */
 export class Download extends Schema.TaggedClass<Download>()("Download", {
   name: Schema.String.pipe(Schema.maxLength(4096))
@@ -87,8 +126,10 @@ export type ServerRequest = typeof ServerRequest.Type
 
 // ---- server port: replies ----------------------------------------------------------------------
 
+/** One line, so a long list comes in pages, in name order; `next` (the last name here) when more follow. */
 export class FileList extends Schema.TaggedClass<FileList>()("FileList", {
-  files: Schema.Record({ key: Schema.String, value: Schema.String })
+  files: Schema.Record({ key: Schema.String, value: Schema.String }),
+  next: Schema.optional(Schema.String)
 }) {}
 /** Announces exactly `size` raw bytes that follow this line. */
 export class FileHeader extends Schema.TaggedClass<FileHeader>()("FileHeader", {

@@ -23,6 +23,7 @@ import {
   positiveInt,
   rise,
   ServerAddressFromText,
+  checkedToken,
   token
 } from "./options.js"
 
@@ -163,6 +164,7 @@ const options = {
 
 export const balancerCommand = Command.make("balancer", options, (flags) =>
   Effect.gen(function* () {
+    const token = yield* checkedToken(flags.token)
     const announce = Layer.effectDiscard(
       Effect.gen(function* () {
         const plane = yield* ControlPlane.ControlPlane
@@ -197,7 +199,7 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
               fall: flags.fall,
               health: flags.health
             },
-            token: flags.token,
+            token,
             idleTimeout: flags.idleTimeout,
             maxServers: flags.maxServers,
             removeDeadAfter: flags.removeDeadAfter,

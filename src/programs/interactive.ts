@@ -6,9 +6,9 @@
 import { Prompt } from "@effect/cli"
 import * as Terminal from "@effect/platform/Terminal"
 import { Clock, Duration, Effect, FiberHandle, Option, Schedule } from "effect"
-import { SetStrategy, Status } from "../domain/Protocol.js"
+import { SetStrategy } from "../domain/Protocol.js"
 import { formatEndpoint } from "../domain/Server.js"
-import { ask } from "../services/client/BalancerClient.js"
+import { ask, status } from "../services/client/BalancerClient.js"
 import { Client, type ClientEvent } from "../services/client/Client.js"
 import { names } from "../services/balancer/strategies/Catalog.js"
 import type { Address } from "../services/wire/Wire.js"
@@ -221,12 +221,13 @@ const computeFor = ({ client, computing, say, fail }: Session): Step =>
   }).pipe(Effect.scoped)
 
 /** One request to the balancer's own port. */
-const askBalancer = ({ options, wire }: Session, request: Status | SetStrategy) =>
+const askBalancer = ({ options, wire }: Session, request: SetStrategy) =>
   ask(options.balancer, request).pipe(Effect.provideService(Wire, wire))
 
 /** The balancer's strategy and its servers, as a table. */
 const showStatus = (session: Session): Step =>
-  askBalancer(session, new Status()).pipe(
+  status(session.options.balancer).pipe(
+    Effect.provideService(Wire, session.wire),
     Effect.flatMap((reply) =>
       reply._tag === "StatusReport"
         ? session.say(statusTable(reply.strategy, reply.servers))

@@ -1,11 +1,11 @@
 /** `effect-lb status` and `effect-lb strategy NAME`: an operator's view of a running balancer. */
 import { Args, Command } from "@effect/cli"
 import { Clock, Console, Effect, Option } from "effect"
-import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy, Status } from "../domain/Protocol.js"
+import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy } from "../domain/Protocol.js"
 import { formatEndpoint, type ServerView } from "../domain/Server.js"
-import { ask } from "../services/client/BalancerClient.js"
+import { ask, status as fullStatus } from "../services/client/BalancerClient.js"
 import * as Wire from "../services/wire/Wire.js"
-import { balancer, json, token } from "./options.js"
+import { balancer, checkedToken, json, token } from "./options.js"
 import { Schema } from "effect"
 
 /** A reply that is an error becomes the command's failure (one line, exit 1). */
@@ -49,7 +49,7 @@ export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>
 const encodeReply = Schema.encodeSync(BalancerReply)
 
 export const statusCommand = Command.make("status", { balancer, json }, (flags) =>
-  ask(flags.balancer, new Status()).pipe(
+  fullStatus(flags.balancer).pipe(
     Effect.flatMap((reply) => expect(reply, "StatusReport")),
     Effect.flatMap((report) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -66,7 +66,10 @@ export const strategyCommand = Command.make(
   "strategy",
   { name: Args.text({ name: "NAME" }), balancer, token, json },
   (flags) =>
-    ask(flags.balancer, new SetStrategy({ strategy: flags.name, token: Option.getOrUndefined(flags.token) })).pipe(
+    checkedToken(flags.token).pipe(
+      Effect.flatMap((token) =>
+        ask(flags.balancer, new SetStrategy({ strategy: flags.name, token: Option.getOrUndefined(token) }))
+      ),
       Effect.flatMap((reply) => expect(reply, "StrategySet")),
       Effect.flatMap((set) =>
         Console.log(flags.json ? JSON.stringify(encodeReply(set)) : `strategy set to ${set.strategy}`)

@@ -1,6 +1,7 @@
 /** Command-line option helpers shared by every command: durations, ports, and where things are. */
 import { HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Duration, Effect, Either, Option, ParseResult, Schema } from "effect"
+import { Token } from "../domain/Protocol.js"
 import { EndpointFromString, formatEndpoint, Host, Port, Weight } from "../domain/Server.js"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
@@ -98,8 +99,31 @@ export const balancer = balancerAddress.pipe(
 
 export const token = Options.text("token").pipe(
   Options.optional,
-  Options.withDescription("shared secret guarding Register, SetStrategy and Deregister")
+  Options.withDescription(
+    "shared secret guarding Register, SetStrategy and Deregister: 1-1024 characters, no control characters, no space at either end"
+  )
 )
+
+/** A `--token` that no door could ever accept: refused before anything starts. */
+export class UnusableToken extends Schema.TaggedError<UnusableToken>()("UnusableToken", { reason: Schema.String }) {
+  override get message(): string {
+    return `--token: ${this.reason}`
+  }
+}
+
+/** The `--token` given, checked against the one token rule (`Token`), so a program never starts with one that cannot work. */
+export const checkedToken = (given: Option.Option<string>): Effect.Effect<Option.Option<Token>, UnusableToken> =>
+  Option.match(given, {
+    onNone: () => Effect.succeed(Option.none()),
+    onSome: (text) =>
+      Either.match(Schema.decodeEither(Token)(text), {
+        onRight: (token) => Effect.succeed(Option.some(token)),
+        onLeft: (error) =>
+          Effect.fail(
+            new UnusableToken({ reason: ParseResult.ArrayFormatter.formatErrorSync(error)[0]?.message ?? "invalid" })
+          )
+      })
+  })
 
 export const json = Options.boolean("json").pipe(Options.withDescription("print JSON for scripts"))
 

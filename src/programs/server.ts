@@ -1,14 +1,14 @@
 /** `effect-lb server`: a backend server serving a folder, computing, and answering probes. */
 import { Command, Options } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { Console, Effect, Layer, Option, Schema } from "effect"
+import { Console, Context, Effect, Layer, Option, Schema } from "effect"
 import { ServerId, Weight } from "../domain/Server.js"
 import * as FileServer from "../services/server/FileServer.js"
 import * as FileStore from "../services/server/FileStore.js"
 import * as Wire from "../services/wire/Wire.js"
 import { ignoringHangup } from "./hangup.js"
 import * as BalancerLink from "../services/server/BalancerLink.js"
-import { balancerAddress, duration, host, port, positiveInt, sampleFolder, token } from "./options.js"
+import { balancerAddress, checkedToken, duration, host, port, positiveInt, sampleFolder, token } from "./options.js"
 
 const options = {
   port: port(FileServer.defaults.port, "port to serve on (0 picks a free port)"),
@@ -65,6 +65,7 @@ const options = {
 
 export const serverCommand = Command.make("server", options, (flags) =>
   Effect.gen(function* () {
+    const token = yield* checkedToken(flags.token)
     const folder = yield* Option.match(Option.orElse(flags.files, sampleFolder), {
       onNone: () =>
         Effect.fail(
@@ -96,22 +97,31 @@ export const serverCommand = Command.make("server", options, (flags) =>
     const link = Option.match(flags.balancer, {
       onNone: () => Layer.empty,
       onSome: (address) =>
-        Layer.discard(
-          BalancerLink.layer({
-            balancer: address,
-            token: Option.getOrUndefined(flags.token),
-            weight: Weight.make(flags.weight),
-            advertiseHost: Option.getOrUndefined(flags.advertiseHost)
-          })
-        )
+        BalancerLink.layer({
+          balancer: address,
+          token: Option.getOrUndefined(token),
+          weight: Weight.make(flags.weight),
+          advertiseHost: Option.getOrUndefined(flags.advertiseHost)
+        })
     })
-    yield* Layer.launch(
+    // Serves until stopped; a server the balancer refuses to register stops (drained) and exits 1
+    // rather than serve forever outside the rotation.
+    yield* Layer.build(
       Layer.merge(announce, link).pipe(
         Layer.provideMerge(FileServer.layer(config)),
         Layer.provide(Wire.layer),
         Layer.provideMerge(FileStore.layer(folder)),
         Layer.provide(NodeContext.layer)
       )
-    ).pipe(ignoringHangup)
+    ).pipe(
+      Effect.flatMap((context) =>
+        Option.match(Context.getOption(context, BalancerLink.BalancerLink), {
+          onNone: () => Effect.never,
+          onSome: (linked) => linked.refused
+        })
+      ),
+      Effect.scoped,
+      ignoringHangup
+    )
   })
 ).pipe(Command.withDescription("run a backend server: file list, downloads, computations, health probes"))

@@ -22,6 +22,7 @@ import { formatEndpoint, type ServerId, type ServerLocation, type ServerSpec } f
 import { Balancer } from "./Balancer.js"
 import { Operator } from "./Operator.js"
 import { type Registration, ServerRegistry } from "./ServerRegistry.js"
+import { statusPage } from "./StatusPages.js"
 import { Later, type RequestSession, type SessionControl } from "../wire/RequestPort.js"
 import { type Address, type ListenFailed, Wire } from "../wire/Wire.js"
 
@@ -56,7 +57,8 @@ export const make = (config: ControlPlaneConfig) =>
       balancer: yield* Balancer,
       registry: yield* ServerRegistry,
       operator: yield* Operator,
-      located: locatedReplies()
+      located: locatedReplies(),
+      maxLine: config.maxLine
     }
     const address = yield* wire.serveRequests(
       { host: config.host, port: config.port },
@@ -80,6 +82,8 @@ interface Services {
   readonly operator: Operator["Type"]
   /** The `Located` reply for a server. */
   readonly located: (server: ServerLocation) => Located
+  /** Every reply fits a line of this many bytes: a long `StatusReport` is sent a page at a time. */
+  readonly maxLine: number
 }
 
 /** One connection to the balancer port. */
@@ -146,7 +150,7 @@ const answerControl = (
     case "Deregister":
       return deregister(services, request, session)
     case "Status":
-      return services.operator.status
+      return Effect.map(services.operator.status, (report) => statusPage(report, request.after, services.maxLine))
     case "SetStrategy":
       return services.operator
         .authorize(request.token, "SetStrategy")

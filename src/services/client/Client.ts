@@ -174,18 +174,32 @@ type OnEvent = (event: ClientEvent) => Effect.Effect<void>
 /** What a request does on the server it reached. It turns that server's trouble into `ServerFailed`. */
 type Exchange<A> = (connection: Connection, server: ServerLocation) => Effect.Effect<A, Attempt>
 
-const list = (setup: Setup, onEvent: OnEvent) =>
-  onSomeServer(
-    setup,
-    (connection, server) =>
-      Effect.flatMap(
-        askServer(connection, server, new ListFiles()),
-        (reply): Effect.Effect<Record<string, string>, ServerFailed> =>
-          reply._tag === "FileList" ? Effect.succeed(reply.files) : Effect.fail(unexpected(server, reply))
-      ),
-    setup.config.replyTimeout,
-    onEvent
-  )
+const list = (setup: Setup, onEvent: OnEvent) => onSomeServer(setup, listAll, setup.config.replyTimeout, onEvent)
+
+/** Files a client takes from one list before it calls the server's list endless. */
+const maxListed = 1_000_000
+
+/** Every page of a server's file list, on one connection: the next asked for as long as a page names one. */
+const listAll: Exchange<Record<string, string>> = (connection, server) =>
+  Effect.gen(function* () {
+    const files: Array<[string, string]> = []
+    let after: string | undefined = undefined
+    while (true) {
+      const reply: ServerReplyType = yield* askServer(
+        connection,
+        server,
+        new ListFiles(after === undefined ? {} : { after })
+      )
+      if (reply._tag !== "FileList") return yield* unexpected(server, reply)
+      files.push(...Object.entries(reply.files))
+      if (reply.next === undefined) return Object.fromEntries(files)
+      // Pages move forward and end: a server that says otherwise has failed.
+      if ((after !== undefined && reply.next <= after) || files.length > maxListed) {
+        return yield* new ServerFailed({ server: server.id, reason: "sent a file list that does not end" })
+      }
+      after = reply.next
+    }
+  })
 
 const compute = (setup: Setup, seconds: number, onEvent: OnEvent) =>
   onSomeServer(
@@ -283,7 +297,8 @@ const receiveFile = (
 ): Effect.Effect<Saved, ServerFailed | SaveFailed> =>
   Effect.suspend(() => {
     // Written beside the target and renamed only when complete: never a truncated file under the real name.
-    const partial = path.join(destination.folder, `.${destination.name}.${Crypto.randomBytes(4).toString("hex")}.part`)
+    // The temporary name does not grow with the file's: a served name may be 255 bytes, a folder's limit.
+    const partial = path.join(destination.folder, `.effect-lb-${Crypto.randomBytes(8).toString("hex")}.part`)
     const saveFailed = (error: { message: string }) => new SaveFailed({ path: destination.path, reason: error.message })
     let received = 0
     return connection.readPayload(size).pipe(

@@ -23,7 +23,11 @@ export interface LinkConfig {
 /** The balancer will not take this server (wrong token, or it rejected the registration). */
 export class RegistrationRefused extends Schema.TaggedError<RegistrationRefused>()("RegistrationRefused", {
   reason: Schema.String
-}) {}
+}) {
+  override get message(): string {
+    return `the balancer refused to register this server: ${this.reason}`
+  }
+}
 
 class LinkLost extends Schema.TaggedError<LinkLost>()("LinkLost", { reason: Schema.String }) {}
 
@@ -34,6 +38,11 @@ export class BalancerLink extends Context.Tag("effect-lb/BalancerLink")<
     readonly registered: Effect.Effect<boolean>
     /** Leave without a word when the scope closes, as a crashed server would (the playground's "kill"). */
     readonly abandon: Effect.Effect<void>
+    /**
+     * Fails when the balancer refuses the server (a wrong token, a spec it rejects): the link has
+     * stopped trying, and a server that means to be in the rotation should stop too. Never succeeds.
+     */
+    readonly refused: Effect.Effect<never, RegistrationRefused>
   }
 >() {}
 
@@ -82,14 +91,14 @@ const register = (connection: Connection, spec: ServerSpec, token: string | unde
     yield* connection.send(BalancerRequest, new Register({ server: spec, token }))
     const reply = yield* connection.read(BalancerReply)
     if (Option.isNone(reply)) return yield* new LinkLost({ reason: "closed before answering Register" })
-    if (reply.value._tag === "Unauthorized") return yield* new RegistrationRefused({ reason: reply.value.message })
     if (reply.value._tag === "Busy") {
       // The balancer is full for now (its --max-servers): worth asking again, later.
       yield* Effect.logWarning(`the balancer cannot take this server now: ${reply.value.message}`)
       return yield* new LinkLost({ reason: `answered Busy to Register: ${reply.value.message}` })
     }
     if (reply.value._tag !== "Registered") {
-      return yield* new RegistrationRefused({ reason: `answered ${reply.value._tag} to Register` })
+      const said = "message" in reply.value ? `: ${reply.value.message}` : ""
+      return yield* new RegistrationRefused({ reason: `${reply.value._tag}${said}` })
     }
   })
 
@@ -154,11 +163,13 @@ const session = (config: LinkConfig, current: Ref.Ref<Option.Option<Registration
 export const make = (config: LinkConfig) =>
   Effect.gen(function* () {
     const current = yield* Ref.make(Option.none<Registration>())
+    const refused = yield* Deferred.make<never, RegistrationRefused>()
     // Registers again whenever the link drops, until the balancer refuses the server.
     yield* session(config, current).pipe(
       Effect.repeat(reconnect),
       Effect.catchTag("RegistrationRefused", (error) =>
-        Effect.logError(`the balancer refused to register this server: ${error.reason}`)
+        // Whoever runs the server says so (the server command exits with it); this is for the logs.
+        Effect.zipRight(Effect.logDebug(error.message), Deferred.fail(refused, error))
       ),
       Effect.forkScoped
     )
@@ -175,7 +186,8 @@ export const make = (config: LinkConfig) =>
       registered: Effect.map(Ref.get(current), Option.isSome),
       abandon: Effect.sync(() => {
         abandoned = true
-      })
+      }),
+      refused: Deferred.await(refused)
     })
   })
 

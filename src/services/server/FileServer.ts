@@ -12,6 +12,7 @@ import {
   type Download,
   FileHeader,
   FileList,
+  type ListFiles,
   Pong,
   type ServerReply as ServerReplyType,
   ServerReply,
@@ -21,6 +22,8 @@ import { formatEndpoint, ServerId } from "../../domain/Server.js"
 import type { Connection, ConnectionClosed, PayloadFailed } from "../wire/Connection.js"
 import { FileStore } from "./FileStore.js"
 import { type IdleSweeper, makeIdleSweeper } from "../wire/Idle.js"
+import { lineEncoder } from "../wire/LineCodec.js"
+import { LineBudget } from "../wire/Pages.js"
 import { type Address, Wire } from "../wire/Wire.js"
 
 export interface FileServerConfig {
@@ -105,12 +108,24 @@ const answerPing = (server: Serving, connection: Connection): Answer =>
     reply(connection, new Pong({ id: server.id, active: count, latencyMs: server.latency.ms }))
   )
 
-const answerListFiles = (server: Serving, connection: Connection): Answer =>
-  server.store.list.pipe(
-    Effect.map((files): ServerReplyType => new FileList({ files })),
-    Effect.merge,
-    Effect.flatMap((message) => reply(connection, message))
-  )
+const answerListFiles = (server: Serving, connection: Connection, request: ListFiles): Answer => {
+  // As many files as fit one line; when some are left, the last name sent is where the next page starts.
+  const budget = new LineBudget(server.config.maxLine, emptyFileList)
+  return server.store
+    .entries(request.after, (name, type) => budget.take(`${JSON.stringify(name)}:${JSON.stringify(type)}`))
+    .pipe(
+      Effect.map(({ complete, entries }): ServerReplyType => {
+        const files = Object.fromEntries(entries)
+        const last = entries.at(-1)
+        return new FileList(complete || last === undefined ? { files } : { files, next: last[0] })
+      }),
+      Effect.merge,
+      Effect.flatMap((message) => reply(connection, message))
+    )
+}
+
+/** A `FileList` with no files and the longest cursor it could carry (255 characters, each escaped to 6 bytes). */
+const emptyFileList = lineEncoder(ServerReply)(new FileList({ files: {}, next: "\u0000".repeat(255) }))
 
 /** The header, then the file streamed as a payload (the connection applies backpressure). */
 const answerDownload = (server: Serving, connection: Connection, request: Download): Answer =>
@@ -147,7 +162,7 @@ const answer = (server: Serving, connection: Connection, request: ServerRequest)
     case "Ping":
       return answerPing(server, connection)
     case "ListFiles":
-      return answerListFiles(server, connection)
+      return answerListFiles(server, connection, request)
     case "Download":
       return answerDownload(server, connection, request)
     case "Compute":

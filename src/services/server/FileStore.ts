@@ -7,6 +7,7 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
 import * as Fs from "node:fs"
+import * as NodePath from "node:path"
 import { Readable } from "node:stream"
 import { FileNotFound } from "../../domain/Errors.js"
 
@@ -34,12 +35,64 @@ export class FileStore extends Context.Tag("effect-lb/FileStore")<
     readonly folder: string
     /** `{name: type}` of the regular files served, type being the extension without its dot. */
     readonly list: Effect.Effect<Record<string, string>, FileNotFound>
+    /**
+     * `[name, type]` of the files served whose names come after `after` (all without it), in name
+     * order (JavaScript's string order), while `take` accepts them; `complete` when none was refused.
+     */
+    readonly entries: (
+      after: string | undefined,
+      take: (name: string, type: string) => boolean
+    ) => Effect.Effect<
+      { readonly entries: ReadonlyArray<readonly [string, string]>; readonly complete: boolean },
+      FileNotFound
+    >
     /** Opens one file for reading; it is closed with the scope. */
     readonly open: (name: string) => Effect.Effect<OpenFile, FileNotFound, Scope.Scope>
   }
 >() {}
 
 const plainName = /^[^/\\\0.][^/\\\0]{0,254}$/
+
+type Entries = FileStore["Type"]["entries"]
+
+/**
+ * The folder's files in name order, a page at a time. A regular file directly in the folder is
+ * served as it is; a link or anything unusual only if `resolve` takes it.
+ */
+const listing =
+  (root: string, resolve: (name: string) => Effect.Effect<string, FileNotFound>): Entries =>
+  (after, take) =>
+    Effect.gen(function* () {
+      const found = yield* Effect.tryPromise({
+        try: () => Fs.promises.readdir(root, { withFileTypes: true }),
+        catch: (error) =>
+          new FileNotFound({
+            message: `the served folder cannot be read: ${error instanceof Error ? error.message : String(error)}`
+          })
+      })
+      const names = found
+        .filter((entry) => plainName.test(entry.name) && (after === undefined || entry.name > after))
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      const taken: Array<readonly [string, string]> = []
+      // A slice at a time, so a page that is full stops the checking there.
+      for (let start = 0; start < names.length; start += 256) {
+        const slice = names.slice(start, start + 256)
+        const linked = new Set(
+          yield* Effect.filter(
+            slice.filter((entry) => !entry.isFile() && !entry.isDirectory()),
+            (entry) => Effect.isSuccess(resolve(entry.name)),
+            { concurrency: 16 }
+          )
+        )
+        for (const entry of slice) {
+          if (!entry.isFile() && !linked.has(entry)) continue
+          const type = NodePath.extname(entry.name).slice(1)
+          if (!take(entry.name, type)) return { entries: taken, complete: false }
+          taken.push([entry.name, type])
+        }
+      }
+      return { entries: taken, complete: true }
+    })
 
 export const make = (folder: string) =>
   Effect.gen(function* () {
@@ -64,20 +117,11 @@ export const make = (folder: string) =>
         return real
       })
 
-    const list = fs.readDirectory(root).pipe(
-      Effect.mapError((error) => new FileNotFound({ message: `the served folder cannot be read: ${error.message}` })),
-      Effect.flatMap((names) =>
-        Effect.forEach(
-          names.toSorted(),
-          (name) =>
-            resolve(name).pipe(
-              Effect.map((): Array<readonly [string, string]> => [[name, path.extname(name).slice(1)]]),
-              Effect.orElseSucceed(() => [])
-            ),
-          { concurrency: 16 }
-        )
-      ),
-      Effect.map((entries) => Object.fromEntries(entries.flat()))
+    const entries = listing(root, resolve)
+
+    const list = Effect.map(
+      entries(undefined, () => true),
+      (page) => Object.fromEntries(page.entries)
     )
 
     const open = (name: string) =>
@@ -111,7 +155,7 @@ export const make = (folder: string) =>
         return { name, size, stream }
       })
 
-    return FileStore.of({ folder: root, list, open })
+    return FileStore.of({ folder: root, list, entries, open })
   })
 
 export const layer = (folder: string): Layer.Layer<FileStore, FolderUnavailable, FileSystem.FileSystem | Path.Path> =>

@@ -13,6 +13,7 @@ import { InvalidRequest } from "../../domain/Errors.js"
 import type { Address } from "../../domain/Server.js"
 import { defaultMaxLine, FrameDecoder, readAhead } from "./Frames.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
+import { utf8Length } from "./Pages.js"
 
 /** The peer sent more than the line limit without a newline. The connection cannot go on. */
 export class LineTooLong extends Schema.TaggedError<LineTooLong>()("LineTooLong", {
@@ -218,6 +219,14 @@ const writeLine = <A>(
   Effect.suspend(() => {
     const line = encode(message)
     if (state.closed || state.socket.writableEnded) return Effect.fail(state.gone("closed before the reply"))
+    const limit = state.decoder.maxLine
+    if (line.length * 3 > limit && utf8Length(line) > limit) {
+      // Never a line the peer has to refuse: a reply too long to send (a bug; lists come in pages) ends the connection.
+      state.socket.destroy()
+      return Effect.fail(
+        new ConnectionClosed({ reason: `a line of ${utf8Length(line)} bytes is over the ${limit}-byte limit` })
+      )
+    }
     return state.socket.write(line + "\n") ? Effect.void : awaitDrain(state)
   })
 

@@ -13,6 +13,7 @@ import type { Address } from "../../domain/Server.js"
 import { LineTooLong } from "./Connection.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 import { FrameDecoder, readAhead } from "./Frames.js"
+import { utf8Length } from "./Pages.js"
 import type { IdleSweeper, IdleTracker } from "./Idle.js"
 
 /** An answer that needs an effect to be produced. */
@@ -121,8 +122,17 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
 
   write(reply: Rep | undefined): void {
     if (reply === undefined || this.closed || this.socket.writableEnded) return
+    const line = this.encode(reply)
     // A peer that sends requests but does not read the replies stops being read from.
-    if (!this.socket.write(this.encode(reply) + "\n")) this.blocked = true
+    if (!this.socket.write((line.length * 3 > this.port.maxLine ? this.fitted(line) : line) + "\n")) this.blocked = true
+  }
+
+  /** `line`, or, when it is over the line limit (a bug: lists come in pages), an `InvalidRequest` saying so. */
+  fitted(line: string): string {
+    const bytes = utf8Length(line)
+    if (bytes <= this.port.maxLine) return line
+    const message = `the reply would be ${bytes} bytes, over the ${this.port.maxLine}-byte line limit`
+    return this.encode(this.port.invalid(new InvalidRequest({ message })))
   }
 
   /** Answers the lines that have arrived, in order, until one needs an effect, the peer stops reading, or none is left. */

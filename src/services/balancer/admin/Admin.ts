@@ -77,19 +77,41 @@ const failure = (error: AdminError) =>
 
 // ---- the token check, the body, the server id ------------------------------------------------------
 
-const bearer = /^Bearer\s+(\S+)\s*$/i
+/** `Bearer`, then the token: all the rest of the header, spaces inside it included (a token has none at its ends). */
+const bearer = /^Bearer[ \t]+(.*?)[ \t]*$/i
 
-/** The request's bearer token, if it carries one. */
-const bearerToken = Effect.map(HttpServerRequest.HttpServerRequest, (request) => {
+/**
+ * What the token may be, as it arrived in the header: as is (ASCII, or Latin-1 as `fetch` sends
+ * it), its bytes read as UTF-8 (how curl sends a non-ASCII token), or percent-decoded UTF-8 (how the
+ * dashboard sends every token, and how any client can send one that is not ASCII).
+ */
+const tokenReadings = (carried: string): ReadonlyArray<string> => {
+  const readings = [carried]
+  // Node hands header bytes over one character per byte (Latin-1): this gets the bytes back.
+  const utf8 = Buffer.from(carried, "latin1").toString("utf8")
+  if (utf8 !== carried && !utf8.includes("\uFFFD")) readings.push(utf8)
+  if (carried.includes("%")) {
+    try {
+      readings.push(decodeURIComponent(carried))
+    } catch {
+      // Not percent-encoding after all: the other readings stand.
+    }
+  }
+  return readings
+}
+
+/** The request's bearer token, each way it may be read (`[undefined]` when it carries none). */
+const bearerTokens = Effect.map(HttpServerRequest.HttpServerRequest, (request): ReadonlyArray<string | undefined> => {
   const header = request.headers["authorization"]
-  return header === undefined ? undefined : bearer.exec(header)?.[1]
+  const carried = header === undefined ? undefined : bearer.exec(header)?.[1]
+  return carried === undefined ? [undefined] : tokenReadings(carried)
 })
 
 /** Runs `change` once the request's bearer token is right (or none is needed). */
 const guarded = <A, E, R>(what: string, change: Effect.Effect<A, E, R>) =>
   Effect.flatMap(Operator, (operator) =>
-    bearerToken.pipe(
-      Effect.flatMap((token) => operator.authorize(token, what)),
+    bearerTokens.pipe(
+      Effect.flatMap((tokens) => Effect.firstSuccessOf(tokens.map((token) => operator.authorize(token, what)))),
       Effect.zipRight(change)
     )
   )

@@ -113,7 +113,8 @@ const fmt = (ms) => ms === null || ms === undefined ? "–" : ms < 10 ? ms.toFix
 
 async function call(method, path, body) {
   const headers = { "content-type": "application/json" };
-  if (token) headers.authorization = "Bearer " + token;
+  // Percent-encoded, so a token with spaces or beyond ASCII travels in a header as it is (PROTOCOL.md, section 10).
+  if (token) headers.authorization = "Bearer " + encodeURIComponent(token);
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const json = await response.json().catch(() => ({}));
   if (response.status === 401) { $("token-box").style.display = "flex"; say("This balancer needs its token: " + (json.message || "")); return null; }
