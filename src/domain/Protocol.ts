@@ -4,7 +4,17 @@
  */
 import { Schema } from "effect"
 import { Busy, FileNotFound, InvalidRequest, NoServerAvailable, Unauthorized } from "./Errors.js"
-import { EndpointFromString, Host, Port, ServerId, ServerLocation, ServerSpec, ServerView, Weight } from "./Server.js"
+import {
+  EndpointFromString,
+  FiniteNonNegative,
+  Host,
+  Port,
+  ServerId,
+  ServerLocation,
+  ServerSpec,
+  ServerView,
+  Weight
+} from "./Server.js"
 
 /** A strategy's name on the wire (kebab-case); whether the balancer knows it is checked there. */
 export const StrategyName = Schema.String.pipe(Schema.pattern(/^[a-z0-9]+(?:-[a-z0-9]+)*$/), Schema.maxLength(64))
@@ -55,7 +65,7 @@ export class Register extends Schema.TaggedClass<Register>()("Register", {
 /** `latencyMs`: the server's own smoothed time to answer a request (peak-sensitive), when it has one. */
 export class Load extends Schema.TaggedClass<Load>()("Load", {
   active: Schema.NonNegativeInt,
-  latencyMs: Schema.optional(Schema.NonNegative)
+  latencyMs: Schema.optional(FiniteNonNegative)
 }) {}
 /**
  * Leave the rotation gracefully: drained, then removed. On a server's own control connection it
@@ -140,7 +150,7 @@ export class Computed extends Schema.TaggedClass<Computed>()("Computed", { secon
 export class Pong extends Schema.TaggedClass<Pong>()("Pong", {
   id: ServerId,
   active: Schema.NonNegativeInt,
-  latencyMs: Schema.optional(Schema.NonNegative)
+  latencyMs: Schema.optional(FiniteNonNegative)
 }) {}
 
 export const ServerReply = Schema.Union(FileList, FileHeader, Computed, Pong, InvalidRequest, FileNotFound, Busy)

@@ -27,6 +27,9 @@ export type Port = typeof Port.Type
 
 /** How many shares of traffic a server takes, relative to the others. */
 export const Weight = Schema.Int.pipe(Schema.between(1, 1000), Schema.brand("Weight"))
+
+/** A duration or figure in milliseconds: JSON has no Infinity or NaN, so neither is a value here. */
+export const FiniteNonNegative = Schema.NonNegative.pipe(Schema.finite())
 export type Weight = typeof Weight.Type
 
 export const ServerState = Schema.Literal("live", "dead", "draining")
@@ -84,9 +87,9 @@ export const ServerView = Schema.Struct({
   weight: Weight,
   state: ServerState,
   active: Schema.NonNegativeInt,
-  responseTimeMs: Schema.NullOr(Schema.NonNegative),
+  responseTimeMs: Schema.NullOr(FiniteNonNegative),
   /** The server's own report of how long its requests take (smoothed), when it sends one. */
-  latencyMs: Schema.optional(Schema.NullOr(Schema.NonNegative)),
+  latencyMs: Schema.optional(Schema.NullOr(FiniteNonNegative)),
   located: Schema.NonNegativeInt,
   /**
    * When a health probe last answered, in milliseconds since the Unix epoch; `null` if none has.
