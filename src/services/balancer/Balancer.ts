@@ -49,19 +49,14 @@ export const make = (initialStrategy: StrategyName) =>
         )
       })
 
-    /** The labels a pick is counted under, per server, for one strategy. */
-    const labelsFor = (strategy: string) =>
-      Metrics.labelCache((id: ServerId) => [MetricLabel.make("server", id), MetricLabel.make("strategy", strategy)])
     const initial = yield* find(initialStrategy).pipe(Effect.orDie)
     let current: {
       name: StrategyName
       definition: Context.Tag.Service<Strategy>
       instance: Picker
-      labels: (id: ServerId) => ReadonlyArray<MetricLabel.MetricLabel>
     } = {
       ...initial,
-      instance: { upsert: () => undefined, remove: () => undefined, pick: () => undefined },
-      labels: labelsFor(initial.name)
+      instance: { upsert: () => undefined, remove: () => undefined, pick: () => undefined }
     }
     // The strategy's index follows the registry: a server enters when live, leaves otherwise.
     const live = yield* registry.observe((id, candidate) => {
@@ -74,7 +69,7 @@ export const make = (initialStrategy: StrategyName) =>
     ) => {
       const instance = definition.makePicker()
       for (const candidate of candidates) instance.upsert(candidate)
-      return { name, definition, instance, labels: labelsFor(name) }
+      return { name, definition, instance }
     }
     current = seeded(initial, live)
 
@@ -87,7 +82,7 @@ export const make = (initialStrategy: StrategyName) =>
       if (exclude.length > 0) {
         skip = new Set(exclude.flatMap((endpoint) => registry.unsafeIdAt(endpoint) ?? []))
         // A client that excludes a server failed on it: a re-route, counted against that server.
-        for (const id of skip) Metrics.reroutes.unsafeUpdate(1, Metrics.serverLabels(id))
+        for (const id of skip) Metrics.unsafeRerouted(id)
       }
       const id =
         current.instance.pick(skip, key) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded, key) : undefined)
@@ -96,7 +91,7 @@ export const make = (initialStrategy: StrategyName) =>
         Metrics.picksFailed.unsafeUpdate(1, strategyLabels(current.name))
         return Either.left(noServer)
       }
-      Metrics.locates.unsafeUpdate(1, current.labels(location.id))
+      Metrics.unsafeLocated(location.id, current.name)
       return Either.right(location)
     }
 

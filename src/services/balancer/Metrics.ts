@@ -1,15 +1,24 @@
 /**
- * What the balancer counts, as Effect `Metric`s (served as Prometheus text by the admin server).
+ * What the balancer counts, served as Prometheus text by the admin server.
  *
- * Counted where it happens: picks and re-routes in the balancer (on the Locate hot path, so per
- * label set the label array is built once and reused — Effect caches a metric's hook per array),
- * probe round trips and ejections in the health monitor and the proxy. What the registry knows
- * (state, active connections, weight) is copied into gauges when they are read.
+ * Figures that are not per server (failed picks, the strategy, the proxy's) are Effect `Metric`s.
+ * Per-server figures are not: Effect's metric registry is process-global and never lets a series
+ * go, so every server id ever seen would stay in memory for the life of the process — a peer that
+ * registers new ids without end would grow the balancer without end. They live in a store of our
+ * own instead, one entry per registered server, admitted when the registry adds it and dropped
+ * when it leaves (`unsafeAdmit` / `unsafeForget`, called by the registry), and are turned into
+ * `MetricPair`s at each scrape (`unsafeServerPairs`) with the same names, help, types, labels
+ * and buckets Effect's metrics had. The server gauges (state, active connections, weight) are
+ * read from the registry's list at scrape time and stored nowhere.
+ *
+ * Counted where it happens: picks and re-routes in the balancer (on the Locate hot path: a map
+ * lookup and an increment, no label array), probe round trips and ejections in the health monitor
+ * and the registry. A figure for a server the store does not hold (one already gone) is dropped.
  */
-import { Metric, MetricBoundaries, MetricLabel } from "effect"
+import { Metric, MetricBoundaries, MetricKey, MetricLabel, MetricPair, MetricState } from "effect"
 import type { ServerId, ServerView } from "../../domain/Server.js"
 
-export const locates = Metric.counter("effect_lb_locates_total", {
+export const locates = MetricKey.counter("effect_lb_locates_total", {
   description: "Clients sent to a server (Locate answers and proxied connections), by server and strategy",
   incremental: true
 })
@@ -17,26 +26,26 @@ export const picksFailed = Metric.counter("effect_lb_picks_failed_total", {
   description: "Clients turned away because no server was available, by strategy",
   incremental: true
 })
-export const reroutes = Metric.counter("effect_lb_reroutes_total", {
+export const reroutes = MetricKey.counter("effect_lb_reroutes_total", {
   description: "Locates that excluded this server: a client failed on it and came back for another",
   incremental: true
 })
-export const ejections = Metric.counter("effect_lb_ejections_total", {
+export const ejections = MetricKey.counter("effect_lb_ejections_total", {
   description: "Times a live server was marked dead (silent past dead-after, or refused a proxied connect)",
   incremental: true
 })
-export const probeRoundTrip = Metric.histogram(
+export const probeRoundTrip = MetricKey.histogram(
   "effect_lb_probe_round_trip_seconds",
   MetricBoundaries.exponential({ start: 0.0001, factor: 2, count: 16 }),
   "Round trip of the health probe, by server"
 )
-export const activeConnections = Metric.gauge("effect_lb_server_active_connections", {
+export const activeConnections = MetricKey.gauge("effect_lb_server_active_connections", {
   description: "Active connections of a server (its own report, or the proxy's exact count)"
 })
-export const serverState = Metric.gauge("effect_lb_server_state", {
+export const serverState = MetricKey.gauge("effect_lb_server_state", {
   description: "1 for the state the server is in (live, dead, draining), 0 for the others"
 })
-export const serverWeight = Metric.gauge("effect_lb_server_weight", { description: "The server's weight" })
+export const serverWeight = MetricKey.gauge("effect_lb_server_weight", { description: "The server's weight" })
 export const strategyInfo = Metric.gauge("effect_lb_strategy", {
   description: "1 for the strategy the balancer uses now, 0 for the others"
 })
@@ -69,7 +78,7 @@ export const labelCache = <K>(labels: (key: K) => ReadonlyArray<MetricLabel.Metr
     let known = cache.get(key)
     if (known === undefined) {
       known = labels(key)
-      // Bounded: servers come and go over a long life; rebuilding an array is cheap.
+      // Bounded: rebuilding an array is cheap.
       if (cache.size >= 65_536) cache.clear()
       cache.set(key, known)
     }
@@ -77,28 +86,141 @@ export const labelCache = <K>(labels: (key: K) => ReadonlyArray<MetricLabel.Metr
   }
 }
 
-export const serverLabels = labelCache((id: ServerId) => [MetricLabel.make("server", id)])
+/** The probe histogram's upper bounds, ascending, the last +Inf (as Effect's boundaries are). */
+const bounds: ReadonlyArray<number> = [...probeRoundTrip.keyType.boundaries.values].sort((a, b) => a - b)
+
+/** One registered server's figures. */
+interface Series {
+  /** Registries holding the server (one in a balancer; tests may run several in one process). */
+  refs: number
+  /** Clients sent to it, by strategy (a cell each: counting is a lookup and an increment). */
+  readonly locates: Map<string, { count: number }>
+  reroutes: number
+  ejections: number
+  /** Probe round trips per bucket of `bounds` (not cumulative), created at the first probe. */
+  probes: { readonly buckets: Float64Array; count: number; sum: number } | undefined
+}
+
+const store = new Map<ServerId, Series>()
+
+/** A server joined a registry: its figures are kept from now on (and keep counting if it was held). */
+export const unsafeAdmit = (id: ServerId) => {
+  const series = store.get(id)
+  if (series !== undefined) series.refs += 1
+  else store.set(id, { refs: 1, locates: new Map(), reroutes: 0, ejections: 0, probes: undefined })
+}
+
+/** A server left a registry: once no registry holds it, its figures go, and later ones are dropped. */
+export const unsafeForget = (id: ServerId) => {
+  const series = store.get(id)
+  if (series === undefined) return
+  series.refs -= 1
+  if (series.refs <= 0) store.delete(id)
+}
+
+/** How many servers have figures kept: never more than the servers registered. */
+export const unsafeSeriesCount = () => store.size
+
+/** The figures kept for `id` (for tests and diagnostics), or `undefined` if none are. */
+export const unsafeSeriesOf = (id: ServerId) => {
+  const series = store.get(id)
+  if (series === undefined) return undefined
+  return {
+    locates: new Map([...series.locates].map(([strategy, { count }]) => [strategy, count])),
+    reroutes: series.reroutes,
+    ejections: series.ejections,
+    probes: series.probes?.count ?? 0
+  }
+}
+
+/** Counts a client sent to `id` under `strategy` (the Locate hot path: no allocation once seen). */
+export const unsafeLocated = (id: ServerId, strategy: string) => {
+  const series = store.get(id)
+  if (series === undefined) return
+  const cell = series.locates.get(strategy)
+  if (cell === undefined) series.locates.set(strategy, { count: 1 })
+  else cell.count += 1
+}
+
+/** Counts a Locate that excluded `id`: a client failed on it and came back for another. */
+export const unsafeRerouted = (id: ServerId) => {
+  const series = store.get(id)
+  if (series !== undefined) series.reroutes += 1
+}
 
 /** Counts a live → dead transition of `id`. */
-export const unsafeEjected = (id: ServerId) => ejections.unsafeUpdate(1, serverLabels(id))
+export const unsafeEjected = (id: ServerId) => {
+  const series = store.get(id)
+  if (series !== undefined) series.ejections += 1
+}
 
-/** Records one probe round trip of `id`. */
-export const unsafeProbed = (id: ServerId, roundTripMs: number) =>
-  probeRoundTrip.unsafeUpdate(roundTripMs / 1000, serverLabels(id))
+/** Records one probe round trip of `id`, in the first bucket whose bound is at least the value. */
+export const unsafeProbed = (id: ServerId, roundTripMs: number) => {
+  const series = store.get(id)
+  if (series === undefined) return
+  const seconds = roundTripMs / 1000
+  series.probes ??= { buckets: new Float64Array(bounds.length), count: 0, sum: 0 }
+  const probes = series.probes
+  let bucket = 0
+  while (bucket < bounds.length - 1 && !(seconds <= (bounds[bucket] ?? Infinity))) bucket += 1
+  probes.buckets[bucket] = (probes.buckets[bucket] ?? 0) + 1
+  probes.count += 1
+  probes.sum += seconds
+}
+
+const histogramState = ({ buckets, count, sum }: NonNullable<Series["probes"]>) => {
+  let cumulated = 0
+  const cumulative = bounds.map((bound, i): readonly [number, number] => {
+    cumulated += buckets[i] ?? 0
+    return [bound, cumulated]
+  })
+  return MetricState.histogram({ buckets: cumulative, count, min: 0, max: 0, sum })
+}
+
+/** The stored figures of one server as metric pairs, each series only once it has counted something. */
+const storedPairs = (
+  pairs: Array<MetricPair.MetricPair.Untyped>,
+  id: ServerId,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>
+) => {
+  const series = store.get(id)
+  if (series === undefined) return
+  const add = (
+    key: MetricKey.MetricKey.Untyped,
+    extra: ReadonlyArray<MetricLabel.MetricLabel>,
+    state: MetricState.MetricState.Untyped
+  ) => pairs.push(MetricPair.unsafeMake(MetricKey.taggedWithLabels(key, extra), state))
+  for (const [strategy, { count }] of series.locates) {
+    add(locates, [...labels, MetricLabel.make("strategy", strategy)], MetricState.counter(count))
+  }
+  if (series.reroutes > 0) add(reroutes, labels, MetricState.counter(series.reroutes))
+  if (series.ejections > 0) add(ejections, labels, MetricState.counter(series.ejections))
+  if (series.probes !== undefined) add(probeRoundTrip, labels, histogramState(series.probes))
+}
 
 /**
- * Copies what the registry knows now into the server gauges. Called at each scrape rather than on
- * every change: the proxy's and the Locate path's counts change far more often than anyone reads them.
+ * The per-server series of `servers` (the registry's list, read at the scrape) as metric pairs:
+ * the gauges from what the registry knows now, the counters and histogram from the store. Built
+ * at each scrape rather than on every change: the proxy's and the Locate path's counts change far
+ * more often than anyone reads them.
  */
-export const unsafeRecordServers = (servers: ReadonlyArray<ServerView>) => {
+export const unsafeServerPairs = (servers: ReadonlyArray<ServerView>): Array<MetricPair.MetricPair.Untyped> => {
+  const pairs: Array<MetricPair.MetricPair.Untyped> = []
+  const gauge = (
+    key: MetricKey.MetricKey.Gauge<number>,
+    labels: ReadonlyArray<MetricLabel.MetricLabel>,
+    value: number
+  ) => pairs.push(MetricPair.unsafeMake(MetricKey.taggedWithLabels(key, labels), MetricState.gauge(value)))
   for (const server of servers) {
-    const labels = serverLabels(server.id)
-    activeConnections.unsafeUpdate(server.active, labels)
-    serverWeight.unsafeUpdate(server.weight, labels)
+    const labels = [MetricLabel.make("server", server.id)]
+    gauge(activeConnections, labels, server.active)
+    gauge(serverWeight, labels, server.weight)
     for (const state of states) {
-      serverState.unsafeUpdate(server.state === state ? 1 : 0, [...labels, MetricLabel.make("state", state)])
+      gauge(serverState, [...labels, MetricLabel.make("state", state)], server.state === state ? 1 : 0)
     }
+    storedPairs(pairs, server.id, labels)
   }
+  return pairs
 }
 
 /** Sets the strategy gauge: 1 for `current`, 0 for every other known name. */

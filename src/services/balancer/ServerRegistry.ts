@@ -210,6 +210,7 @@ const removeEntry = (books: Books, entry: Entry) => {
   books.entries.delete(entry.spec.id)
   books.byEndpoint.delete(formatEndpoint(entry.spec))
   entry.state = "dead"
+  Metrics.unsafeForget(entry.spec.id)
   tell(books, entry)
   for (const watcher of books.watchers) watcher.removed(entry.spec.id)
   books.hub.unsafeOffer({ _tag: "Removed", server: view(entry) })
@@ -245,6 +246,8 @@ const addEntry = (books: Books, spec: ServerSpec, origin: Origin): Entry | Busy 
       message: `the balancer is full (--max-servers ${books.maxServers}): no more servers can join`
     })
   }
+  // Admitted before `previous` goes: the same id at a new address keeps counting its figures.
+  Metrics.unsafeAdmit(spec.id)
   if (previous !== undefined) removeEntry(books, previous)
   if (other !== undefined) removeEntry(books, other)
   const entry: Entry = {
@@ -373,6 +376,12 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       generation: 0
     }
     const { entries, byEndpoint, observers, hub } = books
+    // The per-server metric series are process-wide: a registry that ends lets go of its servers'.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const id of entries.keys()) Metrics.unsafeForget(id)
+      })
+    )
     return ServerRegistry.of({
       add: (spec, origin = "registered") => Effect.map(added(books, spec, origin), view),
       removeDeadSince: (cutoff) => Effect.sync(() => removeDeadSince(books, cutoff)),
@@ -434,4 +443,4 @@ export const make = (config: RegistryConfig = defaultConfig) =>
   })
 
 export const layer = (config: RegistryConfig = defaultConfig): Layer.Layer<ServerRegistry> =>
-  Layer.effect(ServerRegistry, make(config))
+  Layer.scoped(ServerRegistry, make(config))

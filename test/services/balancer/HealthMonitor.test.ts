@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Layer, Metric, Option, Ref, Scope, TestClock } from "effect"
+import { Duration, Effect, Exit, Layer, MetricState, Option, Ref, Scope, TestClock } from "effect"
 import { Busy } from "../../../src/domain/Errors.js"
 import { Pong, ServerReply, ServerRequest } from "../../../src/domain/Protocol.js"
-import type { ServerSpec } from "../../../src/domain/Server.js"
+import { ServerId, type ServerSpec } from "../../../src/domain/Server.js"
 import * as HealthMonitor from "../../../src/services/balancer/HealthMonitor.js"
 import * as Metrics from "../../../src/services/balancer/Metrics.js"
 import { ServerRegistry } from "../../../src/services/balancer/ServerRegistry.js"
@@ -23,8 +23,7 @@ const viewOf = (id: string) =>
   )
 const stateOf = (id: string) => Effect.map(viewOf(id), (server) => server?.state)
 
-const ejectionsOf = (id: string) =>
-  Effect.map(Metric.value(Metric.tagged(Metrics.ejections, "server", id)), (counter) => counter.count)
+const ejectionsOf = (id: string) => Effect.sync(() => Metrics.unsafeSeriesOf(ServerId.make(id))?.ejections ?? 0)
 
 /** A server that answers every Ping with a Pong `delay` after it arrives. Returns a count of answers. */
 const slowServer = (server: ServerSpec, delay: Duration.DurationInput) =>
@@ -103,8 +102,8 @@ describe("HealthMonitor on the test clock", () => {
   it.scoped("keeps a server that answers live, and measures its round trip", () =>
     Effect.gen(function* () {
       const registry = yield* ServerRegistry
-      const histogram = Metric.value(Metric.tagged(Metrics.probeRoundTrip, "server", "s1"))
-      const probedBefore = (yield* histogram).count
+      const probed = Effect.sync(() => Metrics.unsafeSeriesOf(ServerId.make("s1"))?.probes ?? 0)
+      const probedBefore = yield* probed
       const pings = yield* fakeServer(spec(1), yield* Ref.make<Behaviour>("healthy"))
       yield* registry.add(spec(1))
       yield* TestClock.adjust("20 seconds")
@@ -114,7 +113,7 @@ describe("HealthMonitor on the test clock", () => {
       expect(Option.map(server, (s) => s.responseTimeMs)).toEqual(Option.some(0))
       expect(Option.map(server, (s) => s.lastSeenAt)).toEqual(Option.some(20_000))
       // Every answered probe is counted in the server's round-trip histogram.
-      expect((yield* histogram).count - probedBefore).toBe(yield* Ref.get(pings))
+      expect((yield* probed) - probedBefore).toBe(yield* Ref.get(pings))
     }).pipe(Effect.provide(monitored))
   )
 
@@ -386,13 +385,19 @@ describe("A dead server shows what is known, not stale figures", () => {
       yield* TestClock.adjust("2500 millis")
       yield* registry.reportLoad(spec(1).id, 42)
       expect(yield* viewOf("s1")).toMatchObject({ state: "live", active: 42, lastSeenAt: 2000 })
-      const gauge = Metric.value(Metric.tagged(Metrics.activeConnections, "server", "s1"))
-      Metrics.unsafeRecordServers(yield* registry.list)
-      expect((yield* gauge).value).toBe(42)
+      const gauge = Effect.map(registry.list, (servers) =>
+        Metrics.unsafeServerPairs(servers).flatMap(({ metricKey, metricState }) =>
+          metricKey.name === Metrics.activeConnections.name &&
+          metricKey.tags.some((tag) => tag.key === "server" && tag.value === "s1") &&
+          MetricState.isGaugeState(metricState)
+            ? [metricState.value]
+            : []
+        )
+      )
+      expect(yield* gauge).toEqual([42])
       yield* registry.setState(spec(1).id, "dead")
       expect(yield* viewOf("s1")).toMatchObject({ state: "dead", active: 0, lastSeenAt: 2000 })
-      Metrics.unsafeRecordServers(yield* registry.list)
-      expect((yield* gauge).value).toBe(0)
+      expect(yield* gauge).toEqual([0])
     }).pipe(Effect.provide(monitored))
   )
 })

@@ -182,11 +182,10 @@ const readyz = Effect.flatMap(ServerRegistry, (registry) =>
 const metrics = Effect.gen(function* () {
   const registry = yield* ServerRegistry
   const servers = yield* registry.list
-  Metrics.unsafeRecordServers(servers)
   const present = new Set<string>(servers.map((server) => server.id))
-  const pairs = yield* Metric.snapshot
-  // A server that left takes its series with it: a balancer with churning servers must not
-  // grow its scrape forever.
+  // Per-server series come from the balancer's own store (Effect's registry never frees one), for
+  // the servers listed now: a server that left takes its series with it.
+  const pairs = [...(yield* Metric.snapshot), ...Metrics.unsafeServerPairs(servers)]
   const text = Prometheus.encode(pairs, (_, labels) => {
     const server = labels.get("server")
     return server === undefined || present.has(server)
