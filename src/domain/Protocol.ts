@@ -45,7 +45,7 @@ export const Token = Schema.String.pipe(
 )
 export type Token = typeof Token.Type
 
-/** A token as a request carries it: any text up to the rule's length; only the balancer's own token matches. */
+/** A token as a request carries it, text of up to the rule's length; only the balancer's own token matches. */
 const TokenField = Schema.String.pipe(Schema.maxLength(maxTokenLength))
 
 // ---- balancer port: requests -------------------------------------------------------------------

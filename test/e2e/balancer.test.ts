@@ -1,22 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { type BalancerReply, Locate, Status } from "../../src/domain/Protocol.js"
-import { ask } from "../../src/services/client/BalancerClient.js"
 import * as Wire from "../../src/services/wire/Wire.js"
 import { eventually } from "../support/eventually.js"
+import { listening, locate, statusOf } from "../support/ask.js"
 import { spawn } from "../support/process.js"
-
-const listening = /listening on 127\.0\.0\.1:(\d+)/
-
-const statusOf = (port: number) =>
-  ask({ host: "127.0.0.1", port }, new Status()).pipe(
-    Effect.map((reply: BalancerReply) => (reply._tag === "StatusReport" ? reply.servers : []))
-  )
-
-const locate = (port: number) =>
-  ask({ host: "127.0.0.1", port }, new Locate({})).pipe(
-    Effect.map((reply) => (reply._tag === "Located" ? reply.server.id : reply._tag))
-  )
 
 describe("effect-lb balancer with real servers (processes)", () => {
   it.scopedLive(

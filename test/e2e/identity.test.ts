@@ -1,23 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import { type BalancerReply, Compute, Locate, Status } from "../../src/domain/Protocol.js"
-import { ask } from "../../src/services/client/BalancerClient.js"
+import { Compute } from "../../src/domain/Protocol.js"
 import * as Wire from "../../src/services/wire/Wire.js"
 import { eventually } from "../support/eventually.js"
+import { listening, locate, statusOf } from "../support/ask.js"
 import { spawn } from "../support/process.js"
 import { connectTo } from "../support/server.js"
-
-const listening = /listening on 127\.0\.0\.1:(\d+)/
-
-const statusOf = (port: number) =>
-  ask({ host: "127.0.0.1", port }, new Status()).pipe(
-    Effect.map((reply: BalancerReply) => (reply._tag === "StatusReport" ? reply.servers : []))
-  )
-
-const locate = (port: number) =>
-  ask({ host: "127.0.0.1", port }, new Locate({})).pipe(
-    Effect.map((reply) => (reply._tag === "Located" ? `${reply.server.id}@${reply.server.port}` : reply._tag))
-  )
 
 describe("effect-lb: a registration belongs to the process that made it (real processes)", () => {
   it.scopedLive(
@@ -50,7 +38,7 @@ describe("effect-lb: a registration belongs to the process that made it (real pr
         expect(servers.map(({ id, port, state, active }) => ({ id, port, state, active }))).toEqual([
           { id: "s1", port: freshPort, state: "live", active: 0 }
         ])
-        expect(yield* Effect.forEach([1, 2, 3], () => locate(port))).toEqual([
+        expect(yield* Effect.forEach([1, 2, 3], () => locate(port, true))).toEqual([
           `s1@${freshPort}`,
           `s1@${freshPort}`,
           `s1@${freshPort}`

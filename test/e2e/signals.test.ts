@@ -1,23 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { type BalancerReply, Locate, Ping, Status } from "../../src/domain/Protocol.js"
-import { ask } from "../../src/services/client/BalancerClient.js"
+import { Ping } from "../../src/domain/Protocol.js"
 import * as Wire from "../../src/services/wire/Wire.js"
 import { eventually } from "../support/eventually.js"
+import { listening, locate, statusOf } from "../support/ask.js"
 import { spawn } from "../support/process.js"
 import { connectTo } from "../support/server.js"
-
-const listening = /listening on 127\.0\.0\.1:(\d+)/
-
-const statusOf = (port: number) =>
-  ask({ host: "127.0.0.1", port }, new Status()).pipe(
-    Effect.map((reply: BalancerReply) => (reply._tag === "StatusReport" ? reply.servers : []))
-  )
-
-const locate = (port: number) =>
-  ask({ host: "127.0.0.1", port }, new Locate({})).pipe(
-    Effect.map((reply) => (reply._tag === "Located" ? `${reply.server.id}@${reply.server.port}` : reply._tag))
-  )
 
 describe("effect-lb and signals (real processes)", () => {
   it.scopedLive(
@@ -35,7 +23,7 @@ describe("effect-lb and signals (real processes)", () => {
         yield* balancer.waitFor(/SIGHUP received and ignored/)
         yield* server.waitFor(/SIGHUP received and ignored/)
 
-        expect(yield* locate(port)).toBe(`hup@${serverPort}`)
+        expect(yield* locate(port, true)).toBe(`hup@${serverPort}`)
         const client = yield* connectTo({ host: "127.0.0.1", port: serverPort })
         expect(yield* client.ask(new Ping())).toMatchObject({ _tag: "Pong", id: "hup" })
         expect((yield* statusOf(port)).map((s) => s.state)).toEqual(["live"])

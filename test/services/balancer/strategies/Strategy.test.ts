@@ -217,7 +217,7 @@ describe("consistent-hash", () => {
   const keys = (n: number, seed: number) => Array.from({ length: n }, (_, i) => `10.${seed % 256}.${i >> 8}.${i & 255}`)
   const owners = (strategy: Picker, all: ReadonlyArray<string>, skip = none) =>
     new Map(all.map((key) => [key, strategy.pick(skip, key)]))
-  /** Small weights, and real ones: any up to the protocol's 1,000. */
+  /** Small weights, and real ones, up to the protocol's 1,000. */
   const anyWeights = (maxLength: number) =>
     FastCheck.array(FastCheck.oneof(FastCheck.integer({ min: 1, max: 5 }), FastCheck.integer({ min: 1, max: 1000 })), {
       minLength: 1,
