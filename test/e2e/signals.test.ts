@@ -16,7 +16,8 @@ describe("effect-lb and signals (real processes)", () => {
         const port = Number((yield* balancer.waitFor(listening))[1])
         const server = yield* spawn(["server", "--port", "0", "--id", "hup", "--balancer", `127.0.0.1:${port}`])
         const serverPort = Number((yield* server.waitFor(listening))[1])
-        yield* eventually(statusOf(port), (servers) => servers.length === 1)
+        // A server is live once its first probe answers, not when it registers.
+        yield* eventually(statusOf(port), (servers) => servers.length === 1 && servers[0]?.state === "live")
 
         balancer.child.kill("SIGHUP")
         server.child.kill("SIGHUP")
