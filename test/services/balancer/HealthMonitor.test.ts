@@ -42,6 +42,15 @@ const slowServer = (server: ServerSpec, delay: Duration.DurationInput) =>
     return answers
   })
 
+/** A fake server that behaves as told (through the returned Ref), added to the registry. */
+const registered = (server: ServerSpec, initially: Behaviour = "healthy") =>
+  Effect.gen(function* () {
+    const behaviour = yield* Ref.make<Behaviour>(initially)
+    yield* fakeServer(server, behaviour)
+    yield* (yield* ServerRegistry).add(server)
+    return behaviour
+  })
+
 /** Lets the monitor's fibers run without moving the clock. */
 const settle = TestClock.adjust(Duration.zero)
 
@@ -68,10 +77,7 @@ describe("HealthMonitor on the test clock", () => {
 
   it.scoped("marks a server that stops answering dead exactly 5 s after the first probe it leaves unanswered", () =>
     Effect.gen(function* () {
-      const registry = yield* ServerRegistry
-      const behaviour = yield* Ref.make<Behaviour>("healthy")
-      yield* fakeServer(spec(1), behaviour)
-      yield* registry.add(spec(1))
+      const behaviour = yield* registered(spec(1))
       yield* TestClock.adjust("10500 millis")
       expect(yield* stateOf("s1")).toBe("live")
       yield* Ref.set(behaviour, "stalled")
@@ -119,10 +125,7 @@ describe("HealthMonitor on the test clock", () => {
 
   it.scoped("counts rise answers in a row to bring a server in and fall failures in a row to eject it", () =>
     Effect.gen(function* () {
-      const registry = yield* ServerRegistry
-      const behaviour = yield* Ref.make<Behaviour>("healthy")
-      yield* fakeServer(spec(1), behaviour)
-      yield* registry.add(spec(1))
+      const behaviour = yield* registered(spec(1))
       // rise 3: answers at 0 s, 1 s and 2 s; live with the third.
       yield* TestClock.adjust("1999 millis")
       expect(yield* stateOf("s1")).toBe("dead")
@@ -147,10 +150,7 @@ describe("HealthMonitor on the test clock", () => {
 
   it.scoped("brings a dead server back to live when it answers again", () =>
     Effect.gen(function* () {
-      const registry = yield* ServerRegistry
-      const behaviour = yield* Ref.make<Behaviour>("healthy")
-      yield* fakeServer(spec(1), behaviour)
-      yield* registry.add(spec(1))
+      const behaviour = yield* registered(spec(1))
       yield* TestClock.adjust("500 millis")
       yield* Ref.set(behaviour, "stalled")
       yield* TestClock.adjust("7 seconds")
@@ -339,9 +339,7 @@ describe("Only a probe answer makes a server live", () => {
   it.scoped("registering again keeps the verdict: a live server stays live, a failing one dies on time", () =>
     Effect.gen(function* () {
       const registry = yield* ServerRegistry
-      const behaviour = yield* Ref.make<Behaviour>("healthy")
-      yield* fakeServer(spec(1), behaviour)
-      yield* registry.add(spec(1))
+      const behaviour = yield* registered(spec(1))
       yield* TestClock.adjust("500 millis")
       const again = yield* registry.add(spec(1))
       expect(again.state).toBe("live")
