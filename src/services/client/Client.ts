@@ -7,7 +7,7 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import { Context, Duration, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
+import { Context, Duration, Effect, Layer, Option, Schedule, Stream } from "effect"
 import * as Crypto from "node:crypto"
 import { FileNotFound, InvalidRequest, NoServerAvailable } from "../../domain/Errors.js"
 import {
@@ -24,46 +24,9 @@ import { type Endpoint, formatEndpoint, type ServerLocation } from "../../domain
 import { ask } from "./BalancerClient.js"
 import type { Connection, ConnectionClosed, LineTooLong } from "../wire/Connection.js"
 import { type Address, Wire } from "../wire/Wire.js"
+import { BalancerUnavailable, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
 
-/** One server failed us; another may do. */
-export class ServerFailed extends Schema.TaggedError<ServerFailed>()("ServerFailed", {
-  server: Schema.String,
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `${this.server} failed: ${this.reason}`
-  }
-}
-
-/** The balancer cannot be reached or does not answer. */
-export class BalancerUnavailable extends Schema.TaggedError<BalancerUnavailable>()("BalancerUnavailable", {
-  balancer: Schema.String,
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `cannot reach the balancer at ${this.balancer}: ${this.reason}`
-  }
-}
-
-/** Every attempt failed: no server could serve the request. */
-export class GaveUp extends Schema.TaggedError<GaveUp>()("GaveUp", {
-  attempts: Schema.Number,
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `no server could serve the request after ${this.attempts} attempts (last: ${this.reason})`
-  }
-}
-
-/** The download could not be written where it was asked to go. */
-export class SaveFailed extends Schema.TaggedError<SaveFailed>()("SaveFailed", {
-  path: Schema.String,
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `cannot save ${this.path}: ${this.reason}`
-  }
-}
+export { BalancerUnavailable, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
 
 export type ClientError = FileNotFound | InvalidRequest | GaveUp | BalancerUnavailable | SaveFailed
 

@@ -1,0 +1,45 @@
+/**
+ * How a client's request can fail, beyond the errors a server or balancer sends back: the client
+ * re-routes on `ServerFailed` and `BalancerUnavailable`, and ends with `GaveUp` or `SaveFailed`.
+ */
+import { Schema } from "effect"
+
+/** One server failed us; another may do. */
+export class ServerFailed extends Schema.TaggedError<ServerFailed>()("ServerFailed", {
+  server: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.server} failed: ${this.reason}`
+  }
+}
+
+/** The balancer cannot be reached or does not answer. */
+export class BalancerUnavailable extends Schema.TaggedError<BalancerUnavailable>()("BalancerUnavailable", {
+  balancer: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cannot reach the balancer at ${this.balancer}: ${this.reason}`
+  }
+}
+
+/** Every attempt failed: no server could serve the request. */
+export class GaveUp extends Schema.TaggedError<GaveUp>()("GaveUp", {
+  attempts: Schema.Number,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `no server could serve the request after ${this.attempts} attempts (last: ${this.reason})`
+  }
+}
+
+/** The download could not be written where it was asked to go. */
+export class SaveFailed extends Schema.TaggedError<SaveFailed>()("SaveFailed", {
+  path: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cannot save ${this.path}: ${this.reason}`
+  }
+}
