@@ -1,7 +1,7 @@
 /** `effect-lb balancer`: the balancer port, its registry, strategies and health monitor. */
 import { Command, Options } from "@effect/cli"
 import { Console, type Duration, Effect, Layer, Option } from "effect"
-import { formatEndpoint, ServerId } from "../domain/Server.js"
+import { formatEndpoint, Host, ServerId } from "../domain/Server.js"
 import * as Admin from "../services/balancer/admin/Admin.js"
 import * as Balancer from "../services/balancer/Balancer.js"
 import * as ControlPlane from "../services/balancer/ControlPlane.js"
@@ -14,17 +14,21 @@ import { names, Strategies, type StrategyName } from "../services/balancer/strat
 import * as Wire from "../services/wire/Wire.js"
 import { ignoringHangup } from "./hangup.js"
 import {
-  decodedWith,
+  checked,
+  checkedToken,
   duration,
   fall,
   host,
+  hostRule,
+  oneOf,
   optionalPort,
   port,
   positiveInt,
   rise,
   ServerAddressFromText,
-  checkedToken,
-  token
+  serverRule,
+  token,
+  withDefault
 } from "./options.js"
 
 export interface BalancerOptions {
@@ -87,25 +91,35 @@ export const balancerLayer = (options: BalancerOptions) => {
   )
 }
 
-export const strategyOption = Options.choice("strategy", names).pipe(
-  Options.withDefault("round-robin"),
-  Options.withDescription("how servers are picked")
-)
+export const strategyRule = oneOf(names)
+
+export const strategyOption = withDefault("strategy", strategyRule, "round-robin", "how servers are picked")
 
 const options = {
   port: port(ControlPlane.defaults.port, "port of the balancer (0 picks a free port)"),
   host,
   strategy: strategyOption,
   servers: Options.text("server").pipe(
+    Options.withPseudoName(serverRule.placeholder),
     Options.repeated,
-    Options.mapEffect((texts) => Effect.forEach(texts, decodedWith("server", ServerAddressFromText))),
-    Options.withDescription("a backend server, host:port[:weight] (repeatable); servers may also register themselves")
+    Options.mapEffect((texts) => Effect.forEach(texts, checked("--server", serverRule))),
+    Options.withDescription(
+      `a backend server, repeatable; servers may also register themselves (${serverRule.says}; default: none)`
+    )
   ),
-  probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often each server is probed"),
+  probeInterval: duration(
+    "probe-interval",
+    HealthMonitor.defaults.probeInterval,
+    "how often each server is probed",
+    "10 millis",
+    "1 hour"
+  ),
   deadAfter: duration(
     "dead-after",
     HealthMonitor.defaults.deadAfter,
-    "each probe's time limit, and how long a live server's probes must fail before it is dead"
+    "each probe's time limit, and how long a live server's probes must fail before it is dead",
+    "10 millis",
+    "1 hour"
   ),
   rise: rise(HealthMonitor.defaults.rise),
   fall: fall(HealthMonitor.defaults.fall),
@@ -113,9 +127,11 @@ const options = {
     "proxy-port",
     "also proxy TCP connections on this port to the servers (L4, like HAProxy's mode tcp)"
   ),
-  health: Options.choice("health", ["ping", "tcp"]).pipe(
-    Options.withDefault("ping" as const),
-    Options.withDescription("how servers are probed: the effect-lb Ping, or a bare TCP connect (any TCP service)")
+  health: withDefault(
+    "health",
+    oneOf(["ping", "tcp"], "KIND"),
+    "ping",
+    "how servers are probed: the effect-lb Ping, or a bare TCP connect (any TCP service)"
   ),
   maxConnections: positiveInt(
     "max-connections",
@@ -126,27 +142,35 @@ const options = {
   connectTimeout: duration(
     "connect-timeout",
     Proxy.defaults.connectTimeout,
-    "proxy: skip a backend that has not accepted in this long"
+    "proxy: skip a backend that has not accepted in this long",
+    "10 millis",
+    "10 minutes"
   ),
   proxyIdleTimeout: duration(
     "proxy-idle-timeout",
     Proxy.defaults.idleTimeout,
-    "proxy: close a connection idle both ways this long"
+    "proxy: close a connection idle both ways this long",
+    "100 millis"
   ),
   drainTimeout: duration(
     "drain-timeout",
     Proxy.defaults.drainTimeout,
-    "proxy: on SIGINT/SIGTERM, let open connections finish this long"
+    "proxy: on SIGINT/SIGTERM, let open connections finish this long (0: close them at once)",
+    0,
+    "1 hour"
   ),
   adminPort: optionalPort("admin-port", "also serve the admin HTTP API, /metrics and the live dashboard on this port"),
-  adminHost: Options.text("admin-host").pipe(
-    Options.withDefault(Admin.defaults.host),
-    Options.withDescription("address the admin server binds (it can change the rotation: keep it private)")
+  adminHost: withDefault(
+    "admin-host",
+    hostRule,
+    Host.make(Admin.defaults.host),
+    "address the admin server binds (it can change the rotation: keep it private)"
   ),
   idleTimeout: duration(
     "idle-timeout",
     ControlPlane.defaults.idleTimeout,
-    "close a connection that has not registered after this long without a request"
+    "close a connection that has not registered after this long without a request",
+    "100 millis"
   ),
   maxServers: positiveInt(
     "max-servers",
@@ -157,7 +181,9 @@ const options = {
   removeDeadAfter: duration(
     "remove-dead-after",
     Reaper.defaults.removeDeadAfter,
-    "remove a server that registered itself once it has been dead this long (--server ones stay)"
+    "remove a server that registered itself once it has been dead this long (--server ones stay)",
+    "1 second",
+    "168 hours"
   ),
   token
 }

@@ -1,21 +1,39 @@
 /** The `effect-lb` command line: one root command, a subcommand per program. */
 import { Command } from "@effect/cli"
 import { balancerCommand } from "./balancer.js"
-import { clientCommand } from "./client.js"
+import { clientCommand, clientRequests } from "./client.js"
 import { statusCommand, strategyCommand } from "./operator.js"
 import { playgroundCommand } from "./playground.js"
 import { serverCommand } from "./server.js"
 
+export const version = "0.1.0"
+
+const commands = [
+  playgroundCommand,
+  balancerCommand,
+  serverCommand,
+  clientCommand,
+  statusCommand,
+  strategyCommand
+] as const
+
 export const root = Command.make("effect-lb").pipe(
   Command.withDescription("a TCP load balancer you can read, test and extend"),
-  Command.withSubcommands([
-    playgroundCommand,
-    balancerCommand,
-    serverCommand,
-    clientCommand,
-    statusCommand,
-    strategyCommand
-  ])
+  Command.withSubcommands(commands)
 )
 
-export const run = Command.run(root, { name: "effect-lb", version: "0.1.0" })
+/** The commands in the order the help lists them; `client` also runs alone (its interactive menu). */
+export const helpTree = {
+  command: root,
+  runsAlone: false,
+  children: commands.map((command) => ({
+    command,
+    runsAlone: command === clientCommand,
+    children:
+      command === clientCommand
+        ? clientRequests.map((request) => ({ command: request, runsAlone: true, children: [] }))
+        : []
+  }))
+}
+
+export const run = Command.run(root, { name: "effect-lb", version })

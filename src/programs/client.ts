@@ -3,26 +3,42 @@
  * or, with none, the interactive menu. Either way it finds a server through the balancer and
  * re-routes by itself when one fails.
  */
-import { Args, Command, Options } from "@effect/cli"
+import { Command } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { Console, type Duration, Effect, Layer, Schema } from "effect"
+import { Console, type Duration, Effect, Layer, Option } from "effect"
 import { formatEndpoint } from "../domain/Server.js"
 import * as Client from "../services/client/Client.js"
 import * as Wire from "../services/wire/Wire.js"
 import { interactive, megabytes, output } from "./interactive.js"
-import { balancer, duration, json } from "./options.js"
+import {
+  balancer,
+  computeSecondsRule,
+  duration,
+  folderRule,
+  json,
+  type Rule,
+  ruledArg,
+  withDefault
+} from "./options.js"
 import * as Terminal from "@effect/platform/Terminal"
 
-const out = Options.directory("out", { exists: "yes" }).pipe(
-  Options.withDefault("."),
-  Options.withDescription("folder to save downloads in")
-)
+const out = withDefault("out", folderRule, ".", "folder to save downloads in", "the current folder")
 
 const readTimeout = duration(
   "read-timeout",
   Client.defaults.readTimeout,
-  "a download that receives nothing for this long has failed on its server: the client goes on to another"
+  "a download that receives nothing for this long has failed on its server: the client goes on to another",
+  "100 millis",
+  "1 hour"
 )
+
+/** A name a folder can hold, checked before anything is sent. */
+const fileNameRule: Rule<string> = {
+  says: "a plain file name (not empty, . or .., no / or \\)",
+  placeholder: "NAME",
+  decode: (name) =>
+    name.length === 0 || name === "." || name === ".." || /[/\\\0]/.test(name) ? Option.none() : Option.some(name)
+}
 
 const root = Command.make("client", { balancer, json, readTimeout }, ({ balancer, readTimeout }) =>
   Effect.gen(function* () {
@@ -86,19 +102,22 @@ const list = Command.make("list", {}, () =>
   )
 ).pipe(Command.withDescription("list the files a server offers"))
 
-const download = Command.make("download", { name: Args.text({ name: "NAME" }), out }, ({ name, out }) =>
-  once(
-    (client, onEvent) => client.download(name, out, onEvent),
-    (served, json) =>
-      json
-        ? asJson(served, { path: served.value.path, size: served.value.size })
-        : `saved ${served.value.path} (${megabytes(served.value.size)}) from ${where(served)}`
-  )
+const download = Command.make(
+  "download",
+  { name: ruledArg("NAME", fileNameRule, "the file to download, as the list shows it"), out },
+  ({ name, out }) =>
+    once(
+      (client, onEvent) => client.download(name, out, onEvent),
+      (served, json) =>
+        json
+          ? asJson(served, { path: served.value.path, size: served.value.size })
+          : `saved ${served.value.path} (${megabytes(served.value.size)}) from ${where(served)}`
+    )
 ).pipe(Command.withDescription("download a file (saved whole, or not at all)"))
 
 const compute = Command.make(
   "compute",
-  { seconds: Args.integer({ name: "SECONDS" }).pipe(Args.withSchema(Schema.Int.pipe(Schema.between(0, 86_400)))) },
+  { seconds: ruledArg("SECONDS", computeSecondsRule, "how long the server computes") },
   ({ seconds }) =>
     once(
       (client, onEvent) => client.compute(seconds, onEvent),
@@ -107,7 +126,9 @@ const compute = Command.make(
     )
 ).pipe(Command.withDescription("have a server compute (sleep) for SECONDS"))
 
+export const clientRequests = [list, download, compute] as const
+
 export const clientCommand = root.pipe(
   Command.withDescription("ask the balancer for a server and make a request; with no request, an interactive menu"),
-  Command.withSubcommands([list, download, compute])
+  Command.withSubcommands(clientRequests)
 )

@@ -1,11 +1,12 @@
 /** `effect-lb status` and `effect-lb strategy NAME`: an operator's view of a running balancer. */
-import { Args, Command } from "@effect/cli"
+import { Command } from "@effect/cli"
 import { Clock, Console, Effect, Option } from "effect"
 import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy } from "../domain/Protocol.js"
 import { formatEndpoint, type ServerView } from "../domain/Server.js"
 import { ask, status as fullStatus } from "../services/client/BalancerClient.js"
 import * as Wire from "../services/wire/Wire.js"
-import { balancer, checkedToken, json, token } from "./options.js"
+import { names } from "../services/balancer/strategies/Catalog.js"
+import { balancer, checkedToken, json, oneOf, ruledArg, token } from "./options.js"
 import { Schema } from "effect"
 
 /** A reply that is an error becomes the command's failure (one line, exit 1). */
@@ -64,7 +65,7 @@ export const statusCommand = Command.make("status", { balancer, json }, (flags) 
 
 export const strategyCommand = Command.make(
   "strategy",
-  { name: Args.text({ name: "NAME" }), balancer, token, json },
+  { name: ruledArg("NAME", oneOf(names), "the strategy to switch to"), balancer, token, json },
   (flags) =>
     checkedToken(flags.token).pipe(
       Effect.flatMap((token) =>

@@ -1,5 +1,6 @@
 /** Command-line option helpers shared by every command: durations, ports, and where things are. */
-import { HelpDoc, Options, ValidationError } from "@effect/cli"
+import { Args, HelpDoc, Options, ValidationError } from "@effect/cli"
+import * as Span from "@effect/cli/HelpDoc/Span"
 import { Duration, Effect, Either, Option, ParseResult, Schema } from "effect"
 import { Token } from "../domain/Protocol.js"
 import { EndpointFromString, formatEndpoint, Host, Port, Weight } from "../domain/Server.js"
@@ -23,46 +24,185 @@ export const DurationFromText = Schema.transformOrFail(Schema.String, Schema.Dur
   encode: (duration) => ParseResult.succeed(`${Duration.toMillis(duration)}ms`)
 })
 
-export const duration = (name: string, fallback: Duration.DurationInput, description: string) =>
-  Options.text(name).pipe(
-    Options.withSchema(DurationFromText),
-    Options.withDefault(Duration.decode(fallback)),
-    Options.withDescription(description)
+/**
+ * What one option's (or argument's) value must be, and how its text becomes one: the one place an
+ * option's limits live. A bad value is refused with one line built from `says`:
+ * `--port must be an integer from 0 to 65535 (got 70000)`.
+ */
+export interface Rule<A> {
+  /** Completes "--port must be …": `an integer from 0 to 65535`. */
+  readonly says: string
+  /** The value's placeholder in the help: `PORT`, `N`, `DURATION`. */
+  readonly placeholder: string
+  readonly decode: (text: string) => Option.Option<A>
+  /** How a refused value is shown back; by default the text itself (a secret says what is wrong instead). */
+  readonly got?: (text: string) => string
+}
+
+const shown = (text: string) => (text === "" ? '""' : /[\s"]/.test(text) ? JSON.stringify(text) : text)
+
+/** The one-line refusal, with the option (or argument) as its first, strong span: main.ts renders it as text or JSON. */
+export const refusal = (name: string, says: string, got: string): HelpDoc.HelpDoc =>
+  HelpDoc.p(Span.spans([Span.strong(name), Span.text(` must be ${says} (got ${got})`)]))
+
+const decodedBy =
+  <A>(name: string, rule: Rule<A>) =>
+  (text: string): Effect.Effect<A, HelpDoc.HelpDoc> =>
+    Option.match(rule.decode(text), {
+      onSome: Effect.succeed,
+      onNone: () => Effect.fail(refusal(name, rule.says, (rule.got ?? shown)(text)))
+    })
+
+/** Checks `text` against `rule` for the option called `name` (`--port`). */
+export const checked =
+  <A>(name: string, rule: Rule<A>) =>
+  (text: string): Effect.Effect<A, ValidationError.ValidationError> =>
+    Effect.mapError(decodedBy(name, rule)(text), ValidationError.invalidValue)
+
+export const integer = (min: number, max: number, placeholder = "N"): Rule<number> => ({
+  says: `an integer from ${min} to ${max}`,
+  placeholder,
+  decode: (text) => {
+    const value = /^\s*[-+]?\d+\s*$/.test(text) ? Number(text) : NaN
+    return Number.isSafeInteger(value) && value >= min && value <= max ? Option.some(value) : Option.none()
+  }
+})
+
+export const decimal = (min: number, max: number): Rule<number> => ({
+  says: `a number from ${min} to ${max}`,
+  placeholder: "X",
+  decode: (text) => {
+    const value = /^\s*[-+]?(\d+\.?\d*|\.\d+)\s*$/.test(text) ? Number(text) : NaN
+    return value >= min && value <= max ? Option.some(value) : Option.none()
+  }
+})
+
+const durationText = (duration: Duration.Duration) => {
+  const ms = Duration.toMillis(duration)
+  return ms === 0
+    ? "0"
+    : ms % 3_600_000 === 0
+      ? `${ms / 3_600_000}h`
+      : ms % 60_000 === 0
+        ? `${ms / 60_000}m`
+        : ms % 1000 === 0
+          ? `${ms / 1000}s`
+          : `${ms}ms`
+}
+
+/** A duration from `min` to `max`, written `500ms`, `2s`, `2.5s`, `5m`, `1h` (a bare number is seconds). */
+export const durationBetween = (min: Duration.DurationInput, max: Duration.DurationInput): Rule<Duration.Duration> => {
+  const low = Duration.decode(min)
+  const high = Duration.decode(max)
+  return {
+    says: `a duration from ${durationText(low)} to ${durationText(high)}, like 500ms, 2s or 5m`,
+    placeholder: "DURATION",
+    decode: (text) =>
+      Option.filter(Either.getRight(Schema.decodeEither(DurationFromText)(text)), (duration) =>
+        Duration.between(duration, { minimum: low, maximum: high })
+      )
+  }
+}
+
+export const oneOf = <const A extends string>(choices: ReadonlyArray<A>, placeholder = "NAME"): Rule<A> => ({
+  says: `one of ${choices.join(", ")}`,
+  placeholder,
+  decode: (text) => Option.fromNullable(choices.find((choice) => choice === text))
+})
+
+/** A rule from a Schema (its own messages are dropped: `says` is the whole rule). */
+export const fromSchema = <A>(
+  schema: Schema.Schema<A, string>,
+  says: string,
+  placeholder: string,
+  got?: (text: string) => string
+): Rule<A> => ({
+  says,
+  placeholder,
+  decode: (text) => Either.getRight(Schema.decodeEither(schema)(text)),
+  ...(got === undefined ? {} : { got })
+})
+
+/** An option whose value follows `rule`: refused in one line naming it when it does not. */
+export const ruled = <A>(name: string, rule: Rule<A>) =>
+  Options.text(name).pipe(Options.withPseudoName(rule.placeholder), Options.mapEffect(checked(`--${name}`, rule)))
+
+/** An argument whose value follows `rule` (`SECONDS`, `NAME`). */
+export const ruledArg = <A>(name: string, rule: Rule<A>, description: string) =>
+  Args.text({ name }).pipe(Args.mapEffect(decodedBy(name, rule)), Args.withDescription(`${description} [${rule.says}]`))
+
+/** The help line: what the option is for, its rule, and its default (what happens without it). */
+const described = (description: string, says: string, fallback: string) =>
+  `${description} [default: ${fallback}; ${says}]`
+
+/** An option with a default, shown in the help with its rule. */
+export const withDefault = <A>(name: string, rule: Rule<A>, fallback: A, description: string, fallbackText?: string) =>
+  ruled(name, rule).pipe(
+    Options.withDefault(fallback),
+    Options.withDescription(described(description, rule.says, fallbackText ?? String(fallback)))
   )
+
+/** An option that may be left out; `without` says what happens then ("off", "no limit"). */
+export const optional = <A>(name: string, rule: Rule<A>, description: string, without: string) =>
+  ruled(name, rule).pipe(Options.optional, Options.withDescription(described(description, rule.says, without)))
+
+export const duration = (
+  name: string,
+  fallback: Duration.DurationInput,
+  description: string,
+  min: Duration.DurationInput = "10 millis",
+  max: Duration.DurationInput = "24 hours"
+) => {
+  const value = Duration.decode(fallback)
+  return withDefault(name, durationBetween(min, max), value, description, durationText(value))
+}
+
+export const portRule = integer(0, 65535, "PORT")
+
+/** The most `--max-compute` may be: a day. */
+export const maxComputeLimit = 86_400
+
+/**
+ * `compute SECONDS`: the client cannot know the server's `--max-compute`, so it refuses what no
+ * server takes, in the server's words; a server's own limit comes back from it, in one line.
+ */
+export const computeSecondsRule: Rule<number> = {
+  ...integer(0, maxComputeLimit, "SECONDS"),
+  says: `an integer from 0 to the server's --max-compute, at most ${maxComputeLimit}`
+}
 
 /** A TCP port; 0 lets the system pick one (the chosen port is printed). */
 export const port = (fallback: number, description: string, name = "port") =>
-  Options.integer(name).pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
-    Options.withDefault(fallback),
-    Options.withDescription(description)
-  )
+  withDefault(name, portRule, fallback, description)
 
 /** A port that turns a feature on when given (`--proxy-port`, `--admin-port`); 0 picks a free one. */
-export const optionalPort = (name: string, description: string) =>
-  Options.integer(name).pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(0, 65535))),
-    Options.optional,
-    Options.withDescription(description)
-  )
+export const optionalPort = (name: string, description: string) => optional(name, portRule, description, "off")
 
-export const host = Options.text("host").pipe(
-  Options.withDefault("127.0.0.1"),
-  Options.withDescription("address to listen on")
-)
+export const hostRule = fromSchema(Host, "a host name or an IP address (letters, digits and . _ : % -)", "HOST")
+
+export const host = withDefault("host", hostRule, Host.make("127.0.0.1"), "address to listen on")
 
 export const positiveInt = (name: string, fallback: number, max: number, description: string) =>
-  Options.integer(name).pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(1, max))),
-    Options.withDefault(fallback),
-    Options.withDescription(description)
-  )
+  withDefault(name, integer(1, max), fallback, description)
 
 /** HAProxy's `rise` and `fall`: answered / failed probes in a row that change a server's state. */
 export const rise = (fallback: number) =>
   positiveInt("rise", fallback, 100, "answered probes in a row that make a dead server live")
 export const fall = (fallback: number) =>
   positiveInt("fall", fallback, 100, "failed probes in a row (spanning dead-after) that make a live server dead")
+
+/** An existing folder (`--files`, `--out`). */
+export const folderRule: Rule<string> = {
+  says: "an existing folder",
+  placeholder: "DIR",
+  decode: (text) => {
+    try {
+      return text !== "" && Fs.statSync(text).isDirectory() ? Option.some(text) : Option.none()
+    } catch {
+      return Option.none()
+    }
+  }
+}
 
 /** The sample folder shipped with effect-lb, found from wherever this module runs (src/ or dist/src/). */
 export const sampleFolder = (): Option.Option<string> => {
@@ -75,39 +215,60 @@ export const sampleFolder = (): Option.Option<string> => {
   return Option.none()
 }
 
-/** Decodes an option's text with `schema`; a bad value is one short sentence, not Schema's whole tree. */
-export const decodedWith =
-  <A>(name: string, schema: Schema.Schema<A, string>) =>
-  (text: string): Effect.Effect<A, ValidationError.ValidationError> =>
-    Either.match(Schema.decodeEither(schema)(text), {
-      onRight: Effect.succeed,
-      onLeft: (error) => {
-        const first = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
-        return Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name}: ${first?.message ?? "invalid value"}`)))
-      }
-    })
+export const endpointRule = fromSchema(EndpointFromString, "host:port, with a port from 1 to 65535", "HOST:PORT")
 
 /** `--balancer host:port`: where the balancer's port is. */
-export const balancerAddress = Options.text("balancer").pipe(
-  Options.mapEffect(decodedWith("balancer", EndpointFromString))
+export const balancerAddress = ruled("balancer", endpointRule)
+
+export const balancer = withDefault(
+  "balancer",
+  endpointRule,
+  { host: Host.make("127.0.0.1"), port: Port.make(4000) },
+  "the balancer's address",
+  "127.0.0.1:4000"
 )
 
-export const balancer = balancerAddress.pipe(
-  Options.withDefault({ host: Host.make("127.0.0.1"), port: Port.make(4000) }),
-  Options.withDescription("the balancer's address, host:port (default 127.0.0.1:4000)")
+/** What is wrong with a token, never the token itself: it is a secret. */
+const tokenFault = (text: string) =>
+  text.length === 0
+    ? "an empty value"
+    : text.length > 1024
+      ? `${text.length} characters`
+      : /\p{Cc}/u.test(text)
+        ? "a control character"
+        : /^\s|\s$/u.test(text)
+          ? "a space at one end"
+          : "half of a surrogate pair"
+
+export const tokenRule = fromSchema(
+  Token,
+  "1 to 1024 characters, no control characters, no space at either end",
+  "TOKEN",
+  tokenFault
 )
 
-export const token = Options.text("token").pipe(
-  Options.optional,
-  Options.withDescription(
-    "shared secret guarding Register, SetStrategy and Deregister: 1-1024 characters, no control characters, no space at either end"
-  )
+export const token = optional(
+  "token",
+  tokenRule,
+  "shared secret guarding Register, SetStrategy and Deregister",
+  "none: anyone may register"
 )
+
+/** A value refused once the command runs (a rule across options, like `--weights` against `--servers`). */
+export class InvalidOption extends Schema.TaggedError<InvalidOption>()("InvalidOption", {
+  option: Schema.String,
+  rule: Schema.String,
+  got: Schema.String
+}) {
+  override get message(): string {
+    return `${this.option} must be ${this.rule} (got ${this.got})`
+  }
+}
 
 /** A `--token` that no door could ever accept: refused before anything starts. */
 export class UnusableToken extends Schema.TaggedError<UnusableToken>()("UnusableToken", { reason: Schema.String }) {
   override get message(): string {
-    return `--token: ${this.reason}`
+    return `--token must be ${tokenRule.says} (got ${this.reason})`
   }
 }
 
@@ -118,14 +279,13 @@ export const checkedToken = (given: Option.Option<string>): Effect.Effect<Option
     onSome: (text) =>
       Either.match(Schema.decodeEither(Token)(text), {
         onRight: (token) => Effect.succeed(Option.some(token)),
-        onLeft: (error) =>
-          Effect.fail(
-            new UnusableToken({ reason: ParseResult.ArrayFormatter.formatErrorSync(error)[0]?.message ?? "invalid" })
-          )
+        onLeft: () => Effect.fail(new UnusableToken({ reason: tokenFault(text) }))
       })
   })
 
-export const json = Options.boolean("json").pipe(Options.withDescription("print JSON for scripts"))
+export const json = Options.boolean("json").pipe(
+  Options.withDescription("print JSON for scripts, errors too (as one JSON object on stderr) [default: off]")
+)
 
 const serverPattern = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})(?::(\d{1,4}))?$/
 
@@ -145,3 +305,13 @@ export const ServerAddressFromText = Schema.transformOrFail(
     encode: (server) => ParseResult.succeed(`${formatEndpoint(server)}:${server.weight}`)
   }
 )
+
+export const serverRule = fromSchema(
+  ServerAddressFromText,
+  "host:port or host:port:weight, with a port from 1 to 65535 and a weight from 1 to 1000",
+  "HOST:PORT[:WEIGHT]"
+)
+
+/** `--log-format`: log lines for people, or one JSON object per line (taken from anywhere on the line by main.ts). */
+export const logFormats = ["pretty", "json"] as const
+export type LogFormat = (typeof logFormats)[number]

@@ -4,9 +4,9 @@
  * traffic and a table of what each server got (the scripted clients are in traffic.ts). Servers can
  * be killed and revived from the menu to watch re-routing and health checks.
  */
-import { Command, Options, Prompt } from "@effect/cli"
+import { Command, Prompt } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { Console, Context, Effect, Exit, Layer, LogLevel, Logger, Option, Schedule, Schema, Scope } from "effect"
+import { Console, Context, Effect, Exit, Layer, LogLevel, Logger, Option, Schedule, Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -24,7 +24,20 @@ import * as Wire from "../services/wire/Wire.js"
 import { balancerLayer } from "./balancer.js"
 import { interactive, type ServerControls } from "./interactive.js"
 import { demo, traffic } from "./traffic.js"
-import { decodedWith, duration, fall, port, rise, sampleFolder } from "./options.js"
+import {
+  duration,
+  fall,
+  folderRule,
+  integer,
+  InvalidOption,
+  oneOf,
+  optional,
+  port,
+  rise,
+  type Rule,
+  sampleFolder,
+  withDefault
+} from "./options.js"
 
 export interface Settings {
   readonly servers: number
@@ -64,11 +77,26 @@ export const weightsFor = (settings: Settings, given: Option.Option<ReadonlyArra
   return Array.from({ length: settings.servers }, (_, i) => pattern[i % pattern.length] ?? 1)
 }
 
-const WeightList = Schema.transform(Schema.String, Schema.NonEmptyArray(Schema.Int.pipe(Schema.between(1, 1000))), {
-  strict: false,
-  decode: (text) => text.split(",").map((part) => Number(part.trim())),
-  encode: (weights) => weights.join(",")
-})
+const weightRule = integer(1, 1000)
+
+/** `--weights 1,2,3`: each an integer from 1 to 1000. */
+const weightListRule: Rule<ReadonlyArray<number>> = {
+  says: "a comma-separated list of integers from 1 to 1000, like 1,2,3",
+  placeholder: "W,W,...",
+  decode: (text) => Option.all(text.split(",").map(weightRule.decode))
+}
+
+/** More weights than servers means a mistake (a weight meant for a server that is not there). */
+export const checkWeights = (settings: Settings, given: Option.Option<ReadonlyArray<number>>) =>
+  Option.isSome(given) && given.value.length > settings.servers
+    ? Effect.fail(
+        new InvalidOption({
+          option: "--weights",
+          rule: `at most one weight per server, ${settings.servers} here`,
+          got: given.value.join(",")
+        })
+      )
+    : Effect.void
 
 interface PlaygroundServer {
   readonly id: string
@@ -126,41 +154,42 @@ const makeFolders = (count: number, files: Option.Option<string>) =>
   )
 
 const options = {
-  servers: Options.integer("servers").pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(1, 50))),
-    Options.optional,
-    Options.withDescription("how many servers, 1-50 (asked when left out)")
+  servers: optional("servers", integer(1, 50), "how many servers", "asked; 3 without a terminal"),
+  strategy: optional("strategy", oneOf(names), "how servers are picked", "asked; round-robin without a terminal"),
+  weights: optional(
+    "weights",
+    weightListRule,
+    "server weights, repeated over the servers; no more weights than servers",
+    "1 each; 1,2,3 repeated for weighted-*"
   ),
-  strategy: Options.choice("strategy", names).pipe(
-    Options.optional,
-    Options.withDescription("how servers are picked (asked when left out)")
-  ),
-  weights: Options.text("weights").pipe(
-    Options.mapEffect(decodedWith("weights", WeightList)),
-    Options.optional,
-    Options.withDescription("server weights, e.g. 1,2,3 (repeated over the servers)")
-  ),
-  files: Options.directory("files", { exists: "yes" }).pipe(
-    Options.optional,
-    Options.withDescription("one folder for every server to serve (default: a copy of the samples each)")
-  ),
+  files: optional("files", folderRule, "one folder for every server to serve", "a copy of the samples each"),
   port: port(ControlPlane.defaults.port, "the balancer's port (0 picks a free port)"),
   adminPort: port(0, "the admin API and dashboard's port (0 picks a free port)", "admin-port"),
-  traffic: Options.integer("traffic").pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(0, 100))),
-    Options.withDefault(4),
-    Options.withDescription("background clients sending requests, for the dashboard to show (0 for none)")
+  traffic: withDefault(
+    "traffic",
+    integer(0, 100),
+    4,
+    "background clients sending requests, for the dashboard to show (0 for none)"
   ),
-  demo: Options.integer("demo").pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(1, 100_000))),
-    Options.optional,
-    Options.withDescription("run N scripted requests instead of the interactive client, then print a table")
+  demo: optional(
+    "demo",
+    integer(1, 100_000),
+    "run N scripted requests instead of the interactive client, then print a table",
+    "off"
   ),
-  probeInterval: duration("probe-interval", HealthMonitor.defaults.probeInterval, "how often servers are probed"),
+  probeInterval: duration(
+    "probe-interval",
+    HealthMonitor.defaults.probeInterval,
+    "how often servers are probed",
+    "10 millis",
+    "1 hour"
+  ),
   deadAfter: duration(
     "dead-after",
     HealthMonitor.defaults.deadAfter,
-    "each probe's time limit, and how long a live server's probes must fail before it is dead"
+    "each probe's time limit, and how long a live server's probes must fail before it is dead",
+    "10 millis",
+    "1 hour"
   ),
   rise: rise(HealthMonitor.defaults.rise),
   fall: fall(HealthMonitor.defaults.fall)
@@ -303,6 +332,7 @@ export const playgroundCommand = Command.make("playground", options, (flags) =>
   Effect.gen(function* () {
     const canAsk = process.stdin.isTTY === true && Option.isNone(flags.demo)
     const settings = yield* askSettings(flags, canAsk)
+    yield* checkWeights(settings, flags.weights)
     const weights = weightsFor(settings, flags.weights)
     if (Option.isNone(flags.weights)) {
       yield* Console.log(`weights: ${[...new Set(weights)].join(", ")} (set them with --weights 1,2,3)`)

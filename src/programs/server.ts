@@ -1,42 +1,60 @@
 /** `effect-lb server`: a backend server serving a folder, computing, and answering probes. */
-import { Command, Options } from "@effect/cli"
+import { Command } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { Console, Context, Effect, Layer, Option, Schema } from "effect"
+import { Console, Context, Effect, Layer, Option } from "effect"
 import { ServerId, Weight } from "../domain/Server.js"
 import * as FileServer from "../services/server/FileServer.js"
 import * as FileStore from "../services/server/FileStore.js"
 import * as Wire from "../services/wire/Wire.js"
 import { ignoringHangup } from "./hangup.js"
 import * as BalancerLink from "../services/server/BalancerLink.js"
-import { balancerAddress, checkedToken, duration, host, port, positiveInt, sampleFolder, token } from "./options.js"
+import {
+  checkedToken,
+  decimal,
+  duration,
+  endpointRule,
+  folderRule,
+  fromSchema,
+  host,
+  hostRule,
+  integer,
+  maxComputeLimit,
+  optional,
+  port,
+  positiveInt,
+  sampleFolder,
+  token,
+  withDefault
+} from "./options.js"
 
 const options = {
   port: port(FileServer.defaults.port, "port to serve on (0 picks a free port)"),
   host,
-  id: Options.text("id").pipe(
-    Options.withSchema(ServerId),
-    Options.optional,
-    Options.withDescription("name of this server (default: s<port>)")
+  id: optional(
+    "id",
+    fromSchema(ServerId, "1 to 128 letters, digits and . _ : - [ ]", "ID"),
+    "name of this server",
+    "s<port>"
   ),
-  weight: positiveInt("weight", 1, 1000, "share of traffic relative to other servers (1..1000)"),
-  files: Options.directory("files", { exists: "yes" }).pipe(
-    Options.optional,
-    Options.withDescription("folder to serve (default: the sample folder shipped with effect-lb)")
+  weight: positiveInt("weight", 1, 1000, "share of traffic relative to other servers"),
+  files: optional("files", folderRule, "folder to serve", "the sample folder shipped with effect-lb"),
+  maxCompute: withDefault(
+    "max-compute",
+    integer(0, maxComputeLimit, "SECONDS"),
+    FileServer.defaults.maxCompute,
+    "longest Compute accepted, in seconds (0: none longer than 0)"
   ),
-  maxCompute: Options.integer("max-compute").pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(0, 86_400))),
-    Options.withDefault(FileServer.defaults.maxCompute),
-    Options.withDescription("longest Compute accepted, in seconds")
+  computeScale: withDefault(
+    "compute-scale",
+    decimal(0.001, 1000),
+    1,
+    "how long a second of Compute really takes (0.01: 10 ms; for benchmarks and demos)"
   ),
-  computeScale: Options.float("compute-scale").pipe(
-    Options.withSchema(Schema.Number.pipe(Schema.between(0.001, 1000))),
-    Options.withDefault(1),
-    Options.withDescription("how long a second of Compute really takes (0.01: 10 ms; for benchmarks and demos)")
-  ),
-  computeSlots: Options.integer("compute-slots").pipe(
-    Options.withSchema(Schema.Int.pipe(Schema.between(1, 100_000))),
-    Options.optional,
-    Options.withDescription("computations that run at once, like a machine's cores; the rest queue (default: no limit)")
+  computeSlots: optional(
+    "compute-slots",
+    integer(1, 100_000),
+    "computations that run at once, like a machine's cores; the rest queue",
+    "no limit"
   ),
   maxConnections: positiveInt(
     "max-connections",
@@ -44,22 +62,31 @@ const options = {
     1_000_000,
     "connections past this many are answered Busy"
   ),
-  idleTimeout: duration("idle-timeout", FileServer.defaults.idleTimeout, "close a connection idle this long"),
+  idleTimeout: duration(
+    "idle-timeout",
+    FileServer.defaults.idleTimeout,
+    "close a connection idle this long",
+    "100 millis"
+  ),
   drainTimeout: duration(
     "drain-timeout",
     FileServer.defaults.drainTimeout,
-    "on SIGINT/SIGTERM, wait this long for requests in flight"
+    "on SIGINT/SIGTERM, wait this long for requests in flight (0: stop at once)",
+    0,
+    "1 hour"
   ),
-  balancer: balancerAddress.pipe(
-    Options.optional,
-    Options.withDescription("register with the balancer at host:port and report load to it")
+  balancer: optional(
+    "balancer",
+    endpointRule,
+    "register with the balancer at host:port and report load to it",
+    "not registered"
   ),
   token,
-  advertiseHost: Options.text("advertise-host").pipe(
-    Options.optional,
-    Options.withDescription(
-      "host the balancer hands to clients (default: --host; listening on 0.0.0.0 or ::, the address this server reaches the balancer from)"
-    )
+  advertiseHost: optional(
+    "advertise-host",
+    hostRule,
+    "host the balancer hands to clients",
+    "--host; listening on 0.0.0.0 or ::, the address this server reaches the balancer from"
   )
 }
 

@@ -144,7 +144,12 @@ const answerDownload = (server: Serving, connection: Connection, request: Downlo
 const answerCompute = (server: Serving, connection: Connection, request: Compute): Answer => {
   const { maxCompute, computeScale } = server.config
   if (request.seconds > maxCompute) {
-    return reply(connection, new InvalidRequest({ message: `seconds must be an integer from 0 to ${maxCompute}` }))
+    return reply(
+      connection,
+      new InvalidRequest({
+        message: `SECONDS must be an integer from 0 to the server's --max-compute, ${maxCompute} here (got ${request.seconds})`
+      })
+    )
   }
   // The work is a sleep on the Clock: it blocks no one. A client that hangs up meanwhile
   // has abandoned it (as nginx treats a client abort), so it stops and frees its slot.
