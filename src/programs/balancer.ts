@@ -104,7 +104,7 @@ const options = {
     Options.repeated,
     Options.mapEffect((texts) => Effect.forEach(texts, checked("--server", serverRule))),
     Options.withDescription(
-      `a backend server, repeatable; servers may also register themselves (${serverRule.says}; default: none)`
+      `a backend server, repeatable; servers may also register themselves [default: none; ${serverRule.says}]`
     )
   ),
   probeInterval: duration(

@@ -79,18 +79,19 @@ describe("one token rule for every door (real processes)", () => {
           ],
           { concurrency: "unbounded" }
         )
-        const tooLong = "effect-lb: --token: the token is 2000 characters long; at most 1024 are allowed\n"
+        const rule = "effect-lb: --token must be 1 to 1024 characters, no control characters, no space at either end"
+        const tooLong = `${rule} (got 2000 characters)\n`
         for (const refused of [balancer, server, strategy]) {
           expect(refused.code).toBe(1)
           expect(refused.errors).toBe(tooLong)
           // Refused before anything started.
           expect(refused.output).not.toMatch(/listening/)
         }
-        expect(empty).toMatchObject({ code: 1, errors: "effect-lb: --token: the token is empty\n" })
-        expect(spaced).toMatchObject({ code: 1, errors: "effect-lb: --token: the token begins or ends with a space\n" })
+        expect(empty).toMatchObject({ code: 1, errors: `${rule} (got an empty value)\n` })
+        expect(spaced).toMatchObject({ code: 1, errors: `${rule} (got a space at one end)\n` })
         expect(control).toMatchObject({
           code: 1,
-          errors: "effect-lb: --token: the token contains a control character\n"
+          errors: `${rule} (got a control character)\n`
         })
       }),
     60_000

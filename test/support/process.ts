@@ -36,10 +36,18 @@ afterEach(stopAll)
 // The worker exiting (normally or by an uncaught error) takes its children with it.
 process.once("exit", stopAll)
 
-export const spawn = (args: ReadonlyArray<string>) =>
+/** Starts `effect-lb args`; `env` adds to (or, with `undefined`, removes from) this process's environment. */
+export const spawn = (args: ReadonlyArray<string>, env: Record<string, string | undefined> = {}) =>
   Effect.acquireRelease(
     Effect.sync((): Running => {
-      const child = ChildProcess.spawn(process.execPath, [binary, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      const child = ChildProcess.spawn(process.execPath, [binary, ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: Object.fromEntries(
+          Object.entries({ ...process.env, ...env }).filter(
+            (entry): entry is [string, string] => entry[1] !== undefined
+          )
+        )
+      })
       children.add(child)
       child.once("exit", () => children.delete(child))
       let stdout = ""
