@@ -44,6 +44,38 @@ const refused = (option: string, says: string, got: string): GlobalRefused => ({
   message: `${option} must be ${says} (got ${got})`
 })
 
+/** A command's own options that may also be given after its subcommand: `client list --balancer H:P`. */
+const parentOptions: Record<
+  string,
+  { readonly subcommands: ReadonlyArray<string>; readonly options: ReadonlyArray<string> }
+> = { client: { subcommands: ["list", "download", "compute"], options: ["--balancer", "--read-timeout"] } }
+
+/** Moves `client list --balancer H:P` to `client --balancer H:P list`, where the parser reads it (and its errors name it). */
+const raiseParentOptions = (args: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const command = args[0]
+  const parent = command === undefined ? undefined : parentOptions[command]
+  const at = parent === undefined ? -1 : args.findIndex((arg) => parent.subcommands.includes(arg))
+  if (parent === undefined || at < 0) return args
+  const moved: Array<string> = []
+  const kept: Array<string> = []
+  for (let i = at; i < args.length; i++) {
+    const arg = args[i] ?? ""
+    const name = parent.options.find((option) => arg === option || arg.startsWith(`${option}=`))
+    if (name === undefined) {
+      kept.push(arg)
+      continue
+    }
+    const { value, used } = valueOf(args, i, name)
+    if (value === undefined) {
+      kept.push(arg) // no value: left where it is, for the parser to say so
+      continue
+    }
+    moved.push(...args.slice(i, i + used))
+    i += used - 1
+  }
+  return [...args.slice(0, at), ...moved, ...kept]
+}
+
 /** Moves `client --out DIR download X` to `client download X --out DIR` (only when `download` follows). */
 const sinkSubcommandOptions = (args: ReadonlyArray<string>): ReadonlyArray<string> => {
   const command = args[0]
@@ -115,5 +147,8 @@ export const splitGlobals = (
         ? [command, "--json", ...rest.slice(1)]
         : [...rest, "--json"]
       : rest
-  return Either.right({ globals: { logLevel, logFormat, json }, args: sinkSubcommandOptions(words) })
+  return Either.right({
+    globals: { logLevel, logFormat, json },
+    args: sinkSubcommandOptions(raiseParentOptions(words))
+  })
 }

@@ -183,6 +183,20 @@ describe("global flags anywhere on the line", () => {
     )
   })
 
+  it("moves the client's own options given after its request before it: client list --balancer H:P", () => {
+    const split = splitGlobals(["client", "compute", "5", "--balancer=h:1", "--read-timeout", "2s"])
+    expect(Either.map(split, ({ args }) => args)).toEqual(
+      Either.right(["client", "--balancer=h:1", "--read-timeout", "2s", "compute", "5"])
+    )
+  })
+
+  it.live("a bad --balancer after the request is named as such, not as an unknown option", () =>
+    Effect.gen(function* () {
+      const result = yield* line(["client", "list", "--balancer", "x"])
+      expect(result.stderr).toEqual(["effect-lb: --balancer must be host:port, with a port from 1 to 65535 (got x)"])
+    })
+  )
+
   it.live("client --out DIR download X parses (it fails only at the balancer)", () =>
     Effect.gen(function* () {
       const folder = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-out-"))
