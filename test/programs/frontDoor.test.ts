@@ -4,10 +4,12 @@ import { Console, Effect, Either, Exit, LogLevel, Option } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { helpTree, root, version } from "../../src/programs/cli.js"
+import { everything, version } from "../../src/programs/cli.js"
 import { helpFor, runLine } from "../../src/programs/frontDoor.js"
 import { splitGlobals } from "../../src/programs/globals.js"
 import { names } from "../../src/services/balancer/strategies/Catalog.js"
+
+const { root, helpTree } = await everything()
 
 /** Runs a command line in this process: whether it failed, and what it printed on stdout and stderr. */
 const line = (args: ReadonlyArray<string>) =>
