@@ -5,8 +5,10 @@ import { clientCommand, clientRequests } from "./client.js"
 import { statusCommand, strategyCommand } from "./operator.js"
 import { playgroundCommand } from "./playground.js"
 import { serverCommand } from "./server.js"
+import { version } from "./version.js"
 
-export const version = "0.1.0"
+/** The version, kept in one place (the admin API reports it too). */
+export { version }
 
 const commands = [
   playgroundCommand,
