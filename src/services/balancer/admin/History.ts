@@ -7,7 +7,7 @@
  * The same sampler times the proxy's accepted connections: connections per second over the last
  * sample.
  */
-import { Clock, Effect, Schedule, type Scope } from "effect"
+import { Clock, Effect, type Scope } from "effect"
 import type { ServerId, ServerView } from "../../../domain/Server.js"
 
 /** Samples kept: two minutes at one a second. */
@@ -99,7 +99,9 @@ export const make = (
       }
       lastAccepted = { at, count }
     })
-    yield* Effect.forkScoped(Effect.repeat(sample, Schedule.spaced(intervalMs)))
+    // Counting starts now, not when the sampler fiber first runs: picks from here on are in the first sample.
+    yield* sample
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(intervalMs), sample)))
     return {
       samples: Effect.sync(() => ring.read()),
       connectionsPerSecond: Effect.sync(() => Math.round(rate * 10) / 10)
