@@ -4,7 +4,7 @@
  * many Locates on one connection (64 connections), and one connection per Locate (64 at a time).
  * Also prints each server's CPU time per request, which does not depend on the load generator.
  *
- *   npm run bench:locate [-- --seconds 3 --rounds 3]
+ *   npm run bench:locate [-- --seconds 3 --rounds 3] [-- --access-log]   (the balancer with its access log on)
  */
 import * as Fs from "node:fs"
 import * as Net from "node:net"
@@ -13,7 +13,11 @@ import { parseArgs } from "node:util"
 import { effectLb, fixed, median, start } from "./support.js"
 
 const { values } = parseArgs({
-  options: { seconds: { type: "string", default: "3" }, rounds: { type: "string", default: "3" } }
+  options: {
+    seconds: { type: "string", default: "3" },
+    rounds: { type: "string", default: "3" },
+    "access-log": { type: "boolean", default: false }
+  }
 })
 const seconds = Number(values.seconds)
 const rounds = Number(values.rounds)
@@ -88,7 +92,8 @@ const lb = await start([
   "1h",
   "--probe-interval",
   "1h",
-  ...servers
+  ...servers,
+  ...(values["access-log"] ? ["--access-log"] : [])
 ])
 const baselineScript = Path.join(Path.dirname(new URL(import.meta.url).pathname), "baseline-locate-server.js")
 const baseline = await start([baselineScript])

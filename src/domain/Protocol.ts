@@ -91,6 +91,41 @@ export type BalancerRequest = typeof BalancerRequest.Type
 
 export class Located extends Schema.TaggedClass<Located>()("Located", { server: ServerLocation }) {}
 export class Registered extends Schema.TaggedClass<Registered>()("Registered", { id: ServerId }) {}
+/** Where the balancer listens, as `host:port`: its port, and its proxy and admin server when it runs them. */
+export const Listening = Schema.Struct({
+  balancer: Schema.optional(Schema.String),
+  proxy: Schema.optional(Schema.String),
+  admin: Schema.optional(Schema.String)
+})
+
+/** The balancer itself: its version, when it started, how long it has run, where it listens. */
+export const BalancerInfo = Schema.Struct({
+  version: Schema.String,
+  startedAt: Schema.NonNegativeInt,
+  uptimeSeconds: Schema.NonNegativeInt,
+  listening: Listening
+})
+export type BalancerInfo = typeof BalancerInfo.Type
+
+/** What the proxy has done since the balancer started (HAProxy's frontend figures). */
+export const ProxyFigures = Schema.Struct({
+  /** Client connections open now. */
+  open: Schema.NonNegativeInt,
+  /** Client connections accepted in all, and per second over the last second. */
+  accepted: Schema.NonNegativeInt,
+  connectionsPerSecond: FiniteNonNegative,
+  /** Bytes from clients and to them, open connections included. */
+  bytesIn: Schema.NonNegativeInt,
+  bytesOut: Schema.NonNegativeInt,
+  /** Client connections closed unserved: at the connection limit, no server live, every backend tried failed. */
+  turnedAway: Schema.Struct({
+    limit: Schema.NonNegativeInt,
+    noServer: Schema.NonNegativeInt,
+    backendsFailed: Schema.NonNegativeInt
+  })
+})
+export type ProxyFigures = typeof ProxyFigures.Type
+
 /**
  * On the balancer port a report is one line, so a long one comes in pages: `servers` in id order,
  * `total` servers in all, and `next` (the last id here) when more follow — send it as `after`.
@@ -99,7 +134,11 @@ export class StatusReport extends Schema.TaggedClass<StatusReport>()("StatusRepo
   strategy: StrategyName,
   servers: Schema.Array(ServerView),
   total: Schema.optional(Schema.NonNegativeInt),
-  next: Schema.optional(ServerId)
+  next: Schema.optional(ServerId),
+  /** The admin API's `/api/status` only: the balancer itself. */
+  balancer: Schema.optional(BalancerInfo),
+  /** The admin API's `/api/status` only, while the balancer proxies: the proxy's figures. */
+  proxy: Schema.optional(ProxyFigures)
 }) {}
 export class Deregistered extends Schema.TaggedClass<Deregistered>()("Deregistered", { id: ServerId }) {}
 export class StrategySet extends Schema.TaggedClass<StrategySet>()("StrategySet", { strategy: StrategyName }) {}

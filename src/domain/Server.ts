@@ -95,6 +95,23 @@ export const ServerView = Schema.Struct({
    * When a health probe last answered, in milliseconds since the Unix epoch; `null` if none has.
    * Optional in the schema (older balancers do not send it); effect-lb always sends it.
    */
-  lastSeenAt: Schema.optional(Schema.NullOr(Schema.NonNegativeInt))
+  lastSeenAt: Schema.optional(Schema.NullOr(Schema.NonNegativeInt)),
+  // The rest are optional too (older balancers do not send them); effect-lb always sends them.
+  /** When the server entered its current state, in milliseconds since the Unix epoch. */
+  stateSince: Schema.optional(Schema.NonNegativeInt),
+  /** The last health check: when, whether it answered, and what it said ("ping 1.2 ms ok", "refused"). */
+  lastCheck: Schema.optional(
+    Schema.Struct({ at: Schema.NonNegativeInt, ok: Schema.Boolean, result: Schema.String.pipe(Schema.maxLength(200)) })
+  ),
+  /** Health checks that failed, since the server joined. */
+  failedChecks: Schema.optional(Schema.NonNegativeInt),
+  /** Proxied connections the server refused or did not accept in time. */
+  failedConnects: Schema.optional(Schema.NonNegativeInt),
+  /** Locates that excluded it: a client failed on it and came back for another. */
+  reroutes: Schema.optional(Schema.NonNegativeInt),
+  /** Times it went from live to dead. */
+  ejections: Schema.optional(Schema.NonNegativeInt)
 })
 export type ServerView = typeof ServerView.Type
+
+export type LastCheck = NonNullable<ServerView["lastCheck"]>

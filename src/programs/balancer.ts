@@ -13,7 +13,9 @@ import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
 import { names, Strategies, type StrategyName } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
 import { ignoringHangup } from "./hangup.js"
+import { version } from "./version.js"
 import {
+  accessLog,
   checked,
   checkedToken,
   duration,
@@ -47,6 +49,8 @@ export interface BalancerOptions {
   readonly proxy?: Proxy.ProxyConfig | undefined
   /** When set, also serve the admin HTTP API, /metrics and the dashboard. */
   readonly admin?: Admin.AdminConfig | undefined
+  /** One access-log line per Locate (and per proxied connection: see `proxy.accessLog`). */
+  readonly accessLog?: boolean
 }
 
 /** Everything a balancer is, as one layer: used by this command and by the playground. */
@@ -73,7 +77,8 @@ export const balancerLayer = (options: BalancerOptions) => {
     ...ControlPlane.defaults,
     host: options.host,
     port: options.port,
-    idleTimeout: options.idleTimeout ?? ControlPlane.defaults.idleTimeout
+    idleTimeout: options.idleTimeout ?? ControlPlane.defaults.idleTimeout,
+    accessLog: options.accessLog === true
   })
   const proxy:
     | Layer.Layer<never, Wire.ListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry>
@@ -82,8 +87,10 @@ export const balancerLayer = (options: BalancerOptions) => {
   const admin:
     | Layer.Layer<never, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies>
     | Layer.Layer<Admin.Admin, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies> =
-    options.admin === undefined ? Layer.empty : Admin.layer(options.admin)
-  return Layer.mergeAll(plane, proxy, admin).pipe(
+    options.admin === undefined ? Layer.empty : Admin.layer({ version, ...options.admin })
+  // The admin server is built after the listeners, so its status can say where they listen.
+  return admin.pipe(
+    Layer.provideMerge(Layer.mergeAll(plane, proxy)),
     Layer.provideMerge(
       Layer.mergeAll(HealthMonitor.layer(options.monitor), seed, reaper).pipe(Layer.provideMerge(core))
     ),
@@ -185,6 +192,7 @@ const options = {
     "1 second",
     "168 hours"
   ),
+  accessLog,
   token
 }
 
@@ -229,6 +237,7 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
             idleTimeout: flags.idleTimeout,
             maxServers: flags.maxServers,
             removeDeadAfter: flags.removeDeadAfter,
+            accessLog: flags.accessLog,
             admin: Option.match(flags.adminPort, {
               onNone: () => undefined,
               onSome: (adminPort) => ({ host: flags.adminHost, port: adminPort })
@@ -242,7 +251,8 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
                 maxConnections: flags.maxConnections,
                 connectTimeout: flags.connectTimeout,
                 idleTimeout: flags.proxyIdleTimeout,
-                drainTimeout: flags.drainTimeout
+                drainTimeout: flags.drainTimeout,
+                accessLog: flags.accessLog
               })
             })
           })

@@ -6,8 +6,10 @@
 import { Command } from "@effect/cli"
 import { Effect } from "effect"
 import { type HelpNode, runLine } from "./frontDoor.js"
+import { version } from "./version.js"
 
-export const version = "0.1.0"
+/** The version, kept in one place (the admin API reports it too). */
+export { version }
 
 const alone = <C extends HelpNode["command"]>(command: C) => ({
   command,

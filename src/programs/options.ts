@@ -247,6 +247,12 @@ export const tokenRule = fromSchema(
   tokenFault
 )
 
+export const accessLog = Options.boolean("access-log").pipe(
+  Options.withDescription(
+    "log one line per Locate and per proxied connection: client, server, duration, bytes, outcome [default: off]"
+  )
+)
+
 export const token = optional(
   "token",
   tokenRule,

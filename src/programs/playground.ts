@@ -25,6 +25,7 @@ import { balancerLayer } from "./balancer.js"
 import { interactive, type ServerControls } from "./interactive.js"
 import { demo, traffic } from "./traffic.js"
 import {
+  accessLog,
   duration,
   fall,
   folderRule,
@@ -38,6 +39,7 @@ import {
   sampleFolder,
   withDefault
 } from "./options.js"
+import { version } from "./version.js"
 
 export interface Settings {
   readonly servers: number
@@ -192,7 +194,8 @@ const options = {
     "1 hour"
   ),
   rise: rise(HealthMonitor.defaults.rise),
-  fall: fall(HealthMonitor.defaults.fall)
+  fall: fall(HealthMonitor.defaults.fall),
+  accessLog
 }
 
 type Flags = Command.Command.ParseConfig<typeof options>
@@ -213,13 +216,14 @@ const startBalancer = (flags: Flags, strategy: StrategyName) =>
           rise: flags.rise,
           fall: flags.fall
         },
-        token: Option.none()
+        token: Option.none(),
+        accessLog: flags.accessLog
       })
     )
     const address = Context.get(balancer, ControlPlane.ControlPlane).address
     const registry = Context.get(balancer, ServerRegistry)
     yield* Console.log(`balancer  ${formatEndpoint(address)}  strategy ${strategy}`)
-    const admin = yield* Layer.build(Admin.layer({ host: Admin.defaults.host, port: flags.adminPort })).pipe(
+    const admin = yield* Layer.build(Admin.layer({ host: Admin.defaults.host, port: flags.adminPort, version })).pipe(
       Effect.provide(balancer)
     )
     const dashboard = `http://${formatEndpoint(Context.get(admin, Admin.Admin).address)}/`
@@ -285,13 +289,13 @@ const controlsFor = ({ balancer, known, running }: Fleet): ServerControls => ({
  * Background clients sending requests, for the dashboard to show. Their downloads go to a folder of
  * their own, gone with the playground.
  */
-const startTraffic = (clients: number) =>
+const startTraffic = (clients: number, balancer: Wire.Address) =>
   Effect.gen(function* () {
     const scratch = yield* Effect.acquireRelease(
       Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-traffic-"))),
       (folder) => Effect.sync(() => Fs.rmSync(folder, { recursive: true, force: true }))
     )
-    yield* traffic(clients, scratch)
+    yield* traffic(clients, balancer, scratch)
     yield* Console.log(
       `traffic   ${clients} background client${clients === 1 ? "" : "s"} (list, download, compute 1 s; --traffic 0 for none)`
     )
@@ -309,7 +313,7 @@ const runClients = (flags: Flags, canAsk: boolean, fleet: Fleet) =>
     const client = yield* Layer.build(
       Client.layer({ ...Client.defaults, balancer: fleet.balancer }).pipe(
         Layer.provideMerge(Wire.layer),
-        Layer.provide(NodeContext.layer)
+        Layer.provideMerge(NodeContext.layer)
       )
     )
     if (Option.isSome(flags.demo)) {
@@ -317,7 +321,7 @@ const runClients = (flags: Flags, canAsk: boolean, fleet: Fleet) =>
         Effect.provide(client)
       )
     }
-    if (flags.traffic > 0) yield* startTraffic(flags.traffic).pipe(Effect.provide(client))
+    if (flags.traffic > 0) yield* startTraffic(flags.traffic, fleet.balancer).pipe(Effect.provide(client))
     if (!canAsk) {
       yield* Console.log("no terminal for the interactive client: serving until Ctrl-C")
       return yield* Effect.never

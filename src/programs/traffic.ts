@@ -1,11 +1,23 @@
 /**
  * Scripted clients for the playground: `--demo N` (a fixed mix of requests, then a table of what
  * each server got) and `--traffic N` (background clients that never stop, for the dashboard).
+ * Each scripted client has a key of its own (`demo-3`, `traffic-1`): they all come from 127.0.0.1,
+ * and consistent-hash would otherwise send every one of them to the same server.
  */
 import { Clock, Console, Effect, Either, Random } from "effect"
 import { formatEndpoint } from "../domain/Server.js"
 import * as Client from "../services/client/Client.js"
 import type * as Wire from "../services/wire/Wire.js"
+
+/** Clients named `prefix-1` … `prefix-count`, each its own key for keyed strategies. */
+export const scriptedClients = (balancer: Wire.Address, prefix: string, count: number) =>
+  Effect.forEach(
+    Array.from({ length: count }, (_, i) => `${prefix}-${i + 1}`),
+    (key) => Client.make({ ...Client.defaults, balancer, key })
+  )
+
+/** Clients the demo spreads its requests over (the key of each request's client). */
+const demoClients = 16
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0)
@@ -13,11 +25,13 @@ const percentile = (sorted: ReadonlyArray<number>, p: number) =>
 /** Scripted traffic: a mix of list, download and compute from concurrent clients; a table at the end. */
 export const demo = (requests: number, balancer: Wire.Address, servers: ReadonlyArray<string>, out: string) =>
   Effect.gen(function* () {
-    const client = yield* Client.Client
+    const clients = yield* scriptedClients(balancer, "demo", Math.min(requests, demoClients))
+    const [first] = clients
+    if (first === undefined) return
     const done: Array<{ server: string; ms: number }> = []
     let failed = 0
     // Downloads pick from what the servers actually serve (the samples, or the --files folder).
-    const files = Object.keys((yield* Effect.either(client.list())).pipe(Either.getOrElse(() => ({ value: {} }))).value)
+    const files = Object.keys((yield* Effect.either(first.list())).pipe(Either.getOrElse(() => ({ value: {} }))).value)
     const plan = yield* Effect.forEach(Array.from({ length: requests }), () =>
       Effect.map(Random.nextIntBetween(0, 100), (roll) => (roll < 50 ? "list" : roll < 80 ? "download" : "compute"))
     )
@@ -29,6 +43,7 @@ export const demo = (requests: number, balancer: Wire.Address, servers: Readonly
       (kind, i) =>
         Effect.gen(function* () {
           const started = yield* Clock.currentTimeMillis
+          const client = clients[i % clients.length] ?? first
           const server =
             kind === "list"
               ? (yield* client.list()).server.id
@@ -67,20 +82,23 @@ export const demo = (requests: number, balancer: Wire.Address, servers: Readonly
  * Background clients for the dashboard to show: each asks for a list, a download or a one-second
  * computation, pauses a moment, and goes again — re-routing by itself when a server is killed.
  */
-export const traffic = (clients: number, out: string) =>
+export const traffic = (count: number, balancer: Wire.Address, out: string) =>
   Effect.gen(function* () {
-    const client = yield* Client.Client
-    const files = Object.keys((yield* Effect.either(client.list())).pipe(Either.getOrElse(() => ({ value: {} }))).value)
-    const once = Effect.gen(function* () {
-      const roll = yield* Random.nextIntBetween(0, 100)
-      const file = files[roll % Math.max(files.length, 1)]
-      if (roll < 50 || file === undefined) yield* client.list()
-      else if (roll < 70) yield* client.download(file, out)
-      else yield* client.compute(1)
-    }).pipe(
-      Effect.ignore,
-      Effect.zipRight(Effect.flatMap(Random.nextIntBetween(100, 600), (ms) => Effect.sleep(ms))),
-      Effect.forever
-    )
-    for (let i = 0; i < clients; i++) yield* Effect.forkScoped(once)
+    const clients = yield* scriptedClients(balancer, "traffic", count)
+    const [first] = clients
+    if (first === undefined) return
+    const files = Object.keys((yield* Effect.either(first.list())).pipe(Either.getOrElse(() => ({ value: {} }))).value)
+    const loop = (client: Client.Client["Type"]) =>
+      Effect.gen(function* () {
+        const roll = yield* Random.nextIntBetween(0, 100)
+        const file = files[roll % Math.max(files.length, 1)]
+        if (roll < 50 || file === undefined) yield* client.list()
+        else if (roll < 70) yield* client.download(file, out)
+        else yield* client.compute(1)
+      }).pipe(
+        Effect.ignore,
+        Effect.zipRight(Effect.flatMap(Random.nextIntBetween(100, 600), (ms) => Effect.sleep(ms))),
+        Effect.forever
+      )
+    for (const client of clients) yield* Effect.forkScoped(loop(client))
   })

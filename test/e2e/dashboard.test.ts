@@ -6,6 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Fs from "node:fs"
+import * as Net from "node:net"
 import { type Browser, chromium, type Page } from "playwright-core"
 import { Locate } from "../../src/domain/Protocol.js"
 import { ask } from "../../src/services/client/BalancerClient.js"
@@ -37,24 +38,54 @@ const browser = Effect.acquireRelease(
 
 const on = <A>(page: Page, run: (page: Page) => Promise<A>) => Effect.promise(() => run(page))
 
+/** One effect-lb Ping through the proxy to whichever server it picks; waits for the answer and the close. */
+const proxied = (port: number) =>
+  Effect.async<void>((resume) => {
+    const socket = Net.createConnection({ host: "127.0.0.1", port }, () => socket.write('{"_tag":"Ping"}\n'))
+    socket.once("data", () => socket.end())
+    socket.on("error", () => undefined)
+    socket.on("close", () => resume(Effect.void))
+  })
+
 describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
   it.scopedLive(
     "shows the servers live, turns a killed one dead within 7 s without a reload, and switches the strategy",
     () =>
       Effect.gen(function* () {
-        const balancer = yield* spawn(["balancer", "--port", "0", "--admin-port", "0"])
-        const port = Number((yield* balancer.waitFor(listening))[1])
+        const balancer = yield* spawn(["balancer", "--port", "0", "--admin-port", "0", "--proxy-port", "0"])
+        const port = Number((yield* balancer.waitFor(/balancer listening on 127\.0\.0\.1:(\d+)/))[1])
+        const proxyPort = Number((yield* balancer.waitFor(/proxy listening on 127\.0\.0\.1:(\d+)/))[1])
         const url = (yield* balancer.waitFor(dashboardAt))[1] ?? ""
         const address = `127.0.0.1:${port}`
         const servers = yield* Effect.forEach(["alpha", "beta", "gamma"], (id) =>
           spawn(["server", "--port", "0", "--id", id, "--balancer", address])
         )
         yield* Effect.forEach(servers, (server) => server.waitFor(listening))
+        // Picks before the page is open, and a few seconds of them: the chart starts with them.
+        const located = Effect.promise(() =>
+          fetch(`${url}api/status`).then((r) => r.json() as Promise<{ servers: Array<{ state: string }> }>)
+        )
+        yield* eventually(located, (s) => s.servers.filter((server) => server.state === "live").length === 3)
+        yield* Effect.forEach(
+          Array.from({ length: 12 }, (_, i) => i),
+          (i) => ask({ host: "127.0.0.1", port }, new Locate({ key: `before-${i}` })),
+          { discard: true }
+        )
+        const history = Effect.promise(() =>
+          fetch(`${url}api/history`).then((r) => r.json() as Promise<{ samples: Array<unknown> }>)
+        )
+        yield* eventually(history, (h) => h.samples.length >= 3, "6 seconds")
 
         const page = yield* Effect.flatMap(browser, (b) => Effect.promise(() => b.newPage()))
         const errors: Array<string> = []
         page.on("pageerror", (error) => errors.push(error.message))
         yield* on(page, (p) => p.goto(url))
+        // The first drawing of the chart already has the balancer's history (no event stream could have filled it yet).
+        yield* on(page, (p) => p.waitForFunction(`document.getElementById("chart").dataset.samples !== undefined`))
+        expect(Number(yield* on(page, (p) => p.locator("#chart").getAttribute("data-samples")))).toBeGreaterThanOrEqual(
+          3
+        )
+        yield* on(page, (p) => p.locator("#legend").filter({ hasText: "alpha" }).waitFor({ timeout: 3000 }))
         // Every server appears as a live row, pushed by the event stream.
         for (const id of ["alpha", "beta", "gamma"]) {
           yield* on(page, (p) =>
@@ -62,6 +93,39 @@ describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
           )
         }
         expect(yield* on(page, (p) => p.locator("#connection").textContent())).toBe("live")
+        // What runs, and where.
+        expect(yield* on(page, (p) => p.locator("#version").textContent())).toMatch(/^\d+\.\d+\.\d+/)
+        expect(yield* on(page, (p) => p.locator("#uptime").textContent())).toMatch(/^\d+ s$/)
+        expect(yield* on(page, (p) => p.locator("#listen-balancer").textContent())).toBe(`127.0.0.1:${port}`)
+        expect(yield* on(page, (p) => p.locator("#listen-proxy").textContent())).toBe(`127.0.0.1:${proxyPort}`)
+        expect(yield* on(page, (p) => p.locator("#listen-admin").textContent())).toBe(url.slice(7, -1))
+        // Rows in id order; each with its time in state, last check and counts.
+        expect(
+          yield* on(page, (p) =>
+            p.locator("tr[data-server]").evaluateAll((rows) => rows.map((row) => row.getAttribute("data-server")))
+          )
+        ).toEqual(["alpha", "beta", "gamma"])
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="alpha"] td.since`).textContent())).toMatch(
+          /^for \d+ s$/
+        )
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="alpha"] td.check`).textContent())).toMatch(
+          /^ping [\d.]+ ms ok, \d+ s ago$/
+        )
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="alpha"] td.failures`).textContent())).toBe("0 / 0")
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="alpha"] td.reroutes`).textContent())).toBe("0")
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="alpha"] td.ejections`).textContent())).toBe("0")
+        // The proxy's figures: a connection through it shows.
+        expect(yield* on(page, (p) => p.locator("#proxy-panel").isVisible())).toBe(true)
+        yield* proxied(proxyPort)
+        yield* on(page, (p) =>
+          p.waitForFunction(
+            `Number(document.getElementById("proxy-accepted").textContent) >= 1 &&
+             document.getElementById("proxy-in").textContent !== "0 B"`,
+            undefined,
+            { timeout: 3000 }
+          )
+        )
+        expect(yield* on(page, (p) => p.locator("#proxy-away").textContent())).toBe("0")
 
         // Clients spread: picks show on the page as they happen.
         yield* Effect.forEach(
@@ -92,6 +156,15 @@ describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
           /^dead last seen \d+ s ago$/
         )
         expect(yield* on(page, (p) => p.locator(`tr[data-server="beta"] td.active`).textContent())).toBe("–")
+        // Dead since the probe failed; why it failed; counted as an ejection and failed checks.
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="beta"] td.check`).textContent())).toMatch(
+          /^(refused|timeout|reset), \d+ s ago$/
+        )
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="beta"] td.ejections`).textContent())).toBe("1")
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="beta"] td.failures`).textContent())).toMatch(
+          /^[1-9]\d* \/ 0$/
+        )
+        expect(yield* on(page, (p) => p.locator(`tr[data-server="beta"] td.since`).textContent())).toMatch(/^for \d s$/)
         expect(page.url()).toBe(url0)
         expect(yield* on(page, (p) => p.locator(`tr[data-server="alpha"] td.state`).textContent())).toBe("live")
 

@@ -134,4 +134,29 @@ describe("effect-lb playground (the real process)", () => {
       }),
     30_000
   )
+
+  it.scopedLive(
+    "gives each scripted client a key of its own, so consistent-hash spreads them over the servers",
+    () =>
+      Effect.gen(function* () {
+        const playground = yield* spawn([
+          "playground",
+          "--servers",
+          "3",
+          "--strategy",
+          "consistent-hash",
+          "--demo",
+          "32",
+          "--port",
+          "0"
+        ])
+        expect(yield* playground.exited).toBe(0)
+        const served = [...playground.output().matchAll(/^(s\d)\s+(\d+)\s+[\d.]+%/gm)].map((m) => Number(m[2]))
+        expect(served).toHaveLength(3)
+        expect(served.reduce((a, b) => a + b, 0)).toBe(32)
+        // All from 127.0.0.1: keyed by address, one server would get all 32.
+        expect(served.filter((count) => count > 0).length).toBeGreaterThan(1)
+      }),
+    30_000
+  )
 })

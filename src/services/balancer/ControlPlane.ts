@@ -7,7 +7,7 @@
  * same id or address has superseded it (a rolling restart): a superseded connection's `Load`,
  * `Deregister` and close change nothing.
  */
-import { Context, Duration, Effect, Either, Layer, Option } from "effect"
+import { type Clock, Context, Duration, Effect, Either, Layer, Option } from "effect"
 import { InvalidRequest } from "../../domain/Errors.js"
 import {
   BalancerReply,
@@ -19,6 +19,7 @@ import {
   StrategySet
 } from "../../domain/Protocol.js"
 import { formatEndpoint, type ServerId, type ServerLocation, type ServerSpec } from "../../domain/Server.js"
+import * as AccessLog from "./AccessLog.js"
 import { Balancer } from "./Balancer.js"
 import { Operator } from "./Operator.js"
 import { type Registration, ServerRegistry } from "./ServerRegistry.js"
@@ -33,6 +34,8 @@ export interface ControlPlaneConfig {
   /** A connection that has not registered and sends nothing for this long is closed. */
   readonly idleTimeout: Duration.DurationInput
   readonly maxLine: number
+  /** One access-log line per Locate (`--access-log`). */
+  readonly accessLog?: boolean
 }
 
 export const defaults = {
@@ -58,7 +61,9 @@ export const make = (config: ControlPlaneConfig) =>
       registry: yield* ServerRegistry,
       operator: yield* Operator,
       located: locatedReplies(),
-      maxLine: config.maxLine
+      maxLine: config.maxLine,
+      accessLog: config.accessLog === true ? yield* AccessLog.make() : undefined,
+      clock: yield* Effect.clock
     }
     const address = yield* wire.serveRequests(
       { host: config.host, port: config.port },
@@ -84,6 +89,9 @@ interface Services {
   readonly located: (server: ServerLocation) => Located
   /** Every reply fits a line of this many bytes: a long `StatusReport` is sent a page at a time. */
   readonly maxLine: number
+  /** Present only with `--access-log`: the Locate path then takes the logged way. */
+  readonly accessLog: AccessLog.AccessLog | undefined
+  readonly clock: Clock.Clock
 }
 
 /** One connection to the balancer port. */
@@ -93,6 +101,8 @@ interface Session {
   readonly control: SessionControl
   /** The client's address without its port: a Locate's default key (worked out once). */
   key: string | undefined
+  /** The client's address with its port, for the access log (worked out once). */
+  peer: string | undefined
 }
 
 type ControlRequest = Exclude<BalancerRequest, { _tag: "Locate" }>
@@ -103,10 +113,12 @@ const openSession = (
   control: SessionControl
 ): RequestSession<BalancerRequest, BalancerReplyType, never> => {
   const { balancer, located } = services
-  const session: Session = { registered: undefined, control, key: undefined }
+  const session: Session = { registered: undefined, control, key: undefined, peer: undefined }
+  const accessLog = services.accessLog
   return {
     answer: (request) => {
       if (request._tag !== "Locate") return new Later(answerControl(services, request, session))
+      if (accessLog !== undefined) return locateLogged(services, accessLog, session, request)
       // The hot path: decided and answered synchronously, no effect to run.
       const key = request.key ?? (balancer.unsafeKeyed() ? clientKey(session) : undefined)
       const location = balancer.unsafeDetermineServer(request.exclude, key)
@@ -114,6 +126,26 @@ const openSession = (
     },
     closed: () => removeIfDrained(services, session)
   }
+}
+
+/** A Locate answered as on the hot path, and written to the access log. */
+const locateLogged = (
+  { balancer, clock, located }: Services,
+  accessLog: AccessLog.AccessLog,
+  session: Session,
+  request: Extract<BalancerRequest, { _tag: "Locate" }>
+): BalancerReplyType => {
+  const started = clock.unsafeCurrentTimeNanos()
+  const key = request.key ?? (balancer.unsafeKeyed() ? clientKey(session) : undefined)
+  const location = balancer.unsafeDetermineServer(request.exclude, key)
+  accessLog.unsafeWrite({
+    kind: "locate",
+    client: (session.peer ??= formatEndpoint(session.control.peer())),
+    server: Either.getOrUndefined(location),
+    durationMs: Number(clock.unsafeCurrentTimeNanos() - started) / 1e6,
+    outcome: Either.isRight(location) ? "located" : "no server"
+  })
+  return Either.isRight(location) ? located(location.right) : location.left
 }
 
 /** The client's host, asked of the connection only the first time a keyed strategy needs it. */

@@ -134,6 +134,21 @@ const probe = (watching: Watching, server: ServerView): Effect.Effect<Answer, Pr
     )
   )
 
+/** A probe's outcome in a few words, as the dashboard shows it: "ping 1.2 ms ok", "refused", "timeout". */
+export const checkResult = (health: MonitorConfig["health"], outcome: Answer | ProbeFailed): string => {
+  if (!(outcome instanceof ProbeFailed)) {
+    const ms = outcome.roundTripMs
+    return `${health ?? "ping"} ${ms < 10 ? ms.toFixed(1) : ms.toFixed(0)} ms ok`
+  }
+  const reason = outcome.reason
+  if (reason.includes("ECONNREFUSED")) return "refused"
+  if (/timed out|ETIMEDOUT/i.test(reason)) return "timeout"
+  if (reason.includes("ECONNRESET")) return "reset"
+  if (/EHOSTUNREACH|ENETUNREACH/.test(reason)) return "unreachable"
+  if (reason.includes("without a Pong")) return "no Pong"
+  return reason.slice(0, 200)
+}
+
 /** An answer: recorded; a dead server that has answered `rise` probes in a row is live. */
 const answered = (watching: Watching, watched: Watched, state: ServerView["state"], answer: Answer, now: number) =>
   Effect.gen(function* () {
@@ -143,6 +158,7 @@ const answered = (watching: Watching, watched: Watched, state: ServerView["state
     watched.successes += 1
     watched.seen = true
     Metrics.unsafeProbed(server.id, answer.roundTripMs)
+    yield* watching.registry.recordCheck(server.id, { at: now, ok: true, result: checkResult(watching.health, answer) })
     yield* watching.registry.recordProbe(server.id, answer.roundTripMs, answer.active, answer.latencyMs, now)
     if (state === "dead" && watched.successes >= watching.rise) {
       yield* watching.registry.setState(server.id, "live")
@@ -152,9 +168,22 @@ const answered = (watching: Watching, watched: Watched, state: ServerView["state
   })
 
 /** A failure: a live server whose probes have failed `fall` times in a row, for `deadAfter`, is dead. */
-const failed = (watching: Watching, watched: Watched, state: ServerView["state"], sentAt: number, now: number) =>
+const failed = (
+  watching: Watching,
+  watched: Watched,
+  state: ServerView["state"],
+  failure: ProbeFailed,
+  sentAt: number,
+  now: number
+) =>
   Effect.gen(function* () {
     const { server } = watched
+    Metrics.unsafeCheckFailed(server.id)
+    yield* watching.registry.recordCheck(server.id, {
+      at: now,
+      ok: false,
+      result: checkResult(watching.health, failure)
+    })
     watched.successes = 0
     watched.failures += 1
     watched.failingSince ??= sentAt
@@ -186,7 +215,7 @@ const probeOnce = (watching: Watching, watched: Watched) =>
       return now + watching.intervalMs
     }
     yield* Effect.logDebug(`probe of ${watched.server.id} failed`, result.left)
-    yield* failed(watching, watched, state, sentAt, now)
+    yield* failed(watching, watched, state, result.left, sentAt, now)
     // A server that has never answered is probed less often the longer it fails: a flood of
     // unreachable servers costs a handful of probes each before they are removed, not one per interval.
     if (!watched.seen) {

@@ -97,6 +97,9 @@ interface Series {
   readonly locates: Map<string, { count: number }>
   reroutes: number
   ejections: number
+  /** Health checks that failed, and proxied connects the server refused or did not accept in time. */
+  failedChecks: number
+  failedConnects: number
   /** Probe round trips per bucket of `bounds` (not cumulative), created at the first probe. */
   probes: { readonly buckets: Float64Array; count: number; sum: number } | undefined
 }
@@ -107,7 +110,17 @@ const store = new Map<ServerId, Series>()
 export const unsafeAdmit = (id: ServerId) => {
   const series = store.get(id)
   if (series !== undefined) series.refs += 1
-  else store.set(id, { refs: 1, locates: new Map(), reroutes: 0, ejections: 0, probes: undefined })
+  else {
+    store.set(id, {
+      refs: 1,
+      locates: new Map(),
+      reroutes: 0,
+      ejections: 0,
+      failedChecks: 0,
+      failedConnects: 0,
+      probes: undefined
+    })
+  }
 }
 
 /** A server left a registry: once no registry holds it, its figures go, and later ones are dropped. */
@@ -146,6 +159,23 @@ export const unsafeLocated = (id: ServerId, strategy: string) => {
 export const unsafeRerouted = (id: ServerId) => {
   const series = store.get(id)
   if (series !== undefined) series.reroutes += 1
+}
+
+/** The counts kept for `id`, read in place (no copy: the status is built from them often). */
+export const unsafeCountsOf = (
+  id: ServerId
+): Readonly<Pick<Series, "reroutes" | "ejections" | "failedChecks" | "failedConnects">> | undefined => store.get(id)
+
+/** Counts a failed health check of `id`. */
+export const unsafeCheckFailed = (id: ServerId) => {
+  const series = store.get(id)
+  if (series !== undefined) series.failedChecks += 1
+}
+
+/** Counts a proxied connect `id` refused or did not accept in time. */
+export const unsafeConnectFailed = (id: ServerId) => {
+  const series = store.get(id)
+  if (series !== undefined) series.failedConnects += 1
 }
 
 /** Counts a live → dead transition of `id`. */

@@ -15,6 +15,7 @@
 import { type Clock, Context, Duration, Effect, Either, Layer, type MetricLabel, Runtime } from "effect"
 import * as Net from "node:net"
 import { formatEndpoint, type ServerId, type ServerLocation } from "../../domain/Server.js"
+import * as AccessLog from "./AccessLog.js"
 import { Balancer } from "./Balancer.js"
 import { ConnectionTable, type Entry, type SweepActions } from "./ConnectionTable.js"
 import * as Metrics from "./Metrics.js"
@@ -35,6 +36,21 @@ export interface ProxyConfig {
   readonly idleTimeout: Duration.DurationInput
   /** On shutdown, open connections may finish for this long. */
   readonly drainTimeout: Duration.DurationInput
+  /** One access-log line per client connection (`--access-log`). */
+  readonly accessLog?: boolean
+}
+
+/** What the proxy has done since it started, as the admin API reports it. */
+export interface ProxyFigures {
+  /** Client connections open now. */
+  readonly open: number
+  /** Client connections accepted in all. */
+  readonly accepted: number
+  /** Bytes from clients, and to them (connections still open included). */
+  readonly bytesIn: number
+  readonly bytesOut: number
+  /** Client connections closed unserved, by reason. */
+  readonly turnedAway: { readonly limit: number; readonly noServer: number; readonly backendsFailed: number }
 }
 
 export const defaults = {
@@ -52,6 +68,7 @@ export class Proxy extends Context.Tag("effect-lb/Proxy")<
     readonly address: Address
     /** Client connections open right now. */
     readonly open: Effect.Effect<number>
+    readonly figures: Effect.Effect<ProxyFigures>
   }
 >() {}
 
@@ -65,6 +82,9 @@ interface Pair extends Entry {
   closed: number
   /** Backends that turned this client away: shared and empty on the happy path. */
   tried: ReadonlyArray<ServerLocation>
+  /** With an access log only: the client's address and when it was accepted (Clock milliseconds). */
+  peer: string
+  accepted: number
 }
 
 const ignore = () => undefined
@@ -79,8 +99,21 @@ const newPair = (client: Net.Socket): Pair => ({
   since: 0,
   seen: 0,
   closed: 0,
-  tried: nothingTried
+  tried: nothingTried,
+  peer: "",
+  accepted: 0
 })
+
+/** The proxy's running totals (counted on its paths: an increment each, no allocation). */
+interface Totals {
+  accepted: number
+  /** Bytes of the connections already closed. */
+  bytesIn: number
+  bytesOut: number
+  limit: number
+  noServer: number
+  backendsFailed: number
+}
 
 /** What every connection's callbacks share: made once per proxy, never per connection. */
 interface Shared {
@@ -96,7 +129,22 @@ interface Shared {
   readonly pairs: ConnectionTable<Pair>
   /** Open pairs per backend, counted here exactly (least-connection reads them). */
   readonly perBackend: Map<ServerId, number>
+  readonly totals: Totals
+  /** Present only with `--access-log`. */
+  readonly accessLog: AccessLog.AccessLog | undefined
 }
+
+/** The access-log line of a connection that ends now (with an access log only). */
+const logged = (shared: Shared, pair: Pair, outcome: AccessLog.AccessOutcome) =>
+  shared.accessLog?.unsafeWrite({
+    kind: "proxy",
+    client: pair.peer,
+    server: pair.server,
+    durationMs: shared.clock.unsafeCurrentTimeMillis() - pair.accepted,
+    bytesIn: pair.client.bytesRead,
+    bytesOut: pair.client.bytesWritten,
+    outcome
+  })
 
 const forget = (shared: Shared, pair: Pair) => {
   shared.pairs.leave(pair)
@@ -114,10 +162,17 @@ const count = (shared: Shared, id: ServerId, delta: number) => {
 const accept = (shared: Shared, client: Net.Socket) => {
   client.on("error", ignore)
   Metrics.proxyAccepted.unsafeUpdate(1, noLabels)
+  shared.totals.accepted += 1
   const pair = shared.pairs.admit(client, newPair)
   if (pair === undefined) {
     Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.limit)
+    shared.totals.limit += 1
+    if (shared.accessLog !== undefined) logTurnedAway(shared, client)
     return client.destroy()
+  }
+  if (shared.accessLog !== undefined) {
+    pair.peer = `${formatEndpoint({ host: client.remoteAddress ?? "?", port: client.remotePort ?? 0 })}`
+    pair.accepted = shared.clock.unsafeCurrentTimeMillis()
   }
   Metrics.proxyOpen.unsafeUpdate(shared.pairs.size, noLabels)
   client.on("close", (hadError) => {
@@ -143,7 +198,11 @@ const connect = (shared: Shared, pair: Pair) => {
   const key = shared.balancer.unsafeKeyed() ? client.remoteAddress : undefined
   const location = shared.balancer.unsafeDetermineServer(pair.tried, key)
   if (Either.isLeft(location) || client.destroyed) {
-    if (Either.isLeft(location)) Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.noServer)
+    if (Either.isLeft(location)) {
+      Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.noServer)
+      shared.totals.noServer += 1
+      if (shared.accessLog !== undefined) logged(shared, pair, "no server")
+    }
     return client.destroy()
   }
   const server = location.right
@@ -169,14 +228,15 @@ const failed = (shared: Shared, pair: Pair, backend: Net.Socket, reason: string)
   backend.destroy()
   if (server === undefined) return
   shared.registry.unsafeSetActive(server.id, shared.perBackend.get(server.id) ?? 0)
+  Metrics.unsafeConnectFailed(server.id)
   shared.runFork(shared.registry.setState(server.id, "dead"))
-  shared.runFork(
-    Effect.logWarning(`proxy: backend ${server.id} (${formatEndpoint(server)}) failed to connect: ${reason}`)
-  )
+  shared.runFork(Effect.logWarning(`proxy: backend ${backendName(server)} failed to connect: ${reason}`))
   pair.tried = [...pair.tried, server]
   if (pair.tried.length < shared.config.attempts) connect(shared, pair)
   else {
     Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.backendsFailed)
+    shared.totals.backendsFailed += 1
+    if (shared.accessLog !== undefined) logged(shared, pair, "backend failed")
     pair.client.destroy()
   }
 }
@@ -228,6 +288,46 @@ const closedOne = (shared: Shared, pair: Pair, server: ServerLocation) => {
   if (++pair.closed < 2) return
   forget(shared, pair)
   count(shared, server.id, -1)
+  shared.totals.bytesIn += pair.client.bytesRead
+  shared.totals.bytesOut += pair.client.bytesWritten
+  if (shared.accessLog !== undefined) logged(shared, pair, "proxied")
+}
+
+/** A backend in a log line: its id, and its address when the id is not already that. */
+const backendName = (server: ServerLocation) => {
+  const address = formatEndpoint(server)
+  return server.id === address ? address : `${server.id} at ${address}`
+}
+
+/** A client turned away at the connection limit: never paired, so no record of it is kept. */
+const logTurnedAway = (shared: Shared, client: Net.Socket) =>
+  shared.accessLog?.unsafeWrite({
+    kind: "proxy",
+    client: formatEndpoint({ host: client.remoteAddress ?? "?", port: client.remotePort ?? 0 }),
+    server: undefined,
+    durationMs: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    outcome: "turned away"
+  })
+
+/** The totals, with the bytes of the connections still open added in. */
+const figuresOf = (shared: Shared): ProxyFigures => {
+  const { totals } = shared
+  let bytesIn = totals.bytesIn
+  let bytesOut = totals.bytesOut
+  for (const pair of shared.pairs) {
+    if (!pair.open) continue
+    bytesIn += pair.client.bytesRead
+    bytesOut += pair.client.bytesWritten
+  }
+  return {
+    open: shared.pairs.size,
+    accepted: totals.accepted,
+    bytesIn,
+    bytesOut,
+    turnedAway: { limit: totals.limit, noServer: totals.noServer, backendsFailed: totals.backendsFailed }
+  }
 }
 
 /** What the sweep does with a pair: idle means no byte either way, read off the sockets' own counters. */
@@ -268,7 +368,9 @@ export const make = (config: ProxyConfig) =>
         connectTimeout: config.connectTimeout,
         idleTimeout: config.idleTimeout
       }),
-      perBackend: new Map()
+      perBackend: new Map(),
+      totals: { accepted: 0, bytesIn: 0, bytesOut: 0, limit: 0, noServer: 0, backendsFailed: 0 },
+      accessLog: config.accessLog === true ? yield* AccessLog.make() : undefined
     }
     yield* shared.pairs.sweeping(sweepActions(shared))
     const server = Net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) =>
@@ -276,7 +378,11 @@ export const make = (config: ProxyConfig) =>
     )
     const address = yield* listenNet(server, config)
     yield* Effect.addFinalizer(() => drain(server, shared.pairs, config.drainTimeout))
-    return Proxy.of({ address, open: Effect.sync(() => shared.pairs.size) })
+    return Proxy.of({
+      address,
+      open: Effect.sync(() => shared.pairs.size),
+      figures: Effect.sync(() => figuresOf(shared))
+    })
   })
 
 export const layer = (config: ProxyConfig): Layer.Layer<Proxy, ListenFailed, Balancer | ServerRegistry> =>

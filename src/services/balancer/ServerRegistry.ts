@@ -19,6 +19,7 @@ import { Busy } from "../../domain/Errors.js"
 import {
   type Endpoint,
   formatEndpoint,
+  type LastCheck,
   type ServerId,
   type ServerLocation,
   type ServerSpec,
@@ -70,6 +71,10 @@ interface Entry {
   origin: Origin
   /** When it last became dead (Clock milliseconds); meaningful while `state` is dead. */
   deadSince: number
+  /** When it entered its current state (Clock milliseconds). */
+  stateSince: number
+  /** The health monitor's last check of it, if any. */
+  lastCheck: LastCheck | undefined
   /** Active connections as the server last reported them. */
   reported: number
   /** Clients located to it since that report: counted so a burst of Locates does not all land on one server. */
@@ -130,6 +135,8 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
       latencyMs?: number,
       at?: number
     ) => Effect.Effect<void>
+    /** The health monitor's last check of `id`, shown with the server; no change is announced for it. */
+    readonly recordCheck: (id: ServerId, check: LastCheck) => Effect.Effect<void>
     readonly get: (server: ServerRef) => Effect.Effect<Option.Option<ServerView>>
     readonly list: Effect.Effect<ReadonlyArray<ServerView>>
     /** Every change, from the moment the stream starts. */
@@ -156,15 +163,24 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
 >() {}
 
 /** A dead server's last reported load is history, not its load: it shows 0 and when it was last seen. */
-const view = (entry: Entry): ServerView => ({
-  ...entry.spec,
-  state: entry.state,
-  active: entry.state === "dead" ? 0 : entry.reported,
-  responseTimeMs: entry.responseTimeMs === null ? null : Math.round(entry.responseTimeMs * 1000) / 1000,
-  latencyMs: entry.latencyMs === null ? null : Math.round(entry.latencyMs * 1000) / 1000,
-  located: entry.located,
-  lastSeenAt: entry.lastSeenAt
-})
+const view = (entry: Entry): ServerView => {
+  const counts = Metrics.unsafeCountsOf(entry.spec.id)
+  return {
+    ...entry.spec,
+    state: entry.state,
+    active: entry.state === "dead" ? 0 : entry.reported,
+    responseTimeMs: entry.responseTimeMs === null ? null : Math.round(entry.responseTimeMs * 1000) / 1000,
+    latencyMs: entry.latencyMs === null ? null : Math.round(entry.latencyMs * 1000) / 1000,
+    located: entry.located,
+    lastSeenAt: entry.lastSeenAt,
+    stateSince: entry.stateSince,
+    ...(entry.lastCheck === undefined ? {} : { lastCheck: entry.lastCheck }),
+    failedChecks: counts?.failedChecks ?? 0,
+    failedConnects: counts?.failedConnects ?? 0,
+    reroutes: counts?.reroutes ?? 0,
+    ejections: counts?.ejections ?? 0
+  }
+}
 
 const candidate = (entry: Entry): Candidate | undefined =>
   entry.state === "live"
@@ -227,6 +243,7 @@ const refreshEntry = (books: Books, entry: Entry, spec: ServerSpec): Entry => {
   if (entry.state === "draining") {
     entry.state = books.watchers.size > 0 ? "dead" : "live"
     entry.deadSince = books.clock.unsafeCurrentTimeMillis()
+    entry.stateSince = entry.deadSince
   }
   tell(books, entry)
   books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
@@ -256,6 +273,8 @@ const addEntry = (books: Books, spec: ServerSpec, origin: Origin): Entry | Busy 
     state: books.watchers.size > 0 ? "dead" : "live",
     origin,
     deadSince: books.clock.unsafeCurrentTimeMillis(),
+    stateSince: books.clock.unsafeCurrentTimeMillis(),
+    lastCheck: undefined,
     reported: previous?.reported ?? 0,
     pending: 0,
     responseTimeMs: previous?.responseTimeMs ?? null,
@@ -292,6 +311,7 @@ const toState =
     if (entry.state === state) return false
     if (entry.state === "live" && state === "dead") Metrics.unsafeEjected(entry.spec.id)
     if (state === "dead") entry.deadSince = now
+    entry.stateSince = now
     entry.state = state
     if (state !== "live") entry.pending = 0
   }
@@ -336,6 +356,7 @@ const startWatching = (books: Books, watcher: Watcher) => {
     if (entry.state === "live" && entry.lastSeenAt === null) {
       entry.state = "dead"
       entry.deadSince = books.clock.unsafeCurrentTimeMillis()
+      entry.stateSince = entry.deadSince
       entry.pending = 0
       tell(books, entry)
       books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
@@ -350,6 +371,12 @@ const added = (books: Books, spec: ServerSpec, origin: Origin): Effect.Effect<En
     const entry = addEntry(books, spec, origin)
     return entry instanceof Busy ? Effect.fail(entry) : Effect.succeed(entry)
   })
+
+/** Keeps the health monitor's last check of a server; announced with its next change, not on its own. */
+const recordCheck = (books: Books, id: ServerId, check: LastCheck) => {
+  const entry = books.entries.get(id)
+  if (entry !== undefined) entry.lastCheck = check
+}
 
 /** Removes the self-registered servers dead since `cutoff` or longer; returns their ids. */
 const removeDeadSince = (books: Books, cutoff: number): ReadonlyArray<ServerId> => {
@@ -405,6 +432,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       reportLoad: (server, active, latencyMs) => Effect.asVoid(update(books, server, loadReport(active, latencyMs))),
       recordProbe: (id, roundTripMs, active, latencyMs, at) =>
         Effect.asVoid(update(books, id, probeAnswer(config.smoothing, roundTripMs, active, latencyMs, at))),
+      recordCheck: (id, check) => Effect.sync(() => recordCheck(books, id, check)),
       get: (server) => Effect.sync(() => Option.map(Option.fromNullable(lookup(books, server)), view)),
       list: Effect.sync(() => [...entries.values()].map(view)),
       changes: Stream.fromPubSub(hub),

@@ -57,6 +57,11 @@ export interface ClientConfig {
   readonly replyTimeout: Duration.DurationInput
   /** The longest a download may go without a byte arriving (its header, then its payload): past it, the server failed. */
   readonly readTimeout: Duration.DurationInput
+  /**
+   * Names this client to strategies that keep a client on one server (consistent-hash); without
+   * it the balancer uses the client's address.
+   */
+  readonly key?: string | undefined
 }
 
 export const defaults: Omit<ClientConfig, "balancer"> = {
@@ -389,7 +394,11 @@ const locate = (
   { config, balancerName, wire }: Setup,
   exclude: ReadonlyArray<Endpoint>
 ): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable> =>
-  ask(config.balancer, new Locate({ exclude }), config.connectTimeout).pipe(
+  ask(
+    config.balancer,
+    new Locate(config.key === undefined ? { exclude } : { exclude, key: config.key }),
+    config.connectTimeout
+  ).pipe(
     Effect.provideService(Wire, wire),
     Effect.mapError((error) => new BalancerUnavailable({ balancer: balancerName, reason: error.message })),
     Effect.flatMap((reply): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable> => {

@@ -3,7 +3,9 @@
  * has its stats page and Envoy its admin API.
  *
  *   GET  /                     the live dashboard (one page, updated by server-sent events)
- *   GET  /api/status           StatusReport as JSON: the strategy and every server
+ *   GET  /api/status           StatusReport as JSON: the strategy and every server, the balancer
+ *                              itself (version, uptime, where it listens) and the proxy's figures
+ *   GET  /api/history          picks per server per second over the last two minutes
  *   GET  /api/servers[/:id]    the servers (or one)
  *   GET  /api/strategies       the strategies this balancer can switch to
  *   POST /api/strategy         {"strategy": NAME}                        guarded
@@ -25,6 +27,9 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Clock, Context, Effect, Either, Layer, Metric, Option, Schema, Stream } from "effect"
+import { ControlPlane } from "../ControlPlane.js"
+import * as History from "./History.js"
+import { Proxy } from "../Proxy.js"
 import * as Http from "node:http"
 import {
   type Busy,
@@ -33,7 +38,14 @@ import {
   type ServerNotFound,
   type Unauthorized
 } from "../../../domain/Errors.js"
-import { NewServer, StatusReport, StrategyChange, WeightChange } from "../../../domain/Protocol.js"
+import {
+  type BalancerInfo,
+  NewServer,
+  type ProxyFigures,
+  StatusReport,
+  StrategyChange,
+  WeightChange
+} from "../../../domain/Protocol.js"
 import { formatEndpoint, ServerId, Weight } from "../../../domain/Server.js"
 import { page } from "./Dashboard.js"
 import { describeParseError } from "../../wire/LineCodec.js"
@@ -49,11 +61,24 @@ export interface AdminConfig {
   readonly host: string
   /** 0 lets the system pick. */
   readonly port: number
+  /** The version `/api/status` reports. */
+  readonly version?: string
 }
 
 export const defaults = { host: "127.0.0.1" } as const
 
 export class Admin extends Context.Tag("effect-lb/Admin")<Admin, { readonly address: Address }>() {}
+
+/**
+ * What the status adds to the operator's report: the balancer itself and the proxy. The balancer
+ * port and the proxy are found in the context the admin server is built in, when they are there.
+ */
+class Extras extends Context.Tag("effect-lb/Admin/Extras")<
+  Extras,
+  { readonly balancer: Effect.Effect<BalancerInfo>; readonly proxy: Effect.Effect<ProxyFigures | undefined> }
+>() {}
+
+class Recent extends Context.Tag("effect-lb/Admin/History")<Recent, History.History>() {}
 
 type AdminError = InvalidRequest | Unauthorized | ServerNotFound | ServerExists | Busy
 
@@ -195,12 +220,27 @@ const metrics = Effect.gen(function* () {
 
 const encodeStatus = Schema.encodeSync(StatusReport)
 
-const status = Effect.flatMap(Operator, (operator) =>
-  Effect.map(operator.status, (report) => HttpServerResponse.unsafeJson(encodeStatus(report)))
+/** The operator's report, with the balancer's own figures and the proxy's. */
+const fullStatus = Effect.gen(function* () {
+  const report = yield* Effect.flatMap(Operator, (operator) => operator.status)
+  const extras = yield* Extras
+  const proxy = yield* extras.proxy
+  return new StatusReport(
+    { ...report, balancer: yield* extras.balancer, ...(proxy === undefined ? {} : { proxy }) },
+    true
+  )
+})
+
+const status = Effect.map(fullStatus, (report) => HttpServerResponse.unsafeJson(encodeStatus(report)))
+
+const history = Effect.flatMap(Recent, (recent) =>
+  Effect.map(recent.samples, (samples) =>
+    HttpServerResponse.unsafeJson({ intervalMs: History.intervalMs, samples: samples.map(History.toJson) })
+  )
 )
 
 /** A status at each change (at most 4 a second) and every second, with the time it was taken. */
-const statusEvents = (operator: Operator["Type"], registry: ServerRegistry["Type"]) =>
+const statusEvents = <R>(report: Effect.Effect<StatusReport, never, R>, registry: ServerRegistry["Type"]) =>
   Stream.merge(
     Stream.tick("1 second"),
     registry.changes.pipe(
@@ -209,7 +249,7 @@ const statusEvents = (operator: Operator["Type"], registry: ServerRegistry["Type
     )
   ).pipe(
     Stream.mapEffect(() =>
-      Effect.all({ status: Effect.map(operator.status, encodeStatus), at: Clock.currentTimeMillis }).pipe(
+      Effect.all({ status: Effect.map(report, encodeStatus), at: Clock.currentTimeMillis }).pipe(
         Effect.map(({ at, status }) => `data: ${JSON.stringify({ ...status, at })}\n\n`)
       )
     ),
@@ -217,7 +257,8 @@ const statusEvents = (operator: Operator["Type"], registry: ServerRegistry["Type
   )
 
 const events = Effect.gen(function* () {
-  const stream = statusEvents(yield* Operator, yield* ServerRegistry)
+  const context = yield* Effect.context<Operator | Extras>()
+  const stream = statusEvents(Effect.provide(fullStatus, context), yield* ServerRegistry)
   return HttpServerResponse.stream(stream, {
     contentType: "text/event-stream",
     headers: { "cache-control": "no-store" }
@@ -296,6 +337,7 @@ const router = HttpRouter.empty.pipe(
   HttpRouter.get("/readyz", readyz),
   HttpRouter.get("/metrics", metrics),
   HttpRouter.get("/api/status", status),
+  HttpRouter.get("/api/history", history),
   HttpRouter.get("/api/strategies", strategyNames),
   HttpRouter.get("/api/servers", listServers),
   HttpRouter.get("/api/servers/:id", getServer),
@@ -336,14 +378,46 @@ const listen = (config: AdminConfig) =>
     return server
   })
 
+/** The balancer's own figures and the proxy's, and the history sampler (running for the scope's life). */
+const extrasFor = (config: AdminConfig, admin: Address) =>
+  Effect.gen(function* () {
+    const startedAt = yield* Clock.currentTimeMillis
+    const plane = yield* Effect.serviceOption(ControlPlane)
+    const proxy = Option.getOrUndefined(yield* Effect.serviceOption(Proxy))
+    const registry = yield* ServerRegistry
+    const recent = yield* History.make(registry.list, proxy && Effect.map(proxy.figures, (figures) => figures.accepted))
+    const listening = {
+      ...(Option.isSome(plane) ? { balancer: formatEndpoint(plane.value.address) } : {}),
+      ...(proxy === undefined ? {} : { proxy: formatEndpoint(proxy.address) }),
+      admin: formatEndpoint(admin)
+    }
+    const extras = Extras.of({
+      balancer: Effect.map(Clock.currentTimeMillis, (now) => ({
+        version: config.version ?? "unknown",
+        startedAt,
+        uptimeSeconds: Math.max(0, Math.floor((now - startedAt) / 1000)),
+        listening
+      })),
+      proxy:
+        proxy === undefined
+          ? Effect.succeed(undefined)
+          : Effect.zipWith(proxy.figures, recent.connectionsPerSecond, (figures, connectionsPerSecond) => ({
+              ...figures,
+              connectionsPerSecond
+            }))
+    })
+    return Context.make(Extras, extras).pipe(Context.add(Recent, recent))
+  })
+
 export const make = (config: AdminConfig) =>
   Effect.gen(function* () {
     const server = yield* listen(config)
-    yield* server.serve(app)
     const address =
       server.address._tag === "TcpAddress"
         ? { host: server.address.hostname, port: server.address.port }
         : { host: config.host, port: config.port }
+    const extras = yield* extrasFor(config, address)
+    yield* server.serve(app.pipe(Effect.provide(extras)))
     return Admin.of({ address })
   })
 

@@ -3,10 +3,14 @@
  * request leaves the balancer). It follows `/api/events` (server-sent events; the browser
  * reconnects by itself) and steers through the same JSON API anyone can call.
  *
- * Every server is a row: state, weight, active connections, probe round trip, the server's own
- * latency, its share of picks over the last 10 seconds and in all; a chart shows picks per second
- * per server over the last two minutes. A token, when the balancer has one, is asked for on the
- * first refusal and kept for the tab's life only.
+ * The header says what runs: version, uptime, where the balancer, its proxy and this page listen.
+ * With the proxy on, a panel shows its figures (open connections, connections per second, bytes
+ * in and out, clients turned away by reason). Every server is a row, sorted by id: state and for how
+ * long, weight, active connections, probe round trip, the server's own latency, the last health
+ * check, its share of picks over the last 10 seconds and in all, failed checks and connects,
+ * re-routes and ejections. A chart shows picks per second per server over the last two minutes,
+ * filled from `/api/history` when the page loads. A token, when the balancer has one, is asked for
+ * on the first refusal and kept for the tab's life only.
  */
 export const page = `<!doctype html>
 <html lang="en">
@@ -23,7 +27,7 @@ export const page = `<!doctype html>
   h1 { font-size:18px; margin:0; font-weight:600; }
   h2 { font-size:13px; text-transform:uppercase; letter-spacing:.06em; color:var(--dim); margin:0 0 8px; font-weight:600; }
   main { padding:16px 20px; display:grid; gap:16px; }
-  section { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 16px; }
+  section { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 16px; overflow-x:auto; }
   .pill { padding:2px 8px; border-radius:999px; font-size:12px; border:1px solid var(--line); color:var(--dim); }
   .pill.on { color:var(--live); border-color:var(--live); }
   .pill.off { color:var(--dead); border-color:var(--dead); }
@@ -48,6 +52,14 @@ export const page = `<!doctype html>
   #message { min-height:1.4em; color:var(--draining); }
   form { display:flex; gap:8px; align-items:center; flex-wrap:wrap; }
   #token-box { display:none; }
+  .facts { color:var(--dim); font-size:12px; display:flex; gap:14px; flex-wrap:wrap; padding:6px 20px 0; }
+  .facts b { color:var(--text); font-weight:500; }
+  #proxy-panel { display:none; }
+  .figures { display:flex; gap:28px; flex-wrap:wrap; }
+  .figure .value { font-size:20px; font-weight:600; font-variant-numeric:tabular-nums; }
+  .figure .label { color:var(--dim); font-size:12px; }
+  td.check.bad { color:var(--dead); } td.check.good { color:var(--dim); }
+  td.zero { color:var(--dim); }
 </style>
 </head>
 <body>
@@ -61,15 +73,35 @@ export const page = `<!doctype html>
   </form>
   <form id="token-box"><input id="token" type="password" placeholder="balancer token" aria-label="token"><button type="submit">Use token</button></form>
 </header>
+<div class="facts">
+  <span>version <b id="version">?</b></span>
+  <span>up <b id="uptime">?</b></span>
+  <span>balancer <b id="listen-balancer">–</b></span>
+  <span>proxy <b id="listen-proxy">off</b></span>
+  <span>admin <b id="listen-admin">–</b></span>
+</div>
 <main>
   <div id="message" role="status"></div>
+  <section id="proxy-panel">
+    <h2>Proxy</h2>
+    <div class="figures">
+      <div class="figure"><div class="value" id="proxy-open">0</div><div class="label">open connections</div></div>
+      <div class="figure"><div class="value" id="proxy-rate">0</div><div class="label">connections/s</div></div>
+      <div class="figure"><div class="value" id="proxy-accepted">0</div><div class="label">accepted</div></div>
+      <div class="figure"><div class="value" id="proxy-in">0 B</div><div class="label">bytes in</div></div>
+      <div class="figure"><div class="value" id="proxy-out">0 B</div><div class="label">bytes out</div></div>
+      <div class="figure"><div class="value" id="proxy-away">0</div><div class="label" id="proxy-away-why">turned away</div></div>
+    </div>
+  </section>
   <section>
     <h2>Servers</h2>
     <table>
       <thead><tr>
-        <th>server</th><th>address</th><th>state</th><th class="num">weight</th><th class="num">active</th>
-        <th class="num">probe rtt</th><th class="num">latency</th><th class="num">picks/s</th>
-        <th class="num">share (10 s)</th><th class="num">picks</th><th></th>
+        <th>server</th><th>address</th><th>state</th><th>since</th><th class="num">weight</th><th class="num">active</th>
+        <th class="num">probe rtt</th><th class="num">latency</th><th>last check</th><th class="num">picks/s</th>
+        <th class="num">share (10 s)</th><th class="num">picks</th>
+        <th class="num" title="failed health checks / failed proxied connects">failures</th>
+        <th class="num">re-routes</th><th class="num">ejections</th><th></th>
       </tr></thead>
       <tbody id="servers"></tbody>
     </table>
@@ -102,14 +134,31 @@ const colorOf = (id) => {
   return colors.get(id);
 };
 const $ = (id) => document.getElementById(id);
-const history = [];          // [{at, located: Map(id -> count)}], the last two minutes
+const history = [];          // [{at, rates: Map(id -> picks per second)}], the last two minutes, oldest first
 const keep = 120;
+let previous = null;         // the last status's pick counts {at, located: Map}: the next rate is taken against it
 let token = sessionStorage.getItem("effect-lb-token") || "";
 let strategyChosen = false;  // the operator picked a strategy in the menu and has not applied it yet
 
 const say = (text) => { $("message").textContent = text; };
 const ago = (ms) => { const s = Math.max(0, Math.round(ms / 1000)); return s < 120 ? s + " s ago" : Math.round(s / 60) + " min ago"; };
 const fmt = (ms) => ms === null || ms === undefined ? "–" : ms < 10 ? ms.toFixed(2) + " ms" : ms.toFixed(0) + " ms";
+/** A span of time for people: 42 s, 3 min 5 s, 2 h 10 min, 3 d 4 h. */
+const span = (ms) => {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+  if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
+};
+const bytes = (n) => {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + units[i];
+};
+/** Ids in a stable, natural order: s2 before s10. */
+const byId = (a, b) => a.localeCompare(b, undefined, { numeric: true });
 
 async function call(method, path, body) {
   const headers = { "content-type": "application/json" };
@@ -123,7 +172,7 @@ async function call(method, path, body) {
   return json;
 }
 
-/** Picks per second of each server between two samples. */
+/** Picks per second of each server between two samples of their counts. */
 function rates(before, after) {
   const seconds = Math.max((after.at - before.at) / 1000, 0.001);
   const out = new Map();
@@ -131,15 +180,59 @@ function rates(before, after) {
   return out;
 }
 
+/** The balancer's own history of the last two minutes, so the chart does not start empty. */
+async function loadHistory() {
+  const json = await fetch("/api/history").then((r) => r.json()).catch(() => null);
+  if (!json || !Array.isArray(json.samples)) return;
+  const seconds = (json.intervalMs || 1000) / 1000;
+  for (const sample of json.samples.slice(-keep)) {
+    history.push({ at: sample.at, rates: new Map(Object.entries(sample.picks).map(([id, n]) => [id, n / seconds])) });
+  }
+}
+
+/** The mean picks per second of each server over the last n samples. */
+function mean(n) {
+  const recent = history.slice(-n);
+  const out = new Map();
+  for (const sample of recent) for (const [id, r] of sample.rates) out.set(id, (out.get(id) || 0) + r / recent.length);
+  return out;
+}
+
+function renderFacts(status) {
+  const info = status.balancer;
+  if (!info) return;
+  $("version").textContent = info.version;
+  $("uptime").textContent = span(info.uptimeSeconds * 1000);
+  $("listen-balancer").textContent = info.listening.balancer || "–";
+  $("listen-proxy").textContent = info.listening.proxy || "off";
+  $("listen-admin").textContent = info.listening.admin || "–";
+}
+
+function renderProxy(proxy) {
+  $("proxy-panel").style.display = proxy ? "block" : "none";
+  if (!proxy) return;
+  $("proxy-open").textContent = proxy.open;
+  $("proxy-rate").textContent = proxy.connectionsPerSecond.toFixed(proxy.connectionsPerSecond < 10 ? 1 : 0);
+  $("proxy-accepted").textContent = proxy.accepted;
+  $("proxy-in").textContent = bytes(proxy.bytesIn);
+  $("proxy-out").textContent = bytes(proxy.bytesOut);
+  const away = proxy.turnedAway;
+  $("proxy-away").textContent = away.limit + away.noServer + away.backendsFailed;
+  $("proxy-away-why").textContent = "turned away: " + away.limit + " at limit, " + away.noServer + " no server, " + away.backendsFailed + " backends failed";
+}
+
 function render(status) {
   const sample = { at: status.at, located: new Map(status.servers.map((s) => [s.id, s.located])) };
   // The chart and the rates step once a second: events that come between (a change) only
   // redraw the table, so the rate is never taken over a few milliseconds.
-  const last = history[history.length - 1];
-  if (!last || sample.at - last.at >= 900) history.push(sample);
+  if (!previous) previous = sample;
+  else if (sample.at - previous.at >= 900) {
+    history.push({ at: sample.at, rates: rates(previous, sample) });
+    previous = sample;
+  }
   while (history.length > keep) history.shift();
-  const now = history.length > 1 ? rates(history[history.length - 2], history[history.length - 1]) : new Map();
-  const recent = history.length > 1 ? rates(history[Math.max(0, history.length - 11)], history[history.length - 1]) : new Map();
+  const now = history.length > 0 ? history[history.length - 1].rates : new Map();
+  const recent = mean(10);
   const recentTotal = [...recent.values()].reduce((a, b) => a + b, 0);
   const total = [...now.values()].reduce((a, b) => a + b, 0);
 
@@ -149,65 +242,94 @@ function render(status) {
   $("server-count").textContent = status.servers.length;
   $("live-count").textContent = status.servers.filter((s) => s.state === "live").length;
   $("rate").textContent = total.toFixed(0);
+  renderFacts(status);
+  renderProxy(status.proxy);
 
   const body = $("servers");
   const rows = new Map([...body.querySelectorAll("tr")].map((row) => [row.dataset.server, row]));
-  for (const server of status.servers) {
+  const servers = [...status.servers].sort((a, b) => byId(a.id, b.id));
+  for (const server of servers) {
     let row = rows.get(server.id);
     rows.delete(server.id);
-    if (!row) {
-      row = document.createElement("tr");
-      row.dataset.server = server.id;
-      row.innerHTML = '<td class="id"></td><td class="address"></td><td class="state"></td>' +
-        '<td class="num weight"><input class="weight-input" type="number" min="1" max="1000" aria-label="weight"></td>' +
-        '<td class="num active"></td><td class="num rtt"></td><td class="num latency"></td><td class="num rate"></td>' +
-        '<td class="num share"></td><td class="num located"></td>' +
-        '<td class="actions"><button class="drain">Drain</button> <button class="remove danger">Remove</button></td>';
-      const weightInput = row.querySelector(".weight-input");
-      weightInput.onchange = async () => {
-        const done = await call("PATCH", "/api/servers/" + encodeURIComponent(server.id), { weight: Number(weightInput.value) });
-        if (done) say(server.id + " now weighs " + done.weight);
-        weightInput.blur();
-      };
-      row.querySelector(".drain").onclick = () => call("DELETE", "/api/servers/" + encodeURIComponent(server.id));
-      row.querySelector(".remove").onclick = () => call("DELETE", "/api/servers/" + encodeURIComponent(server.id) + "?now=true");
-      body.appendChild(row);
-    }
-    const share = recentTotal > 0 ? (recent.get(server.id) || 0) / recentTotal : 0;
-    row.className = server.state;
-    const id = row.querySelector(".id");
-    id.innerHTML = "";
-    const swatch = document.createElement("span");
-    swatch.className = "swatch";
-    swatch.style.background = colorOf(server.id);
-    id.append(swatch, server.id);
-    row.querySelector(".address").textContent = server.host.includes(":") ? "[" + server.host + "]:" + server.port : server.host + ":" + server.port;
-    const state = row.querySelector(".state");
-    state.textContent = server.state;
-    state.className = "state state-" + server.state;
-    // A dead server's last figures are history: say when it last answered instead.
-    if (server.state === "dead" && server.lastSeenAt !== undefined) {
-      const seen = document.createElement("span");
-      seen.className = "seen";
-      seen.textContent = server.lastSeenAt === null ? " never answered" : " last seen " + ago((status.at ?? Date.now()) - server.lastSeenAt);
-      state.append(seen);
-    }
-    const weightInput = row.querySelector(".weight-input");
-    if (document.activeElement !== weightInput) weightInput.value = server.weight;
-    row.querySelector(".active").textContent = server.state === "dead" ? "–" : server.active;
-    row.querySelector(".rtt").textContent = fmt(server.responseTimeMs);
-    row.querySelector(".latency").textContent = fmt(server.latencyMs);
-    row.querySelector(".rate").textContent = (now.get(server.id) || 0).toFixed(1);
-    const shareCell = row.querySelector(".share");
-    shareCell.textContent = (share * 100).toFixed(0) + "%";
-    const bar = document.createElement("span");
-    bar.className = "bar";
-    bar.style.width = Math.round(share * 60) + "px";
-    shareCell.append(bar);
-    row.querySelector(".located").textContent = server.located;
+    if (!row) row = newRow(server);
+    // In id order: appending a row that is already there moves it, so the order holds as servers come and go.
+    body.appendChild(row);
+    fillRow(row, server, status, now, recentTotal > 0 ? (recent.get(server.id) || 0) / recentTotal : 0);
   }
   for (const row of rows.values()) row.remove();
   draw();
+}
+
+function newRow(server) {
+  const row = document.createElement("tr");
+  row.dataset.server = server.id;
+  row.innerHTML = '<td class="id"></td><td class="address"></td><td class="state"></td><td class="since"></td>' +
+    '<td class="num weight"><input class="weight-input" type="number" min="1" max="1000" aria-label="weight"></td>' +
+    '<td class="num active"></td><td class="num rtt"></td><td class="num latency"></td><td class="check"></td>' +
+    '<td class="num rate"></td><td class="num share"></td><td class="num located"></td>' +
+    '<td class="num failures"></td><td class="num reroutes"></td><td class="num ejections"></td>' +
+    '<td class="actions"><button class="drain">Drain</button> <button class="remove danger">Remove</button></td>';
+  const weightInput = row.querySelector(".weight-input");
+  weightInput.onchange = async () => {
+    const done = await call("PATCH", "/api/servers/" + encodeURIComponent(server.id), { weight: Number(weightInput.value) });
+    if (done) say(server.id + " now weighs " + done.weight);
+    weightInput.blur();
+  };
+  row.querySelector(".drain").onclick = () => call("DELETE", "/api/servers/" + encodeURIComponent(server.id));
+  row.querySelector(".remove").onclick = () => call("DELETE", "/api/servers/" + encodeURIComponent(server.id) + "?now=true");
+  return row;
+}
+
+/** A count cell: dimmed while it is zero. */
+function count(cell, n) {
+  cell.textContent = n === undefined ? "–" : n;
+  cell.classList.toggle("zero", !n);
+}
+
+function fillRow(row, server, status, now, share) {
+  const at = status.at ?? Date.now();
+  row.className = server.state;
+  const id = row.querySelector(".id");
+  id.innerHTML = "";
+  const swatch = document.createElement("span");
+  swatch.className = "swatch";
+  swatch.style.background = colorOf(server.id);
+  id.append(swatch, server.id);
+  row.querySelector(".address").textContent = server.host.includes(":") ? "[" + server.host + "]:" + server.port : server.host + ":" + server.port;
+  const state = row.querySelector(".state");
+  state.textContent = server.state;
+  state.className = "state state-" + server.state;
+  // A dead server's last figures are history: say when it last answered instead.
+  if (server.state === "dead" && server.lastSeenAt !== undefined) {
+    const seen = document.createElement("span");
+    seen.className = "seen";
+    seen.textContent = server.lastSeenAt === null ? " never answered" : " last seen " + ago(at - server.lastSeenAt);
+    state.append(seen);
+  }
+  const since = row.querySelector(".since");
+  since.textContent = server.stateSince === undefined ? "–" : "for " + span(at - server.stateSince);
+  if (server.stateSince !== undefined) since.title = "since " + new Date(server.stateSince).toLocaleString();
+  const weightInput = row.querySelector(".weight-input");
+  if (document.activeElement !== weightInput) weightInput.value = server.weight;
+  row.querySelector(".active").textContent = server.state === "dead" ? "–" : server.active;
+  row.querySelector(".rtt").textContent = fmt(server.responseTimeMs);
+  row.querySelector(".latency").textContent = fmt(server.latencyMs);
+  const check = row.querySelector(".check");
+  check.textContent = server.lastCheck ? server.lastCheck.result + ", " + ago(at - server.lastCheck.at) : "–";
+  check.className = "check " + (server.lastCheck ? (server.lastCheck.ok ? "good" : "bad") : "");
+  row.querySelector(".rate").textContent = (now.get(server.id) || 0).toFixed(1);
+  const shareCell = row.querySelector(".share");
+  shareCell.textContent = (share * 100).toFixed(0) + "%";
+  const bar = document.createElement("span");
+  bar.className = "bar";
+  bar.style.width = Math.round(share * 60) + "px";
+  shareCell.append(bar);
+  row.querySelector(".located").textContent = server.located;
+  const failures = row.querySelector(".failures");
+  failures.textContent = server.failedChecks === undefined ? "–" : server.failedChecks + " / " + (server.failedConnects || 0);
+  failures.classList.toggle("zero", !server.failedChecks && !server.failedConnects);
+  count(row.querySelector(".reroutes"), server.reroutes);
+  count(row.querySelector(".ejections"), server.ejections);
 }
 
 function draw() {
@@ -217,17 +339,16 @@ function draw() {
   if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
   const g = canvas.getContext("2d");
   g.clearRect(0, 0, width, height);
-  const series = new Map();
-  for (let i = 1; i < history.length; i++) {
-    for (const [id, r] of rates(history[i - 1], history[i])) {
-      if (!series.has(id)) series.set(id, []);
-      series.get(id).push([i, r]);
-    }
-  }
+  // Every server seen in the window has a line; a second it was not picked in is a zero.
+  const ids = new Set();
+  for (const sample of history) for (const id of sample.rates.keys()) ids.add(id);
+  if (previous) for (const id of previous.located.keys()) ids.add(id);
+  const series = new Map([...ids].sort(byId).map((id) => [id, history.map((sample, i) => [i, sample.rates.get(id) || 0])]));
   let max = 1;
   for (const points of series.values()) for (const [, r] of points) max = Math.max(max, r);
   const pad = 28 * ratio;
-  const x = (i) => pad + ((i - 1) / Math.max(keep - 1, 1)) * (width - pad - 8 * ratio);
+  const offset = keep - history.length;  // the newest sample at the right edge
+  const x = (i) => pad + ((i + offset) / Math.max(keep - 1, 1)) * (width - pad - 8 * ratio);
   const y = (r) => height - 16 * ratio - (r / max) * (height - 28 * ratio);
   g.strokeStyle = "#26303b"; g.fillStyle = "#8a96a3"; g.font = 11 * ratio + "px system-ui"; g.lineWidth = 1;
   for (const f of [0, 0.5, 1]) {
@@ -248,6 +369,7 @@ function draw() {
     item.append(swatch, id);
     return item;
   }));
+  $("chart").dataset.samples = history.length;
 }
 
 function connect() {
@@ -287,8 +409,8 @@ fetch("/api/strategies").then((r) => r.json()).then((names) => {
     option.value = name; option.textContent = name;
     $("strategy").append(option);
   }
-  connect();
-});
+  return loadHistory();
+}).finally(connect);
 </script>
 </body>
 </html>

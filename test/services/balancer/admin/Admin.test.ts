@@ -1,8 +1,14 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Option } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
+import * as Net from "node:net"
+import type { StatusReport } from "../../../../src/domain/Protocol.js"
 import { Host, Port, ServerId, type ServerSpec, Weight } from "../../../../src/domain/Server.js"
 import * as Admin from "../../../../src/services/balancer/admin/Admin.js"
 import { Balancer } from "../../../../src/services/balancer/Balancer.js"
+import * as ControlPlane from "../../../../src/services/balancer/ControlPlane.js"
+import * as HealthMonitor from "../../../../src/services/balancer/HealthMonitor.js"
+import * as Proxy from "../../../../src/services/balancer/Proxy.js"
+import * as Wire from "../../../../src/services/wire/Wire.js"
 import * as Metrics from "../../../../src/services/balancer/Metrics.js"
 import { ServerRegistry } from "../../../../src/services/balancer/ServerRegistry.js"
 import { balancerLayer } from "../../../support/balancer.js"
@@ -358,4 +364,141 @@ describe("the admin API", () => {
       expect(seen.servers[0]?.state).toBe("dead")
     }).pipe(Effect.provide(adminLayer()))
   )
+
+  it.scopedLive(
+    "reports the balancer (version, uptime, addresses), the proxy's figures, and each server's since, last check and counts",
+    () =>
+      Effect.gen(function* () {
+        const registry = yield* ServerRegistry
+        const up = yield* echo
+        const downPort = yield* freePort
+        yield* registry.add(server("up", up))
+        yield* registry.add(server("down", downPort))
+        type Encoded = typeof StatusReport.Encoded
+        const status = Effect.map(http("GET", "/api/status"), (reply) => reply.json as Encoded)
+        const byId = (report: Encoded, id: string) => report.servers.find((s) => s.id === `admin-${id}`)
+        const checked = yield* eventually(
+          status,
+          (report) => byId(report, "up")?.state === "live" && (byId(report, "down")?.failedChecks ?? 0) >= 1,
+          "5 seconds"
+        )
+        const now = Date.now()
+        const { address: plane } = yield* ControlPlane.ControlPlane
+        const { address: proxy } = yield* Proxy.Proxy
+        const { address: admin } = yield* Admin.Admin
+        expect(checked.balancer).toMatchObject({
+          version: "9.9.9",
+          listening: {
+            balancer: `127.0.0.1:${plane.port}`,
+            proxy: `127.0.0.1:${proxy.port}`,
+            admin: `127.0.0.1:${admin.port}`
+          }
+        })
+        expect(checked.balancer?.startedAt).toBeLessThanOrEqual(now)
+        expect(checked.balancer?.uptimeSeconds).toBeGreaterThanOrEqual(0)
+        expect(byId(checked, "up")?.lastCheck).toMatchObject({
+          ok: true,
+          result: expect.stringMatching(/^tcp [\d.]+ ms ok$/)
+        })
+        expect(byId(checked, "down")?.lastCheck).toMatchObject({ ok: false, result: "refused" })
+        expect(byId(checked, "up")?.stateSince).toBeLessThanOrEqual(now)
+        expect(byId(checked, "up")).toMatchObject({ failedChecks: 0, failedConnects: 0, reroutes: 0, ejections: 0 })
+
+        // One connection through the proxy: counted, bytes each way.
+        yield* through(proxy.port, "hello")
+        const proxied = yield* eventually(status, (report) => (report.proxy?.bytesOut ?? 0) >= 5, "3 seconds")
+        expect(proxied.proxy).toMatchObject({
+          open: 0,
+          accepted: 1,
+          bytesIn: 5,
+          bytesOut: 5,
+          turnedAway: { limit: 0, noServer: 0, backendsFailed: 0 }
+        })
+        expect(proxied.proxy?.connectionsPerSecond).toBeGreaterThanOrEqual(0)
+
+        // A client that failed on "up" comes back for another: a re-route. An ejection: live to dead.
+        const balancer = yield* Balancer
+        yield* Effect.ignore(balancer.determineServer([{ host: Host.make("127.0.0.1"), port: Port.make(up) }]))
+        yield* registry.setState(ServerId.make("admin-up"), "dead")
+        const counted = yield* status
+        expect(byId(counted, "up")).toMatchObject({ reroutes: 1, ejections: 1 })
+      }).pipe(Effect.provide(fullAdmin))
+  )
+
+  it.scopedLive("serves the last two minutes of picks per server, a sample a second", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const balancer = yield* Balancer
+      yield* registry.add(server("h1", 42051))
+      yield* registry.add(server("h2", 42052))
+      const pick = Effect.ignore(balancer.determineServer())
+      yield* Effect.forEach(Array.from({ length: 10 }), () => pick, { discard: true })
+      interface History {
+        readonly intervalMs: number
+        readonly samples: ReadonlyArray<{ readonly at: number; readonly picks: Record<string, number> }>
+      }
+      const history = Effect.map(http("GET", "/api/history"), (reply) => reply.json as History)
+      const first = yield* eventually(history, (h) => h.samples.length >= 1, "3 seconds")
+      expect(first.intervalMs).toBe(1000)
+      // The sampler started counting when the admin server did: those 10 picks are in the first sample.
+      const picked = first.samples.flatMap((sample) => Object.values(sample.picks)).reduce((a, b) => a + b, 0)
+      expect(picked).toBe(10)
+      expect(first.samples[0]?.picks).toEqual({ "admin-h1": 5, "admin-h2": 5 })
+      const more = yield* eventually(history, (h) => h.samples.length >= 2, "3 seconds")
+      const [a, b] = more.samples
+      expect((b?.at ?? 0) - (a?.at ?? 0)).toBeGreaterThanOrEqual(900)
+      // A second with no picks is a sample with none.
+      expect(b?.picks).toEqual({})
+    }).pipe(Effect.provide(adminLayer()))
+  )
 })
+
+/** A TCP listener that echoes, on a free port, closed with the scope; its port. */
+const echo = Effect.acquireRelease(
+  Effect.async<Net.Server>((resume) => {
+    const listener = Net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on("error", () => undefined)
+      socket.pipe(socket)
+    })
+    listener.listen(0, "127.0.0.1", () => resume(Effect.succeed(listener)))
+  }),
+  (listener) => Effect.async<void>((resume) => void listener.close(() => resume(Effect.void)))
+).pipe(Effect.map((listener) => portOf(listener)))
+
+const portOf = (listener: Net.Server) => {
+  const address = listener.address()
+  return typeof address === "object" && address !== null ? address.port : 0
+}
+
+/** A port nothing listens on (it did a moment ago): connects to it are refused. */
+const freePort = Effect.async<number>((resume) => {
+  const listener = Net.createServer()
+  listener.listen(0, "127.0.0.1", () => {
+    const port = portOf(listener)
+    listener.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+/** Sends `text` through the proxy, half-closes, and waits for the close. */
+const through = (port: number, text: string) =>
+  Effect.async<string>((resume) => {
+    const socket = Net.createConnection({ host: "127.0.0.1", port, allowHalfOpen: true })
+    let received = ""
+    socket.on("data", (chunk: Buffer) => (received += chunk.toString()))
+    socket.on("error", () => undefined)
+    socket.on("close", () => resume(Effect.succeed(received)))
+    socket.end(text)
+  })
+
+/** The admin server over a whole balancer: its port, a proxy and TCP health checks. */
+const fullAdmin = Admin.layer({ host: "127.0.0.1", port: 0, version: "9.9.9" }).pipe(
+  Layer.provideMerge(
+    Layer.mergeAll(
+      ControlPlane.layer({ ...ControlPlane.defaults, port: 0 }),
+      Proxy.layer({ ...Proxy.defaults, port: 0 }),
+      HealthMonitor.layer({ ...HealthMonitor.defaults, health: "tcp", probeInterval: Duration.millis(100) })
+    )
+  ),
+  Layer.provideMerge(balancerLayer("round-robin")),
+  Layer.provideMerge(Wire.layer)
+)
