@@ -13,6 +13,7 @@ import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
 import { names, Strategies, type StrategyName } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
 import { ignoringHangup } from "./hangup.js"
+import { hintBusyPort } from "./listen.js"
 import { version } from "./version.js"
 import {
   accessLog,
@@ -258,6 +259,6 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
           })
         )
       )
-    ).pipe(ignoringHangup)
+    ).pipe(hintBusyPort([{ flag: "--port", port: flags.port, fallback: ControlPlane.defaults.port }]), ignoringHangup)
   })
 ).pipe(Command.withDescription("run the balancer: hands clients the location of a server"))

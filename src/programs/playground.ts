@@ -39,6 +39,7 @@ import {
   sampleFolder,
   withDefault
 } from "./options.js"
+import { hintBusyPort } from "./listen.js"
 import { version } from "./version.js"
 
 export interface Settings {
@@ -229,7 +230,7 @@ const startBalancer = (flags: Flags, strategy: StrategyName) =>
     const dashboard = `http://${formatEndpoint(Context.get(admin, Admin.Admin).address)}/`
     yield* Console.log(`dashboard ${dashboard}  (metrics: ${dashboard}metrics)`)
     return { address, registry }
-  })
+  }).pipe(hintBusyPort([{ flag: "--port", port: flags.port, fallback: ControlPlane.defaults.port }]))
 
 /** The playground's servers: every one it started, and those running now (each in its own scope). */
 interface Fleet {

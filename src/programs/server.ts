@@ -7,6 +7,7 @@ import * as FileServer from "../services/server/FileServer.js"
 import * as FileStore from "../services/server/FileStore.js"
 import * as Wire from "../services/wire/Wire.js"
 import { ignoringHangup } from "./hangup.js"
+import { hintBusyPort } from "./listen.js"
 import * as BalancerLink from "../services/server/BalancerLink.js"
 import {
   checkedToken,
@@ -148,6 +149,7 @@ export const serverCommand = Command.make("server", options, (flags) =>
         })
       ),
       Effect.scoped,
+      hintBusyPort([{ flag: "--port", port: flags.port, fallback: FileServer.defaults.port }]),
       ignoringHangup
     )
   })

@@ -151,7 +151,7 @@ describe("one token rule for every door (real processes)", () => {
         expect(refused.code).toBe(1)
         expect(refused.output).toMatch(listening)
         expect(refused.errors).toBe(
-          "effect-lb: the balancer refused to register this server: Unauthorized: Register needs the balancer's token\n"
+          `effect-lb: the balancer at 127.0.0.1:${port} refused the token: Unauthorized: Register needs the balancer's token\n`
         )
       }),
     60_000

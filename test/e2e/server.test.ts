@@ -52,7 +52,9 @@ describe("effect-lb server (the real process)", () => {
         const port = (yield* first.waitFor(listening))[1] ?? "0"
         const second = yield* spawn(["server", "--port", port])
         expect(yield* second.exited).toBe(1)
-        expect(second.errors().trim()).toBe(`effect-lb: cannot listen on 127.0.0.1:${port}: EADDRINUSE`)
+        expect(second.errors().trim()).toBe(
+          `effect-lb: cannot listen on 127.0.0.1:${port}: the address is in use (EADDRINUSE)`
+        )
       }),
     20_000
   )

@@ -1,37 +1,42 @@
 /** Asking a balancer one thing: a request, its reply, within a deadline. For operators and clients. */
-import { Duration, Effect, Option, Schema } from "effect"
+import { type Duration, Effect } from "effect"
 import {
   type BalancerReply as BalancerReplyType,
-  BalancerReply,
   type BalancerRequest as BalancerRequestType,
   BalancerRequest,
   Status,
   StatusReport
 } from "../../domain/Protocol.js"
-import type { ServerId, ServerView } from "../../domain/Server.js"
+import { formatEndpoint, type ServerId, type ServerView } from "../../domain/Server.js"
+import {
+  answered,
+  balancerReply as reply,
+  confirmBalancer as confirm,
+  NotABalancer,
+  noAnswerWithin,
+  notABalancer
+} from "../wire/Peer.js"
 import { type Address, Wire } from "../wire/Wire.js"
 
-/** The balancer did not answer in time, or hung up without answering. */
-export class NoAnswer extends Schema.TaggedError<NoAnswer>()("NoAnswer", { reason: Schema.String }) {
-  override get message(): string {
-    return `the balancer did not answer: ${this.reason}`
-  }
-}
+export { NotABalancer } from "../wire/Peer.js"
 
-export const ask = (balancer: Address, request: BalancerRequestType, timeout: Duration.DurationInput = "5 seconds") =>
-  Effect.gen(function* () {
+export const ask = (balancer: Address, request: BalancerRequestType, timeout: Duration.DurationInput = "5 seconds") => {
+  const peer = formatEndpoint(balancer)
+  return Effect.gen(function* () {
     const wire = yield* Wire
     const connection = yield* wire.connect(balancer, { timeout })
     yield* connection.send(BalancerRequest, request)
-    const reply = yield* connection.read(BalancerReply)
-    return yield* Option.match(reply, {
-      onNone: () => Effect.fail(new NoAnswer({ reason: "it closed the connection" })),
-      onSome: (value: BalancerReplyType) => Effect.succeed(value)
-    })
+    const answer = yield* reply(connection, peer)
+    if (answer._tag === "InvalidRequest") {
+      if (request._tag === "Status") return yield* new NotABalancer({ peer, reason: answered(answer), silent: false })
+      yield* confirm(connection, peer, answer)
+    }
+    return answer
   }).pipe(
     Effect.scoped,
-    Effect.timeoutFail({ duration: timeout, onTimeout: () => new NoAnswer({ reason: "timed out" }) })
+    Effect.timeoutFail({ duration: timeout, onTimeout: () => notABalancer(peer, noAnswerWithin(timeout)) })
   )
+}
 
 /** Servers an operator's view takes from one balancer before it calls the report endless. */
 const maxServers = 1_000_000
@@ -43,30 +48,31 @@ const maxServers = 1_000_000
  */
 export const status = (balancer: Address, timeout: Duration.DurationInput = "5 seconds") =>
   Effect.gen(function* () {
+    const peer = formatEndpoint(balancer)
     const wire = yield* Wire
     const connection = yield* wire.connect(balancer, { timeout })
     const page = (after: ServerId | undefined) =>
       connection.send(BalancerRequest, new Status(after === undefined ? {} : { after })).pipe(
-        Effect.zipRight(connection.read(BalancerReply)),
-        Effect.flatMap(
-          Option.match({
-            onNone: () => Effect.fail(new NoAnswer({ reason: "it closed the connection" })),
-            onSome: (reply: BalancerReplyType) => Effect.succeed(reply)
-          })
+        Effect.zipRight(reply(connection, peer)),
+        Effect.flatMap((answer) =>
+          // Every balancer answers Status with its report; an InvalidRequest is a port that does not know it.
+          answer._tag === "InvalidRequest"
+            ? Effect.fail(new NotABalancer({ peer, reason: answered(answer), silent: false }))
+            : Effect.succeed(answer)
         ),
-        Effect.timeoutFail({ duration: timeout, onTimeout: () => new NoAnswer({ reason: "timed out" }) })
+        Effect.timeoutFail({ duration: timeout, onTimeout: () => notABalancer(peer, noAnswerWithin(timeout)) })
       )
     const servers: Array<ServerView> = []
     let after: ServerId | undefined = undefined
     while (true) {
-      const reply: BalancerReplyType = yield* page(after)
-      if (reply._tag !== "StatusReport") return reply
-      servers.push(...reply.servers)
-      if (reply.next === undefined) return new StatusReport({ strategy: reply.strategy, servers }, true)
+      const answer: BalancerReplyType = yield* page(after)
+      if (answer._tag !== "StatusReport") return answer
+      servers.push(...answer.servers)
+      if (answer.next === undefined) return new StatusReport({ strategy: answer.strategy, servers }, true)
       // Pages move forward and end: a balancer that says otherwise is not answering.
-      if ((after !== undefined && reply.next <= after) || servers.length > maxServers) {
-        return yield* new NoAnswer({ reason: "its status report does not end" })
+      if ((after !== undefined && answer.next <= after) || servers.length > maxServers) {
+        return yield* new NotABalancer({ peer, reason: "its status report does not end", silent: false })
       }
-      after = reply.next
+      after = answer.next
     }
   }).pipe(Effect.scoped)

@@ -21,14 +21,14 @@ import {
   type ServerRequest as ServerRequestType
 } from "../../domain/Protocol.js"
 import { type Endpoint, formatEndpoint, type ServerLocation } from "../../domain/Server.js"
-import { ask } from "./BalancerClient.js"
+import { ask, type NotABalancer } from "./BalancerClient.js"
 import type { Connection, ConnectionClosed, LineTooLong } from "../wire/Connection.js"
 import { type Address, Wire } from "../wire/Wire.js"
 import { BalancerUnavailable, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
 
 export { BalancerUnavailable, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
 
-export type ClientError = FileNotFound | InvalidRequest | GaveUp | BalancerUnavailable | SaveFailed
+export type ClientError = FileNotFound | InvalidRequest | GaveUp | BalancerUnavailable | NotABalancer | SaveFailed
 
 /** How one attempt on one server can end: the server's fault (retried), or the request's (not). */
 type Attempt = ServerFailed | FileNotFound | InvalidRequest | SaveFailed | ConnectionClosed | LineTooLong
@@ -320,9 +320,15 @@ const onSomeServer = <A>(
     )
   })
 
-/** A failure that another server, or another try at the balancer, may get past. */
-const reroutable = (error: { readonly _tag: string }) =>
-  error._tag === "ServerFailed" || error._tag === "BalancerUnavailable" || error._tag === "NoServerAvailable"
+/**
+ * A failure that another server, or another try at the balancer, may get past. A balancer that gave
+ * no answer may be busy; one that answered as no balancer does will not turn into one.
+ */
+const reroutable = (error: ClientError | ServerFailed | NoServerAvailable) =>
+  error._tag === "ServerFailed" ||
+  error._tag === "BalancerUnavailable" ||
+  error._tag === "NoServerAvailable" ||
+  (error._tag === "NotABalancer" && error.silent)
 
 /** The one reason a person is given: the last failure, or why the balancer had none left and what failed before. */
 const gaveUp = (journey: Journey, error: ServerFailed | NoServerAvailable) =>
@@ -393,14 +399,18 @@ const onServer = <A>(
 const locate = (
   { config, balancerName, wire }: Setup,
   exclude: ReadonlyArray<Endpoint>
-): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable> =>
+): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable | NotABalancer> =>
   ask(
     config.balancer,
     new Locate(config.key === undefined ? { exclude } : { exclude, key: config.key }),
     config.connectTimeout
   ).pipe(
     Effect.provideService(Wire, wire),
-    Effect.mapError((error) => new BalancerUnavailable({ balancer: balancerName, reason: error.message })),
+    Effect.catchTags({
+      ConnectFailed: (error) => Effect.fail(new BalancerUnavailable({ balancer: balancerName, reason: error.message })),
+      ConnectionClosed: (error) =>
+        Effect.fail(new BalancerUnavailable({ balancer: balancerName, reason: error.message }))
+    }),
     Effect.flatMap((reply): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable> => {
       switch (reply._tag) {
         case "Located":

@@ -5,10 +5,11 @@
  * deregisters on shutdown so it leaves the rotation at once rather than after the balancer's
  * dead-after.
  */
-import { Context, Deferred, Duration, Effect, Layer, Option, Ref, Schedule, Schema, Stream } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Schedule, Schema, Stream } from "effect"
 import { BalancerReply, BalancerRequest, Deregister, Load, Register } from "../../domain/Protocol.js"
-import { Host, Port, type ServerSpec, type Weight } from "../../domain/Server.js"
+import { formatEndpoint, Host, Port, type ServerSpec, type Weight } from "../../domain/Server.js"
 import type { Connection } from "../wire/Connection.js"
+import { balancerReply, confirmBalancer, noAnswerWithin, notABalancer } from "../wire/Peer.js"
 import { FileServer } from "./FileServer.js"
 import { type Address, Wire } from "../wire/Wire.js"
 
@@ -22,14 +23,25 @@ export interface LinkConfig {
 
 /** The balancer will not take this server (wrong token, or it rejected the registration). */
 export class RegistrationRefused extends Schema.TaggedError<RegistrationRefused>()("RegistrationRefused", {
-  reason: Schema.String
+  /** The balancer's address, `host:port`. */
+  balancer: Schema.String,
+  /** Its reply, `TAG: message`. */
+  reason: Schema.String,
+  /** Whether this server sent a token. */
+  withToken: Schema.Boolean
 }) {
   override get message(): string {
-    return `the balancer refused to register this server: ${this.reason}`
+    const at = `the balancer at ${this.balancer}`
+    if (!this.reason.startsWith("Unauthorized")) return `${at} refused to register this server: ${this.reason}`
+    return this.withToken ? `${at} refused the token: ${this.reason}` : `${at} needs a token (--token): ${this.reason}`
   }
 }
 
-class LinkLost extends Schema.TaggedError<LinkLost>()("LinkLost", { reason: Schema.String }) {}
+class LinkLost extends Schema.TaggedError<LinkLost>()("LinkLost", { reason: Schema.String }) {
+  override get message(): string {
+    return this.reason
+  }
+}
 
 export class BalancerLink extends Context.Tag("effect-lb/BalancerLink")<
   BalancerLink,
@@ -85,20 +97,32 @@ interface Registration {
   readonly deregistered: Deferred.Deferred<void>
 }
 
-/** Asks the balancer to take the server; fails unless it answers `Registered`. */
-const register = (connection: Connection, spec: ServerSpec, token: string | undefined) =>
+/** How long the balancer has to answer `Register`. */
+const registerTimeout = Duration.seconds(5)
+
+/**
+ * Asks the balancer to take the server; fails unless it answers `Registered`. Something that is not
+ * a balancer (it answers nothing, or what no balancer sends) may be replaced by one: not a refusal.
+ */
+const register = (connection: Connection, spec: ServerSpec, token: string | undefined, balancer: string) =>
   Effect.gen(function* () {
     yield* connection.send(BalancerRequest, new Register({ server: spec, token }))
-    const reply = yield* connection.read(BalancerReply)
-    if (Option.isNone(reply)) return yield* new LinkLost({ reason: "closed before answering Register" })
-    if (reply.value._tag === "Busy") {
-      // The balancer is full for now (its --max-servers): worth asking again, later.
-      yield* Effect.logWarning(`the balancer cannot take this server now: ${reply.value.message}`)
-      return yield* new LinkLost({ reason: `answered Busy to Register: ${reply.value.message}` })
-    }
-    if (reply.value._tag !== "Registered") {
-      const said = "message" in reply.value ? `: ${reply.value.message}` : ""
-      return yield* new RegistrationRefused({ reason: `${reply.value._tag}${said}` })
+    const reply = yield* balancerReply(connection, balancer).pipe(
+      Effect.timeoutFail({
+        duration: registerTimeout,
+        onTimeout: () => notABalancer(balancer, noAnswerWithin(registerTimeout))
+      })
+    )
+    // The balancer is full for now (its --max-servers): worth asking again, later.
+    if (reply._tag === "Busy") return yield* new LinkLost({ reason: `it answered Busy: ${reply.message}` })
+    if (reply._tag === "InvalidRequest") yield* confirmBalancer(connection, balancer, reply)
+    if (reply._tag !== "Registered") {
+      const said = "message" in reply ? `: ${reply.message}` : ""
+      return yield* new RegistrationRefused({
+        balancer,
+        reason: `${reply._tag}${said}`,
+        withToken: token !== undefined
+      })
     }
   })
 
@@ -130,42 +154,102 @@ const deregister = ({ connection, deregistered }: Registration) =>
     Effect.ignore
   )
 
-const linkLost = (error: { readonly message: string }) => Effect.logDebug("balancer link lost", error.message)
+/** Failures in a row before the first warning: a balancer starting at the same moment is not trouble yet. */
+const warnAfter = 3
+/** While the reason stays the same, a warning at most this often. */
+const repeatEvery = 30_000
+
+/**
+ * When failing to register is worth a warning: at the third failure in a row (a balancer starting at
+ * the same moment is not trouble), then whenever the reason changes, and every 30 s while it does
+ * not. Plain state; the time is given.
+ */
+export class RegistrationTrouble {
+  private failures = 0
+  private warnedAt: number | undefined = undefined
+  private warnedReason: string | undefined = undefined
+
+  /** One more failed attempt, at `now` (ms): the warning to log, when one is due. */
+  failed(reason: string, now: number): string | undefined {
+    this.failures += 1
+    if (this.failures < warnAfter) return undefined
+    const repeat = reason === this.warnedReason && this.warnedAt !== undefined && now - this.warnedAt < repeatEvery
+    if (repeat) return undefined
+    this.warnedAt = now
+    this.warnedReason = reason
+    return `${reason} (${this.failures} failed attempts); trying again`
+  }
+
+  /** Registered at last: the attempts that failed before, and the count starts over. */
+  succeeded(): number {
+    const failures = this.failures
+    this.failures = 0
+    this.warnedAt = undefined
+    this.warnedReason = undefined
+    return failures
+  }
+}
+
+/** An attempt to register failed: always in the debug log, and as a warning when `trouble` says one is due. */
+const failed = (trouble: RegistrationTrouble, balancer: string, error: { readonly message: string }) =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const warning = trouble.failed(error.message, now)
+    return Effect.zipRight(
+      Effect.logDebug("cannot register with the balancer", error.message),
+      warning === undefined
+        ? Effect.void
+        : Effect.logWarning(
+            // Most reasons name the balancer's address already.
+            `cannot register${error.message.includes(balancer) ? "" : ` with the balancer at ${balancer}`}: ${warning}`
+          )
+    )
+  })
 
 /**
  * One registration on one connection, held (reporting load) until the connection is lost. Succeeds
  * with whether it registered; fails only when the balancer refuses the server.
  */
-const session = (config: LinkConfig, current: Ref.Ref<Option.Option<Registration>>) =>
-  Effect.gen(function* () {
+const session = (config: LinkConfig, current: Ref.Ref<Option.Option<Registration>>, trouble: RegistrationTrouble) => {
+  const balancer = formatEndpoint(config.balancer)
+  return Effect.gen(function* () {
     const wire = yield* Wire
     const server = yield* FileServer
     const connection = yield* wire.connect(config.balancer)
     const spec = advertisedSpec(server, config, connection)
-    yield* register(connection, spec, config.token)
+    yield* register(connection, spec, config.token, balancer)
     const registration: Registration = { connection, deregistered: yield* Deferred.make<void>() }
     yield* Ref.set(current, Option.some(registration))
+    const before = trouble.succeeded()
     yield* Effect.logInfo(
-      `registered as ${spec.id} with the balancer at ${config.balancer.host}:${config.balancer.port}`
+      `registered as ${spec.id} with the balancer at ${balancer}${before > 0 ? ` after ${before} failed attempts` : ""}`
     )
     // How the held link ended is kept as a value, and logged once the connection is closed.
     return yield* Effect.exit(Effect.raceFirst(reportLoad(server, connection), listen(registration)))
   }).pipe(
     Effect.scoped,
     Effect.ensuring(Ref.set(current, Option.none())),
-    Effect.flatMap((held) => Effect.as(Effect.catchAll(held, linkLost), true)),
+    Effect.flatMap((held) =>
+      Effect.as(
+        Effect.catchAll(held, (error) =>
+          Effect.logWarning(`lost the balancer at ${balancer} (${error.message}); registering again`)
+        ),
+        true
+      )
+    ),
     Effect.catchIf(
       (error) => error._tag !== "RegistrationRefused",
-      (error) => Effect.as(linkLost(error), false)
+      (error) => Effect.as(failed(trouble, balancer, error), false)
     )
   )
+}
 
 export const make = (config: LinkConfig) =>
   Effect.gen(function* () {
     const current = yield* Ref.make(Option.none<Registration>())
     const refused = yield* Deferred.make<never, RegistrationRefused>()
     // Registers again whenever the link drops, until the balancer refuses the server.
-    yield* session(config, current).pipe(
+    const trouble = new RegistrationTrouble()
+    yield* session(config, current, trouble).pipe(
       Effect.repeat(reconnect),
       Effect.catchTag("RegistrationRefused", (error) =>
         // Whoever runs the server says so (the server command exits with it); this is for the logs.

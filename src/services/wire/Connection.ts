@@ -47,6 +47,8 @@ export interface Connection {
   readonly localHost: string | undefined
   /** The next line decoded with `schema`; a line that is not valid JSON or not a valid message is `InvalidRequest`. */
   readonly read: <A, I>(schema: Schema.Schema<A, I>) => Effect.Effect<Option.Option<A>, ReadError | InvalidRequest>
+  /** The next line as text, undecoded (to say what a peer that does not speak the protocol sent); not valid UTF-8 is `InvalidRequest`. */
+  readonly readLine: Effect.Effect<Option.Option<string>, ReadError | InvalidRequest>
   /** Sends one message as a JSON line. */
   readonly send: <A, I>(schema: Schema.Schema<A, I>, message: A) => Effect.Effect<void, ConnectionClosed>
   /** Sends exactly `size` bytes from `source` with the stream's backpressure; closes the source. */
@@ -88,6 +90,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions): Effect.E
       peer: options.peer,
       localHost: options.localHost,
       read: (schema) => nextFrame(state, lineDecoder(schema)),
+      readLine: nextFrame(state, Effect.succeed),
       send: (schema, message) => writeLine(state, lineEncoder(schema), message),
       sendPayload: (source, size) => pipePayload(state, source, size),
       readPayload: (size) => payloadStream(state, size),

@@ -26,12 +26,23 @@ export class ConnectFailed extends Schema.TaggedError<ConnectFailed>()("ConnectF
   }
 }
 
+/** What the common reasons a listener fails mean, for a person. */
+const listenReasons: Record<string, string> = {
+  EADDRINUSE: "the address is in use (EADDRINUSE)",
+  EACCES: "permission denied (EACCES)",
+  EADDRNOTAVAIL: "no such address on this machine (EADDRNOTAVAIL)"
+}
+
 export class ListenFailed extends Schema.TaggedError<ListenFailed>()("ListenFailed", {
   endpoint: Schema.String,
-  reason: Schema.String
+  /** The system's error code (`EADDRINUSE`), or its message. */
+  reason: Schema.String,
+  /** What to do about it, when the program knows (`give --port 0 to let the system pick a free port`). */
+  hint: Schema.optional(Schema.String)
 }) {
   override get message(): string {
-    return `cannot listen on ${this.endpoint}: ${this.reason}`
+    const hint = this.hint === undefined ? "" : `; ${this.hint}`
+    return `cannot listen on ${this.endpoint}: ${listenReasons[this.reason] ?? this.reason}${hint}`
   }
 }
 
