@@ -12,9 +12,10 @@
  */
 import { Clock, Context, Duration, Effect, Either, FiberSet, Layer, Option, Queue, Schema } from "effect"
 import { Ping, ServerReply, ServerRequest } from "../../domain/Protocol.js"
-import type { ServerId, ServerView } from "../../domain/Server.js"
+import { formatEndpoint, type ServerId, type ServerView } from "../../domain/Server.js"
 import * as Metrics from "./Metrics.js"
 import { ServerRegistry } from "./ServerRegistry.js"
+import { readAnswer } from "../wire/Peer.js"
 import { Wire } from "../wire/Wire.js"
 
 export interface MonitorConfig {
@@ -53,7 +54,9 @@ export const defaults = {
 /** A probe got no good answer: no connection, no `Pong`, or not in time. */
 export class ProbeFailed extends Schema.TaggedError<ProbeFailed>()("ProbeFailed", {
   server: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  /** The server took the connection (its port is open): something there does not answer `Ping`. */
+  connected: Schema.optionalWith(Schema.Boolean, { default: () => false })
 }) {}
 
 export class HealthMonitor extends Context.Tag("effect-lb/HealthMonitor")<
@@ -93,6 +96,8 @@ interface Watched {
   failures: number
   /** When the first probe of the current run of failures was sent. */
   failingSince: number | undefined
+  /** Whether the hint about `--health tcp` was given for it (once per server). */
+  hinted: boolean
 }
 
 /** A good answer: the round trip in milliseconds, and the load the server reported (not with `tcp`). */
@@ -104,35 +109,54 @@ interface Answer {
 
 /** One probe: connect, Ping, Pong (with `tcp` health, the connect alone), within `deadAfter`. */
 const probe = (watching: Watching, server: ServerView): Effect.Effect<Answer, ProbeFailed> =>
-  Effect.gen(function* () {
-    const started = yield* Clock.currentTimeNanos
-    const connection = yield* watching.wire.connect(server, { timeout: watching.deadAfter })
-    if (watching.health === "tcp") {
-      const connected = yield* Clock.currentTimeNanos
-      return { roundTripMs: Number(connected - started) / 1e6, active: undefined, latencyMs: undefined }
-    }
-    yield* connection.send(ServerRequest, new Ping())
-    const reply = yield* connection.read(ServerReply)
-    const answered = yield* Clock.currentTimeNanos
-    if (Option.isNone(reply) || reply.value._tag !== "Pong") {
-      return yield* new ProbeFailed({ server: server.id, reason: "answered without a Pong" })
-    }
-    return {
-      roundTripMs: Number(answered - started) / 1e6,
-      active: reply.value.active,
-      latencyMs: reply.value.latencyMs
-    }
-  }).pipe(
-    Effect.scoped,
-    Effect.timeoutFail({
-      duration: watching.deadAfter,
-      onTimeout: () => new ProbeFailed({ server: server.id, reason: "timed out" })
-    }),
-    Effect.catchIf(
-      (error) => error._tag !== "ProbeFailed",
-      (error) => Effect.fail(new ProbeFailed({ server: server.id, reason: error.message }))
+  Effect.suspend(() => {
+    let connected = false
+    return Effect.gen(function* () {
+      const started = yield* Clock.currentTimeNanos
+      const connection = yield* watching.wire.connect(server, { timeout: watching.deadAfter })
+      connected = true
+      if (watching.health === "tcp") {
+        const accepted = yield* Clock.currentTimeNanos
+        return { roundTripMs: Number(accepted - started) / 1e6, active: undefined, latencyMs: undefined }
+      }
+      yield* connection.send(ServerRequest, new Ping())
+      const reply = yield* readAnswer(connection, ServerReply).pipe(
+        Effect.mapError(({ reason }) => new ProbeFailed({ server: server.id, reason, connected }))
+      )
+      const answered = yield* Clock.currentTimeNanos
+      if (reply._tag !== "Pong") {
+        return yield* new ProbeFailed({
+          server: server.id,
+          reason: `it answered ${reply._tag}, without a Pong`,
+          connected
+        })
+      }
+      return { roundTripMs: Number(answered - started) / 1e6, active: reply.active, latencyMs: reply.latencyMs }
+    }).pipe(
+      Effect.scoped,
+      Effect.timeoutFail({
+        duration: watching.deadAfter,
+        onTimeout: () => new ProbeFailed({ server: server.id, reason: "timed out", connected })
+      }),
+      Effect.catchIf(
+        (error) => error._tag !== "ProbeFailed",
+        (error) => Effect.fail(new ProbeFailed({ server: server.id, reason: error.message, connected }))
+      )
     )
+  })
+
+/**
+ * A server that takes the connection but has never answered a `Ping` is most likely not an effect-lb
+ * server at all: a plain TCP service given with `--server` and probed the default way. Said once.
+ */
+const hint = (watching: Watching, watched: Watched, failure: ProbeFailed) => {
+  if (watching.health !== "ping" || watched.seen || watched.hinted || !failure.connected) return Effect.void
+  watched.hinted = true
+  return Effect.logWarning(
+    `server ${watched.server.id} (${formatEndpoint(watched.server)}) took the connection but never answered a Ping ` +
+      `(${failure.reason}); if it is a plain TCP service, not an effect-lb server, start the balancer with --health tcp`
   )
+}
 
 /** A probe's outcome in a few words, as the dashboard shows it: "ping 1.2 ms ok", "refused", "timeout". */
 export const checkResult = (health: MonitorConfig["health"], outcome: Answer | ProbeFailed): string => {
@@ -215,6 +239,7 @@ const probeOnce = (watching: Watching, watched: Watched) =>
       return now + watching.intervalMs
     }
     yield* Effect.logDebug(`probe of ${watched.server.id} failed`, result.left)
+    yield* hint(watching, watched, result.left)
     yield* failed(watching, watched, state, result.left, sentAt, now)
     // A server that has never answered is probed less often the longer it fails: a flood of
     // unreachable servers costs a handful of probes each before they are removed, not one per interval.
@@ -286,7 +311,8 @@ const watchedFrom = (server: ServerView): Watched => ({
   seen: server.lastSeenAt !== null && server.lastSeenAt !== undefined,
   successes: 0,
   failures: 0,
-  failingSince: undefined
+  failingSince: undefined,
+  hinted: false
 })
 
 /**

@@ -1,8 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Layer, MetricState, Option, Ref, Scope, TestClock } from "effect"
+import { Duration, Effect, Exit, Layer, Logger, MetricState, Option, Ref, Scope, TestClock } from "effect"
+import * as Http from "node:http"
 import { Busy } from "../../../src/domain/Errors.js"
 import { Pong, ServerReply, ServerRequest } from "../../../src/domain/Protocol.js"
-import { ServerId, type ServerSpec } from "../../../src/domain/Server.js"
+import { Port, ServerId, type ServerSpec } from "../../../src/domain/Server.js"
 import * as HealthMonitor from "../../../src/services/balancer/HealthMonitor.js"
 import * as Metrics from "../../../src/services/balancer/Metrics.js"
 import { ServerRegistry } from "../../../src/services/balancer/ServerRegistry.js"
@@ -397,5 +398,70 @@ describe("A dead server shows what is known, not stale figures", () => {
       expect(yield* viewOf("s1")).toMatchObject({ state: "dead", active: 0, lastSeenAt: 2000 })
       expect(yield* gauge).toEqual([0])
     }).pipe(Effect.provide(monitored))
+  )
+})
+
+describe("HealthMonitor and a plain TCP service (real loopback sockets)", () => {
+  /** An HTTP server on a free port for the test's length. */
+  const httpServer = Effect.acquireRelease(
+    Effect.async<Http.Server>((resume) => {
+      const server = Http.createServer((_, response) => response.end("hello"))
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+    }),
+    (server) =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        server.closeAllConnections()
+      })
+  ).pipe(
+    Effect.map((server) => {
+      const address = server.address()
+      return typeof address === "object" && address !== null ? address.port : 0
+    })
+  )
+
+  const probedFor = (health: "ping" | "tcp") =>
+    Effect.gen(function* () {
+      const logs: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") logs.push((Array.isArray(message) ? message : [message]).join(" "))
+      })
+      const port = yield* httpServer
+      const server = { ...spec(1), port: Port.make(port) }
+      const state = yield* Layer.build(
+        HealthMonitor.layer({ ...HealthMonitor.defaults, health, probeInterval: Duration.millis(30) }).pipe(
+          Layer.provideMerge(ServerRegistryModule.layer()),
+          Layer.provideMerge(Wire.layer),
+          Layer.provide(Logger.replace(Logger.defaultLogger, logger))
+        )
+      ).pipe(
+        Effect.flatMap((context) =>
+          Effect.gen(function* () {
+            yield* (yield* ServerRegistry).add(server, "configured")
+            // Probes of a server that never answered back off: 30, 60, 120, 240 ms... several in 700 ms.
+            yield* Effect.sleep("700 millis")
+            return yield* stateOf("s1")
+          }).pipe(Effect.provide(context))
+        )
+      )
+      return { logs, port, state }
+    })
+
+  it.scopedLive("an HTTP server probed with Ping gets one hint to use --health tcp, not one per probe", () =>
+    Effect.gen(function* () {
+      const { logs, port } = yield* probedFor("ping")
+      expect(logs).toEqual([
+        `server s1 (127.0.0.1:${port}) took the connection but never answered a Ping (it answered: HTTP/1.1 400 Bad Request); ` +
+          "if it is a plain TCP service, not an effect-lb server, start the balancer with --health tcp"
+      ])
+    })
+  )
+
+  it.scopedLive("probed with --health tcp, the same server is live and gets no hint", () =>
+    Effect.gen(function* () {
+      const { logs, state } = yield* probedFor("tcp")
+      expect(logs).toEqual([])
+      expect(state).toBe("live")
+    })
   )
 })
