@@ -175,10 +175,14 @@ export type ServerRequest = typeof ServerRequest.Type
 
 // ---- server port: replies ----------------------------------------------------------------------
 
-/** One line, so a long list comes in pages, in name order; `next` (the last name here) when more follow. */
+/**
+ * One line, so a long list comes in pages, in name order; `next` (the last name here) when more follow.
+ * `sizes` (optional: servers before it did not send one) gives each listed file's size in bytes.
+ */
 export class FileList extends Schema.TaggedClass<FileList>()("FileList", {
   files: Schema.Record({ key: Schema.String, value: Schema.String }),
-  next: Schema.optional(Schema.String)
+  next: Schema.optional(Schema.String),
+  sizes: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.NonNegativeInt }))
 }) {}
 /** Announces exactly `size` raw bytes that follow this line. */
 export class FileHeader extends Schema.TaggedClass<FileHeader>()("FileHeader", {

@@ -3,13 +3,13 @@
  * or, with none, the interactive menu. Either way it finds a server through the balancer and
  * re-routes by itself when one fails.
  */
-import { Command } from "@effect/cli"
+import { Command, Options } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { Console, type Duration, Effect, Layer, Option } from "effect"
+import { Clock, Console, type Duration, Effect, Layer, Option } from "effect"
 import { formatEndpoint } from "../domain/Server.js"
 import * as Client from "../services/client/Client.js"
 import * as Wire from "../services/wire/Wire.js"
-import { interactive, megabytes, output } from "./interactive.js"
+import { interactive } from "./interactive.js"
 import {
   balancer,
   computeSecondsRule,
@@ -20,9 +20,15 @@ import {
   ruledArg,
   withDefault
 } from "./options.js"
-import * as Terminal from "@effect/platform/Terminal"
+import { formatBytes, ProgressMeter } from "./progress.js"
 
 const out = withDefault("out", folderRule, ".", "folder to save downloads in", "the current folder")
+
+const force = Options.boolean("force").pipe(
+  Options.withDescription(
+    "replace a file of the same name in the folder (without it, the download is refused) [default: off]"
+  )
+)
 
 const readTimeout = duration(
   "read-timeout",
@@ -59,26 +65,41 @@ const clientLayer = (address: Wire.Address, readTimeout: Duration.Duration) =>
     Layer.provide(NodeContext.layer)
   )
 
-/** Runs one request; re-routes are told on stderr so stdout holds only the answer. */
+/**
+ * Runs one request. Re-routes and a download's progress go to stderr, so stdout holds only the
+ * answer: a bar on a terminal, plain lines elsewhere (none with `--json`, whose errors are JSON there).
+ */
 const once = <A>(
   request: (
     client: Client.Client["Type"],
     onEvent: (event: Client.ClientEvent) => Effect.Effect<void>
   ) => Effect.Effect<A, Client.ClientError>,
-  print: (answer: A, asJson: boolean) => string
+  print: (answer: A, asJson: boolean) => string,
+  transfer = ""
 ) =>
   Effect.flatMap(root, ({ balancer, json, readTimeout }) =>
     Effect.gen(function* () {
       const client = yield* Client.Client
-      const { progress } = yield* output(yield* Terminal.Terminal)
-      const showProgress = yield* progress
-      const answer = yield* request(client, (event) =>
-        event._tag === "Rerouted"
-          ? Console.error(`effect-lb: ${event.server} failed (${event.reason}); trying another server`)
-          : event._tag === "Progress" && !json && process.stdout.isTTY === true
-            ? showProgress(event)
-            : Effect.void
-      )
+      const tty = process.stderr.isTTY === true
+      const meter = tty || !json ? new ProgressMeter(transfer, tty, process.stderr.columns ?? 80) : undefined
+      const toStderr = (text: string) => Effect.sync(() => process.stderr.write(text))
+      const answer = yield* request(client, (event) => {
+        switch (event._tag) {
+          case "Rerouted":
+            return Effect.zipRight(
+              toStderr(meter?.interrupt() ?? ""),
+              Console.error(`effect-lb: ${event.server} failed (${event.reason}); trying another server`)
+            )
+          case "Progress":
+            if (meter === undefined) return Effect.void
+            return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+              const text = meter.update(event.received, event.total, now)
+              return text === undefined ? Effect.void : toStderr(text)
+            })
+          case "Located":
+            return Effect.void
+        }
+      }).pipe(Effect.onError(() => toStderr(meter?.interrupt() ?? "")))
       yield* Console.log(print(answer, json))
     }).pipe(Effect.provide(clientLayer(balancer, readTimeout)))
   )
@@ -94,9 +115,12 @@ const list = Command.make("list", {}, () =>
     (client, onEvent) => client.list(onEvent),
     (served, json) =>
       json
-        ? asJson(served, { files: served.value })
+        ? asJson(served, { files: served.value, sizes: served.sizes })
         : [
-            ...Object.entries(served.value).map(([name, type]) => `${name}\t${type || "-"}`),
+            ...Object.entries(served.value).map(([name, type]) => {
+              const size = served.sizes[name]
+              return `${name}\t${type || "-"}\t${size === undefined ? "-" : formatBytes(size)}`
+            }),
             `(${Object.keys(served.value).length} files, from ${where(served)})`
           ].join("\n")
   )
@@ -104,16 +128,21 @@ const list = Command.make("list", {}, () =>
 
 const download = Command.make(
   "download",
-  { name: ruledArg("NAME", fileNameRule, "the file to download, as the list shows it"), out },
-  ({ name, out }) =>
+  { name: ruledArg("NAME", fileNameRule, "the file to download, as the list shows it"), out, force },
+  ({ name, out, force }) =>
     once(
-      (client, onEvent) => client.download(name, out, onEvent),
+      (client, onEvent) => client.download(name, out, onEvent, { overwrite: force }),
       (served, json) =>
         json
           ? asJson(served, { path: served.value.path, size: served.value.size })
-          : `saved ${served.value.path} (${megabytes(served.value.size)}) from ${where(served)}`
+          : `saved ${served.value.path} (${formatBytes(served.value.size)}) from ${where(served)}`,
+      name
     )
-).pipe(Command.withDescription("download a file (saved whole, or not at all)"))
+).pipe(
+  Command.withDescription(
+    "download a file (saved whole, or not at all); a file of that name already in the folder is kept unless --force"
+  )
+)
 
 const compute = Command.make(
   "compute",

@@ -4,6 +4,8 @@
  * drive it with scripted keys and read what a person would see.
  */
 import { Prompt } from "@effect/cli"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import * as Terminal from "@effect/platform/Terminal"
 import { Clock, Duration, Effect, FiberHandle, Option, Schedule } from "effect"
 import { SetStrategy } from "../domain/Protocol.js"
@@ -14,6 +16,7 @@ import { names } from "../services/balancer/strategies/Catalog.js"
 import type { Address } from "../services/wire/Wire.js"
 import { Wire } from "../services/wire/Wire.js"
 import { statusTable } from "./operator.js"
+import { formatBytes, ProgressMeter } from "./progress.js"
 
 /** What the playground adds to the menu: servers a person can kill and bring back. */
 export interface ServerControls {
@@ -32,8 +35,6 @@ export interface InteractiveOptions {
 }
 
 type Action = "list" | "download" | "compute" | "status" | "strategy" | "kill" | "revive" | "quit"
-
-export const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(bytes < 1e6 ? 2 : 1)} MB`
 
 /** How the client talks to a person: lines, its journey between servers, progress of long work. */
 export const output = (terminal: Terminal.Terminal) =>
@@ -56,22 +57,18 @@ export const output = (terminal: Terminal.Terminal) =>
       }
     }
 
-    /** A download's bytes and speed, redrawn in place on a terminal, a plain line a second elsewhere. */
-    const progress = Effect.gen(function* () {
-      const started = yield* Clock.currentTimeMillis
-      let last = 0
-      return (event: ClientEvent): Effect.Effect<void> => {
-        if (event._tag !== "Progress") return narrate(event)
-        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const done = event.received === event.total
-          if (!done && now - last < (tty ? 100 : 1000)) return Effect.void
-          last = now
-          const seconds = Math.max((now - started) / 1000, 0.001)
-          const line = `  ${megabytes(event.received)} / ${megabytes(event.total)}  ${(event.received / 1e6 / seconds).toFixed(1)} MB/s`
-          return write(tty ? `\r${line}${done ? "\n" : ""}` : `${line}\n`)
-        })
-      }
-    })
+    /** A download's bar (percentage, rate, time left), redrawn in place on a terminal; a line a tenth elsewhere. */
+    const progress = (name: string) =>
+      Effect.gen(function* () {
+        const meter = new ProgressMeter(`  ${name}`, tty, process.stdout.columns ?? 80)
+        return (event: ClientEvent): Effect.Effect<void> => {
+          if (event._tag !== "Progress") return Effect.zipRight(write(meter.interrupt()), narrate(event))
+          return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            const text = meter.update(event.received, event.total, now)
+            return text === undefined ? Effect.void : write(text)
+          })
+        }
+      })
 
     /**
      * The seconds going by while a computation runs on one server, until interrupted: they count
@@ -179,19 +176,26 @@ const steps = (session: Session): Record<Action, Step> => ({
 
 const listFiles = ({ client, narrate, say, fail }: Session): Step =>
   client.list(narrate).pipe(
-    Effect.flatMap(({ value, server, attempts }) => {
+    Effect.flatMap(({ value, sizes, server, attempts }) => {
       const names = Object.keys(value)
+      const sized = (name: string) => {
+        const size = sizes[name]
+        return size === undefined ? "" : `, ${formatBytes(size)}`
+      }
       return say(
         [
           `  ${names.length} files on ${served(server, attempts)}:`,
-          ...names.map((n) => `    ${n}  (${value[n] || "-"})`)
+          ...names.map((n) => `    ${n}  (${value[n] || "-"}${sized(n)})`)
         ].join("\n")
       )
     }),
     Effect.catchAll(fail)
   )
 
-/** Offers the files the servers have (or asks for a name if it cannot list them), then downloads with progress. */
+/**
+ * Offers the files the servers have (or asks for a name if it cannot list them), then downloads with
+ * progress. A file of that name already in the folder is replaced only if the person says so.
+ */
 const downloadFile = ({ client, options, progress, say, fail }: Session): Step =>
   Effect.gen(function* () {
     const listed = yield* Effect.option(client.list())
@@ -200,10 +204,20 @@ const downloadFile = ({ client, options, progress, say, fail }: Session): Step =
       known.length > 0
         ? yield* Prompt.select({ message: "Which file?", choices: known.map((n) => ({ title: n, value: n })) })
         : yield* Prompt.text({ message: "File name" })
-    const onEvent = yield* progress
-    yield* client.download(name, options.out, onEvent).pipe(
+    const path = yield* Path.Path
+    const fs = yield* FileSystem.FileSystem
+    const taken = yield* Effect.orElseSucceed(fs.exists(path.join(options.out, name)), () => false)
+    const overwrite = taken
+      ? yield* Prompt.confirm({
+          message: `${name} exists in ${path.resolve(options.out)}; overwrite it?`,
+          initial: false
+        })
+      : false
+    if (taken && !overwrite) return yield* say(`  kept the existing ${name}; nothing downloaded`)
+    const onEvent = yield* progress(name)
+    yield* client.download(name, options.out, onEvent, { overwrite }).pipe(
       Effect.flatMap(({ value, server, attempts }) =>
-        say(`  ✓ saved ${value.path} (${megabytes(value.size)}) from ${served(server, attempts)}`)
+        say(`  ✓ saved ${value.path} (${formatBytes(value.size)}) from ${served(server, attempts)}`)
       ),
       Effect.catchAll(fail)
     )

@@ -48,7 +48,7 @@ export const demo = (requests: number, balancer: Wire.Address, servers: Readonly
             kind === "list"
               ? (yield* client.list()).server.id
               : kind === "download" && files.length > 0
-                ? (yield* client.download(files[i % files.length] ?? "", out)).server.id
+                ? (yield* client.download(files[i % files.length] ?? "", out, undefined, { overwrite: true })).server.id
                 : kind === "download"
                   ? (yield* client.list()).server.id
                   : (yield* client.compute(1)).server.id
@@ -93,7 +93,7 @@ export const traffic = (count: number, balancer: Wire.Address, out: string) =>
         const roll = yield* Random.nextIntBetween(0, 100)
         const file = files[roll % Math.max(files.length, 1)]
         if (roll < 50 || file === undefined) yield* client.list()
-        else if (roll < 70) yield* client.download(file, out)
+        else if (roll < 70) yield* client.download(file, out, undefined, { overwrite: true })
         else yield* client.compute(1)
       }).pipe(
         Effect.ignore,

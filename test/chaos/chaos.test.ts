@@ -141,7 +141,7 @@ describe("chaos", () => {
               const out = outs[w] ?? space.base
               const served =
                 n % 3 === 0
-                  ? yield* Effect.tap(client.download("data.bin", out), (saved) =>
+                  ? yield* Effect.tap(client.download("data.bin", out, undefined, { overwrite: true }), (saved) =>
                       expect(Fs.readFileSync(saved.value.path).equals(space.data)).toBe(true)
                     )
                   : n % 3 === 1

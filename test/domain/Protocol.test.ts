@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Schema } from "effect"
-import { BalancerReply, BalancerRequest, ServerReply, ServerRequest } from "../../src/domain/Protocol.js"
+import { BalancerReply, BalancerRequest, FileList, ServerReply, ServerRequest } from "../../src/domain/Protocol.js"
 import { EndpointFromString } from "../../src/domain/Server.js"
 
 const roundTrip = <A, I>(schema: Schema.Schema<A, I>, message: A) => {
@@ -70,5 +70,25 @@ describe("Protocol", () => {
     expect(Schema.decodeUnknownSync(codec)("[::1]:4001")).toEqual({ host: "::1", port: 4001 })
     expect(Schema.decodeUnknownSync(codec)("::1:4001")).toEqual({ host: "::1", port: 4001 })
     expect(Schema.encodeSync(codec)(Schema.decodeUnknownSync(codec)("[::1]:4001"))).toBe("[::1]:4001")
+  })
+
+  it("a FileList's sizes are optional both ways: an older client ignores them, a newer one does without", () => {
+    // FileList as it was before `sizes`.
+    const OldFileList = Schema.TaggedStruct("FileList", {
+      files: Schema.Record({ key: Schema.String, value: Schema.String }),
+      next: Schema.optional(Schema.String)
+    })
+    const newLine = '{"_tag":"FileList","files":{"a.txt":"txt"},"sizes":{"a.txt":5}}'
+    expect(Schema.decodeUnknownSync(Schema.parseJson(OldFileList))(newLine)).toEqual({
+      _tag: "FileList",
+      files: { "a.txt": "txt" }
+    })
+    const oldLine = '{"_tag":"FileList","files":{"a.txt":"txt"}}'
+    expect(Schema.decodeUnknownSync(Schema.parseJson(ServerReply))(oldLine)).toEqual(
+      new FileList({ files: { "a.txt": "txt" } })
+    )
+    expect(Schema.decodeUnknownSync(Schema.parseJson(ServerReply))(newLine)).toEqual(
+      new FileList({ files: { "a.txt": "txt" }, sizes: { "a.txt": 5 } })
+    )
   })
 })

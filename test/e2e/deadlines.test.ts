@@ -115,7 +115,7 @@ describe("a download from a stalled server (real processes)", () => {
         const took = Date.now() - started
         expect(code).toBe(0)
         expect(client.errors()).toContain(`effect-lb: ${next} (127.0.0.1:`)
-        expect(client.output()).toMatch(/saved .*big\.bin \(67\.1 MB\) from [ab] .*after 2 attempts/)
+        expect(client.output()).toMatch(/saved .*big\.bin \(64 MiB\) from [ab] .*after 2 attempts/)
         expect(Fs.readdirSync(space.out)).toEqual(["big.bin"])
         expect(Fs.readFileSync(Path.join(space.out, "big.bin")).equals(space.big)).toBe(true)
         // The default deadline is 5 s of silence; the rest is the client process starting and the file.

@@ -23,7 +23,10 @@ const files = Layer.merge(NodeFileSystem.layer, NodePath.layer)
 const plane = ControlPlane.layer({ ...ControlPlane.defaults, port: 0 }).pipe(Layer.provideMerge(balancerLayer()))
 
 /** Runs the menu against a balancer with one real server (in memory), fed `keys`; returns what it showed. */
-const session = (keys: ReadonlyArray<Parameters<typeof TestTerminal.layer>[0][number]>) =>
+const session = (
+  keys: ReadonlyArray<Parameters<typeof TestTerminal.layer>[0][number]>,
+  existing: Record<string, string> = {}
+) =>
   Effect.gen(function* () {
     const registry = yield* ServerRegistry
     const { address } = yield* ControlPlane.ControlPlane
@@ -37,6 +40,7 @@ const session = (keys: ReadonlyArray<Parameters<typeof TestTerminal.layer>[0][nu
     })
     const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-menu-"))
     yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(out, { recursive: true, force: true })))
+    for (const [name, content] of Object.entries(existing)) Fs.writeFileSync(Path.join(out, name), content)
     const shown: Array<string> = []
     yield* interactive({ balancer: address, out }).pipe(
       Effect.provide(Client.layer({ ...Client.defaults, balancer: address }).pipe(Layer.provideMerge(files))),
@@ -51,7 +55,8 @@ describe("the interactive client", () => {
       const { text } = yield* session([enter])
       expect(text).toContain("What next?")
       expect(text).toMatch(/4 files on s1 \(127\.0\.0\.1:\d+\)/)
-      expect(text).toContain("notes.txt  (txt)")
+      expect(text).toContain("notes.txt  (txt, 16 B)")
+      expect(text).toContain("big.bin  (bin, 2.0 KiB)")
     })
   )
 
@@ -59,7 +64,27 @@ describe("the interactive client", () => {
     Effect.gen(function* () {
       // Download a file → the list is alias.txt, big.bin, empty, notes.txt → big.bin.
       const { text, out, big } = yield* session([down, enter, down, enter])
-      expect(text).toMatch(/saved .*big\.bin \(0\.00 MB\) from s1/)
+      expect(text).toMatch(/saved .*big\.bin \(2\.0 KiB\) from s1/)
+      expect(text).toMatch(/big\.bin: 100% \(2\.0 KiB of 2\.0 KiB, /)
+      expect(Fs.readFileSync(Path.join(out, "big.bin")).equals(big)).toBe(true)
+    })
+  )
+
+  it.scopedLive("asks before replacing a file already in the folder: no (the default) keeps it", () =>
+    Effect.gen(function* () {
+      const { text, out } = yield* session([down, enter, down, enter, enter], { "big.bin": "mine" })
+      expect(text).toMatch(/big\.bin exists in \S+; overwrite it\?/)
+      expect(text).toContain("kept the existing big.bin; nothing downloaded")
+      expect(Fs.readFileSync(Path.join(out, "big.bin"), "utf8")).toBe("mine")
+    })
+  )
+
+  it.scopedLive("asks before replacing a file already in the folder: yes replaces it", () =>
+    Effect.gen(function* () {
+      const { text, out, big } = yield* session([down, enter, down, enter, ...type("y"), enter], {
+        "big.bin": "mine"
+      })
+      expect(text).toMatch(/saved .*big\.bin \(2\.0 KiB\) from s1/)
       expect(Fs.readFileSync(Path.join(out, "big.bin")).equals(big)).toBe(true)
     })
   )

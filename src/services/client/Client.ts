@@ -24,14 +24,15 @@ import { type Endpoint, formatEndpoint, type ServerLocation } from "../../domain
 import { ask, type NotABalancer } from "./BalancerClient.js"
 import type { Connection, ConnectionClosed, LineTooLong } from "../wire/Connection.js"
 import { type Address, Wire } from "../wire/Wire.js"
-import { BalancerUnavailable, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
+import { BalancerUnavailable, FileExists, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
 
-export { BalancerUnavailable, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
+export { BalancerUnavailable, FileExists, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
 
-export type ClientError = FileNotFound | InvalidRequest | GaveUp | BalancerUnavailable | NotABalancer | SaveFailed
+export type ClientError =
+  FileNotFound | InvalidRequest | GaveUp | BalancerUnavailable | NotABalancer | SaveFailed | FileExists
 
 /** How one attempt on one server can end: the server's fault (retried), or the request's (not). */
-type Attempt = ServerFailed | FileNotFound | InvalidRequest | SaveFailed | ConnectionClosed | LineTooLong
+type Attempt = ServerFailed | FileNotFound | InvalidRequest | SaveFailed | FileExists | ConnectionClosed | LineTooLong
 
 /** What happened on the way to an answer, for people watching. */
 export type ClientEvent =
@@ -77,17 +78,29 @@ export interface Saved {
   readonly size: number
 }
 
+/** A server's files, `{name: type}`, with the size of each in bytes where the server said (older ones do not). */
+export interface Listed extends Served<Record<string, string>> {
+  readonly sizes: Readonly<Record<string, number>>
+}
+
+export interface DownloadOptions {
+  /** Replace a file of the same name in the folder; without it such a download fails with `FileExists`. */
+  readonly overwrite?: boolean
+}
+
 export class Client extends Context.Tag("effect-lb/Client")<
   Client,
   {
-    readonly list: (
-      onEvent?: (event: ClientEvent) => Effect.Effect<void>
-    ) => Effect.Effect<Served<Record<string, string>>, ClientError>
-    /** Saves the file into `folder` under its own name: complete and of the announced size, or not at all. */
+    readonly list: (onEvent?: (event: ClientEvent) => Effect.Effect<void>) => Effect.Effect<Listed, ClientError>
+    /**
+     * Saves the file into `folder` under its own name: complete and of the announced size, or not at
+     * all; never over a file already there unless `overwrite`.
+     */
     readonly download: (
       name: string,
       folder: string,
-      onEvent?: (event: ClientEvent) => Effect.Effect<void>
+      onEvent?: (event: ClientEvent) => Effect.Effect<void>,
+      options?: DownloadOptions
     ) => Effect.Effect<Served<Saved>, ClientError>
     readonly compute: (
       seconds: number,
@@ -109,7 +122,7 @@ export const make = (config: ClientConfig) =>
     }
     return Client.of({
       list: (onEvent = ignore) => list(setup, onEvent),
-      download: (name, folder, onEvent = ignore) => download(setup, name, folder, onEvent),
+      download: (name, folder, onEvent = ignore, options = {}) => download(setup, name, folder, onEvent, options),
       compute: (seconds, onEvent = ignore) => compute(setup, seconds, onEvent)
     })
   })
@@ -142,15 +155,22 @@ type OnEvent = (event: ClientEvent) => Effect.Effect<void>
 /** What a request does on the server it reached. It turns that server's trouble into `ServerFailed`. */
 type Exchange<A> = (connection: Connection, server: ServerLocation) => Effect.Effect<A, Attempt>
 
-const list = (setup: Setup, onEvent: OnEvent) => onSomeServer(setup, listAll, setup.config.replyTimeout, onEvent)
+const list = (setup: Setup, onEvent: OnEvent): Effect.Effect<Listed, ClientError> =>
+  Effect.map(onSomeServer(setup, listAll, setup.config.replyTimeout, onEvent), ({ value, server, attempts }) => ({
+    value: value.files,
+    sizes: value.sizes,
+    server,
+    attempts
+  }))
 
 /** Files a client takes from one list before it calls the server's list endless. */
 const maxListed = 1_000_000
 
 /** Every page of a server's file list, on one connection: the next asked for as long as a page names one. */
-const listAll: Exchange<Record<string, string>> = (connection, server) =>
+const listAll: Exchange<{ files: Record<string, string>; sizes: Record<string, number> }> = (connection, server) =>
   Effect.gen(function* () {
     const files: Array<[string, string]> = []
+    const sizes: Array<[string, number]> = []
     let after: string | undefined = undefined
     while (true) {
       const reply: ServerReplyType = yield* askServer(
@@ -160,7 +180,9 @@ const listAll: Exchange<Record<string, string>> = (connection, server) =>
       )
       if (reply._tag !== "FileList") return yield* unexpected(server, reply)
       files.push(...Object.entries(reply.files))
-      if (reply.next === undefined) return Object.fromEntries(files)
+      if (reply.sizes !== undefined) sizes.push(...Object.entries(reply.sizes))
+      // Built as entries, so a file named `__proto__` is a name like any other.
+      if (reply.next === undefined) return { files: Object.fromEntries(files), sizes: Object.fromEntries(sizes) }
       // Pages move forward and end: a server that says otherwise has failed.
       if ((after !== undefined && reply.next <= after) || files.length > maxListed) {
         return yield* new ServerFailed({ server: server.id, reason: "sent a file list that does not end" })
@@ -186,12 +208,21 @@ const compute = (setup: Setup, seconds: number, onEvent: OnEvent) =>
     onEvent
   )
 
-const download = (setup: Setup, name: string, folder: string, onEvent: OnEvent) =>
+const download = (setup: Setup, name: string, folder: string, onEvent: OnEvent, options: DownloadOptions) =>
   Effect.gen(function* () {
     if (name.length === 0 || setup.path.basename(name) !== name || name === "." || name === "..") {
       return yield* new InvalidRequest({ message: `"${name}" is not a plain file name` })
     }
-    const destination: Destination = { folder, name, path: setup.path.join(folder, name) }
+    const destination: Destination = {
+      folder,
+      name,
+      path: setup.path.join(folder, name),
+      overwrite: options.overwrite === true
+    }
+    // Refused before anything is asked of anyone; checked again, atomically, when the file is saved.
+    if (!destination.overwrite && (yield* Effect.orElseSucceed(setup.fs.exists(destination.path), () => false))) {
+      return yield* exists(setup, destination)
+    }
     return yield* onSomeServer<Saved>(
       setup,
       (connection, server) =>
@@ -244,11 +275,43 @@ const withReadDeadline = <A, E>(
     )
   })
 
-/** Where a download goes: `path`, a plain `name` inside `folder`. */
+/** Where a download goes: `path`, a plain `name` inside `folder`; whether it may replace a file there. */
 interface Destination {
   readonly folder: string
   readonly name: string
   readonly path: string
+  readonly overwrite: boolean
+}
+
+const exists = ({ path }: Setup, destination: Destination) =>
+  new FileExists({ name: destination.name, folder: path.resolve(destination.folder) })
+
+/**
+ * Gives the complete `partial` file its real name. Replacing: a rename. Otherwise a hard link, which
+ * fails if the name is taken (nothing is ever replaced, even by a file that appeared meanwhile), then
+ * the temporary name is dropped; where links are not supported, a check and a rename.
+ */
+const commit = (
+  setup: Setup,
+  partial: string,
+  destination: Destination
+): Effect.Effect<void, SaveFailed | FileExists> => {
+  const { fs } = setup
+  const saveFailed = (error: { message: string }) => new SaveFailed({ path: destination.path, reason: error.message })
+  const rename: Effect.Effect<void, SaveFailed | FileExists> = Effect.mapError(
+    fs.rename(partial, destination.path),
+    saveFailed
+  )
+  if (destination.overwrite) return rename
+  const taken = Effect.orElseSucceed(fs.exists(destination.path), () => false)
+  return fs.link(partial, destination.path).pipe(
+    Effect.zipRight(Effect.ignore(fs.remove(partial))),
+    Effect.catchAll((error) =>
+      error._tag === "SystemError" && error.reason === "AlreadyExists"
+        ? Effect.fail(exists(setup, destination))
+        : Effect.flatMap(taken, (yes) => (yes ? Effect.fail(exists(setup, destination)) : rename))
+    )
+  )
 }
 
 /**
@@ -256,14 +319,15 @@ interface Destination {
  * size is the server's failure; a file that cannot be written is the request's.
  */
 const receiveFile = (
-  { fs, path }: Setup,
+  setup: Setup,
   connection: Connection,
   server: ServerLocation,
   size: number,
   destination: Destination,
   onEvent: OnEvent
-): Effect.Effect<Saved, ServerFailed | SaveFailed> =>
+): Effect.Effect<Saved, ServerFailed | SaveFailed | FileExists> =>
   Effect.suspend(() => {
+    const { fs, path } = setup
     // Written beside the target and renamed only when complete: never a truncated file under the real name.
     // The temporary name does not grow with the file's: a served name may be 255 bytes, a folder's limit.
     const partial = path.join(destination.folder, `.effect-lb-${Crypto.randomBytes(8).toString("hex")}.part`)
@@ -281,9 +345,9 @@ const receiveFile = (
           : saveFailed(error)
       ),
       Effect.zipRight(Effect.mapError(fs.stat(partial), saveFailed)),
-      Effect.flatMap((info): Effect.Effect<void, ServerFailed | SaveFailed> =>
+      Effect.flatMap((info): Effect.Effect<void, ServerFailed | SaveFailed | FileExists> =>
         Number(info.size) === size
-          ? Effect.mapError(fs.rename(partial, destination.path), saveFailed)
+          ? commit(setup, partial, destination)
           : Effect.fail(new ServerFailed({ server: server.id, reason: "sent a file of the wrong size" }))
       ),
       Effect.onError(() => Effect.ignore(fs.remove(partial))),

@@ -43,3 +43,13 @@ export class SaveFailed extends Schema.TaggedError<SaveFailed>()("SaveFailed", {
     return `cannot save ${this.path}: ${this.reason}`
   }
 }
+
+/** A file of that name is already in the folder, and the download was not told to replace it. */
+export class FileExists extends Schema.TaggedError<FileExists>()("FileExists", {
+  name: Schema.String,
+  folder: Schema.String
+}) {
+  override get message(): string {
+    return `${this.name} exists in ${this.folder}; use --force to overwrite`
+  }
+}

@@ -112,20 +112,25 @@ const answerListFiles = (server: Serving, connection: Connection, request: ListF
   // As many files as fit one line; when some are left, the last name sent is where the next page starts.
   const budget = new LineBudget(server.config.maxLine, emptyFileList)
   return server.store
-    .entries(request.after, (name, type) => budget.take(`${JSON.stringify(name)}:${JSON.stringify(type)}`))
+    .entries(request.after, (name, type, size) => {
+      // Each file costs its entry in `files` and its entry in `sizes`.
+      const key = JSON.stringify(name)
+      return budget.take(`${key}:${JSON.stringify(type)},${key}:${size}`)
+    })
     .pipe(
       Effect.map(({ complete, entries }): ServerReplyType => {
-        const files = Object.fromEntries(entries)
+        const files = Object.fromEntries(entries.map(([name, type]) => [name, type]))
+        const sizes = Object.fromEntries(entries.map(([name, , size]) => [name, size]))
         const last = entries.at(-1)
-        return new FileList(complete || last === undefined ? { files } : { files, next: last[0] })
+        return new FileList(complete || last === undefined ? { files, sizes } : { files, sizes, next: last[0] })
       }),
       Effect.merge,
       Effect.flatMap((message) => reply(connection, message))
     )
 }
 
-/** A `FileList` with no files and the longest cursor it could carry (255 characters, each escaped to 6 bytes). */
-const emptyFileList = lineEncoder(ServerReply)(new FileList({ files: {}, next: "\u0000".repeat(255) }))
+/** A `FileList` with no files (nor sizes) and the longest cursor it could carry (255 characters, each escaped to 6 bytes). */
+const emptyFileList = lineEncoder(ServerReply)(new FileList({ files: {}, sizes: {}, next: "\u0000".repeat(255) }))
 
 /** The header, then the file streamed as a payload (the connection applies backpressure). */
 const answerDownload = (server: Serving, connection: Connection, request: Download): Answer =>

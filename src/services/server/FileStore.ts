@@ -36,14 +36,14 @@ export class FileStore extends Context.Tag("effect-lb/FileStore")<
     /** `{name: type}` of the regular files served, type being the extension without its dot. */
     readonly list: Effect.Effect<Record<string, string>, FileNotFound>
     /**
-     * `[name, type]` of the files served whose names come after `after` (all without it), in name
-     * order (JavaScript's string order), while `take` accepts them; `complete` when none was refused.
+     * `[name, type, size]` of the files served whose names come after `after` (all without it), in
+     * name order (JavaScript's string order), while `take` accepts them; `complete` when none was refused.
      */
     readonly entries: (
       after: string | undefined,
-      take: (name: string, type: string) => boolean
+      take: (name: string, type: string, size: number) => boolean
     ) => Effect.Effect<
-      { readonly entries: ReadonlyArray<readonly [string, string]>; readonly complete: boolean },
+      { readonly entries: ReadonlyArray<readonly [string, string, number]>; readonly complete: boolean },
       FileNotFound
     >
     /** Opens one file for reading; it is closed with the scope. */
@@ -54,6 +54,15 @@ export class FileStore extends Context.Tag("effect-lb/FileStore")<
 const plainName = /^[^/\\\0.][^/\\\0]{0,254}$/
 
 type Entries = FileStore["Type"]["entries"]
+
+/** A file's size in bytes (links followed), or `undefined` if it cannot be had. */
+const sizeOf = (path: string): Effect.Effect<number | undefined> =>
+  Effect.promise(() =>
+    Fs.promises.stat(path).then(
+      (stat) => (stat.isFile() ? stat.size : undefined),
+      () => undefined
+    )
+  )
 
 /**
  * The folder's files in name order, a page at a time. A regular file directly in the folder is
@@ -73,7 +82,7 @@ const listing =
       const names = found
         .filter((entry) => plainName.test(entry.name) && (after === undefined || entry.name > after))
         .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-      const taken: Array<readonly [string, string]> = []
+      const taken: Array<readonly [string, string, number]> = []
       // A slice at a time, so a page that is full stops the checking there.
       for (let start = 0; start < names.length; start += 256) {
         const slice = names.slice(start, start + 256)
@@ -84,11 +93,17 @@ const listing =
             { concurrency: 16 }
           )
         )
-        for (const entry of slice) {
-          if (!entry.isFile() && !linked.has(entry)) continue
+        const served = slice.filter((entry) => entry.isFile() || linked.has(entry))
+        const sizes = yield* Effect.forEach(served, (entry) => sizeOf(NodePath.join(root, entry.name)), {
+          concurrency: 16
+        })
+        for (const [i, entry] of served.entries()) {
+          const size = sizes[i]
+          // Gone since the folder was read: not listed.
+          if (size === undefined) continue
           const type = NodePath.extname(entry.name).slice(1)
-          if (!take(entry.name, type)) return { entries: taken, complete: false }
-          taken.push([entry.name, type])
+          if (!take(entry.name, type, size)) return { entries: taken, complete: false }
+          taken.push([entry.name, type, size])
         }
       }
       return { entries: taken, complete: true }
@@ -121,7 +136,7 @@ export const make = (folder: string) =>
 
     const list = Effect.map(
       entries(undefined, () => true),
-      (page) => Object.fromEntries(page.entries)
+      (page) => Object.fromEntries(page.entries.map(([name, type]) => [name, type]))
     )
 
     const open = (name: string) =>

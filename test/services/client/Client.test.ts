@@ -135,6 +135,54 @@ describe("Client re-routing (in memory)", () => {
     }).pipe(Effect.provide(plane), Effect.provide(Wire.layerMemory))
   )
 
+  it.scopedLive("never saves over a file already in the folder, even one that appears meanwhile, unless told to", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const folder = yield* servedFolder(1_000_000)
+      const good = yield* startServer(folder.root)
+      yield* registry.add(at("good", good.address.port))
+      const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-out-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(out, { recursive: true, force: true })))
+      Fs.writeFileSync(Path.join(out, "notes.txt"), "mine")
+      const c = yield* client
+      const refused = yield* Effect.flip(c.download("notes.txt", out))
+      expect(refused).toMatchObject({
+        _tag: "FileExists",
+        message: `notes.txt exists in ${out}; use --force to overwrite`
+      })
+      expect(Fs.readFileSync(Path.join(out, "notes.txt"), "utf8")).toBe("mine")
+      // Refused before anything was asked of the balancer.
+      expect((yield* registry.list)[0]?.located).toBe(0)
+
+      // Another program writes big.bin while it downloads: the download does not replace it.
+      const theirs = Path.join(out, "big.bin")
+      const meanwhile = yield* Effect.flip(
+        c.download("big.bin", out, (event) =>
+          Effect.sync(() => {
+            if (event._tag === "Progress" && !Fs.existsSync(theirs)) Fs.writeFileSync(theirs, "theirs")
+          })
+        )
+      )
+      expect(meanwhile._tag).toBe("FileExists")
+      expect(Fs.readFileSync(theirs, "utf8")).toBe("theirs")
+      expect(Fs.readdirSync(out).sort()).toEqual(["big.bin", "notes.txt"])
+
+      yield* c.download("notes.txt", out, undefined, { overwrite: true })
+      expect(Fs.readFileSync(Path.join(out, "notes.txt"), "utf8")).toBe("hello effect-lb\n")
+    }).pipe(Effect.provide(plane), Effect.provide(Wire.layerMemory))
+  )
+
+  it.scopedLive("lists each file's size, as the server says", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const folder = yield* servedFolder(2048)
+      const good = yield* startServer(folder.root)
+      yield* registry.add(at("good", good.address.port))
+      const listed = yield* (yield* client).list()
+      expect(listed.sizes).toEqual({ "alias.txt": 16, "big.bin": 2048, empty: 0, "notes.txt": 16 })
+    }).pipe(Effect.provide(plane), Effect.provide(Wire.layerMemory))
+  )
+
   it.scopedLive("re-routes a download cut off mid-transfer, and leaves only the complete file", () =>
     Effect.gen(function* () {
       const registry = yield* ServerRegistry

@@ -78,7 +78,7 @@ describe("FileList pages", () => {
       const server = yield* startServer(folder)
       const client = yield* connectTo(server.address)
       const reply = yield* client.ask(new ListFiles())
-      expect(reply).toEqual(new FileList({ files: { "a.txt": "txt", b: "" } }))
+      expect(reply).toEqual(new FileList({ files: { "a.txt": "txt", b: "" }, sizes: { "a.txt": 5, b: 1 } }))
     }).pipe(Effect.provide(Wire.layer))
   )
 
