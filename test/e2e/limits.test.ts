@@ -180,7 +180,7 @@ describe("a server with 10,000 files (real processes)", () => {
         expect(list.code).toBe(0)
         expect(list.errors).toBe("")
         const lines = list.output.trimEnd().split("\n")
-        expect(lines.filter((line) => /^f\d+\t-$/.test(line)).length).toBe(10_000)
+        expect(lines.filter((line) => /^f\d+\t-\t0 B$/.test(line)).length).toBe(10_000)
         expect(lines.at(-1)).toMatch(/^\(10000 files, from \S+ \(127\.0\.0\.1:\d+\)\)$/)
       }),
     60_000
