@@ -36,17 +36,20 @@ export interface Transfer {
   readonly elapsedMs: number
 }
 
+/** Below this much time a rate says nothing (a small file arrives in a few ms): it shows as `--`. */
+const rateAfterMs = 100
+
 const figures = ({ received, total, elapsedMs }: Transfer) => {
   const percent = total === 0 ? 100 : Math.floor((100 * received) / total)
-  const rate = elapsedMs > 0 ? (received * 1000) / elapsedMs : 0
+  const rate = elapsedMs >= rateAfterMs ? (received * 1000) / elapsedMs : Number.NaN
   const left = received >= total ? 0 : rate > 0 ? (total - received) / rate : Number.NaN
-  return { percent, rate, left }
+  return { percent, rate: Number.isFinite(rate) ? `${formatBytes(rate)}/s` : "--/s", left }
 }
 
 /** `notes.txt  [#####.....]  50%  1.2 MiB/s  0:03 left`, fitting `columns`. */
 export const barLine = (transfer: Transfer, columns: number): string => {
   const { percent, rate, left } = figures(transfer)
-  const tail = `${String(percent).padStart(3)}%  ${formatBytes(transfer.received)} / ${formatBytes(transfer.total)}  ${formatBytes(rate)}/s  ${formatTimeLeft(left)} left`
+  const tail = `${String(percent).padStart(3)}%  ${formatBytes(transfer.received)} / ${formatBytes(transfer.total)}  ${rate}  ${formatTimeLeft(left)} left`
   const room = columns - tail.length - 6
   const name =
     transfer.name.length > Math.max(room - 10, 8) ? `${transfer.name.slice(0, Math.max(room - 11, 7))}…` : transfer.name
@@ -59,7 +62,7 @@ export const barLine = (transfer: Transfer, columns: number): string => {
 /** `notes.txt: 50% (1.2 MiB of 2.4 MiB, 1.2 MiB/s, 0:01 left)`. */
 export const plainLine = (transfer: Transfer): string => {
   const { percent, rate, left } = figures(transfer)
-  return `${transfer.name}: ${percent}% (${formatBytes(transfer.received)} of ${formatBytes(transfer.total)}, ${formatBytes(rate)}/s, ${formatTimeLeft(left)} left)`
+  return `${transfer.name}: ${percent}% (${formatBytes(transfer.received)} of ${formatBytes(transfer.total)}, ${rate}, ${formatTimeLeft(left)} left)`
 }
 
 /** Redraws on a terminal at most this often. */

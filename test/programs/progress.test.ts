@@ -19,6 +19,10 @@ describe("sizes and progress for a person", () => {
     expect(line.length).toBeLessThan(100)
     expect(barLine(transfer, 40).length).toBeLessThan(40)
     expect(plainLine(transfer)).toBe("big.bin: 50% (5.0 MiB of 10 MiB, 5.0 MiB/s, 0:01 left)")
+    // A small file done in a few milliseconds has no meaningful rate: `--/s`, not `0 B/s` or a wild figure.
+    expect(plainLine({ name: "notes.txt", received: 84, total: 84, elapsedMs: 3 })).toBe(
+      "notes.txt: 100% (84 B of 84 B, --/s, 0:00 left)"
+    )
   })
 
   it("on a terminal: redrawn in place at most every 100 ms, and always at the end", () => {
