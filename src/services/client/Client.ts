@@ -23,7 +23,7 @@ import {
 import { type Endpoint, formatEndpoint, type ServerLocation } from "../../domain/Server.js"
 import { ask, type NotABalancer } from "./BalancerClient.js"
 import type { Connection, ConnectionClosed, LineTooLong } from "../wire/Connection.js"
-import { type Address, Wire } from "../wire/Wire.js"
+import { type Address, describeConnectReason, Wire } from "../wire/Wire.js"
 import { BalancerUnavailable, FileExists, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
 
 export { BalancerUnavailable, FileExists, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
@@ -471,7 +471,8 @@ const locate = (
   ).pipe(
     Effect.provideService(Wire, wire),
     Effect.catchTags({
-      ConnectFailed: (error) => Effect.fail(new BalancerUnavailable({ balancer: balancerName, reason: error.message })),
+      ConnectFailed: (error) =>
+        Effect.fail(new BalancerUnavailable({ balancer: balancerName, reason: describeConnectReason(error.reason) })),
       ConnectionClosed: (error) =>
         Effect.fail(new BalancerUnavailable({ balancer: balancerName, reason: error.message }))
     }),

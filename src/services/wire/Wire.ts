@@ -26,6 +26,22 @@ export class ConnectFailed extends Schema.TaggedError<ConnectFailed>()("ConnectF
   }
 }
 
+/** What the common reasons a connect fails mean, for a person: `connection refused (ECONNREFUSED)`. */
+const connectReasons: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  ENOTFOUND: "no such host",
+  EAI_AGAIN: "host name lookup failed"
+}
+
+/** A connect failure's reason in words, its code kept in brackets for searching. */
+export const describeConnectReason = (reason: string): string => {
+  const words = connectReasons[reason]
+  return words === undefined ? reason : `${words} (${reason})`
+}
+
 /** What the common reasons a listener fails mean, for a person. */
 const listenReasons: Record<string, string> = {
   EADDRINUSE: "the address is in use (EADDRINUSE)",
