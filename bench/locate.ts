@@ -4,7 +4,10 @@
  * many Locates on one connection (64 connections), and one connection per Locate (64 at a time).
  * Also prints each server's CPU time per request, which does not depend on the load generator.
  *
- *   npm run bench:locate [-- --seconds 3 --rounds 3] [-- --access-log]   (the balancer with its access log on)
+ *   npm run bench:locate [-- --seconds 3 --rounds 3] [-- --access-log]
+ *
+ * `--access-log` adds a third server to the rounds: the balancer with its access log on, and prints
+ * what the log costs (CPU per Locate on / off, and the difference: the cost of a line).
  */
 import * as Fs from "node:fs"
 import * as Net from "node:net"
@@ -83,21 +86,22 @@ const perConnection = (port: number, until: number): Promise<number> =>
   })
 
 const servers = Array.from({ length: 10 }, (_, i) => ["--server", `127.0.0.1:${20_000 + i}`]).flat()
-const lb = await start([
-  effectLb,
-  "balancer",
-  "--port",
-  "0",
-  "--dead-after",
-  "1h",
-  "--probe-interval",
-  "1h",
-  ...servers,
-  ...(values["access-log"] ? ["--access-log"] : [])
-])
+const balancer = (extra: ReadonlyArray<string>) =>
+  start([effectLb, "balancer", "--port", "0", "--dead-after", "1h", "--probe-interval", "1h", ...servers, ...extra])
 const baselineScript = Path.join(Path.dirname(new URL(import.meta.url).pathname), "baseline-locate-server.js")
-const baseline = await start([baselineScript])
-const pids = { lb: lb.pid, node: baseline.pid }
+// With --access-log, a second balancer with its access log on runs in the same rounds, side by side.
+const children = {
+  lb: await balancer([]),
+  ...(values["access-log"] ? { "lb+log": await balancer(["--access-log"]) } : {}),
+  node: await start([baselineScript])
+}
+type Who = keyof typeof children
+const everyone = Object.keys(children) as Array<Who>
+const label: Record<Who, string> = {
+  lb: "effect-lb balancer  ",
+  "lb+log": "  with --access-log ",
+  node: "plain node:net      "
+}
 
 type Mode = "keep-alive" | "connection per Locate"
 const modes: Record<Mode, (port: number, until: number) => Promise<number>> = {
@@ -107,33 +111,38 @@ const modes: Record<Mode, (port: number, until: number) => Promise<number>> = {
 try {
   console.log(`Locate over loopback, ${concurrency} concurrent clients, ${rounds} interleaved rounds of ${seconds} s`)
   for (const [mode, run] of Object.entries(modes) as Array<[Mode, typeof persistent]>) {
-    await run(lb.port, Date.now() + 500) // warm-up
-    await run(baseline.port, Date.now() + 500)
-    const rate = { lb: [] as Array<number>, node: [] as Array<number> }
-    const cpu = { lb: [] as Array<number>, node: [] as Array<number> }
+    for (const who of everyone) await run(children[who]?.port ?? 0, Date.now() + 500) // warm-up
+    const rate: Partial<Record<Who, Array<number>>> = {}
+    const cpu: Partial<Record<Who, Array<number>>> = {}
     for (let round = 0; round < rounds; round++) {
-      for (const who of ["lb", "node"] as const) {
-        const port = who === "lb" ? lb.port : baseline.port
-        const cpuBefore = cpuOf(pids[who])
+      for (const who of everyone) {
+        const child = children[who]
+        if (child === undefined) continue
+        const cpuBefore = cpuOf(child.pid)
         const started = Date.now()
-        const count = await run(port, started + seconds * 1000)
+        const count = await run(child.port, started + seconds * 1000)
         const elapsed = (Date.now() - started) / 1000
-        rate[who].push(count / elapsed)
-        cpu[who].push(((cpuOf(pids[who]) - cpuBefore) / count) * 1e6)
+        ;(rate[who] ??= []).push(count / elapsed)
+        ;(cpu[who] ??= []).push(((cpuOf(child.pid) - cpuBefore) / count) * 1e6)
       }
     }
-    const lbRate = median(rate.lb)
-    const nodeRate = median(rate.node)
     console.log(`  ${mode}:`)
+    for (const who of everyone) {
+      console.log(
+        `    ${label[who]} ${fixed(median(rate[who] ?? []), 0).padStart(7)} Locates/s   ${fixed(median(cpu[who] ?? []), 1)} µs CPU each`
+      )
+    }
     console.log(
-      `    effect-lb balancer   ${fixed(lbRate, 0).padStart(7)} Locates/s   ${fixed(median(cpu.lb), 1)} µs CPU each`
+      `    ratio effect-lb / node:net = ${fixed(median(rate.lb ?? []) / median(rate.node ?? []))}  (aim >= 0.8)`
     )
-    console.log(
-      `    plain node:net       ${fixed(nodeRate, 0).padStart(7)} Locates/s   ${fixed(median(cpu.node), 1)} µs CPU each`
-    )
-    console.log(`    ratio effect-lb / node:net = ${fixed(lbRate / nodeRate)}  (aim >= 0.8)`)
+    if (cpu["lb+log"] !== undefined) {
+      const on = median(cpu["lb+log"])
+      const off = median(cpu.lb ?? [])
+      console.log(
+        `    access log on / off = ${fixed(on / off)}x the CPU each, +${fixed(on - off, 1)} µs a line  (aim <= 1.7x, ~5 µs)`
+      )
+    }
   }
 } finally {
-  await lb.stop()
-  await baseline.stop()
+  for (const who of everyone) await children[who]?.stop()
 }
