@@ -8,6 +8,7 @@ import type * as BuiltInOptions from "@effect/cli/BuiltInOptions"
 import type * as CliApp from "@effect/cli/CliApp"
 import * as Descriptor from "@effect/cli/CommandDescriptor"
 import { Cause, Console, Effect, Either, HashSet, Logger, Option } from "effect"
+import { LogOutput } from "../services/LogOutput.js"
 import { type Globals, splitGlobals } from "./globals.js"
 import { descriptionOf, errorLine, renderHelp } from "./help.js"
 
@@ -128,12 +129,17 @@ const logged = (globals: Globals) => {
   const colors = process.stdout.isTTY === true && (process.env["NO_COLOR"] ?? "") === ""
   const logger =
     globals.logFormat === "json" ? Logger.withConsoleLog(Logger.jsonLogger) : Logger.prettyLogger({ colors })
+  // Lines the program renders itself (the access log) take the same shape, to the same stdout.
+  const output = { format: globals.logFormat, colors, stream: process.stdout }
   return <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-    effect.pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)), (inner) =>
-      Option.match(globals.logLevel, {
-        onNone: () => inner,
-        onSome: (level) => Logger.withMinimumLogLevel(inner, level)
-      })
+    effect.pipe(
+      Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+      Effect.provideService(LogOutput, output),
+      (inner) =>
+        Option.match(globals.logLevel, {
+          onNone: () => inner,
+          onSome: (level) => Logger.withMinimumLogLevel(inner, level)
+        })
     )
 }
 

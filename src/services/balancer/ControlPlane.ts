@@ -143,7 +143,8 @@ const locateLogged = (
     client: (session.peer ??= formatEndpoint(session.control.peer())),
     server: Either.getOrUndefined(location),
     durationMs: Number(clock.unsafeCurrentTimeNanos() - started) / 1e6,
-    outcome: Either.isRight(location) ? "located" : "no server"
+    outcome: Either.isRight(location) ? "located" : "no server",
+    at: clock.unsafeCurrentTimeMillis()
   })
   return Either.isRight(location) ? located(location.right) : location.left
 }

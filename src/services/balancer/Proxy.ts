@@ -135,16 +135,19 @@ interface Shared {
 }
 
 /** The access-log line of a connection that ends now (with an access log only). */
-const logged = (shared: Shared, pair: Pair, outcome: AccessLog.AccessOutcome) =>
+const logged = (shared: Shared, pair: Pair, outcome: AccessLog.AccessOutcome) => {
+  const now = shared.clock.unsafeCurrentTimeMillis()
   shared.accessLog?.unsafeWrite({
     kind: "proxy",
     client: pair.peer,
     server: pair.server,
-    durationMs: shared.clock.unsafeCurrentTimeMillis() - pair.accepted,
+    durationMs: now - pair.accepted,
     bytesIn: pair.client.bytesRead,
     bytesOut: pair.client.bytesWritten,
-    outcome
+    outcome,
+    at: now
   })
+}
 
 const forget = (shared: Shared, pair: Pair) => {
   shared.pairs.leave(pair)
@@ -308,7 +311,8 @@ const logTurnedAway = (shared: Shared, client: Net.Socket) =>
     durationMs: 0,
     bytesIn: 0,
     bytesOut: 0,
-    outcome: "turned away"
+    outcome: "turned away",
+    at: shared.clock.unsafeCurrentTimeMillis()
   })
 
 /** The totals, with the bytes of the connections still open added in. */
