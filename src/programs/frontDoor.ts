@@ -8,7 +8,7 @@ import type * as BuiltInOptions from "@effect/cli/BuiltInOptions"
 import type * as CliApp from "@effect/cli/CliApp"
 import * as Descriptor from "@effect/cli/CommandDescriptor"
 import { Cause, Console, Effect, Either, HashSet, Logger, Option } from "effect"
-import { LogOutput } from "../services/LogOutput.js"
+import { LogOutput, prettyLogger } from "../services/LogOutput.js"
 import { type Globals, splitGlobals } from "./globals.js"
 import { descriptionOf, errorLine, renderHelp } from "./help.js"
 
@@ -124,11 +124,10 @@ export const terminalWidth = (): number => {
   return process.stdout.isTTY === true && process.stdout.columns > 0 ? process.stdout.columns : 80
 }
 
-/** `Logger.pretty` (colours only on a terminal, never with NO_COLOR) or `Logger.json`, at the level asked for. */
+/** One line per event (colours only on a terminal, never with NO_COLOR) or `Logger.json`, at the level asked for. */
 const logged = (globals: Globals) => {
   const colors = process.stdout.isTTY === true && (process.env["NO_COLOR"] ?? "") === ""
-  const logger =
-    globals.logFormat === "json" ? Logger.withConsoleLog(Logger.jsonLogger) : Logger.prettyLogger({ colors })
+  const logger = globals.logFormat === "json" ? Logger.withConsoleLog(Logger.jsonLogger) : prettyLogger(colors)
   // Lines the program renders itself (the access log) take the same shape, to the same stdout.
   const output = { format: globals.logFormat, colors, stream: process.stdout }
   return <A, E, R>(effect: Effect.Effect<A, E, R>) =>

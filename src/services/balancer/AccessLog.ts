@@ -3,8 +3,9 @@
  * which server they got, how long it took, the bytes carried, and how it ended — as nginx's
  * `access_log` and HAProxy's `option tcplog` give one line per request or session.
  *
- * Each line is an Info line with every figure as an annotation, in the shape the program's logger
- * gives every other line (pretty, or JSON with `--log-format json`; see `LogOutput`). The Locate
+ * Each line is an Info line in the shape the program's logger gives every other line (see
+ * `LogOutput`): pretty, one line whose message carries every figure; or, with `--log-format json`,
+ * one object with every figure as an annotation. The Locate
  * and proxy paths only append a record, with its time, to a bounded buffer (no fiber, no effect per
  * line); one fiber per log lets lines gather for a moment, renders them itself and writes the batch
  * to stdout in one write, as nginx's `access_log ... buffer= flush=` does. Going through Effect's
@@ -15,7 +16,7 @@
  */
 import { Duration, Effect, FiberId, LogLevel, Logger, Queue, type Scope } from "effect"
 import { formatEndpoint, type ServerLocation } from "../../domain/Server.js"
-import { LogOutput, type Output } from "../LogOutput.js"
+import { LogOutput, type Output, prettyLine } from "../LogOutput.js"
 
 /** How a Locate or a proxied connection ended. */
 export type AccessOutcome = "located" | "no server" | "proxied" | "backend failed" | "turned away"
@@ -126,35 +127,6 @@ const jsonLine = (entry: AccessEntry, timestamp: string, fiber: string): string 
   return `{"message":${quote(describe(entry))},"logLevel":"INFO","timestamp":"${timestamp}","annotations":{${object}},"spans":{},"fiberId":"${fiber}"}\n`
 }
 
-/** ANSI colours, as the pretty logger and `console.log` on a terminal use them. */
-const paint = (text: string, ...codes: ReadonlyArray<string>) =>
-  `${codes.map((code) => `\x1b[${code}m`).join("")}${text}\x1b[0m`
-const plain = (text: string) => text
-
-/**
- * One line as `Logger.prettyLogger` writes an Info line: the time, level, fiber and message, then
- * one `key: value` line per annotation, printed by console.log inside a console.group (indented;
- * strings bare, numbers as inspected, yellow on a terminal).
- */
-const prettyLine = (entry: AccessEntry, time: string, fiber: string, colors: boolean): string => {
-  const color = colors ? paint : plain
-  let text = `${color(`[${time}]`, "37")} ${color("INFO", "32")} (${fiber}): ${color(describe(entry), "1", "36")}\n`
-  const fields = annotations(entry)
-  for (const key in fields) {
-    const value = fields[key]
-    const shown =
-      typeof value === "string"
-        ? value.includes("\n")
-          ? value.replaceAll("\n", "\n  ")
-          : value
-        : colors
-          ? `\x1b[33m${value}\x1b[39m`
-          : String(value)
-    text += `  ${color(`${key}:`, "1", "37")} ${shown}\n`
-  }
-  return text
-}
-
 /**
  * The lines of a batch, each ending in a newline, in the shape the program's logger gives every
  * other line (see `LogOutput`). `fiber` is the writer's id, as a logger would show it.
@@ -167,7 +139,8 @@ export const render = (output: Output, fiber: string): ((entries: ReadonlyArray<
       text +=
         output.format === "json"
           ? jsonLine(entry, time(entry.at), fiber)
-          : prettyLine(entry, time(entry.at), fiber, output.colors)
+          : // Pretty: the message alone, which carries every figure (the annotations would repeat it).
+            prettyLine(time(entry.at), "INFO", describe(entry), [], output.colors)
     }
     return text
   }
