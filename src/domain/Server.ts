@@ -110,7 +110,13 @@ export const ServerView = Schema.Struct({
   /** Locates that excluded it: a client failed on it and came back for another. */
   reroutes: Schema.optional(Schema.NonNegativeInt),
   /** Times it went from live to dead. */
-  ejections: Schema.optional(Schema.NonNegativeInt)
+  ejections: Schema.optional(Schema.NonNegativeInt),
+  /**
+   * Slow start (`--slow-start`), only while the server is ramping up: the weight it takes now (a
+   * share of `weight`, growing with time), and when it will take all of it (ms since the Unix epoch).
+   */
+  effectiveWeight: Schema.optional(FiniteNonNegative),
+  slowStartUntil: Schema.optional(Schema.NonNegativeInt)
 })
 export type ServerView = typeof ServerView.Type
 

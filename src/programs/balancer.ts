@@ -1,6 +1,6 @@
 /** `effect-lb balancer`: the balancer port, its registry, strategies and health monitor. */
 import { Command, Options } from "@effect/cli"
-import { Console, type Duration, Effect, Layer, Option } from "effect"
+import { Console, Duration, Effect, Layer, Option } from "effect"
 import { formatEndpoint, Host, ServerId } from "../domain/Server.js"
 import * as Admin from "../services/balancer/admin/Admin.js"
 import * as Balancer from "../services/balancer/Balancer.js"
@@ -52,6 +52,8 @@ export interface BalancerOptions {
   readonly admin?: Admin.AdminConfig | undefined
   /** One access-log line per Locate (and per proxied connection: see `proxy.accessLog`). */
   readonly accessLog?: boolean
+  /** A server that becomes live ramps up to its full weight over this long (default 0: off). */
+  readonly slowStart?: Duration.Duration
 }
 
 /** Everything a balancer is, as one layer: used by this command and by the playground. */
@@ -69,7 +71,8 @@ export const balancerLayer = (options: BalancerOptions) => {
     Layer.provideMerge(
       ServerRegistry.layer({
         ...ServerRegistry.defaultConfig,
-        maxServers: options.maxServers ?? ServerRegistry.defaultConfig.maxServers
+        maxServers: options.maxServers ?? ServerRegistry.defaultConfig.maxServers,
+        slowStartMs: options.slowStart === undefined ? 0 : Duration.toMillis(options.slowStart)
       })
     ),
     Layer.provideMerge(Strategies.layer)
@@ -193,6 +196,13 @@ const options = {
     "1 second",
     "168 hours"
   ),
+  slowStart: duration(
+    "slow-start",
+    0,
+    "a server that becomes live (new, or back from dead) ramps up from 10% to its full weight over this long (0: off)",
+    0,
+    "1 hour"
+  ),
   accessLog,
   token
 }
@@ -238,6 +248,7 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
             idleTimeout: flags.idleTimeout,
             maxServers: flags.maxServers,
             removeDeadAfter: flags.removeDeadAfter,
+            slowStart: flags.slowStart,
             accessLog: flags.accessLog,
             admin: Option.match(flags.adminPort, {
               onNone: () => undefined,

@@ -14,7 +14,19 @@
  * While a health monitor watches the registry, only it makes a server `live`: a new server starts
  * `dead` until a probe answers, and registering a known server again keeps its verdict.
  */
-import { Clock, Context, Effect, Layer, Option, PubSub, type Queue, type Scope, Stream } from "effect"
+import {
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Layer,
+  Option,
+  PubSub,
+  type Queue,
+  Schedule,
+  type Scope,
+  Stream
+} from "effect"
 import { Busy } from "../../domain/Errors.js"
 import {
   type Endpoint,
@@ -85,6 +97,12 @@ interface Entry {
   located: number
   /** When a probe last answered (ms since the epoch), or `null`. */
   lastSeenAt: number | null
+  /**
+   * Slow start: the share of its weight the server takes now (1 once ramped up), and when it will
+   * take all of it (Clock milliseconds). Changed by the ramp's coarse tick, never per pick.
+   */
+  ramp: number
+  rampUntil: number
 }
 
 export interface RegistryConfig {
@@ -92,7 +110,23 @@ export interface RegistryConfig {
   readonly smoothing: number
   /** Servers known at once, at most: a new one past this is refused (`Busy`). */
   readonly maxServers: number
+  /**
+   * Slow start (HAProxy's `slowstart`): a server that becomes live takes `slowStartFloor` of its
+   * weight at first, growing in step with the time since, to all of it after this many milliseconds.
+   * 0 (the default) is off.
+   */
+  readonly slowStartMs?: number
 }
+
+/** The share of its weight a server just become live takes, with slow start on (Envoy's default 10%). */
+export const slowStartFloor = 0.1
+
+/** The share of its weight a server live for `elapsedMs` of a `slowStartMs` ramp takes. */
+export const rampAt = (elapsedMs: number, slowStartMs: number): number =>
+  Math.min(1, Math.max(slowStartFloor, elapsedMs / slowStartMs))
+
+/** How often the ramp is recomputed: about twenty steps, at most one a second, at least 50 ms apart. */
+export const rampTickMs = (slowStartMs: number): number => Math.min(1000, Math.max(50, slowStartMs / 20))
 
 export const defaultConfig: RegistryConfig = { smoothing: 0.3, maxServers: 10_000 }
 
@@ -178,15 +212,22 @@ const view = (entry: Entry): ServerView => {
     failedChecks: counts?.failedChecks ?? 0,
     failedConnects: counts?.failedConnects ?? 0,
     reroutes: counts?.reroutes ?? 0,
-    ejections: counts?.ejections ?? 0
+    ejections: counts?.ejections ?? 0,
+    ...(entry.ramp < 1 && entry.state === "live" ? ramping(entry) : {})
   }
 }
+
+/** What a view says of a server in slow start: the weight it takes now, and when it will take all of it. */
+const ramping = (entry: Entry) => ({
+  effectiveWeight: Math.round(entry.spec.weight * entry.ramp * 100) / 100,
+  slowStartUntil: entry.rampUntil
+})
 
 const candidate = (entry: Entry): Candidate | undefined =>
   entry.state === "live"
     ? {
         id: entry.spec.id,
-        weight: entry.spec.weight,
+        weight: entry.ramp < 1 ? entry.spec.weight * entry.ramp : entry.spec.weight,
         active: entry.reported + entry.pending,
         responseTimeMs: entry.responseTimeMs,
         latencyMs: entry.latencyMs
@@ -205,6 +246,39 @@ interface Books {
   readonly hub: PubSub.PubSub<RegistryChange>
   /** The generation the last registration got. */
   generation: number
+  /** Slow start's length (0: off), and the servers ramping up now. */
+  readonly slowStartMs: number
+  readonly ramping: Set<Entry>
+}
+
+/** The entry has just become live: with slow start on, it takes a small share of its weight at first. */
+const becameLive = (books: Books, entry: Entry, now: number) => {
+  if (books.slowStartMs <= 0) return
+  entry.ramp = slowStartFloor
+  entry.rampUntil = now + books.slowStartMs
+  books.ramping.add(entry)
+}
+
+/**
+ * The ramp's tick: each server in slow start takes the share of its weight its time live gives it,
+ * told to the strategy through the same path as any change; one that takes all of it, or is no
+ * longer live, leaves the ramp.
+ */
+const rampStep = (books: Books) => {
+  const now = books.clock.unsafeCurrentTimeMillis()
+  for (const entry of books.ramping) {
+    if (entry.state !== "live") {
+      entry.ramp = 1
+      books.ramping.delete(entry)
+      continue
+    }
+    const ramp = rampAt(books.slowStartMs - (entry.rampUntil - now), books.slowStartMs)
+    if (ramp >= 1) books.ramping.delete(entry)
+    if (ramp === entry.ramp) continue
+    entry.ramp = ramp
+    tell(books, entry)
+    books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
+  }
 }
 
 /** The entry `server` names: by id, the one in force; by registration, that one only while it is in force. */
@@ -224,6 +298,7 @@ const tell = (books: Books, entry: Entry) => {
 
 const removeEntry = (books: Books, entry: Entry) => {
   books.entries.delete(entry.spec.id)
+  books.ramping.delete(entry)
   books.byEndpoint.delete(formatEndpoint(entry.spec))
   entry.state = "dead"
   Metrics.unsafeForget(entry.spec.id)
@@ -244,6 +319,7 @@ const refreshEntry = (books: Books, entry: Entry, spec: ServerSpec): Entry => {
     entry.state = books.watchers.size > 0 ? "dead" : "live"
     entry.deadSince = books.clock.unsafeCurrentTimeMillis()
     entry.stateSince = entry.deadSince
+    if (entry.state === "live") becameLive(books, entry, entry.stateSince)
   }
   tell(books, entry)
   books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
@@ -280,8 +356,11 @@ const addEntry = (books: Books, spec: ServerSpec, origin: Origin): Entry | Busy 
     responseTimeMs: previous?.responseTimeMs ?? null,
     latencyMs: previous?.latencyMs ?? null,
     located: previous?.located ?? 0,
-    lastSeenAt: null
+    lastSeenAt: null,
+    ramp: 1,
+    rampUntil: 0
   }
+  if (entry.state === "live") becameLive(books, entry, entry.stateSince)
   books.entries.set(spec.id, entry)
   books.byEndpoint.set(endpoint, spec.id)
   tell(books, entry)
@@ -306,7 +385,7 @@ const update = (books: Books, ref: ServerRef, change: (entry: Entry) => boolean 
 // ---- the changes, each a function of an entry --------------------------------------------------
 
 const toState =
-  (state: ServerState, now: number) =>
+  (books: Books, state: ServerState, now: number) =>
   (entry: Entry): boolean | void => {
     if (entry.state === state) return false
     if (entry.state === "live" && state === "dead") Metrics.unsafeEjected(entry.spec.id)
@@ -314,6 +393,7 @@ const toState =
     entry.stateSince = now
     entry.state = state
     if (state !== "live") entry.pending = 0
+    else becameLive(books, entry, now)
   }
 
 const toWeight =
@@ -390,7 +470,21 @@ const removeDeadSince = (books: Books, cutoff: number): ReadonlyArray<ServerId> 
   return removed
 }
 
-export const make = (config: RegistryConfig = defaultConfig) =>
+/** The ramp's fiber, for the registry's lifetime; with slow start off, no fiber. */
+const ramp = (books: Books) =>
+  books.slowStartMs > 0
+    ? Effect.asVoid(
+        Effect.forkScoped(
+          Effect.repeat(
+            Effect.sync(() => rampStep(books)),
+            Schedule.spaced(Duration.millis(rampTickMs(books.slowStartMs)))
+          )
+        )
+      )
+    : Effect.void
+
+/** Empty books, on the clock of the environment. */
+const newBooks = (config: RegistryConfig) =>
   Effect.gen(function* () {
     const books: Books = {
       maxServers: config.maxServers,
@@ -400,8 +494,16 @@ export const make = (config: RegistryConfig = defaultConfig) =>
       observers: new Set(),
       watchers: new Set(),
       hub: yield* PubSub.sliding<RegistryChange>(4096),
-      generation: 0
+      generation: 0,
+      slowStartMs: config.slowStartMs ?? 0,
+      ramping: new Set()
     }
+    return books
+  })
+
+export const make = (config: RegistryConfig = defaultConfig) =>
+  Effect.gen(function* () {
+    const books = yield* newBooks(config)
     const { entries, byEndpoint, observers, hub } = books
     // The per-server metric series are process-wide: a registry that ends lets go of its servers'.
     yield* Effect.addFinalizer(() =>
@@ -409,6 +511,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
         for (const id of entries.keys()) Metrics.unsafeForget(id)
       })
     )
+    yield* ramp(books)
     return ServerRegistry.of({
       add: (spec, origin = "registered") => Effect.map(added(books, spec, origin), view),
       removeDeadSince: (cutoff) => Effect.sync(() => removeDeadSince(books, cutoff)),
@@ -427,7 +530,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
           if (entry !== undefined) removeEntry(books, entry)
           return entry !== undefined
         }),
-      setState: (server, state) => update(books, server, toState(state, books.clock.unsafeCurrentTimeMillis())),
+      setState: (server, state) => update(books, server, toState(books, state, books.clock.unsafeCurrentTimeMillis())),
       setWeight: (id, weight) => update(books, id, toWeight(weight)),
       reportLoad: (server, active, latencyMs) => Effect.asVoid(update(books, server, loadReport(active, latencyMs))),
       recordProbe: (id, roundTripMs, active, latencyMs, at) =>

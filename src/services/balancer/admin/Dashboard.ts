@@ -60,6 +60,7 @@ export const page = `<!doctype html>
   .figure .label { color:var(--dim); font-size:12px; }
   td.check.bad { color:var(--dead); } td.check.good { color:var(--dim); }
   td.zero { color:var(--dim); }
+  .ramp { font-size:11px; color:var(--accent); white-space:nowrap; }
 </style>
 </head>
 <body>
@@ -264,7 +265,8 @@ function newRow(server) {
   const row = document.createElement("tr");
   row.dataset.server = server.id;
   row.innerHTML = '<td class="id"></td><td class="address"></td><td class="state"></td><td class="since"></td>' +
-    '<td class="num weight"><input class="weight-input" type="number" min="1" max="1000" aria-label="weight"></td>' +
+    '<td class="num weight"><input class="weight-input" type="number" min="1" max="1000" aria-label="weight">' +
+    '<div class="ramp"></div></td>' +
     '<td class="num active"></td><td class="num rtt"></td><td class="num latency"></td><td class="check"></td>' +
     '<td class="num rate"></td><td class="num share"></td><td class="num located"></td>' +
     '<td class="num failures"></td><td class="num reroutes"></td><td class="num ejections"></td>' +
@@ -311,6 +313,10 @@ function fillRow(row, server, status, now, share) {
   if (server.stateSince !== undefined) since.title = "since " + new Date(server.stateSince).toLocaleString();
   const weightInput = row.querySelector(".weight-input");
   if (document.activeElement !== weightInput) weightInput.value = server.weight;
+  // Slow start: the weight it takes now, while it ramps up to its own.
+  const ramp = row.querySelector(".ramp");
+  ramp.textContent = server.effectiveWeight === undefined ? "" : "slow start " + server.effectiveWeight;
+  ramp.title = server.slowStartUntil === undefined ? "" : "full weight in " + span(Math.max(0, server.slowStartUntil - at));
   row.querySelector(".active").textContent = server.state === "dead" ? "–" : server.active;
   row.querySelector(".rtt").textContent = fmt(server.responseTimeMs);
   row.querySelector(".latency").textContent = fmt(server.latencyMs);
