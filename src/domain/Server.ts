@@ -116,7 +116,13 @@ export const ServerView = Schema.Struct({
    * share of `weight`, growing with time), and when it will take all of it (ms since the Unix epoch).
    */
   effectiveWeight: Schema.optional(FiniteNonNegative),
-  slowStartUntil: Schema.optional(Schema.NonNegativeInt)
+  slowStartUntil: Schema.optional(Schema.NonNegativeInt),
+  /**
+   * Passive health (`--eject-after`), only while the server is ejected: until when at least (ms since
+   * the Unix epoch; it returns once that has passed and a probe answers), and why, in words.
+   */
+  ejectedUntil: Schema.optional(Schema.NonNegativeInt),
+  ejectedReason: Schema.optional(Schema.String.pipe(Schema.maxLength(200)))
 })
 export type ServerView = typeof ServerView.Type
 

@@ -23,6 +23,7 @@ import {
   fall,
   host,
   hostRule,
+  integer,
   oneOf,
   optionalPort,
   port,
@@ -54,7 +55,14 @@ export interface BalancerOptions {
   readonly accessLog?: boolean
   /** A server that becomes live ramps up to its full weight over this long (default 0: off). */
   readonly slowStart?: Duration.Duration
+  /** Passive health: failures in traffic in a row that eject a server (0: off), for how long, how many at most. */
+  readonly ejectAfter?: number
+  readonly ejectTime?: Duration.Duration
+  readonly maxEjectedPercent?: number
 }
+
+/** Passive health's defaults on the command line (Envoy's outlier detection: 5 in a row, 30 s, 50%). */
+export const passiveDefaults = { ejectAfter: 5, ejectTime: Duration.seconds(30), maxEjectedPercent: 50 }
 
 /** Everything a balancer is, as one layer: used by this command and by the playground. */
 export const balancerLayer = (options: BalancerOptions) => {
@@ -72,7 +80,10 @@ export const balancerLayer = (options: BalancerOptions) => {
       ServerRegistry.layer({
         ...ServerRegistry.defaultConfig,
         maxServers: options.maxServers ?? ServerRegistry.defaultConfig.maxServers,
-        slowStartMs: options.slowStart === undefined ? 0 : Duration.toMillis(options.slowStart)
+        slowStartMs: options.slowStart === undefined ? 0 : Duration.toMillis(options.slowStart),
+        ejectAfter: options.ejectAfter ?? 0,
+        ejectTimeMs: Duration.toMillis(options.ejectTime ?? passiveDefaults.ejectTime),
+        maxEjectedPercent: options.maxEjectedPercent ?? passiveDefaults.maxEjectedPercent
       })
     ),
     Layer.provideMerge(Strategies.layer)
@@ -203,6 +214,25 @@ const options = {
     0,
     "1 hour"
   ),
+  ejectAfter: withDefault(
+    "eject-after",
+    integer(0, 1000),
+    passiveDefaults.ejectAfter,
+    "passive health: eject a server after this many failures in a row seen in traffic (excluded by a client, proxied connect failed or reset; 0: off)"
+  ),
+  ejectTime: duration(
+    "eject-time",
+    passiveDefaults.ejectTime,
+    "passive health: how long the first ejection lasts; each repeat lasts one more of this (up to 10)",
+    "100 millis",
+    "1 hour"
+  ),
+  maxEjectedPercent: withDefault(
+    "max-ejected-percent",
+    integer(0, 100),
+    passiveDefaults.maxEjectedPercent,
+    "passive health: never eject more than this percentage of the servers at once"
+  ),
   accessLog,
   token
 }
@@ -249,6 +279,9 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
             maxServers: flags.maxServers,
             removeDeadAfter: flags.removeDeadAfter,
             slowStart: flags.slowStart,
+            ejectAfter: flags.ejectAfter,
+            ejectTime: flags.ejectTime,
+            maxEjectedPercent: flags.maxEjectedPercent,
             accessLog: flags.accessLog,
             admin: Option.match(flags.adminPort, {
               onNone: () => undefined,

@@ -82,7 +82,11 @@ export const make = (initialStrategy: StrategyName) =>
       if (exclude.length > 0) {
         skip = new Set(exclude.flatMap((endpoint) => registry.unsafeIdAt(endpoint) ?? []))
         // A client that excludes a server failed on it: a re-route, counted against that server.
-        for (const id of skip) Metrics.unsafeRerouted(id)
+        // With passive health on, it counts towards ejecting it too.
+        for (const id of skip) {
+          Metrics.unsafeRerouted(id)
+          registry.unsafeFailed(id, "excluded")
+        }
       }
       const id =
         current.instance.pick(skip, key) ?? (skip.size > 0 ? current.instance.pick(nothingExcluded, key) : undefined)

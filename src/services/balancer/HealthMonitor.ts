@@ -185,9 +185,10 @@ const answered = (watching: Watching, watched: Watched, state: ServerView["state
     yield* watching.registry.recordCheck(server.id, { at: now, ok: true, result: checkResult(watching.health, answer) })
     yield* watching.registry.recordProbe(server.id, answer.roundTripMs, answer.active, answer.latencyMs, now)
     if (state === "dead" && watched.successes >= watching.rise) {
-      yield* watching.registry.setState(server.id, "live")
-      watched.live = true
-      yield* Effect.logInfo(`server ${server.id} answers: live`)
+      // An ejected server (passive health) stays dead until its ejection time is out.
+      const after = yield* watching.registry.setState(server.id, "live")
+      watched.live = Option.exists(after, (view) => view.state === "live")
+      if (watched.live) yield* Effect.logInfo(`server ${server.id} answers: live`)
     }
   })
 

@@ -34,6 +34,11 @@ export const ejections = MetricKey.counter("effect_lb_ejections_total", {
   description: "Times a live server was marked dead (silent past dead-after, or refused a proxied connect)",
   incremental: true
 })
+export const outlierEjections = MetricKey.counter("effect_lb_outlier_ejections_total", {
+  description:
+    "Times passive health ejected the server, by the failure that did it: excluded (by clients), connect, reset",
+  incremental: true
+})
 export const probeRoundTrip = MetricKey.histogram(
   "effect_lb_probe_round_trip_seconds",
   MetricBoundaries.exponential({ start: 0.0001, factor: 2, count: 16 }),
@@ -97,6 +102,8 @@ interface Series {
   readonly locates: Map<string, { count: number }>
   reroutes: number
   ejections: number
+  /** Passive health's ejections, by the failure that did it. */
+  outliers: Map<string, number> | undefined
   /** Health checks that failed, and proxied connects the server refused or did not accept in time. */
   failedChecks: number
   failedConnects: number
@@ -116,6 +123,7 @@ export const unsafeAdmit = (id: ServerId) => {
       locates: new Map(),
       reroutes: 0,
       ejections: 0,
+      outliers: undefined,
       failedChecks: 0,
       failedConnects: 0,
       probes: undefined
@@ -184,6 +192,14 @@ export const unsafeEjected = (id: ServerId) => {
   if (series !== undefined) series.ejections += 1
 }
 
+/** Counts an ejection of `id` by passive health, for `reason`. */
+export const unsafeOutlierEjected = (id: ServerId, reason: string) => {
+  const series = store.get(id)
+  if (series === undefined) return
+  series.outliers ??= new Map()
+  series.outliers.set(reason, (series.outliers.get(reason) ?? 0) + 1)
+}
+
 /** Records one probe round trip of `id`, in the first bucket whose bound is at least the value. */
 export const unsafeProbed = (id: ServerId, roundTripMs: number) => {
   const series = store.get(id)
@@ -225,6 +241,9 @@ const storedPairs = (
   }
   if (series.reroutes > 0) add(reroutes, labels, MetricState.counter(series.reroutes))
   if (series.ejections > 0) add(ejections, labels, MetricState.counter(series.ejections))
+  for (const [reason, count] of series.outliers ?? []) {
+    add(outlierEjections, [...labels, MetricLabel.make("reason", reason)], MetricState.counter(count))
+  }
   if (series.probes !== undefined) add(probeRoundTrip, labels, histogramState(series.probes))
 }
 

@@ -232,6 +232,7 @@ const failed = (shared: Shared, pair: Pair, backend: Net.Socket, reason: string)
   if (server === undefined) return
   shared.registry.unsafeSetActive(server.id, shared.perBackend.get(server.id) ?? 0)
   Metrics.unsafeConnectFailed(server.id)
+  shared.registry.unsafeFailed(server.id, "connect")
   shared.runFork(shared.registry.setState(server.id, "dead"))
   shared.runFork(Effect.logWarning(`proxy: backend ${backendName(server)} failed to connect: ${reason}`))
   pair.tried = [...pair.tried, server]
@@ -258,6 +259,9 @@ const splice = (shared: Shared, pair: Pair, backend: Net.Socket, server: ServerL
     // side closes by itself once its last bytes are flushed — destroying it now would drop what a
     // slow client has not yet taken.
     if (hadError) reset(client)
+    // Passive health: a reset counts against the backend, a clean end ends its run of failures.
+    if (hadError) shared.registry.unsafeFailed(server.id, "reset")
+    else shared.registry.unsafeSucceeded(server.id)
     closedOne(shared, pair, server)
   })
   client.resume()

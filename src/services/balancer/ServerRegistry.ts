@@ -103,6 +103,13 @@ interface Entry {
    */
   ramp: number
   rampUntil: number
+  /** Passive health: failures seen in traffic in a run, the last one's time, ejections so far. */
+  failures: number
+  failedAt: number
+  ejectedTimes: number
+  /** While ejected (Clock milliseconds; 0: not ejected), and why, in words. */
+  ejectedUntil: number
+  ejectedReason: string
 }
 
 export interface RegistryConfig {
@@ -116,7 +123,29 @@ export interface RegistryConfig {
    * 0 (the default) is off.
    */
   readonly slowStartMs?: number
+  /**
+   * Passive health (outlier detection): failures seen in traffic in a row — a client excluded the
+   * server in its Locate, a proxied connect failed, a proxied connection was reset — that eject it
+   * (0, the default here: off), for `ejectTimeMs` times the ejections it has had (at most 10 times),
+   * never more than `maxEjectedPercent` of the servers at once. A failure more than `ejectTimeMs`
+   * after the previous one starts a new run.
+   */
+  readonly ejectAfter?: number
+  readonly ejectTimeMs?: number
+  readonly maxEjectedPercent?: number
 }
+
+/** A failure seen in traffic: a client excluded the server, a proxied connect failed, or was reset. */
+export type TrafficFailure = "excluded" | "connect" | "reset"
+
+const failureWords: Record<TrafficFailure, string> = {
+  excluded: "excluded by clients",
+  connect: "proxied connects failed",
+  reset: "proxied connections reset"
+}
+
+/** The longest ejection, in base ejection times. */
+export const maxEjectionFactor = 10
 
 /** The share of its weight a server just become live takes, with slow start on (Envoy's default 10%). */
 export const slowStartFloor = 0.1
@@ -193,6 +222,10 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly unsafeLocated: (id: ServerId) => ServerLocation | undefined
     /** Sets the exact active count (the proxy knows it). Synchronous: the proxy's connection path. */
     readonly unsafeSetActive: (id: ServerId, active: number) => void
+    /** Passive health: a failure seen in traffic (a counter bump; may eject it). Synchronous. */
+    readonly unsafeFailed: (id: ServerId, failure: TrafficFailure) => void
+    /** Passive health: a proxied connection to it ended well; its run of failures ends. Synchronous. */
+    readonly unsafeSucceeded: (id: ServerId) => void
   }
 >() {}
 
@@ -213,7 +246,8 @@ const view = (entry: Entry): ServerView => {
     failedConnects: counts?.failedConnects ?? 0,
     reroutes: counts?.reroutes ?? 0,
     ejections: counts?.ejections ?? 0,
-    ...(entry.ramp < 1 && entry.state === "live" ? ramping(entry) : {})
+    ...(entry.ramp < 1 && entry.state === "live" ? ramping(entry) : {}),
+    ...(entry.ejectedUntil > 0 ? { ejectedUntil: entry.ejectedUntil, ejectedReason: entry.ejectedReason } : {})
   }
 }
 
@@ -249,6 +283,32 @@ interface Books {
   /** Slow start's length (0: off), and the servers ramping up now. */
   readonly slowStartMs: number
   readonly ramping: Set<Entry>
+  readonly ejectAfter: number
+  readonly ejectTimeMs: number
+  readonly maxEjectedPercent: number
+  /** The servers ejected now. */
+  readonly ejected: Set<Entry>
+}
+
+/**
+ * A failure seen in traffic: counted in the server's run; the run's `ejectAfter`-th ejects it, unless
+ * that would eject more than `maxEjectedPercent` of the servers.
+ */
+const trafficFailed = (books: Books, entry: Entry, failure: TrafficFailure) => {
+  const now = books.clock.unsafeCurrentTimeMillis()
+  entry.failures = now - entry.failedAt > books.ejectTimeMs ? 1 : entry.failures + 1
+  entry.failedAt = now
+  if (entry.state !== "live" || entry.failures < books.ejectAfter) return
+  if ((books.ejected.size + 1) * 100 > books.entries.size * books.maxEjectedPercent) return
+  entry.ejectedTimes += 1
+  entry.ejectedUntil = now + books.ejectTimeMs * Math.min(entry.ejectedTimes, maxEjectionFactor)
+  entry.ejectedReason = `${entry.failures} failures in a row: ${failureWords[failure]}`
+  entry.failures = 0
+  books.ejected.add(entry)
+  Metrics.unsafeOutlierEjected(entry.spec.id, failure)
+  toState(books, "dead", now)(entry)
+  tell(books, entry)
+  books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
 }
 
 /** The entry has just become live: with slow start on, it takes a small share of its weight at first. */
@@ -298,6 +358,7 @@ const tell = (books: Books, entry: Entry) => {
 
 const removeEntry = (books: Books, entry: Entry) => {
   books.entries.delete(entry.spec.id)
+  books.ejected.delete(entry)
   books.ramping.delete(entry)
   books.byEndpoint.delete(formatEndpoint(entry.spec))
   entry.state = "dead"
@@ -358,7 +419,12 @@ const addEntry = (books: Books, spec: ServerSpec, origin: Origin): Entry | Busy 
     located: previous?.located ?? 0,
     lastSeenAt: null,
     ramp: 1,
-    rampUntil: 0
+    rampUntil: 0,
+    failures: 0,
+    failedAt: 0,
+    ejectedTimes: previous?.ejectedTimes ?? 0,
+    ejectedUntil: 0,
+    ejectedReason: ""
   }
   if (entry.state === "live") becameLive(books, entry, entry.stateSince)
   books.entries.set(spec.id, entry)
@@ -388,6 +454,12 @@ const toState =
   (books: Books, state: ServerState, now: number) =>
   (entry: Entry): boolean | void => {
     if (entry.state === state) return false
+    // An ejected server returns once its time is out (and, while watched, a probe answers).
+    if (state === "live" && entry.ejectedUntil > now) return false
+    if (state === "live" || state === "draining") {
+      entry.ejectedUntil = 0
+      books.ejected.delete(entry)
+    }
     if (entry.state === "live" && state === "dead") Metrics.unsafeEjected(entry.spec.id)
     if (state === "dead") entry.deadSince = now
     entry.stateSince = now
@@ -496,7 +568,11 @@ const newBooks = (config: RegistryConfig) =>
       hub: yield* PubSub.sliding<RegistryChange>(4096),
       generation: 0,
       slowStartMs: config.slowStartMs ?? 0,
-      ramping: new Set()
+      ramping: new Set(),
+      ejectAfter: config.ejectAfter ?? 0,
+      ejectTimeMs: config.ejectTimeMs ?? 30_000,
+      maxEjectedPercent: config.maxEjectedPercent ?? 50,
+      ejected: new Set()
     }
     return books
   })
@@ -561,6 +637,15 @@ export const make = (config: RegistryConfig = defaultConfig) =>
         entry.reported = active
         entry.pending = 0
         tell(books, entry)
+      },
+      unsafeFailed: (id, failure) => {
+        if (books.ejectAfter === 0) return
+        const entry = entries.get(id)
+        if (entry !== undefined) trafficFailed(books, entry, failure)
+      },
+      unsafeSucceeded: (id) => {
+        const entry = books.ejectAfter === 0 ? undefined : entries.get(id)
+        if (entry !== undefined) entry.failures = 0
       },
       unsafeLocated: (id) => {
         const entry = entries.get(id)

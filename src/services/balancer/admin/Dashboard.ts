@@ -308,6 +308,14 @@ function fillRow(row, server, status, now, share) {
     seen.textContent = server.lastSeenAt === null ? " never answered" : " last seen " + ago(at - server.lastSeenAt);
     state.append(seen);
   }
+  // Passive health: why it was ejected, and until when at least.
+  if (server.ejectedUntil !== undefined) {
+    const why = document.createElement("div");
+    why.className = "ramp";
+    why.textContent = "ejected: " + (server.ejectedReason || "");
+    why.title = "returns in " + span(Math.max(0, server.ejectedUntil - at)) + " at the earliest, once a probe answers";
+    state.append(why);
+  }
   const since = row.querySelector(".since");
   since.textContent = server.stateSince === undefined ? "–" : "for " + span(at - server.stateSince);
   if (server.stateSince !== undefined) since.title = "since " + new Date(server.stateSince).toLocaleString();
