@@ -61,8 +61,12 @@ export interface BalancerOptions {
   readonly maxEjectedPercent?: number
 }
 
-/** Passive health's defaults on the command line (Envoy's outlier detection: 5 in a row, 30 s, 50%). */
-export const passiveDefaults = { ejectAfter: 5, ejectTime: Duration.seconds(30), maxEjectedPercent: 50 }
+/**
+ * Passive health's defaults on the command line: off, as HAProxy's `observe` and Envoy's outlier
+ * detection are until configured (so a server back from a restart returns at its first answered
+ * probe, as it always has); `--eject-after 5` turns on Envoy's usual 5 in a row, 30 s, 50%.
+ */
+export const passiveDefaults = { ejectAfter: 0, ejectTime: Duration.seconds(30), maxEjectedPercent: 50 }
 
 /** Everything a balancer is, as one layer: used by this command and by the playground. */
 export const balancerLayer = (options: BalancerOptions) => {
