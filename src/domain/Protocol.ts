@@ -121,7 +121,9 @@ export const ProxyFigures = Schema.Struct({
   turnedAway: Schema.Struct({
     limit: Schema.NonNegativeInt,
     noServer: Schema.NonNegativeInt,
-    backendsFailed: Schema.NonNegativeInt
+    backendsFailed: Schema.NonNegativeInt,
+    /** With `--accept-proxy` only: no valid PROXY protocol header in time (optional: added later). */
+    proxyHeader: Schema.optional(Schema.NonNegativeInt)
   })
 })
 export type ProxyFigures = typeof ProxyFigures.Type

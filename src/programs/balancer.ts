@@ -25,6 +25,7 @@ import {
   hostRule,
   integer,
   oneOf,
+  optional,
   optionalPort,
   port,
   positiveInt,
@@ -185,6 +186,17 @@ const options = {
     0,
     "1 hour"
   ),
+  sendProxy: optional(
+    "send-proxy",
+    oneOf(["v1", "v2"], "VERSION"),
+    "proxy: start each backend connection with a PROXY protocol header carrying the client's address",
+    "off"
+  ),
+  acceptProxy: Options.boolean("accept-proxy").pipe(
+    Options.withDescription(
+      "proxy: each client connection must start with a PROXY protocol header (v1 or v2) within --connect-timeout; its address is the client's [default: off]"
+    )
+  ),
   adminPort: optionalPort("admin-port", "also serve the admin HTTP API, /metrics and the live dashboard on this port"),
   adminHost: withDefault(
     "admin-host",
@@ -301,7 +313,9 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
                 connectTimeout: flags.connectTimeout,
                 idleTimeout: flags.proxyIdleTimeout,
                 drainTimeout: flags.drainTimeout,
-                accessLog: flags.accessLog
+                accessLog: flags.accessLog,
+                ...Option.match(flags.sendProxy, { onNone: () => ({}), onSome: (sendProxy) => ({ sendProxy }) }),
+                acceptProxy: flags.acceptProxy
               })
             })
           })

@@ -19,7 +19,7 @@ import { formatEndpoint, type ServerLocation } from "../../domain/Server.js"
 import { LogOutput, type Output, prettyLine } from "../LogOutput.js"
 
 /** How a Locate or a proxied connection ended. */
-export type AccessOutcome = "located" | "no server" | "proxied" | "backend failed" | "turned away"
+export type AccessOutcome = "located" | "no server" | "proxied" | "backend failed" | "turned away" | "bad proxy header"
 
 export interface AccessEntry {
   readonly kind: "locate" | "proxy"

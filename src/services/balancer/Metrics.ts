@@ -61,7 +61,7 @@ export const proxyAccepted = Metric.counter("effect_lb_proxy_connections_total",
 })
 export const proxyTurnedAway = Metric.counter("effect_lb_proxy_turned_away_total", {
   description:
-    "Client connections the proxy closed unserved: at its connection limit, no server live, or every backend tried failed",
+    "Client connections the proxy closed unserved: at its connection limit, no server live, every backend tried failed, or no valid PROXY protocol header (--accept-proxy)",
   incremental: true
 })
 export const proxyOpen = Metric.gauge("effect_lb_proxy_open_connections", {
@@ -71,7 +71,8 @@ export const proxyOpen = Metric.gauge("effect_lb_proxy_open_connections", {
 export const turnedAwayLabels = {
   limit: [MetricLabel.make("reason", "limit")],
   noServer: [MetricLabel.make("reason", "no_server")],
-  backendsFailed: [MetricLabel.make("reason", "backends_failed")]
+  backendsFailed: [MetricLabel.make("reason", "backends_failed")],
+  proxyHeader: [MetricLabel.make("reason", "proxy_header")]
 } as const
 
 const states: ReadonlyArray<ServerView["state"]> = ["live", "dead", "draining"]

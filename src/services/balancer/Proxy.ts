@@ -20,6 +20,7 @@ import { Balancer } from "./Balancer.js"
 import { ConnectionTable, type Entry, type SweepActions } from "./ConnectionTable.js"
 import * as Metrics from "./Metrics.js"
 import { ServerRegistry } from "./ServerRegistry.js"
+import * as PP from "../wire/ProxyProtocol.js"
 import { type Address, type ListenFailed, listenNet, reasonOf } from "../wire/Wire.js"
 
 export interface ProxyConfig {
@@ -38,6 +39,13 @@ export interface ProxyConfig {
   readonly drainTimeout: Duration.DurationInput
   /** One access-log line per client connection (`--access-log`). */
   readonly accessLog?: boolean
+  /** Each backend connection starts with a PROXY protocol header of this version (`--send-proxy`). */
+  readonly sendProxy?: PP.Version
+  /**
+   * Each client connection must start with a PROXY protocol header, v1 or v2, within the connect
+   * timeout (`--accept-proxy`); its client address is the connection's.
+   */
+  readonly acceptProxy?: boolean
 }
 
 /** What the proxy has done since it started, as the admin API reports it. */
@@ -50,7 +58,13 @@ export interface ProxyFigures {
   readonly bytesIn: number
   readonly bytesOut: number
   /** Client connections closed unserved, by reason. */
-  readonly turnedAway: { readonly limit: number; readonly noServer: number; readonly backendsFailed: number }
+  readonly turnedAway: {
+    readonly limit: number
+    readonly noServer: number
+    readonly backendsFailed: number
+    /** With `--accept-proxy` only: no valid PROXY protocol header in time. */
+    readonly proxyHeader?: number
+  }
 }
 
 export const defaults = {
@@ -85,6 +99,11 @@ interface Pair extends Entry {
   /** With an access log only: the client's address and when it was accepted (Clock milliseconds). */
   peer: string
   accepted: number
+  /** With `--accept-proxy` only: the header being read (until it is complete), and what it said. */
+  reader: PP.HeaderReader | undefined
+  origin: PP.Header | undefined
+  /** The client's first bytes, read with its header: the backend gets them first. */
+  early: Buffer | undefined
 }
 
 const ignore = () => undefined
@@ -101,7 +120,10 @@ const newPair = (client: Net.Socket): Pair => ({
   closed: 0,
   tried: nothingTried,
   peer: "",
-  accepted: 0
+  accepted: 0,
+  reader: undefined,
+  origin: undefined,
+  early: undefined
 })
 
 /** The proxy's running totals (counted on its paths: an increment each, no allocation). */
@@ -113,6 +135,7 @@ interface Totals {
   limit: number
   noServer: number
   backendsFailed: number
+  proxyHeader: number
 }
 
 /** What every connection's callbacks share: made once per proxy, never per connection. */
@@ -191,14 +214,71 @@ const accept = (shared: Shared, client: Net.Socket) => {
     if (hadError) reset(backend)
     closedOne(shared, pair, server)
   })
-  connect(shared, pair)
+  if (shared.config.acceptProxy === true) awaitHeader(shared, pair)
+  else connect(shared, pair)
+}
+
+/**
+ * `--accept-proxy`: reads the client's PROXY protocol header, then connects as for any client. The
+ * connect deadline covers the wait (the sweep finds a pair still reading); a header that is
+ * malformed or cut short by the client's FIN turns the client away, counted; nothing is passed on.
+ */
+const awaitHeader = (shared: Shared, pair: Pair) => {
+  const client = pair.client
+  const reader = new PP.HeaderReader()
+  pair.reader = reader
+  pair.since = shared.clock.unsafeCurrentTimeMillis()
+  const done = () => {
+    client.pause()
+    client.removeListener("data", onData)
+    client.removeListener("end", onEnd)
+    pair.reader = undefined
+  }
+  const onData = (chunk: Buffer) => {
+    const decoded = reader.push(chunk)
+    if (decoded._tag === "Incomplete") return
+    done()
+    if (decoded._tag === "Refused") return refuseHeader(shared, pair, decoded.reason)
+    if (reader.rest.length > 0) pair.early = reader.rest
+    if (decoded.header._tag === "Proxied") {
+      pair.origin = decoded.header
+      if (shared.accessLog !== undefined) pair.peer = formatEndpoint(decoded.header.source)
+    }
+    connect(shared, pair)
+  }
+  // A connect and a close with no byte (a TCP health check) is not a refusal; a header cut short is.
+  const onEnd = () => {
+    done()
+    if (reader.pending === 0) return pair.client.destroy()
+    refuseHeader(shared, pair, "the client closed before its header was complete")
+  }
+  client.on("data", onData)
+  client.on("end", onEnd)
+  client.resume()
+}
+
+/** A client without a valid PROXY protocol header: closed, counted and logged. */
+const refuseHeader = (shared: Shared, pair: Pair, reason: string) => {
+  Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.proxyHeader)
+  shared.totals.proxyHeader += 1
+  if (shared.accessLog !== undefined) logged(shared, pair, "bad proxy header")
+  const from = formatEndpoint({ host: pair.client.remoteAddress ?? "?", port: pair.client.remotePort ?? 0 })
+  shared.runFork(
+    Effect.logWarning(`proxy: refused a connection from ${from}: no valid PROXY protocol header (${reason})`)
+  )
+  pair.client.destroy()
 }
 
 /** Finds a backend that accepts the connection; skips, and marks dead, those that do not. */
 const connect = (shared: Shared, pair: Pair) => {
   const client = pair.client
   // The client's address is its key (consistent-hash); asked for only then (it is a getpeername call).
-  const key = shared.balancer.unsafeKeyed() ? client.remoteAddress : undefined
+  // With `--accept-proxy`, the address the header gave.
+  const key = shared.balancer.unsafeKeyed()
+    ? pair.origin?._tag === "Proxied"
+      ? pair.origin.source.host
+      : client.remoteAddress
+    : undefined
   const location = shared.balancer.unsafeDetermineServer(pair.tried, key)
   if (Either.isLeft(location) || client.destroyed) {
     if (Either.isLeft(location)) {
@@ -251,8 +331,12 @@ const splice = (shared: Shared, pair: Pair, backend: Net.Socket, server: ServerL
   count(shared, server.id, 1)
   pair.open = true
   pair.since = shared.clock.unsafeCurrentTimeMillis()
+  if (shared.config.sendProxy !== undefined || pair.early !== undefined) sendFirst(shared, pair, backend)
   forward(client, backend)
   forward(backend, client)
+  // With --accept-proxy the client was read before the pair was made (a paused socket still reads):
+  // a FIN that came meanwhile has already been seen, so it is passed on here.
+  if (shared.config.acceptProxy === true && client.readableEnded) backend.end()
   backend.on("close", (hadError) => {
     // A reset or error ends both, and the client is told with a reset: a clean FIN would make an
     // aborted stream look complete. A clean close means both ways are done here, and the client's
@@ -265,6 +349,27 @@ const splice = (shared: Shared, pair: Pair, backend: Net.Socket, server: ServerL
     closedOne(shared, pair, server)
   })
   client.resume()
+}
+
+/** Before any byte of the client's: the PROXY protocol header (`--send-proxy`) and what came with the accepted one, in one write. */
+const sendFirst = (shared: Shared, pair: Pair, backend: Net.Socket) => {
+  const version = shared.config.sendProxy
+  const client = pair.client
+  const header =
+    version === undefined
+      ? undefined
+      : PP.encode(
+          version,
+          pair.origin ??
+            PP.headerOf(
+              { host: client.remoteAddress ?? "", port: client.remotePort ?? 0 },
+              { host: client.localAddress ?? "", port: client.localPort ?? 0 }
+            )
+        )
+  const early = pair.early
+  pair.early = undefined
+  const first = header === undefined ? early : early === undefined ? header : Buffer.concat([header, early])
+  if (first !== undefined) backend.write(first)
 }
 
 /** `from`'s bytes to `to`, pausing while `to` is full; a FIN is passed on (half-close). */
@@ -334,7 +439,12 @@ const figuresOf = (shared: Shared): ProxyFigures => {
     accepted: totals.accepted,
     bytesIn,
     bytesOut,
-    turnedAway: { limit: totals.limit, noServer: totals.noServer, backendsFailed: totals.backendsFailed }
+    turnedAway: {
+      limit: totals.limit,
+      noServer: totals.noServer,
+      backendsFailed: totals.backendsFailed,
+      ...(shared.config.acceptProxy === true ? { proxyHeader: totals.proxyHeader } : {})
+    }
   }
 }
 
@@ -344,6 +454,11 @@ const sweepActions = (shared: Shared): SweepActions<Pair> => ({
   timedOut: (pair) => {
     // Between attempts (turned away, its close still to come) there is no attempt to time out.
     if (pair.backend !== undefined) failed(shared, pair, pair.backend, "timed out")
+    else if (pair.reader !== undefined) {
+      pair.client.pause()
+      pair.reader = undefined
+      refuseHeader(shared, pair, "none complete within the connect timeout")
+    }
   },
   idle: (pair) => {
     pair.client.destroy()
@@ -377,7 +492,7 @@ export const make = (config: ProxyConfig) =>
         idleTimeout: config.idleTimeout
       }),
       perBackend: new Map(),
-      totals: { accepted: 0, bytesIn: 0, bytesOut: 0, limit: 0, noServer: 0, backendsFailed: 0 },
+      totals: { accepted: 0, bytesIn: 0, bytesOut: 0, limit: 0, noServer: 0, backendsFailed: 0, proxyHeader: 0 },
       accessLog: config.accessLog === true ? yield* AccessLog.make() : undefined
     }
     yield* shared.pairs.sweeping(sweepActions(shared))

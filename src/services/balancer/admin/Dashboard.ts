@@ -218,8 +218,8 @@ function renderProxy(proxy) {
   $("proxy-in").textContent = bytes(proxy.bytesIn);
   $("proxy-out").textContent = bytes(proxy.bytesOut);
   const away = proxy.turnedAway;
-  $("proxy-away").textContent = away.limit + away.noServer + away.backendsFailed;
-  $("proxy-away-why").textContent = "turned away: " + away.limit + " at limit, " + away.noServer + " no server, " + away.backendsFailed + " backends failed";
+  $("proxy-away").textContent = away.limit + away.noServer + away.backendsFailed + (away.proxyHeader || 0);
+  $("proxy-away-why").textContent = "turned away: " + away.limit + " at limit, " + away.noServer + " no server, " + away.backendsFailed + " backends failed" + (away.proxyHeader === undefined ? "" : ", " + away.proxyHeader + " bad PROXY header");
 }
 
 function render(status) {
