@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Http from "node:http"
+import * as Net from "node:net"
 import { spawn } from "../support/process.js"
 
 /** A plain HTTP server that says its name: an ordinary backend that knows nothing of effect-lb. */
@@ -57,6 +58,75 @@ describe("effect-lb balancer --proxy-port (the real process)", () => {
         const answers = yield* Effect.forEach([1, 2, 3, 4, 5, 6], () => get(port))
         expect(new Set(answers)).toEqual(new Set(["hello from A", "hello from B"]))
         expect(answers.filter((answer) => answer === "hello from A").length).toBe(3)
+        balancer.child.kill("SIGTERM")
+        expect(yield* balancer.exited).toBe(0)
+      }),
+    20_000
+  )
+})
+
+/** A backend that answers each connection, once the client half-closes, with every byte it received. */
+const recordingBackend = Effect.acquireRelease(
+  Effect.async<Net.Server>((resume) => {
+    const server = Net.createServer({ allowHalfOpen: true }, (socket) => {
+      const chunks: Array<Buffer> = []
+      socket.on("error", () => undefined)
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+      socket.on("end", () => socket.end(Buffer.concat(chunks)))
+    })
+    server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+  }),
+  (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+).pipe(
+  Effect.map((server) => {
+    const address = server.address()
+    return typeof address === "object" && address !== null ? address.port : 0
+  })
+)
+
+/** Sends `bytes` and half-closes; what came back before the close. */
+const exchange = (port: number, bytes: string) =>
+  Effect.async<string>((resume) => {
+    const socket = Net.createConnection({ host: "127.0.0.1", port, allowHalfOpen: true })
+    const chunks: Array<Buffer> = []
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+    socket.on("error", () => undefined)
+    socket.on("close", () => resume(Effect.succeed(Buffer.concat(chunks).toString("latin1"))))
+    socket.end(bytes)
+  }).pipe(Effect.timeout("5 seconds"), Effect.orDie)
+
+describe("effect-lb balancer --accept-proxy --send-proxy (the real process)", () => {
+  it.scopedLive(
+    "passes the client of the accepted header on in the header sent, and refuses a connection without one",
+    () =>
+      Effect.gen(function* () {
+        const backend = yield* recordingBackend
+        const balancer = yield* spawn([
+          "balancer",
+          "--port",
+          "0",
+          "--proxy-port",
+          "0",
+          "--admin-port",
+          "0",
+          "--health",
+          "tcp",
+          "--accept-proxy",
+          "--send-proxy",
+          "v1",
+          "--server",
+          `127.0.0.1:${backend}`
+        ])
+        const port = Number((yield* balancer.waitFor(/proxy listening on 127\.0\.0\.1:(\d+)/))[1])
+        const admin = Number((yield* balancer.waitFor(/admin and dashboard on http:\/\/127\.0\.0\.1:(\d+)/))[1])
+        expect(yield* exchange(port, "PROXY TCP6 2001:db8::7 2001:db8::1 51000 443\r\nhello")).toBe(
+          "PROXY TCP6 2001:db8::7 2001:db8::1 51000 443\r\nhello"
+        )
+        expect(yield* exchange(port, "hello")).toBe("")
+        const status = yield* Effect.tryPromise(() =>
+          fetch(`http://127.0.0.1:${admin}/api/status`).then((response) => response.json() as Promise<unknown>)
+        ).pipe(Effect.orDie)
+        expect(status).toMatchObject({ proxy: { turnedAway: { proxyHeader: 1 } } })
         balancer.child.kill("SIGTERM")
         expect(yield* balancer.exited).toBe(0)
       }),

@@ -76,6 +76,7 @@ describe("one line per mistake", () => {
         [["balancer", "--connect-timeout", "0"], "--connect-timeout"],
         [["balancer", "--proxy-idle-timeout", "0"], "--proxy-idle-timeout"],
         [["balancer", "--drain-timeout", "2h"], "--drain-timeout"],
+        [["balancer", "--send-proxy", "v3"], "--send-proxy"],
         [["balancer", "--admin-port", "65536"], "--admin-port"],
         [["balancer", "--admin-host", "a b"], "--admin-host"],
         [["balancer", "--idle-timeout", "0"], "--idle-timeout"],
