@@ -210,12 +210,15 @@ const decodeV2 = (bytes: Buffer): Decoded => {
   if (familyProtocol >> 4 > 3 || (familyProtocol & 0x0f) > 2)
     return refused(`v2 header with an unknown family/protocol 0x${familyProtocol.toString(16)}`)
   if (length > maxV2Length) return refused(`v2 header of ${length} bytes, more than ${maxV2Length}`)
-  const addresses = familyProtocol === 0x11 ? 12 : familyProtocol === 0x21 ? 36 : 0
-  if (length - 16 < addresses) return refused(`v2 header too short for its addresses (${length - 16} bytes)`)
   if (bytes.length < length) return incomplete
-  if (!tlvsFit(bytes, 16 + addresses, length)) return refused("v2 header with a malformed TLV")
-  // LOCAL (a health check from the proxy itself), or a family that is not TCP: the socket's addresses stand.
-  if (command === 0 || addresses === 0) return { _tag: "Decoded", header: unknown, length }
+  // LOCAL (a health check from the sending proxy itself): its address block, whatever it is, is skipped.
+  if (command === 0) return { _tag: "Decoded", header: unknown, length }
+  const block = addressBlock[familyProtocol >> 4] ?? 0
+  if (length - 16 < block) return refused(`v2 header too short for its addresses (${length - 16} bytes)`)
+  if (!tlvsFit(bytes, 16 + block, length)) return refused("v2 header with a malformed TLV")
+  // UNSPEC, UNIX, or UDP: not a TCP connection's ends, so the socket's addresses stand.
+  const addresses = familyProtocol === 0x11 ? 12 : familyProtocol === 0x21 ? 36 : 0
+  if (addresses === 0) return { _tag: "Decoded", header: unknown, length }
   const v4 = addresses === 12
   const header: Header = {
     _tag: "Proxied",
@@ -231,6 +234,9 @@ const decodeV2 = (bytes: Buffer): Decoded => {
   }
   return { _tag: "Decoded", header, length }
 }
+
+/** The size of the address block by family (the high nibble): UNSPEC, INET, INET6, UNIX. */
+const addressBlock: ReadonlyArray<number> = [0, 12, 36, 216]
 
 /** TLVs (type, 2-byte length, value) exactly fill `from` to `to`. */
 const tlvsFit = (bytes: Buffer, from: number, to: number) => {

@@ -126,6 +126,14 @@ describe("ProxyProtocol", () => {
       expect(PP.decode(v2("20 11 000c  c0a80001 c0a8000b  dc04 01bb"))).toMatchObject({ header: { _tag: "Unknown" } })
     })
 
+    it("v2 UNIX and UDP headers are accepted with the socket's addresses standing, their TLVs checked", () => {
+      const unix = v2(`21 31 00dc ${"61".repeat(108)} ${"62".repeat(108)} 04 0001 00`)
+      expect(PP.decode(unix)).toEqual({ _tag: "Decoded", header: { _tag: "Unknown" }, length: 16 + 220 })
+      const udp = v2("21 12 000c  c0a80001 c0a8000b  dc04 01bb")
+      expect(PP.decode(udp)).toEqual({ _tag: "Decoded", header: { _tag: "Unknown" }, length: 28 })
+      expect(PP.decode(v2(`21 31 00da ${"61".repeat(216)} 04 00`))._tag).toBe("Refused")
+    })
+
     it("v2 TLVs are skipped, and the bytes after them are the connection's", () => {
       const bytes = v2("21 11 0013  7f000001 7f000002  0001 0002  04 0004 deadbeef  47")
       expect(PP.decode(bytes)).toEqual({
