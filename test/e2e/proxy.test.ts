@@ -112,6 +112,7 @@ describe("effect-lb balancer --accept-proxy --send-proxy (the real process)", ()
           "--health",
           "tcp",
           "--accept-proxy",
+          "--access-log",
           "--send-proxy",
           "v1",
           "--server",
@@ -127,6 +128,9 @@ describe("effect-lb balancer --accept-proxy --send-proxy (the real process)", ()
           fetch(`http://127.0.0.1:${admin}/api/status`).then((response) => response.json() as Promise<unknown>)
         ).pipe(Effect.orDie)
         expect(status).toMatchObject({ proxy: { turnedAway: { proxyHeader: 1 } } })
+        // The access log names the client from the header, and the refused one.
+        yield* balancer.waitFor(/proxy \[2001:db8::7\]:51000 -> \S+ proxied/)
+        yield* balancer.waitFor(/proxy 127\.0\.0\.1:\d+ bad proxy header/)
         balancer.child.kill("SIGTERM")
         expect(yield* balancer.exited).toBe(0)
       }),
