@@ -8,6 +8,10 @@
  * A backend that refuses or does not answer the connect is skipped for the next one before a
  * single byte reached the client, and is marked dead until its health probe answers again.
  *
+ * The PROXY protocol (`wire/ProxyProtocol.ts`) on either side, each off by default: `sendProxy`
+ * starts every backend connection with a header naming the client; `acceptProxy` requires one from
+ * every client and takes the client's address from it.
+ *
  * Connections live on socket callbacks, not fibers (as on the Locate path): per connection the
  * proxy keeps two sockets, a few closures and one entry that a single sweep checks for the connect
  * deadline and the idle timeout.
