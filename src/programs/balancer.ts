@@ -9,10 +9,11 @@ import * as HealthMonitor from "../services/balancer/HealthMonitor.js"
 import * as Operator from "../services/balancer/Operator.js"
 import * as Proxy from "../services/balancer/Proxy.js"
 import * as Reaper from "../services/balancer/Reaper.js"
+import * as Reload from "../services/balancer/Reload.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
 import { Strategies, type StrategyName } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
-import { ignoringHangup } from "./hangup.js"
+import { ignoringHangup, reloadingOnHangup } from "./hangup.js"
 import { hintBusyPort } from "./listen.js"
 import { version } from "./version.js"
 import { type ConfigFile, loadConfig, rules } from "./configFile.js"
@@ -56,6 +57,10 @@ export interface BalancerOptions {
   readonly ejectAfter?: number
   readonly ejectTime?: Duration.Duration
   readonly maxEjectedPercent?: number
+  /** Where `servers` come from: `--server` flags (`configured`, the default) or the settings `file`. */
+  readonly serversOrigin?: "configured" | "file"
+  /** When set, the settings can be reloaded (SIGHUP, POST /api/reload): this reads them again. */
+  readonly reload?: Effect.Effect<Reload.Desired, Reload.ReloadFailed> | undefined
 }
 
 /**
@@ -70,7 +75,7 @@ export const balancerLayer = (options: BalancerOptions) => {
   const seed = Layer.effectDiscard(
     Effect.flatMap(ServerRegistry.ServerRegistry, (registry) =>
       Effect.forEach(options.servers, (server) =>
-        registry.add({ ...server, id: ServerId.make(formatEndpoint(server)) }, "configured")
+        registry.add({ ...server, id: ServerId.make(formatEndpoint(server)) }, options.serversOrigin ?? "configured")
       )
     )
   )
@@ -104,9 +109,16 @@ export const balancerLayer = (options: BalancerOptions) => {
     | Layer.Layer<never, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies>
     | Layer.Layer<Admin.Admin, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies> =
     options.admin === undefined ? Layer.empty : Admin.layer({ version, ...options.admin })
+  const reloader:
+    | Layer.Layer<never>
+    | Layer.Layer<
+        Reload.Reloader,
+        never,
+        ServerRegistry.ServerRegistry | Operator.Operator | Balancer.Balancer | HealthMonitor.HealthMonitor
+      > = options.reload === undefined ? Layer.empty : Reload.layer(options.reload)
   // The admin server is built after the listeners, so its status can say where they listen.
   return admin.pipe(
-    Layer.provideMerge(Layer.mergeAll(plane, proxy)),
+    Layer.provideMerge(Layer.mergeAll(plane, proxy, reloader)),
     Layer.provideMerge(
       Layer.mergeAll(HealthMonitor.layer(options.monitor), seed, reaper).pipe(Layer.provideMerge(core))
     ),
@@ -313,6 +325,42 @@ export const settingsFrom = (
   }
 }
 
+type Settings = ReturnType<typeof settingsFrom>
+
+/** The settings a reload cannot change in place (listening addresses, limits fixed at start), as text. */
+const fixedAt = (settings: Settings): Record<string, string> => {
+  const millis = (duration: Duration.DurationInput | undefined) =>
+    duration === undefined ? "" : String(Duration.toMillis(duration))
+  return {
+    host: settings.host,
+    port: String(settings.port),
+    "proxy.port": String(settings.proxy?.port ?? ""),
+    "proxy.max-connections": String(settings.proxy?.maxConnections ?? ""),
+    "proxy.connect-timeout": millis(settings.proxy?.connectTimeout),
+    "proxy.idle-timeout": millis(settings.proxy?.idleTimeout),
+    "proxy.drain-timeout": millis(settings.proxy?.drainTimeout),
+    "admin.host": settings.admin?.host ?? "",
+    "admin.port": String(settings.admin?.port ?? ""),
+    token: Option.getOrElse(settings.token, () => ""),
+    "idle-timeout": millis(settings.idleTimeout),
+    "max-servers": String(settings.maxServers),
+    "remove-dead-after": millis(settings.removeDeadAfter),
+    "access-log": String(settings.accessLog)
+  }
+}
+
+/** What a reload applies, from the settings read again; `running` are those the balancer started with. */
+export const desiredFrom = (next: Settings, running: Settings, serversFromFile: boolean): Reload.Desired => {
+  const before = fixedAt(running)
+  const after = fixedAt(next)
+  return {
+    strategy: next.strategy,
+    servers: serversFromFile ? next.servers : undefined,
+    monitor: next.monitor,
+    restartNeeded: Object.keys(after).filter((key) => after[key] !== before[key])
+  }
+}
+
 export const balancerCommand = Command.make("balancer", options, (flags) =>
   Effect.gen(function* () {
     const announce = Layer.effectDiscard(
@@ -336,9 +384,26 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
     const file = Option.isSome(flags.config) ? yield* loadConfig(flags.config.value) : {}
     const settings = settingsFrom(flags, file)
     const token = yield* checkedToken(settings.token)
-    yield* Layer.launch(announce.pipe(Layer.provide(balancerLayer({ ...settings, token })))).pipe(
+    const reload = Option.map(flags.config, (path) =>
+      loadConfig(path).pipe(
+        Effect.map((next) => desiredFrom(settingsFrom(flags, next), settings, flags.servers.length === 0)),
+        Effect.mapError((refused) => new Reload.ReloadFailed({ message: refused.message }))
+      )
+    )
+    const hangups = Layer.scopedDiscard(
+      Effect.flatMap(Effect.serviceOption(Reload.Reloader), (reloader) =>
+        Option.isSome(reloader) ? reloadingOnHangup(reloader.value.reload) : Effect.void
+      )
+    )
+    const balancer = balancerLayer({
+      ...settings,
+      token,
+      serversOrigin: Option.isSome(flags.config) && flags.servers.length === 0 ? "file" : "configured",
+      reload: Option.getOrUndefined(reload)
+    })
+    yield* Layer.launch(Layer.merge(announce, hangups).pipe(Layer.provide(balancer))).pipe(
       hintBusyPort([{ flag: "--port", port: settings.port, fallback: ControlPlane.defaults.port }]),
-      ignoringHangup
+      Option.isSome(flags.config) ? (effect) => effect : ignoringHangup
     )
   })
 ).pipe(Command.withDescription("run the balancer: hands clients the location of a server"))
