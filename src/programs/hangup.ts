@@ -8,7 +8,9 @@ import { Effect, Runtime } from "effect"
 const ignored = Effect.gen(function* () {
   const runtime = yield* Effect.runtime<never>()
   const onHangup = () => {
-    Runtime.runFork(runtime)(Effect.logWarning("SIGHUP received and ignored (only a balancer started with --config reloads on it)"))
+    Runtime.runFork(runtime)(
+      Effect.logWarning("SIGHUP received and ignored (only a balancer started with --config reloads on it)")
+    )
   }
   yield* Effect.acquireRelease(
     Effect.sync(() => process.on("SIGHUP", onHangup)),
