@@ -43,6 +43,17 @@ describe("effect-lb check-config and balancer --config (real processes)", () => 
           `effect-lb: ${bad}: health.dead-after must be a duration from 10ms to 1h, like 500ms, 2s or 5m (got 0)\n`
         )
         expect(refused.output()).toBe("")
+
+        const typo = yield* fileWith("typo.yaml", "proxy:\n  prot: 8080\n")
+        const broken = yield* fileWith("broken.yaml", "port: 4000\nhealth:\n  rise: 2\n fall: 3\n")
+        const [typoRun, brokenRun] = yield* Effect.all([spawn(["check-config", typo]), spawn(["check-config", broken])])
+        expect([yield* typoRun.exited, yield* brokenRun.exited]).toEqual([1, 1])
+        expect(typoRun.errors()).toBe(
+          `effect-lb: ${typo}: proxy.prot is not a known key in proxy (keys: port, max-connections, connect-timeout, idle-timeout, drain-timeout)\n`
+        )
+        expect(brokenRun.errors()).toBe(
+          `effect-lb: ${broken}: not valid YAML or JSON at line 4, column 1: All mapping items must start at the same column\n`
+        )
       }),
     30_000
   )
