@@ -9,27 +9,25 @@ import * as HealthMonitor from "../services/balancer/HealthMonitor.js"
 import * as Operator from "../services/balancer/Operator.js"
 import * as Proxy from "../services/balancer/Proxy.js"
 import * as Reaper from "../services/balancer/Reaper.js"
+import * as Reload from "../services/balancer/Reload.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
-import { names, Strategies, type StrategyName } from "../services/balancer/strategies/Catalog.js"
+import { Strategies, type StrategyName } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
-import { ignoringHangup } from "./hangup.js"
+import { ignoringHangup, reloadingOnHangup } from "./hangup.js"
 import { hintBusyPort } from "./listen.js"
 import { version } from "./version.js"
+import { type ConfigFile, loadConfig, rules } from "./configFile.js"
 import {
   accessLog,
   checked,
   checkedToken,
   duration,
-  fall,
-  host,
-  hostRule,
+  durationText,
   integer,
   oneOf,
   optional,
   optionalPort,
-  port,
-  positiveInt,
-  rise,
+  type Rule,
   ServerAddressFromText,
   serverRule,
   token,
@@ -60,6 +58,10 @@ export interface BalancerOptions {
   readonly ejectAfter?: number
   readonly ejectTime?: Duration.Duration
   readonly maxEjectedPercent?: number
+  /** Where `servers` come from: `--server` flags (`configured`, the default) or the settings `file`. */
+  readonly serversOrigin?: "configured" | "file"
+  /** When set, the settings can be reloaded (SIGHUP, POST /api/reload): this reads them again. */
+  readonly reload?: Effect.Effect<Reload.Desired, Reload.ReloadFailed> | undefined
 }
 
 /**
@@ -74,7 +76,7 @@ export const balancerLayer = (options: BalancerOptions) => {
   const seed = Layer.effectDiscard(
     Effect.flatMap(ServerRegistry.ServerRegistry, (registry) =>
       Effect.forEach(options.servers, (server) =>
-        registry.add({ ...server, id: ServerId.make(formatEndpoint(server)) }, "configured")
+        registry.add({ ...server, id: ServerId.make(formatEndpoint(server)) }, options.serversOrigin ?? "configured")
       )
     )
   )
@@ -108,9 +110,16 @@ export const balancerLayer = (options: BalancerOptions) => {
     | Layer.Layer<never, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies>
     | Layer.Layer<Admin.Admin, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies> =
     options.admin === undefined ? Layer.empty : Admin.layer({ version, ...options.admin })
+  const reloader:
+    | Layer.Layer<never>
+    | Layer.Layer<
+        Reload.Reloader,
+        never,
+        ServerRegistry.ServerRegistry | Operator.Operator | Balancer.Balancer | HealthMonitor.HealthMonitor
+      > = options.reload === undefined ? Layer.empty : Reload.layer(options.reload)
   // The admin server is built after the listeners, so its status can say where they listen.
   return admin.pipe(
-    Layer.provideMerge(Layer.mergeAll(plane, proxy)),
+    Layer.provideMerge(Layer.mergeAll(plane, proxy, reloader)),
     Layer.provideMerge(
       Layer.mergeAll(HealthMonitor.layer(options.monitor), seed, reaper).pipe(Layer.provideMerge(core))
     ),
@@ -118,14 +127,24 @@ export const balancerLayer = (options: BalancerOptions) => {
   )
 }
 
-export const strategyRule = oneOf(names)
+export const strategyRule = rules.strategy
 
 export const strategyOption = withDefault("strategy", strategyRule, "round-robin", "how servers are picked")
 
+/** An option that may be left out for the settings file (or the default, `fallback`) to decide. */
+const setting = <A>(name: string, rule: Rule<A>, fallback: NoInfer<A>, description: string) =>
+  optional(name, rule, description, Duration.isDuration(fallback) ? durationText(fallback) : String(fallback))
+
 const options = {
-  port: port(ControlPlane.defaults.port, "port of the balancer (0 picks a free port)"),
-  host,
-  strategy: strategyOption,
+  config: optional(
+    "config",
+    { says: "a file name", placeholder: "FILE", decode: (text) => (text === "" ? Option.none() : Option.some(text)) },
+    "read the settings from this YAML or JSON file (reloaded on SIGHUP); a flag given wins over it",
+    "none"
+  ),
+  port: setting("port", rules.port, ControlPlane.defaults.port, "port of the balancer (0 picks a free port)"),
+  host: setting("host", rules.host, Host.make(ControlPlane.defaults.host), "address to listen on"),
+  strategy: setting("strategy", rules.strategy, "round-robin", "how servers are picked"),
   servers: Options.text("server").pipe(
     Options.withPseudoName(serverRule.placeholder),
     Options.repeated,
@@ -134,57 +153,63 @@ const options = {
       `a backend server, repeatable; servers may also register themselves [default: none; ${serverRule.says}]`
     )
   ),
-  probeInterval: duration(
+  probeInterval: setting(
     "probe-interval",
+    rules.probeInterval,
     HealthMonitor.defaults.probeInterval,
-    "how often each server is probed",
-    "10 millis",
-    "1 hour"
+    "how often each server is probed"
   ),
-  deadAfter: duration(
+  deadAfter: setting(
     "dead-after",
+    rules.deadAfter,
     HealthMonitor.defaults.deadAfter,
-    "each probe's time limit, and how long a live server's probes must fail before it is dead",
-    "10 millis",
-    "1 hour"
+    "each probe's time limit, and how long a live server's probes must fail before it is dead"
   ),
-  rise: rise(HealthMonitor.defaults.rise),
-  fall: fall(HealthMonitor.defaults.fall),
+  rise: setting(
+    "rise",
+    rules.rise,
+    HealthMonitor.defaults.rise,
+    "answered probes in a row that make a dead server live"
+  ),
+  fall: setting(
+    "fall",
+    rules.fall,
+    HealthMonitor.defaults.fall,
+    "failed probes in a row (spanning dead-after) that make a live server dead"
+  ),
   proxyPort: optionalPort(
     "proxy-port",
     "also proxy TCP connections on this port to the servers (L4, like HAProxy's mode tcp)"
   ),
-  health: withDefault(
+  health: setting(
     "health",
-    oneOf(["ping", "tcp"], "KIND"),
+    rules.health,
     "ping",
     "how servers are probed: the effect-lb Ping, or a bare TCP connect (any TCP service)"
   ),
-  maxConnections: positiveInt(
+  maxConnections: setting(
     "max-connections",
+    rules.maxConnections,
     Proxy.defaults.maxConnections,
-    1_000_000,
     "proxy: client connections past this many are closed at once"
   ),
-  connectTimeout: duration(
+  connectTimeout: setting(
     "connect-timeout",
+    rules.connectTimeout,
     Proxy.defaults.connectTimeout,
-    "proxy: skip a backend that has not accepted in this long",
-    "10 millis",
-    "10 minutes"
+    "proxy: skip a backend that has not accepted in this long"
   ),
-  proxyIdleTimeout: duration(
+  proxyIdleTimeout: setting(
     "proxy-idle-timeout",
+    rules.proxyIdleTimeout,
     Proxy.defaults.idleTimeout,
-    "proxy: close a connection idle both ways this long",
-    "100 millis"
+    "proxy: close a connection idle both ways this long"
   ),
-  drainTimeout: duration(
+  drainTimeout: setting(
     "drain-timeout",
+    rules.drainTimeout,
     Proxy.defaults.drainTimeout,
-    "proxy: on SIGINT/SIGTERM, let open connections finish this long (0: close them at once)",
-    0,
-    "1 hour"
+    "proxy: on SIGINT/SIGTERM, let open connections finish this long (0: close them at once)"
   ),
   sendProxy: optional(
     "send-proxy",
@@ -198,30 +223,29 @@ const options = {
     )
   ),
   adminPort: optionalPort("admin-port", "also serve the admin HTTP API, /metrics and the live dashboard on this port"),
-  adminHost: withDefault(
+  adminHost: setting(
     "admin-host",
-    hostRule,
+    rules.host,
     Host.make(Admin.defaults.host),
     "address the admin server binds (it can change the rotation: keep it private)"
   ),
-  idleTimeout: duration(
+  idleTimeout: setting(
     "idle-timeout",
+    rules.idleTimeout,
     ControlPlane.defaults.idleTimeout,
-    "close a connection that has not registered after this long without a request",
-    "100 millis"
+    "close a connection that has not registered after this long without a request"
   ),
-  maxServers: positiveInt(
+  maxServers: setting(
     "max-servers",
+    rules.maxServers,
     ServerRegistry.defaultConfig.maxServers,
-    1_000_000,
     "servers known at once, at most: a Register past this is answered Busy"
   ),
-  removeDeadAfter: duration(
+  removeDeadAfter: setting(
     "remove-dead-after",
-    Reaper.defaults.removeDeadAfter,
-    "remove a server that registered itself once it has been dead this long (--server ones stay)",
-    "1 second",
-    "168 hours"
+    rules.removeDeadAfter,
+    Duration.decode(Reaper.defaults.removeDeadAfter),
+    "remove a server that registered itself once it has been dead this long (--server ones stay)"
   ),
   slowStart: duration(
     "slow-start",
@@ -253,9 +277,106 @@ const options = {
   token
 }
 
+type Flags = Command.Command.ParseConfig<typeof options>
+
+const given = <A>(flag: Option.Option<A>, file: A | undefined, fallback: A): A =>
+  Option.getOrElse(flag, () => (file === undefined ? fallback : file))
+
+/** The settings in force: a flag given on the command line, else the file's value, else the default. */
+export const settingsFrom = (
+  flags: Flags,
+  file: ConfigFile
+): Omit<BalancerOptions, "token"> & { readonly token: Option.Option<string> } => {
+  const host = given(flags.host, file.host, Host.make(ControlPlane.defaults.host))
+  const proxyPort = Option.orElse(flags.proxyPort, () => Option.fromNullable(file.proxy?.port))
+  const adminPort = Option.orElse(flags.adminPort, () => Option.fromNullable(file.admin?.port))
+  const accessLog = flags.accessLog || file["access-log"] === true
+  return {
+    host,
+    port: given(flags.port, file.port, ControlPlane.defaults.port),
+    strategy: given(flags.strategy, file.strategy, "round-robin"),
+    servers: flags.servers.length > 0 ? flags.servers : (file.servers ?? []),
+    monitor: {
+      ...HealthMonitor.defaults,
+      probeInterval: given(flags.probeInterval, file.health?.interval, HealthMonitor.defaults.probeInterval),
+      deadAfter: given(flags.deadAfter, file.health?.["dead-after"], HealthMonitor.defaults.deadAfter),
+      rise: given(flags.rise, file.health?.rise, HealthMonitor.defaults.rise),
+      fall: given(flags.fall, file.health?.fall, HealthMonitor.defaults.fall),
+      health: given<"ping" | "tcp">(flags.health, file.health?.check, "ping")
+    },
+    token: Option.orElse(flags.token, () => Option.fromNullable(file.token)),
+    idleTimeout: given(flags.idleTimeout, file["idle-timeout"], ControlPlane.defaults.idleTimeout),
+    maxServers: given(flags.maxServers, file["max-servers"], ServerRegistry.defaultConfig.maxServers),
+    removeDeadAfter: given(
+      flags.removeDeadAfter,
+      file["remove-dead-after"],
+      Duration.decode(Reaper.defaults.removeDeadAfter)
+    ),
+    slowStart: flags.slowStart,
+    ejectAfter: flags.ejectAfter,
+    ejectTime: flags.ejectTime,
+    maxEjectedPercent: flags.maxEjectedPercent,
+    accessLog,
+    admin: Option.match(adminPort, {
+      onNone: () => undefined,
+      onSome: (port) => ({ host: given(flags.adminHost, file.admin?.host, Host.make(Admin.defaults.host)), port })
+    }),
+    proxy: Option.match(proxyPort, {
+      onNone: () => undefined,
+      onSome: (port) => ({
+        ...Proxy.defaults,
+        host,
+        port,
+        maxConnections: given(flags.maxConnections, file.proxy?.["max-connections"], Proxy.defaults.maxConnections),
+        connectTimeout: given(flags.connectTimeout, file.proxy?.["connect-timeout"], Proxy.defaults.connectTimeout),
+        idleTimeout: given(flags.proxyIdleTimeout, file.proxy?.["idle-timeout"], Proxy.defaults.idleTimeout),
+        drainTimeout: given(flags.drainTimeout, file.proxy?.["drain-timeout"], Proxy.defaults.drainTimeout),
+        accessLog,
+        ...Option.match(flags.sendProxy, { onNone: () => ({}), onSome: (sendProxy) => ({ sendProxy }) }),
+        acceptProxy: flags.acceptProxy
+      })
+    })
+  }
+}
+
+type Settings = ReturnType<typeof settingsFrom>
+
+/** The settings a reload cannot change in place (listening addresses, limits fixed at start), as text. */
+const fixedAt = (settings: Settings): Record<string, string> => {
+  const millis = (duration: Duration.DurationInput | undefined) =>
+    duration === undefined ? "" : String(Duration.toMillis(duration))
+  return {
+    host: settings.host,
+    port: String(settings.port),
+    "proxy.port": String(settings.proxy?.port ?? ""),
+    "proxy.max-connections": String(settings.proxy?.maxConnections ?? ""),
+    "proxy.connect-timeout": millis(settings.proxy?.connectTimeout),
+    "proxy.idle-timeout": millis(settings.proxy?.idleTimeout),
+    "proxy.drain-timeout": millis(settings.proxy?.drainTimeout),
+    "admin.host": settings.admin?.host ?? "",
+    "admin.port": String(settings.admin?.port ?? ""),
+    token: Option.getOrElse(settings.token, () => ""),
+    "idle-timeout": millis(settings.idleTimeout),
+    "max-servers": String(settings.maxServers),
+    "remove-dead-after": millis(settings.removeDeadAfter),
+    "access-log": String(settings.accessLog)
+  }
+}
+
+/** What a reload applies, from the settings read again; `running` are those the balancer started with. */
+export const desiredFrom = (next: Settings, running: Settings, serversFromFile: boolean): Reload.Desired => {
+  const before = fixedAt(running)
+  const after = fixedAt(next)
+  return {
+    strategy: next.strategy,
+    servers: serversFromFile ? next.servers : undefined,
+    monitor: next.monitor,
+    restartNeeded: Object.keys(after).filter((key) => after[key] !== before[key])
+  }
+}
+
 export const balancerCommand = Command.make("balancer", options, (flags) =>
   Effect.gen(function* () {
-    const token = yield* checkedToken(flags.token)
     const announce = Layer.effectDiscard(
       Effect.gen(function* () {
         const plane = yield* ControlPlane.ControlPlane
@@ -274,53 +395,29 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
           yield* Console.log(`effect-lb admin and dashboard on http://${formatEndpoint(admin.value.address)}/`)
       })
     )
-    yield* Layer.launch(
-      announce.pipe(
-        Layer.provide(
-          balancerLayer({
-            host: flags.host,
-            port: flags.port,
-            strategy: flags.strategy,
-            servers: flags.servers,
-            monitor: {
-              ...HealthMonitor.defaults,
-              probeInterval: flags.probeInterval,
-              deadAfter: flags.deadAfter,
-              rise: flags.rise,
-              fall: flags.fall,
-              health: flags.health
-            },
-            token,
-            idleTimeout: flags.idleTimeout,
-            maxServers: flags.maxServers,
-            removeDeadAfter: flags.removeDeadAfter,
-            slowStart: flags.slowStart,
-            ejectAfter: flags.ejectAfter,
-            ejectTime: flags.ejectTime,
-            maxEjectedPercent: flags.maxEjectedPercent,
-            accessLog: flags.accessLog,
-            admin: Option.match(flags.adminPort, {
-              onNone: () => undefined,
-              onSome: (adminPort) => ({ host: flags.adminHost, port: adminPort })
-            }),
-            proxy: Option.match(flags.proxyPort, {
-              onNone: () => undefined,
-              onSome: (proxyPort) => ({
-                ...Proxy.defaults,
-                host: flags.host,
-                port: proxyPort,
-                maxConnections: flags.maxConnections,
-                connectTimeout: flags.connectTimeout,
-                idleTimeout: flags.proxyIdleTimeout,
-                drainTimeout: flags.drainTimeout,
-                accessLog: flags.accessLog,
-                ...Option.match(flags.sendProxy, { onNone: () => ({}), onSome: (sendProxy) => ({ sendProxy }) }),
-                acceptProxy: flags.acceptProxy
-              })
-            })
-          })
-        )
+    const file = Option.isSome(flags.config) ? yield* loadConfig(flags.config.value) : {}
+    const settings = settingsFrom(flags, file)
+    const token = yield* checkedToken(settings.token)
+    const reload = Option.map(flags.config, (path) =>
+      loadConfig(path).pipe(
+        Effect.map((next) => desiredFrom(settingsFrom(flags, next), settings, flags.servers.length === 0)),
+        Effect.mapError((refused) => new Reload.ReloadFailed({ message: refused.message }))
       )
-    ).pipe(hintBusyPort([{ flag: "--port", port: flags.port, fallback: ControlPlane.defaults.port }]), ignoringHangup)
+    )
+    const hangups = Layer.scopedDiscard(
+      Effect.flatMap(Effect.serviceOption(Reload.Reloader), (reloader) =>
+        Option.isSome(reloader) ? reloadingOnHangup(reloader.value.reload) : Effect.void
+      )
+    )
+    const balancer = balancerLayer({
+      ...settings,
+      token,
+      serversOrigin: Option.isSome(flags.config) && flags.servers.length === 0 ? "file" : "configured",
+      reload: Option.getOrUndefined(reload)
+    })
+    yield* Layer.launch(Layer.merge(announce, hangups).pipe(Layer.provide(balancer))).pipe(
+      hintBusyPort([{ flag: "--port", port: settings.port, fallback: ControlPlane.defaults.port }]),
+      Option.isSome(flags.config) ? (effect) => effect : ignoringHangup
+    )
   })
 ).pipe(Command.withDescription("run the balancer: hands clients the location of a server"))

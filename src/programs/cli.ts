@@ -31,7 +31,8 @@ const programs = {
       }
     })),
   status: () => import("./operator.js").then((module) => alone(module.statusCommand)),
-  strategy: () => import("./operator.js").then((module) => alone(module.strategyCommand))
+  strategy: () => import("./operator.js").then((module) => alone(module.strategyCommand)),
+  "check-config": () => import("./checkConfig.js").then((module) => alone(module.checkConfigCommand))
 }
 
 type Program = keyof typeof programs
@@ -70,7 +71,8 @@ export const everything = () =>
     programs.server(),
     programs.client(),
     programs.status(),
-    programs.strategy()
+    programs.strategy(),
+    programs["check-config"]()
   ]).then(([head, ...tail]) => withPrograms([head, ...tail]))
 
 /** Parses and runs `args` (the words after `effect-lb`), with the programs they may run loaded. */

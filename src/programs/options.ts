@@ -77,7 +77,8 @@ export const decimal = (min: number, max: number): Rule<number> => ({
   }
 })
 
-const durationText = (duration: Duration.Duration) => {
+/** `500ms`, `2s`, `5m`, `1h`: how a duration is shown in the help. */
+export const durationText = (duration: Duration.Duration) => {
   const ms = Duration.toMillis(duration)
   return ms === 0
     ? "0"

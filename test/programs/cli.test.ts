@@ -8,7 +8,7 @@ describe("the command line loads only the programs a line names", () => {
   })
 
   it("loads every program for help, a typo, a global flag's value or no arguments, and none for a bare --version", () => {
-    const every = ["playground", "balancer", "server", "client", "status", "strategy"]
+    const every = ["playground", "balancer", "server", "client", "status", "strategy", "check-config"]
     expect(named(["--help"])).toEqual(every)
     expect(named(["balncer"])).toEqual(every)
     expect(named(["bogus", "status"])).toEqual(every)

@@ -66,22 +66,37 @@ export class HealthMonitor extends Context.Tag("effect-lb/HealthMonitor")<
     readonly watched: Effect.Effect<number>
     /** How many probes are in flight now. */
     readonly probing: Effect.Effect<number>
+    /** New probe settings, from each server's next probe on (a reload): no server's state is lost. */
+    readonly reconfigure: (config: Settings) => Effect.Effect<void>
   }
 >() {}
 
-/** What watching any server needs, built once. */
+/** The probe settings a reload may change. */
+export type Settings = Pick<MonitorConfig, "health" | "probeInterval" | "deadAfter" | "rise" | "fall">
+
+/** What watching any server needs, built once; its probe settings change only by `reconfigure`. */
 interface Watching {
   readonly registry: ServerRegistry["Type"]
   readonly wire: Wire["Type"]
-  readonly health: MonitorConfig["health"]
-  readonly intervalMs: number
-  readonly deadAfter: Duration.Duration
-  readonly deadAfterMs: number
-  readonly rise: number
-  readonly fall: number
+  health: MonitorConfig["health"]
+  intervalMs: number
+  deadAfter: Duration.Duration
+  deadAfterMs: number
+  rise: number
+  fall: number
   /** The longest pause between probes of a server that has never answered. */
-  readonly slowestMs: number
+  slowestMs: number
 }
+
+const probeSettings = (config: Settings) => ({
+  health: config.health,
+  intervalMs: Duration.toMillis(config.probeInterval),
+  deadAfter: Duration.decode(config.deadAfter),
+  deadAfterMs: Duration.toMillis(config.deadAfter),
+  rise: Math.max(1, config.rise ?? defaults.rise),
+  fall: Math.max(1, config.fall ?? defaults.fall),
+  slowestMs: Math.max(Duration.toMillis(config.probeInterval), neverAnsweredPause)
+})
 
 /** One watched server: where it is, when it is next due, and its run of answers or failures. */
 interface Watched {
@@ -424,17 +439,7 @@ const neverAnsweredPause = 60_000
 export const make = (config: MonitorConfig) =>
   Effect.gen(function* () {
     const registry = yield* ServerRegistry
-    const watching: Watching = {
-      registry,
-      wire: yield* Wire,
-      health: config.health,
-      intervalMs: Duration.toMillis(config.probeInterval),
-      deadAfter: Duration.decode(config.deadAfter),
-      deadAfterMs: Duration.toMillis(config.deadAfter),
-      rise: Math.max(1, config.rise ?? defaults.rise),
-      fall: Math.max(1, config.fall ?? defaults.fall),
-      slowestMs: Math.max(Duration.toMillis(config.probeInterval), neverAnsweredPause)
-    }
+    const watching: Watching = { registry, wire: yield* Wire, ...probeSettings(config) }
     const scheduler = yield* makeScheduler(
       watching,
       Math.max(1, config.maxProbes ?? defaults.maxProbes),
@@ -445,7 +450,8 @@ export const make = (config: MonitorConfig) =>
     yield* Effect.forkScoped(scheduler.run)
     return HealthMonitor.of({
       watched: Effect.sync(scheduler.watched),
-      probing: Effect.sync(scheduler.inFlight)
+      probing: Effect.sync(scheduler.inFlight),
+      reconfigure: (settings) => Effect.sync(() => Object.assign(watching, probeSettings(settings)))
     })
   })
 

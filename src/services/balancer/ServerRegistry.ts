@@ -71,9 +71,10 @@ export interface Watcher {
 
 /**
  * How a server came to be known: `registered` over a control connection (it may be removed once
- * dead for long), or `configured` by an operator (`--server`, the admin API: it stays).
+ * dead for long), `configured` by an operator (`--server`, the admin API: it stays), or from the
+ * settings `file` (it stays, and a reload that no longer lists it drains it).
  */
-export type Origin = "registered" | "configured"
+export type Origin = "registered" | "configured" | "file"
 
 interface Entry {
   spec: ServerSpec
@@ -216,6 +217,8 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly observe: (observer: Observer) => Effect.Effect<ReadonlyArray<Candidate>, never, Scope.Scope>
     /** The live servers now. Synchronous: for callers that must read and act in one step. */
     readonly unsafeLive: () => ReadonlyArray<Candidate>
+    /** How the server known as `id` came to be known, if it is. Synchronous. */
+    readonly unsafeOrigin: (id: ServerId) => Origin | undefined
     /** The id of the server at an address, if known. Synchronous. */
     readonly unsafeIdAt: (endpoint: Endpoint) => ServerId | undefined
     /** Counts a client located to `id` and returns where to send it. Synchronous: the Locate path. */
@@ -630,6 +633,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
           () => Effect.sync(() => observers.delete(observer))
         ),
       unsafeLive: () => liveCandidates(books),
+      unsafeOrigin: (id) => entries.get(id)?.origin,
       unsafeIdAt: (endpoint) => byEndpoint.get(formatEndpoint(endpoint)),
       unsafeSetActive: (id, active) => {
         const entry = entries.get(id)

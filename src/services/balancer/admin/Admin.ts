@@ -12,6 +12,7 @@
  *   POST /api/servers          {"host", "port", "id"?, "weight"?}        guarded (409 if already known)
  *   PATCH /api/servers/:id     {"weight": N}: a new weight, at once        guarded
  *   DELETE /api/servers/:id    drain, then remove (`?now=true`: at once)  guarded
+ *   POST /api/reload           reload the --config file (400 if it is bad) guarded
  *   GET  /api/events           server-sent events: a status at each change (at most 4 a second)
  *                              and every second, with the time it was taken
  *   GET  /metrics              Prometheus text exposition of the balancer's Effect metrics
@@ -51,6 +52,7 @@ import { page } from "./Dashboard.js"
 import { describeParseError } from "../../wire/LineCodec.js"
 import * as Metrics from "../Metrics.js"
 import { Operator } from "../Operator.js"
+import { ReloadFailed, Reloader } from "../Reload.js"
 import * as Prometheus from "./Prometheus.js"
 import { ServerRegistry } from "../ServerRegistry.js"
 import { Strategies } from "../strategies/Catalog.js"
@@ -80,7 +82,7 @@ class Extras extends Context.Tag("effect-lb/Admin/Extras")<
 
 class Recent extends Context.Tag("effect-lb/Admin/History")<Recent, History.History>() {}
 
-type AdminError = InvalidRequest | Unauthorized | ServerNotFound | ServerExists | Busy
+type AdminError = InvalidRequest | Unauthorized | ServerNotFound | ServerExists | Busy | ReloadFailed
 
 const statusOf: Record<AdminError["_tag"], number> = {
   InvalidRequest: 400,
@@ -88,7 +90,8 @@ const statusOf: Record<AdminError["_tag"], number> = {
   ServerNotFound: 404,
   ServerExists: 409,
   // The registry is at --max-servers: a condition of the balancer, not of the request.
-  Busy: 503
+  Busy: 503,
+  ReloadFailed: 400
 }
 
 /** `{_tag, message}`, and the id of the server it is about when there is one. */
@@ -329,6 +332,18 @@ const removeServer = guarded(
   )
 )
 
+/** Reloads the settings file (400 with the file's one-line refusal, and nothing changed, when it is bad). */
+const reload = guarded(
+  "reloading the configuration",
+  Effect.flatMap(
+    Effect.serviceOption(Reloader),
+    (reloader): Effect.Effect<HttpServerResponse.HttpServerResponse, InvalidRequest | ReloadFailed> =>
+      Option.isNone(reloader)
+        ? Effect.fail(new InvalidRequest({ message: "this balancer was started without --config: nothing to reload" }))
+        : Effect.map(reloader.value.reload, (report) => HttpServerResponse.unsafeJson(report))
+  )
+)
+
 // ---- the router ------------------------------------------------------------------------------------
 
 const router = HttpRouter.empty.pipe(
@@ -345,7 +360,8 @@ const router = HttpRouter.empty.pipe(
   HttpRouter.post("/api/strategy", setStrategy),
   HttpRouter.post("/api/servers", addServer),
   HttpRouter.patch("/api/servers/:id", setWeight),
-  HttpRouter.del("/api/servers/:id", removeServer)
+  HttpRouter.del("/api/servers/:id", removeServer),
+  HttpRouter.post("/api/reload", reload)
 )
 
 const app = router.pipe(
@@ -355,6 +371,7 @@ const app = router.pipe(
     ServerNotFound: failure,
     ServerExists: failure,
     Busy: failure,
+    ReloadFailed: failure,
     RouteNotFound: () =>
       Effect.succeed(HttpServerResponse.unsafeJson({ _tag: "NotFound", message: "no such route" }, { status: 404 }))
   })

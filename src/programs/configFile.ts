@@ -1,0 +1,246 @@
+/**
+ * `effect-lb balancer --config FILE`: the balancer's settings in a YAML (or JSON) file. Every value is
+ * checked by the same rule as its flag (options.ts), through `Schema`; a bad file is refused whole,
+ * in one line naming the key, the rule and the value, and an unknown key is refused too.
+ */
+import { Effect, Either, Option, ParseResult, Schema } from "effect"
+import * as Fs from "node:fs"
+import { parseDocument } from "yaml"
+import { names } from "../services/balancer/strategies/Catalog.js"
+import { durationBetween, hostRule, integer, oneOf, portRule, type Rule, serverRule, tokenRule } from "./options.js"
+
+/** The balancer's rules, each shared by its flag and its key in the file. */
+export const rules = {
+  host: hostRule,
+  port: portRule,
+  strategy: oneOf(names),
+  server: serverRule,
+  health: oneOf(["ping", "tcp"], "KIND"),
+  probeInterval: durationBetween("10 millis", "1 hour"),
+  deadAfter: durationBetween("10 millis", "1 hour"),
+  rise: integer(1, 100),
+  fall: integer(1, 100),
+  maxConnections: integer(1, 1_000_000),
+  connectTimeout: durationBetween("10 millis", "10 minutes"),
+  proxyIdleTimeout: durationBetween("100 millis", "24 hours"),
+  drainTimeout: durationBetween(0, "1 hour"),
+  idleTimeout: durationBetween("100 millis", "24 hours"),
+  maxServers: integer(1, 1_000_000),
+  removeDeadAfter: durationBetween("1 second", "168 hours"),
+  token: tokenRule
+} satisfies Record<string, Rule<unknown>>
+
+/** A file's whole text, at most this long: a settings file is small. */
+const maxBytes = 1024 * 1024
+
+const shownValue = (value: unknown): string => {
+  const text = typeof value === "string" ? value : (JSON.stringify(value) ?? String(value))
+  const quoted = text === "" ? '""' : /[\s"]/.test(text) && typeof value === "string" ? JSON.stringify(text) : text
+  return quoted.length > 80 ? `${quoted.slice(0, 77)}...` : quoted
+}
+
+/** A key whose value follows `rule`: a string, or a number or boolean read as its text (`port: 4000`). */
+const ruled = <A>(rule: Rule<A>) =>
+  Schema.transformOrFail(
+    Schema.Unknown,
+    Schema.declare((_: unknown): _ is A => true),
+    {
+      strict: true,
+      decode: (value, _, ast) => {
+        const text =
+          typeof value === "string"
+            ? value
+            : typeof value === "number" || typeof value === "boolean"
+              ? String(value)
+              : undefined
+        const decoded = text === undefined ? Option.none<A>() : rule.decode(text)
+        const got = text === undefined ? shownValue(value) : rule.got === undefined ? shownValue(value) : rule.got(text)
+        return Option.match(decoded, {
+          onSome: (a) => ParseResult.succeed(a),
+          onNone: () => ParseResult.fail(new ParseResult.Type(ast, value, `must be ${rule.says} (got ${got})`))
+        })
+      },
+      encode: (a) => ParseResult.succeed(a)
+    }
+  )
+
+const yesNo = Schema.transformOrFail(Schema.Unknown, Schema.Boolean, {
+  strict: true,
+  decode: (value, _, ast) =>
+    typeof value === "boolean"
+      ? ParseResult.succeed(value)
+      : ParseResult.fail(new ParseResult.Type(ast, value, `must be true or false (got ${shownValue(value)})`)),
+  encode: ParseResult.succeed
+})
+
+/** `token: SECRET`, or `token: { env: NAME }`: the secret is in the environment variable NAME. */
+const tokenValue = (env: Readonly<Record<string, string | undefined>>) =>
+  Schema.transformOrFail(Schema.Unknown, Schema.String, {
+    strict: true,
+    decode: (value, options, ast) => {
+      if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+        const keys = Object.keys(value)
+        const name = "env" in value ? value.env : undefined
+        if (keys.length !== 1 || typeof name !== "string")
+          return ParseResult.fail(
+            new ParseResult.Type(ast, value, `must be the token, or { env: NAME } (got ${shownValue(value)})`)
+          )
+        const secret = env[name]
+        if (secret === undefined)
+          return ParseResult.fail(
+            new ParseResult.Type(ast, value, `must name a set environment variable (got env ${name}, which is not set)`)
+          )
+        return ParseResult.decodeUnknown(ruled(rules.token))(secret, options)
+      }
+      return ParseResult.decodeUnknown(ruled(rules.token))(value, options)
+    },
+    encode: ParseResult.succeed
+  })
+
+const optional = <A, I>(schema: Schema.Schema<A, I>) => Schema.optionalWith(schema, { exact: true })
+
+const health = Schema.Struct({
+  check: optional(ruled(rules.health)),
+  interval: optional(ruled(rules.probeInterval)),
+  "dead-after": optional(ruled(rules.deadAfter)),
+  rise: optional(ruled(rules.rise)),
+  fall: optional(ruled(rules.fall))
+})
+
+const proxy = Schema.Struct({
+  port: optional(ruled(rules.port)),
+  "max-connections": optional(ruled(rules.maxConnections)),
+  "connect-timeout": optional(ruled(rules.connectTimeout)),
+  "idle-timeout": optional(ruled(rules.proxyIdleTimeout)),
+  "drain-timeout": optional(ruled(rules.drainTimeout))
+})
+
+const admin = Schema.Struct({
+  host: optional(ruled(rules.host)),
+  port: optional(ruled(rules.port))
+})
+
+const configSchema = (env: Readonly<Record<string, string | undefined>>) =>
+  Schema.Struct({
+    host: optional(ruled(rules.host)),
+    port: optional(ruled(rules.port)),
+    strategy: optional(ruled(rules.strategy)),
+    servers: optional(Schema.Array(ruled(rules.server))),
+    health: optional(health),
+    proxy: optional(proxy),
+    admin: optional(admin),
+    "idle-timeout": optional(ruled(rules.idleTimeout)),
+    "max-servers": optional(ruled(rules.maxServers)),
+    "remove-dead-after": optional(ruled(rules.removeDeadAfter)),
+    "access-log": optional(yesNo),
+    token: optional(tokenValue(env))
+  })
+
+/** The sections of the file and the keys each takes (for an unknown key's refusal). */
+const sections: Record<string, ReadonlyArray<string>> = {
+  "": Object.keys(configSchema({}).fields),
+  health: Object.keys(health.fields),
+  proxy: Object.keys(proxy.fields),
+  admin: Object.keys(admin.fields)
+}
+
+/** A settings file as read: only what it says (flags and defaults fill the rest). */
+export type ConfigFile = ReturnType<typeof configSchema>["Type"]
+
+/** A settings file refused: `effect-lb.yaml: health.dead-after must be … (got 0)`. */
+export class ConfigRefused extends Schema.TaggedError<ConfigRefused>()("ConfigRefused", {
+  file: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.file}: ${this.reason}`
+  }
+}
+
+const keyPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>(
+    (text, key) => (typeof key === "number" ? `${text}[${key}]` : text === "" ? String(key) : `${text}.${String(key)}`),
+    ""
+  )
+
+const valueAt = (value: unknown, path: ReadonlyArray<PropertyKey>): unknown =>
+  path.reduce<unknown>(
+    (inner, key) =>
+      typeof inner === "object" && inner !== null ? (inner as Record<PropertyKey, unknown>)[key] : undefined,
+    value
+  )
+
+/** The first problem Schema found, as the one line a person reads. */
+const described = (error: ParseResult.ParseError, value: unknown): string => {
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+  if (issue === undefined) return "is not a valid settings file"
+  const key = keyPath(issue.path)
+  if (issue._tag === "Unexpected") {
+    const parent = keyPath(issue.path.slice(0, -1))
+    const known = sections[parent] ?? []
+    return `${key} is not a known key${parent === "" ? "" : ` in ${parent}`} (keys: ${known.join(", ")})`
+  }
+  if (issue.message.startsWith("must ")) return `${key} ${issue.message}`
+  const section = sections[key]
+  if (section !== undefined)
+    return `${key === "" ? "the file" : key} must be a map of keys like ${section.slice(0, 3).join(", ")} (got ${shownValue(valueAt(value, issue.path))})`
+  if (key === "servers")
+    return `servers must be a list of host:port[:weight] (got ${shownValue(valueAt(value, issue.path))})`
+  return `${key} ${issue.message}`
+}
+
+/** Checks a parsed document (`env` resolves `{ env: NAME }`); `file` names it in the refusal. */
+export const decodeConfig = (
+  file: string,
+  value: unknown,
+  env: Readonly<Record<string, string | undefined>>
+): Either.Either<ConfigFile, ConfigRefused> =>
+  Either.mapLeft(
+    Schema.decodeUnknownEither(configSchema(env), { onExcessProperty: "error", errors: "first" })(value ?? {}),
+    (error) => new ConfigRefused({ file, reason: described(error, value) })
+  )
+
+/** Parses YAML (JSON is YAML too); a syntax error names its line and column. */
+export const parseConfig = (file: string, text: string): Either.Either<unknown, ConfigRefused> => {
+  const document = parseDocument(text, { uniqueKeys: true })
+  const error = document.errors[0]
+  if (error !== undefined) {
+    const where = error.linePos === undefined ? "" : ` at line ${error.linePos[0].line}, column ${error.linePos[0].col}`
+    const what = (error.message.split("\n")[0] ?? "").replace(/ at line \d+, column \d+:?$/, "")
+    return Either.left(new ConfigRefused({ file, reason: `not valid YAML or JSON${where}: ${what}` }))
+  }
+  return Either.try({
+    try: () => document.toJS({ maxAliasCount: 100 }) as unknown,
+    catch: (cause) => new ConfigRefused({ file, reason: `cannot be read: ${String(cause)}` })
+  })
+}
+
+const readText = (file: string) =>
+  Effect.try({
+    try: () => {
+      const size = Fs.statSync(file).size
+      if (size > maxBytes) throw new Error(`${size} bytes, more than ${maxBytes}`)
+      return Fs.readFileSync(file, "utf8")
+    },
+    catch: (cause) => {
+      const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : undefined
+      const reason =
+        code === "ENOENT"
+          ? "no such file (ENOENT)"
+          : code === "EACCES"
+            ? "permission denied (EACCES)"
+            : code === "EISDIR"
+              ? "a folder, not a file (EISDIR)"
+              : cause instanceof Error
+                ? cause.message
+                : String(cause)
+      return new ConfigRefused({ file, reason: `cannot be read: ${reason}` })
+    }
+  })
+
+/** Reads, parses and checks a settings file, with `process.env` for `{ env: NAME }`. */
+export const loadConfig = (file: string): Effect.Effect<ConfigFile, ConfigRefused> =>
+  readText(file).pipe(
+    Effect.flatMap((text) => parseConfig(file, text)),
+    Effect.flatMap((value) => decodeConfig(file, value, process.env))
+  )
