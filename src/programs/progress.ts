@@ -50,7 +50,7 @@ const figures = ({ received, total, elapsedMs }: Transfer) => {
 export const barLine = (transfer: Transfer, columns: number): string => {
   const { percent, rate, left } = figures(transfer)
   const tail = `${String(percent).padStart(3)}%  ${formatBytes(transfer.received)} / ${formatBytes(transfer.total)}  ${rate}  ${formatTimeLeft(left)} left`
-  const room = columns - tail.length - 6
+  const room = columns - tail.length - 7 // the bar's brackets and gaps, and the last column left free
   const name =
     transfer.name.length > Math.max(room - 10, 8) ? `${transfer.name.slice(0, Math.max(room - 11, 7))}…` : transfer.name
   const width = Math.max(0, Math.min(30, room - name.length))
@@ -82,11 +82,16 @@ export class ProgressMeter {
   private shownStep = 0
   private drawn = 0
 
+  private readonly columns: number
+
+  /** `columns`: the terminal's width; 0 or less (a terminal that does not say, e.g. under `script`) means 80. */
   constructor(
     private readonly name: string,
     private readonly tty: boolean,
-    private readonly columns: number = 80
-  ) {}
+    columns: number = 80
+  ) {
+    this.columns = columns > 0 ? columns : 80
+  }
 
   /** `received` of `total` bytes at `now` (ms): the text to write, if any is due. */
   update(received: number, total: number, now: number): string | undefined {

@@ -63,6 +63,14 @@ describe("sizes and progress for a person", () => {
     expect(slow.update(3, 1000, 5000)).toMatch(/^f: 0% /)
   })
 
+  it("a terminal that does not say its width (columns 0, as under `script`) gets a whole bar, not one character", () => {
+    const meter = new ProgressMeter("big.bin", true, 0)
+    const text = meter.update(512, 1024, 0) ?? ""
+    expect(text).toMatch(/^\rbig\.bin {2}\[#+\.+\] {3}50% /)
+    expect(text.length).toBeLessThanOrEqual(80)
+    expect(text.endsWith(" left")).toBe(true) // nothing cut off at the edge
+  })
+
   it("a transfer that starts over (another server) starts its figures over", () => {
     const meter = new ProgressMeter("f", false)
     meter.update(900, 1000, 0)
