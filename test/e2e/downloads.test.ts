@@ -8,16 +8,9 @@ import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { spawn } from "../support/process.js"
+import { runToEnd, spawn } from "../support/process.js"
 
 const listening = /listening on 127\.0\.0\.1:(\d+)/
-
-const run = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const running = yield* spawn(args)
-    const code = yield* running.exited
-    return { code, errors: running.errors(), output: running.output() }
-  }).pipe(Effect.scoped)
 
 describe("effect-lb client downloads (real processes)", () => {
   it.scopedLive(
@@ -39,7 +32,8 @@ describe("effect-lb client downloads (real processes)", () => {
         const port = Number((yield* balancer.waitFor(listening))[1])
         const server = yield* spawn(["server", "--port", "0", "--files", served, "--balancer", `127.0.0.1:${port}`])
         yield* server.waitFor(listening)
-        const client = (...args: ReadonlyArray<string>) => run(["client", "--balancer", `127.0.0.1:${port}`, ...args])
+        const client = (...args: ReadonlyArray<string>) =>
+          runToEnd(["client", "--balancer", `127.0.0.1:${port}`, ...args])
 
         // Wait for the server to be live: the list works once it is.
         let list = yield* client("list")

@@ -8,18 +8,10 @@ import { Status } from "../../src/domain/Protocol.js"
 import { ask } from "../../src/services/client/BalancerClient.js"
 import * as Wire from "../../src/services/wire/Wire.js"
 import { eventually } from "../support/eventually.js"
-import { spawn } from "../support/process.js"
+import { runToEnd, spawn } from "../support/process.js"
 
 const listening = /listening on 127\.0\.0\.1:(\d+)/
 const admin = /admin and dashboard on http:\/\/127\.0\.0\.1:(\d+)\//
-
-/** Runs an effect-lb command to its end: its exit code and what it printed on stderr. */
-const run = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const running = yield* spawn(args)
-    const code = yield* running.exited
-    return { code, errors: running.errors(), output: running.output() }
-  }).pipe(Effect.scoped)
 
 /** A balancer process with `token`, its balancer and admin ports. */
 const balancerWith = (token: string) =>
@@ -70,12 +62,12 @@ describe("one token rule for every door (real processes)", () => {
         const long = "x".repeat(2000)
         const [balancer, server, strategy, empty, spaced, control] = yield* Effect.all(
           [
-            run(["balancer", "--port", "0", "--token", long]),
-            run(["server", "--port", "0", "--balancer", "127.0.0.1:1", "--token", long]),
-            run(["strategy", "round-robin", "--balancer", "127.0.0.1:1", "--token", long]),
-            run(["balancer", "--port", "0", "--token", ""]),
-            run(["balancer", "--port", "0", "--token", " padded"]),
-            run(["balancer", "--port", "0", "--token", "tab\there"])
+            runToEnd(["balancer", "--port", "0", "--token", long]),
+            runToEnd(["server", "--port", "0", "--balancer", "127.0.0.1:1", "--token", long]),
+            runToEnd(["strategy", "round-robin", "--balancer", "127.0.0.1:1", "--token", long]),
+            runToEnd(["balancer", "--port", "0", "--token", ""]),
+            runToEnd(["balancer", "--port", "0", "--token", " padded"]),
+            runToEnd(["balancer", "--port", "0", "--token", "tab\there"])
           ],
           { concurrency: "unbounded" }
         )
@@ -106,7 +98,14 @@ describe("one token rule for every door (real processes)", () => {
         const server = yield* spawn(["server", "--port", "0", "--balancer", `127.0.0.1:${port}`, "--token", token])
         yield* server.waitFor(listening)
         yield* eventually(liveServers(port), (servers) => servers.length === 1)
-        const strategy = yield* run(["strategy", "round-robin", "--balancer", `127.0.0.1:${port}`, "--token", token])
+        const strategy = yield* runToEnd([
+          "strategy",
+          "round-robin",
+          "--balancer",
+          `127.0.0.1:${port}`,
+          "--token",
+          token
+        ])
         expect(strategy).toMatchObject({ code: 0, output: "strategy set to round-robin\n" })
 
         expect(yield* switchStrategy(adminPort, bearer(token))).toBe(200)
@@ -127,7 +126,14 @@ describe("one token rule for every door (real processes)", () => {
         const server = yield* spawn(["server", "--port", "0", "--balancer", `127.0.0.1:${port}`, "--token", token])
         yield* server.waitFor(listening)
         yield* eventually(liveServers(port), (servers) => servers.length === 1)
-        const strategy = yield* run(["strategy", "round-robin", "--balancer", `127.0.0.1:${port}`, "--token", token])
+        const strategy = yield* runToEnd([
+          "strategy",
+          "round-robin",
+          "--balancer",
+          `127.0.0.1:${port}`,
+          "--token",
+          token
+        ])
         expect(strategy.code).toBe(0)
 
         expect(yield* switchStrategy(adminPort, bearer(token))).toBe(200)
@@ -147,7 +153,15 @@ describe("one token rule for every door (real processes)", () => {
     () =>
       Effect.gen(function* () {
         const { port } = yield* balancerWith("the right one")
-        const refused = yield* run(["server", "--port", "0", "--balancer", `127.0.0.1:${port}`, "--token", "wrong"])
+        const refused = yield* runToEnd([
+          "server",
+          "--port",
+          "0",
+          "--balancer",
+          `127.0.0.1:${port}`,
+          "--token",
+          "wrong"
+        ])
         expect(refused.code).toBe(1)
         expect(refused.output).toMatch(listening)
         expect(refused.errors).toBe(
@@ -176,7 +190,7 @@ describe("a server with 10,000 files (real processes)", () => {
         const server = yield* spawn(["server", "--port", "0", "--files", folder, "--balancer", `127.0.0.1:${port}`])
         yield* server.waitFor(listening)
         yield* eventually(liveServers(port), (servers) => servers.length === 1)
-        const list = yield* run(["client", "--balancer", `127.0.0.1:${port}`, "list"])
+        const list = yield* runToEnd(["client", "--balancer", `127.0.0.1:${port}`, "list"])
         expect(list.code).toBe(0)
         expect(list.errors).toBe("")
         const lines = list.output.trimEnd().split("\n")

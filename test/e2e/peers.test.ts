@@ -6,7 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Http from "node:http"
 import * as Net from "node:net"
-import { spawn } from "../support/process.js"
+import { runToEnd } from "../support/process.js"
 
 /** Something listening on `port` (0: any) for the test's length; `undefined` if another process already holds it. */
 const hold = <S extends Net.Server>(server: S, port: number) =>
@@ -26,13 +26,6 @@ const hold = <S extends Net.Server>(server: S, port: number) =>
       })
   )
 
-const run = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const running = yield* spawn(args)
-    const code = yield* running.exited
-    return { code, errors: running.errors(), output: running.output() }
-  }).pipe(Effect.scoped)
-
 describe("effect-lb and peers that are not what they should be (real processes)", () => {
   it.scopedLive(
     "status pointed at an HTTP server says it is not a balancer, in one line, exit 1",
@@ -42,7 +35,7 @@ describe("effect-lb and peers that are not what they should be (real processes)"
           Http.createServer((_, response) => response.end("hello")),
           0
         )
-        const status = yield* run(["status", "--balancer", `127.0.0.1:${port}`])
+        const status = yield* runToEnd(["status", "--balancer", `127.0.0.1:${port}`])
         expect(status).toEqual({
           code: 1,
           output: "",
@@ -58,7 +51,7 @@ describe("effect-lb and peers that are not what they should be (real processes)"
       Effect.gen(function* () {
         // Held here, or already by some other process: taken either way.
         yield* hold(Net.createServer(), 4001)
-        const server = yield* run(["server"])
+        const server = yield* runToEnd(["server"])
         expect(server.code).toBe(1)
         expect(server.errors).toBe(
           "effect-lb: cannot listen on 127.0.0.1:4001: the address is in use (EADDRINUSE); give --port 0 to let the system pick a free port\n"

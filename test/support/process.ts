@@ -89,3 +89,11 @@ export const spawn = (args: ReadonlyArray<string>, env: Record<string, string | 
     }),
     ({ child }) => Effect.sync(() => stop(child))
   )
+
+/** Runs an effect-lb command to its end: its exit code and what it printed on stdout and stderr. */
+export const runToEnd = (args: ReadonlyArray<string>, env: Record<string, string | undefined> = {}) =>
+  Effect.gen(function* () {
+    const running = yield* spawn(args, env)
+    const code = yield* running.exited
+    return { code, errors: running.errors(), output: running.output() }
+  }).pipe(Effect.scoped)
