@@ -8,7 +8,7 @@ import * as Http from "node:http"
 import * as Net from "node:net"
 import { runToEnd } from "../support/process.js"
 
-/** Something listening on `port` (0: any) for the test's length; `undefined` if another process already holds it. */
+/** Something listening on `port` (0: the system picks one) for the test's length; `undefined` if another process already holds it. */
 const hold = <S extends Net.Server>(server: S, port: number) =>
   Effect.acquireRelease(
     Effect.async<number | undefined>((resume) => {

@@ -35,3 +35,15 @@ export const lines = (data: string) =>
     .split("\n")
     .filter((line) => line.length > 0)
     .map((line) => JSON.parse(line) as { _tag: string; message?: string })
+
+/** A TCP listener on 127.0.0.1 and a free port that echoes what it gets (half-close kept), closed with the scope. */
+export const echoServer = Effect.acquireRelease(
+  Effect.async<Net.Server>((resume) => {
+    const server = Net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on("error", () => undefined)
+      socket.pipe(socket)
+    })
+    server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+  }),
+  (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+)

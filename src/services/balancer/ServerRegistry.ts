@@ -324,7 +324,7 @@ const becameLive = (books: Books, entry: Entry, now: number) => {
 
 /**
  * The ramp's tick: each server in slow start takes the share of its weight its time live gives it,
- * told to the strategy through the same path as any change; one that takes all of it, or is no
+ * told to the strategy through the same path as every other change; one that takes all of it, or is no
  * longer live, leaves the ramp.
  */
 const rampStep = (books: Books) => {

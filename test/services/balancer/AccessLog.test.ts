@@ -13,6 +13,7 @@ import { LogOutput, type Output, prettyLogger } from "../../../src/services/LogO
 import * as Wire from "../../../src/services/wire/Wire.js"
 import { balancerLayer } from "../../support/balancer.js"
 import { eventually } from "../../support/eventually.js"
+import { echoServer } from "../../support/net.js"
 
 interface Line {
   readonly level: string
@@ -87,17 +88,6 @@ const plane = (accessLog: boolean) =>
 const proxy = (accessLog: boolean) =>
   Proxy.layer({ ...Proxy.defaults, port: 0, accessLog }).pipe(Layer.provideMerge(balancerLayer("round-robin")))
 
-/** An echo backend on a free port, closed with the scope. */
-const echo = Effect.acquireRelease(
-  Effect.async<Net.Server>((resume) => {
-    const server = Net.createServer({ allowHalfOpen: true }, (socket) => {
-      socket.on("error", () => undefined)
-      socket.pipe(socket)
-    })
-    server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
-  }),
-  (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
-)
 const portOf = (server: Net.Server) => {
   const address = server.address()
   return typeof address === "object" && address !== null ? address.port : 0
@@ -342,7 +332,7 @@ describe("the access log", () => {
   it.scopedLive("writes one line per proxied connection: client, server, duration, bytes each way, outcome", () => {
     const { lines, output } = sink("json")
     return Effect.gen(function* () {
-      const backend = yield* echo
+      const backend = yield* echoServer
       yield* register("echo", portOf(backend))
       const { address } = yield* Proxy.Proxy
       expect(yield* through(address.port, "hello")).toBe("hello")

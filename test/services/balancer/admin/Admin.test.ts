@@ -15,6 +15,7 @@ import { balancerLayer } from "../../../support/balancer.js"
 import type { StrategyName } from "../../../../src/services/balancer/strategies/Catalog.js"
 import { eventually } from "../../../support/eventually.js"
 import { parse, valueOf } from "../../../support/prometheus.js"
+import { echoServer } from "../../../support/net.js"
 
 /** Server ids unique to this file: metrics are process-wide, and other tests pick too. */
 const server = (name: string, port: number, weight = 1): ServerSpec => ({
@@ -453,17 +454,8 @@ describe("the admin API", () => {
   )
 })
 
-/** A TCP listener that echoes, on a free port, closed with the scope; its port. */
-const echo = Effect.acquireRelease(
-  Effect.async<Net.Server>((resume) => {
-    const listener = Net.createServer({ allowHalfOpen: true }, (socket) => {
-      socket.on("error", () => undefined)
-      socket.pipe(socket)
-    })
-    listener.listen(0, "127.0.0.1", () => resume(Effect.succeed(listener)))
-  }),
-  (listener) => Effect.async<void>((resume) => void listener.close(() => resume(Effect.void)))
-).pipe(Effect.map((listener) => portOf(listener)))
+/** An echo listener on a free port, closed with the scope; its port. */
+const echo = echoServer.pipe(Effect.map((listener) => portOf(listener)))
 
 const portOf = (listener: Net.Server) => {
   const address = listener.address()
