@@ -71,12 +71,19 @@ export const EndpointFromString = Schema.transformOrFail(Schema.String, Endpoint
   encode: (endpoint) => ParseResult.succeed(formatEndpoint(endpoint))
 })
 
-/** A server as a client needs to know it: its name and where to reach it. */
-export const ServerLocation = Schema.Struct({ id: ServerId, host: Host, port: Port })
+/**
+ * `true` when the server's port speaks TLS (a server started with a certificate says so when it
+ * registers; `--backend-tls` says so of the configured ones). Optional: absent means plain TCP, as
+ * before TLS existed, so older peers neither send nor need it.
+ */
+const Tls = Schema.optionalWith(Schema.Boolean, { exact: true })
+
+/** A server as a client needs to know it: its name, where to reach it, and whether it speaks TLS. */
+export const ServerLocation = Schema.Struct({ id: ServerId, host: Host, port: Port, tls: Tls })
 export type ServerLocation = typeof ServerLocation.Type
 
 /** A server as it introduces itself to the balancer. */
-export const ServerSpec = Schema.Struct({ id: ServerId, host: Host, port: Port, weight: Weight })
+export const ServerSpec = Schema.Struct({ id: ServerId, host: Host, port: Port, weight: Weight, tls: Tls })
 export type ServerSpec = typeof ServerSpec.Type
 
 /** A server as the balancer reports it. */
@@ -85,6 +92,7 @@ export const ServerView = Schema.Struct({
   host: Host,
   port: Port,
   weight: Weight,
+  tls: Tls,
   state: ServerState,
   active: Schema.NonNegativeInt,
   responseTimeMs: Schema.NullOr(FiniteNonNegative),

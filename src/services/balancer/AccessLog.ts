@@ -19,7 +19,8 @@ import { formatEndpoint, type ServerLocation } from "../../domain/Server.js"
 import { LogOutput, type Output, prettyLine } from "../LogOutput.js"
 
 /** How a Locate or a proxied connection ended. */
-export type AccessOutcome = "located" | "no server" | "proxied" | "backend failed" | "turned away" | "bad proxy header"
+export type AccessOutcome =
+  "located" | "no server" | "proxied" | "backend failed" | "turned away" | "bad proxy header" | "tls handshake failed"
 
 export interface AccessEntry {
   readonly kind: "locate" | "proxy"

@@ -25,6 +25,7 @@ import { Operator } from "./Operator.js"
 import { type Registration, ServerRegistry } from "./ServerRegistry.js"
 import { statusPage } from "./StatusPages.js"
 import { Later, type RequestSession, type SessionControl } from "../wire/RequestPort.js"
+import type { ListenerTls } from "../wire/Tls.js"
 import { type Address, type ListenFailed, Wire } from "../wire/Wire.js"
 
 export interface ControlPlaneConfig {
@@ -36,6 +37,8 @@ export interface ControlPlaneConfig {
   readonly maxLine: number
   /** One access-log line per Locate (`--access-log`). */
   readonly accessLog?: boolean
+  /** Serve TLS with this certificate (`--tls-cert`, `--tls-key`). */
+  readonly tls?: ListenerTls | undefined
 }
 
 export const defaults = {
@@ -66,7 +69,7 @@ export const make = (config: ControlPlaneConfig) =>
       clock: yield* Effect.clock
     }
     const address = yield* wire.serveRequests(
-      { host: config.host, port: config.port },
+      { host: config.host, port: config.port, tls: config.tls },
       {
         request: BalancerRequest,
         reply: BalancerReply,
@@ -160,7 +163,13 @@ const locatedReplies = (): ((server: ServerLocation) => Located) => {
   const replies = new Map<ServerId, Located>()
   return (server) => {
     const known = replies.get(server.id)
-    if (known !== undefined && known.server.host === server.host && known.server.port === server.port) return known
+    if (
+      known !== undefined &&
+      known.server.host === server.host &&
+      known.server.port === server.port &&
+      known.server.tls === server.tls
+    )
+      return known
     // Built from a location the registry holds valid: no need to validate it again.
     const reply = new Located({ server }, true)
     if (replies.size >= 65_536) replies.clear()

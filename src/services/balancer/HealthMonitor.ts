@@ -17,6 +17,7 @@ import * as Metrics from "./Metrics.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 import { readAnswer } from "../wire/Peer.js"
 import { Wire } from "../wire/Wire.js"
+import { systemTrust, type TrustRef } from "../wire/Tls.js"
 
 export interface MonitorConfig {
   /** `ping`: the effect-lb Ping/Pong (load and latency come with it); `tcp`: a connect is the probe. */
@@ -32,6 +33,8 @@ export interface MonitorConfig {
   readonly rise?: number
   /** Failed probes in a row that make a live server dead, once they span `deadAfter` (HAProxy's `fall`). */
   readonly fall?: number
+  /** The CAs a server that speaks TLS (`tls: true`) is checked against (`--backend-ca`); default: the system's. */
+  readonly backendTrust?: TrustRef
   /** Probes in flight at once, over all servers; past it, due probes wait their turn. */
   readonly maxProbes?: number
   /**
@@ -78,6 +81,7 @@ export type Settings = Pick<MonitorConfig, "health" | "probeInterval" | "deadAft
 interface Watching {
   readonly registry: ServerRegistry["Type"]
   readonly wire: Wire["Type"]
+  readonly trust: TrustRef
   health: MonitorConfig["health"]
   intervalMs: number
   deadAfter: Duration.Duration
@@ -128,7 +132,10 @@ const probe = (watching: Watching, server: ServerView): Effect.Effect<Answer, Pr
     let connected = false
     return Effect.gen(function* () {
       const started = yield* Clock.currentTimeNanos
-      const connection = yield* watching.wire.connect(server, { timeout: watching.deadAfter })
+      const connection = yield* watching.wire.connect(server, {
+        timeout: watching.deadAfter,
+        tls: server.tls === true ? watching.trust.current : undefined
+      })
       connected = true
       if (watching.health === "tcp") {
         const accepted = yield* Clock.currentTimeNanos
@@ -439,7 +446,12 @@ const neverAnsweredPause = 60_000
 export const make = (config: MonitorConfig) =>
   Effect.gen(function* () {
     const registry = yield* ServerRegistry
-    const watching: Watching = { registry, wire: yield* Wire, ...probeSettings(config) }
+    const watching: Watching = {
+      registry,
+      wire: yield* Wire,
+      trust: config.backendTrust ?? { current: systemTrust },
+      ...probeSettings(config)
+    }
     const scheduler = yield* makeScheduler(
       watching,
       Math.max(1, config.maxProbes ?? defaults.maxProbes),

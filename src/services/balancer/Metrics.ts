@@ -72,7 +72,8 @@ export const turnedAwayLabels = {
   limit: [MetricLabel.make("reason", "limit")],
   noServer: [MetricLabel.make("reason", "no_server")],
   backendsFailed: [MetricLabel.make("reason", "backends_failed")],
-  proxyHeader: [MetricLabel.make("reason", "proxy_header")]
+  proxyHeader: [MetricLabel.make("reason", "proxy_header")],
+  tlsHandshake: [MetricLabel.make("reason", "tls_handshake")]
 } as const
 
 const states: ReadonlyArray<ServerView["state"]> = ["live", "dead", "draining"]

@@ -12,12 +12,19 @@
  * starts every backend connection with a header naming the client; `acceptProxy` requires one from
  * every client and takes the client's address from it.
  *
+ * TLS on either side, each off by default (`wire/Tls.ts`): `tls` terminates it on the listener (the
+ * handshake, after the PROXY header if one is required, within the connect timeout, before any
+ * backend is picked); a server whose location says `tls: true` is spoken to in TLS (after the PROXY
+ * header, as HAProxy's `send-proxy` with `ssl` does). A TLS socket only carries the bytes: the TCP
+ * socket under it is the one watched for the close and reset to pass a reset on.
+ *
  * Connections live on socket callbacks, not fibers (as on the Locate path): per connection the
  * proxy keeps two sockets, a few closures and one entry that a single sweep checks for the connect
  * deadline and the idle timeout.
  */
 import { type Clock, Context, Duration, Effect, Either, Layer, type MetricLabel, Runtime } from "effect"
 import * as Net from "node:net"
+import * as NodeTls from "node:tls"
 import { formatEndpoint, type ServerId, type ServerLocation } from "../../domain/Server.js"
 import * as AccessLog from "./AccessLog.js"
 import { Balancer } from "./Balancer.js"
@@ -25,6 +32,7 @@ import { ConnectionTable, type Entry, type SweepActions } from "./ConnectionTabl
 import * as Metrics from "./Metrics.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 import * as PP from "../wire/ProxyProtocol.js"
+import { clientOptions, describeTlsReason, type ListenerTls, systemTrust, type TrustRef } from "../wire/Tls.js"
 import { type Address, type ListenFailed, listenNet, reasonOf } from "../wire/Wire.js"
 
 export interface ProxyConfig {
@@ -50,6 +58,10 @@ export interface ProxyConfig {
    * timeout (`--accept-proxy`); its client address is the connection's.
    */
   readonly acceptProxy?: boolean
+  /** Terminate TLS on the listener with this certificate (`--tls-cert`, `--tls-key`). */
+  readonly tls?: ListenerTls | undefined
+  /** The CAs a backend that speaks TLS is checked against (`--backend-ca`); default: the system's. */
+  readonly backendTrust?: TrustRef | undefined
 }
 
 /** What the proxy has done since it started, as the admin API reports it. */
@@ -68,6 +80,8 @@ export interface ProxyFigures {
     readonly backendsFailed: number
     /** With `--accept-proxy` only: no valid PROXY protocol header in time. */
     readonly proxyHeader?: number
+    /** With TLS only: the handshake failed or did not finish in time. */
+    readonly tlsHandshake?: number
   }
 }
 
@@ -92,8 +106,13 @@ export class Proxy extends Context.Tag("effect-lb/Proxy")<
 
 /** One client and the backend it is paired with (or being connected to), from accept to close. */
 interface Pair extends Entry {
-  readonly client: Net.Socket
-  /** The backend being connected to, or connected; undefined between attempts. */
+  /** The accepted TCP socket: its close and reset are the client's. */
+  readonly raw: Net.Socket
+  /** What the client's bytes are read from and written to: `raw`, or the TLS socket over it. */
+  client: Net.Socket
+  /** With TLS on the listener: the handshake is under way. */
+  handshaking: boolean
+  /** The backend's TCP socket, being connected to, or connected; undefined between attempts. */
   backend: Net.Socket | undefined
   server: ServerLocation | undefined
   /** Sockets of the open pair that have closed. */
@@ -115,7 +134,9 @@ const noLabels: ReadonlyArray<MetricLabel.MetricLabel> = []
 const nothingTried: ReadonlyArray<ServerLocation> = []
 
 const newPair = (client: Net.Socket): Pair => ({
+  raw: client,
   client,
+  handshaking: false,
   backend: undefined,
   server: undefined,
   open: false,
@@ -140,6 +161,7 @@ interface Totals {
   noServer: number
   backendsFailed: number
   proxyHeader: number
+  tlsHandshake: number
 }
 
 /** What every connection's callbacks share: made once per proxy, never per connection. */
@@ -159,6 +181,10 @@ interface Shared {
   readonly totals: Totals
   /** Present only with `--access-log`. */
   readonly accessLog: AccessLog.AccessLog | undefined
+  /** With TLS on the listener: the server that runs the handshakes (it does not listen), and the pairs in one by peer address. */
+  tlsServer: NodeTls.Server | undefined
+  readonly handshakes: Map<string, Pair>
+  readonly backendTrust: TrustRef
 }
 
 /** The access-log line of a connection that ends now (with an access log only). */
@@ -208,6 +234,8 @@ const accept = (shared: Shared, client: Net.Socket) => {
   client.on("close", (hadError) => {
     const backend = pair.backend
     const server = pair.server
+    // The client went away, or was closed, before its TLS handshake was done.
+    if (pair.handshaking) handshakeFailed(shared, pair, { code: "ECONNRESET" })
     if (!pair.open || backend === undefined || server === undefined) {
       // Still connecting (or turned away): drop the attempt.
       forget(shared, pair)
@@ -219,7 +247,7 @@ const accept = (shared: Shared, client: Net.Socket) => {
     closedOne(shared, pair, server)
   })
   if (shared.config.acceptProxy === true) awaitHeader(shared, pair)
-  else connect(shared, pair)
+  else secureThenConnect(shared, pair)
 }
 
 /**
@@ -248,7 +276,7 @@ const awaitHeader = (shared: Shared, pair: Pair) => {
       pair.origin = decoded.header
       if (shared.accessLog !== undefined) pair.peer = formatEndpoint(decoded.header.source)
     }
-    connect(shared, pair)
+    secureThenConnect(shared, pair)
   }
   // A connect and a close with no byte (a TCP health check) is not a refusal; a header cut short is.
   const onEnd = () => {
@@ -273,6 +301,66 @@ const refuseHeader = (shared: Shared, pair: Pair, reason: string) => {
   pair.client.destroy()
 }
 
+/** The peer address a TCP socket and the TLS socket over it share: how a finished handshake finds its pair. */
+const peerKey = (socket: Net.Socket) => `${socket.remoteAddress ?? ""}|${socket.remotePort ?? 0}`
+
+/** With TLS on the listener, the handshake first (within the connect deadline), then a backend. */
+const secureThenConnect = (shared: Shared, pair: Pair) => {
+  const tlsServer = shared.tlsServer
+  if (tlsServer === undefined) return connect(shared, pair)
+  const raw = pair.raw
+  pair.handshaking = true
+  pair.since = shared.clock.unsafeCurrentTimeMillis()
+  // What came after a PROXY header is the start of the handshake: the TLS socket reads it first.
+  if (pair.early !== undefined) raw.unshift(pair.early)
+  pair.early = undefined
+  shared.handshakes.set(peerKey(raw), pair)
+  tlsServer.emit("connection", raw)
+}
+
+/** A client's handshake is done: its bytes now come through the TLS socket. */
+const secured = (shared: Shared, socket: NodeTls.TLSSocket) => {
+  const key = peerKey(socket)
+  const pair = shared.handshakes.get(key)
+  if (pair === undefined || !pair.handshaking) return socket.destroy()
+  shared.handshakes.delete(key)
+  pair.handshaking = false
+  pair.client = socket
+  socket.on("error", ignore)
+  connect(shared, pair)
+}
+
+/** A handshake failed, or the client left or ran out of time during it: counted, logged (at most every 10 s), closed. */
+const handshakeFailed = (shared: Shared, pair: Pair, error: unknown) => {
+  const raw = pair.raw
+  shared.handshakes.delete(peerKey(raw))
+  pair.handshaking = false
+  Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.tlsHandshake)
+  shared.totals.tlsHandshake += 1
+  shared.config.tls?.failed(error, formatEndpoint({ host: raw.remoteAddress ?? "?", port: raw.remotePort ?? 0 }))
+  if (shared.accessLog !== undefined) logged(shared, pair, "tls handshake failed")
+  raw.destroy()
+}
+
+/** The server that runs the listener's handshakes: it does not listen, the proxy hands it each client. */
+const handshaker = (shared: Shared, tls: ListenerTls) => {
+  const server = NodeTls.createServer({
+    ...tls.options(),
+    allowHalfOpen: true,
+    // A backstop only: the sweep's connect deadline comes first.
+    handshakeTimeout: Duration.toMillis(shared.config.connectTimeout) + 5_000
+  })
+  server.on("secureConnection", (socket) => secured(shared, socket))
+  server.on("tlsClientError", (error, socket) => {
+    // No address: a socket the proxy itself closed, already counted.
+    if (socket.remoteAddress === undefined) return
+    const pair = shared.handshakes.get(peerKey(socket))
+    if (pair !== undefined && pair.handshaking) handshakeFailed(shared, pair, error)
+  })
+  tls.attach(server)
+  return server
+}
+
 /** Finds a backend that accepts the connection; skips, and marks dead, those that do not. */
 const connect = (shared: Shared, pair: Pair) => {
   const client = pair.client
@@ -290,7 +378,7 @@ const connect = (shared: Shared, pair: Pair) => {
       shared.totals.noServer += 1
       if (shared.accessLog !== undefined) logged(shared, pair, "no server")
     }
-    return client.destroy()
+    return pair.raw.destroy()
   }
   const server = location.right
   const backend = Net.connect({ host: server.host, port: server.port, allowHalfOpen: true, noDelay: true })
@@ -304,7 +392,26 @@ const connect = (shared: Shared, pair: Pair) => {
   })
   backend.on("connect", () => {
     if (client.destroyed) return backend.destroy()
-    splice(shared, pair, backend, server)
+    // The PROXY protocol header goes first, in clear, as HAProxy sends it before its own TLS.
+    if (shared.config.sendProxy !== undefined) backend.write(proxyHeader(shared.config.sendProxy, pair))
+    if (server.tls === true) secureBackend(shared, pair, backend, server)
+    else splice(shared, pair, backend, server)
+  })
+}
+
+/** A backend that speaks TLS: the handshake, within the same connect deadline, then the pair is spliced. */
+const secureBackend = (shared: Shared, pair: Pair, backend: Net.Socket, server: ServerLocation) => {
+  const secure = NodeTls.connect(clientOptions(backend, server.host, shared.backendTrust.current))
+  const onError = (error: Error) => {
+    if (pair.backend === backend && !pair.open)
+      failed(shared, pair, backend, describeTlsReason(error, shared.backendTrust.current.option ?? "--backend-ca"))
+  }
+  secure.once("error", onError)
+  secure.once("secureConnect", () => {
+    secure.off("error", onError)
+    secure.on("error", ignore)
+    if (pair.client.destroyed || pair.backend !== backend) return backend.destroy()
+    splice(shared, pair, secure, server)
   })
 }
 
@@ -325,28 +432,33 @@ const failed = (shared: Shared, pair: Pair, backend: Net.Socket, reason: string)
     Metrics.proxyTurnedAway.unsafeUpdate(1, Metrics.turnedAwayLabels.backendsFailed)
     shared.totals.backendsFailed += 1
     if (shared.accessLog !== undefined) logged(shared, pair, "backend failed")
-    pair.client.destroy()
+    pair.raw.destroy()
   }
 }
 
-/** Pairs the client with its now connected backend until both directions are done. */
+/**
+ * Pairs the client with its now connected backend until both directions are done. `backend` carries
+ * the bytes (the TLS socket, with TLS); `pair.backend`, the TCP socket, is watched for the close.
+ */
 const splice = (shared: Shared, pair: Pair, backend: Net.Socket, server: ServerLocation) => {
   const client = pair.client
   count(shared, server.id, 1)
   pair.open = true
   pair.since = shared.clock.unsafeCurrentTimeMillis()
-  if (shared.config.sendProxy !== undefined || pair.early !== undefined) sendFirst(shared, pair, backend)
+  // What the client sent with its PROXY protocol header, before anything it sends next.
+  if (pair.early !== undefined) backend.write(pair.early)
+  pair.early = undefined
   forward(client, backend)
   forward(backend, client)
   // With --accept-proxy the client was read before the pair was made (a paused socket still reads):
   // a FIN that came meanwhile has already been seen, so it is passed on here.
   if (shared.config.acceptProxy === true && client.readableEnded) backend.end()
-  backend.on("close", (hadError) => {
+  pair.backend?.on("close", (hadError) => {
     // A reset or error ends both, and the client is told with a reset: a clean FIN would make an
     // aborted stream look complete. A clean close means both ways are done here, and the client's
     // side closes by itself once its last bytes are flushed — destroying it now would drop what a
     // slow client has not yet taken.
-    if (hadError) reset(client)
+    if (hadError) reset(pair.raw)
     // Passive health: a reset counts against the backend, a clean end ends its run of failures.
     if (hadError) shared.registry.unsafeFailed(server.id, "reset")
     else shared.registry.unsafeSucceeded(server.id)
@@ -355,25 +467,17 @@ const splice = (shared: Shared, pair: Pair, backend: Net.Socket, server: ServerL
   client.resume()
 }
 
-/** Before any byte of the client's: the PROXY protocol header (`--send-proxy`) and what came with the accepted one, in one write. */
-const sendFirst = (shared: Shared, pair: Pair, backend: Net.Socket) => {
-  const version = shared.config.sendProxy
-  const client = pair.client
-  const header =
-    version === undefined
-      ? undefined
-      : PP.encode(
-          version,
-          pair.origin ??
-            PP.headerOf(
-              { host: client.remoteAddress ?? "", port: client.remotePort ?? 0 },
-              { host: client.localAddress ?? "", port: client.localPort ?? 0 }
-            )
-        )
-  const early = pair.early
-  pair.early = undefined
-  const first = header === undefined ? early : early === undefined ? header : Buffer.concat([header, early])
-  if (first !== undefined) backend.write(first)
+/** The PROXY protocol header (`--send-proxy`) naming the client: the one it came with, or its own address. */
+const proxyHeader = (version: PP.Version, pair: Pair): Buffer => {
+  const client = pair.raw
+  return PP.encode(
+    version,
+    pair.origin ??
+      PP.headerOf(
+        { host: client.remoteAddress ?? "", port: client.remotePort ?? 0 },
+        { host: client.localAddress ?? "", port: client.localPort ?? 0 }
+      )
+  )
 }
 
 /** `from`'s bytes to `to`, pausing while `to` is full; a FIN is passed on (half-close). */
@@ -447,7 +551,8 @@ const figuresOf = (shared: Shared): ProxyFigures => {
       limit: totals.limit,
       noServer: totals.noServer,
       backendsFailed: totals.backendsFailed,
-      ...(shared.config.acceptProxy === true ? { proxyHeader: totals.proxyHeader } : {})
+      ...(shared.config.acceptProxy === true ? { proxyHeader: totals.proxyHeader } : {}),
+      ...(shared.config.tls === undefined ? {} : { tlsHandshake: totals.tlsHandshake })
     }
   }
 }
@@ -458,6 +563,7 @@ const sweepActions = (shared: Shared): SweepActions<Pair> => ({
   timedOut: (pair) => {
     // Between attempts (turned away, its close still to come) there is no attempt to time out.
     if (pair.backend !== undefined) failed(shared, pair, pair.backend, "timed out")
+    else if (pair.handshaking) handshakeFailed(shared, pair, { code: "ERR_TLS_HANDSHAKE_TIMEOUT" })
     else if (pair.reader !== undefined) {
       pair.client.pause()
       pair.reader = undefined
@@ -465,7 +571,7 @@ const sweepActions = (shared: Shared): SweepActions<Pair> => ({
     }
   },
   idle: (pair) => {
-    pair.client.destroy()
+    pair.raw.destroy()
     pair.backend?.destroy()
   }
 })
@@ -477,7 +583,7 @@ const drain = (server: Net.Server, pairs: ConnectionTable<Pair>, drainTimeout: D
     // Interruptible, so the timeout can cut the wait inside this finalizer.
     yield* pairs.drained.pipe(Effect.interruptible, Effect.timeout(drainTimeout), Effect.ignore)
     for (const pair of pairs) {
-      pair.client.destroy()
+      pair.raw.destroy()
       pair.backend?.destroy()
     }
   })
@@ -496,8 +602,26 @@ export const make = (config: ProxyConfig) =>
         idleTimeout: config.idleTimeout
       }),
       perBackend: new Map(),
-      totals: { accepted: 0, bytesIn: 0, bytesOut: 0, limit: 0, noServer: 0, backendsFailed: 0, proxyHeader: 0 },
-      accessLog: config.accessLog === true ? yield* AccessLog.make() : undefined
+      totals: {
+        accepted: 0,
+        bytesIn: 0,
+        bytesOut: 0,
+        limit: 0,
+        noServer: 0,
+        backendsFailed: 0,
+        proxyHeader: 0,
+        tlsHandshake: 0
+      },
+      accessLog: config.accessLog === true ? yield* AccessLog.make() : undefined,
+      tlsServer: undefined,
+      handshakes: new Map(),
+      backendTrust: config.backendTrust ?? { current: systemTrust }
+    }
+    const tls = config.tls
+    if (tls !== undefined) {
+      const handshakes = handshaker(shared, tls)
+      shared.tlsServer = handshakes
+      yield* Effect.addFinalizer(() => Effect.sync(() => tls.forget(handshakes)))
     }
     yield* shared.pairs.sweeping(sweepActions(shared))
     const server = Net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) =>

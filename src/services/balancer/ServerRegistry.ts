@@ -558,6 +558,12 @@ const ramp = (books: Books) =>
       )
     : Effect.void
 
+/** Where a client goes for a server, and whether it speaks TLS there. */
+const locationOf = (spec: ServerSpec): ServerLocation =>
+  spec.tls === true
+    ? { id: spec.id, host: spec.host, port: spec.port, tls: true }
+    : { id: spec.id, host: spec.host, port: spec.port }
+
 /** Empty books, on the clock of the environment. */
 const newBooks = (config: RegistryConfig) =>
   Effect.gen(function* () {
@@ -657,7 +663,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
         entry.located += 1
         entry.pending += 1
         tell(books, entry)
-        return { id: entry.spec.id, host: entry.spec.host, port: entry.spec.port }
+        return locationOf(entry.spec)
       }
     })
   })

@@ -16,15 +16,22 @@ import {
   noAnswerWithin,
   notABalancer
 } from "../wire/Peer.js"
+import type { Trust } from "../wire/Tls.js"
 import { type Address, Wire } from "../wire/Wire.js"
 
 export { NotABalancer } from "../wire/Peer.js"
 
-export const ask = (balancer: Address, request: BalancerRequestType, timeout: Duration.DurationInput = "5 seconds") => {
+/** `tls`: speak TLS to the balancer, accepting its certificate from these CAs. */
+export const ask = (
+  balancer: Address,
+  request: BalancerRequestType,
+  timeout: Duration.DurationInput = "5 seconds",
+  tls?: Trust
+) => {
   const peer = formatEndpoint(balancer)
   return Effect.gen(function* () {
     const wire = yield* Wire
-    const connection = yield* wire.connect(balancer, { timeout })
+    const connection = yield* wire.connect(balancer, { timeout, tls })
     yield* connection.send(BalancerRequest, request)
     const answer = yield* reply(connection, peer)
     if (answer._tag === "InvalidRequest") {
@@ -46,11 +53,11 @@ const maxServers = 1_000_000
  * connection: a report too long for one line comes in pages, each naming the `next`. The balancer
  * has `timeout` to answer each page.
  */
-export const status = (balancer: Address, timeout: Duration.DurationInput = "5 seconds") =>
+export const status = (balancer: Address, timeout: Duration.DurationInput = "5 seconds", tls?: Trust) =>
   Effect.gen(function* () {
     const peer = formatEndpoint(balancer)
     const wire = yield* Wire
-    const connection = yield* wire.connect(balancer, { timeout })
+    const connection = yield* wire.connect(balancer, { timeout, tls })
     const page = (after: ServerId | undefined) =>
       connection.send(BalancerRequest, new Status(after === undefined ? {} : { after })).pipe(
         Effect.zipRight(reply(connection, peer)),

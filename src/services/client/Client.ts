@@ -24,6 +24,7 @@ import { type Endpoint, formatEndpoint, type ServerLocation } from "../../domain
 import { ask, type NotABalancer } from "./BalancerClient.js"
 import type { Connection, ConnectionClosed, LineTooLong } from "../wire/Connection.js"
 import { type Address, describeConnectReason, Wire } from "../wire/Wire.js"
+import { systemTrust, type Trust } from "../wire/Tls.js"
 import { BalancerUnavailable, FileExists, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
 
 export { BalancerUnavailable, FileExists, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
@@ -63,6 +64,10 @@ export interface ClientConfig {
    * it the balancer uses the client's address.
    */
   readonly key?: string | undefined
+  /** Speak TLS to the balancer, accepting its certificate from these CAs (`--tls`, `--ca`). */
+  readonly balancerTls?: Trust | undefined
+  /** The CAs a server that speaks TLS (its location says `tls: true`) is checked against; default: the system's. */
+  readonly trust?: Trust | undefined
 }
 
 export const defaults: Omit<ClientConfig, "balancer"> = {
@@ -444,7 +449,10 @@ const onServer = <A>(
 ) =>
   Effect.scoped(
     Effect.gen(function* () {
-      const connection = yield* wire.connect(server, { timeout: config.connectTimeout })
+      const connection = yield* wire.connect(server, {
+        timeout: config.connectTimeout,
+        tls: server.tls === true ? (config.trust ?? systemTrust) : undefined
+      })
       return yield* exchange(connection, server)
     })
   ).pipe(
@@ -467,7 +475,8 @@ const locate = (
   ask(
     config.balancer,
     new Locate(config.key === undefined ? { exclude } : { exclude, key: config.key }),
-    config.connectTimeout
+    config.connectTimeout,
+    config.balancerTls
   ).pipe(
     Effect.provideService(Wire, wire),
     Effect.catchTags({

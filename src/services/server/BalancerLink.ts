@@ -12,6 +12,7 @@ import type { Connection } from "../wire/Connection.js"
 import { balancerReply, confirmBalancer, noAnswerWithin, notABalancer } from "../wire/Peer.js"
 import { FileServer } from "./FileServer.js"
 import { type Address, Wire } from "../wire/Wire.js"
+import type { Trust } from "../wire/Tls.js"
 
 export interface LinkConfig {
   readonly balancer: Address
@@ -19,6 +20,8 @@ export interface LinkConfig {
   readonly weight: Weight
   /** The host the balancer should hand to clients (default: the host the server listens on). */
   readonly advertiseHost?: string | undefined
+  /** Speak TLS to the balancer, accepting its certificate from these CAs (`--tls`, `--ca`). */
+  readonly tls?: Trust | undefined
 }
 
 /** The balancer will not take this server (wrong token, or it rejected the registration). */
@@ -75,7 +78,8 @@ const advertisedSpec = (server: FileServer["Type"], config: LinkConfig, connecti
       config.advertiseHost ?? (wildcard.has(listenHost) ? unmapped(connection.localHost ?? "127.0.0.1") : listenHost)
     ),
     port: Port.make(server.address.port),
-    weight: config.weight
+    weight: config.weight,
+    ...(server.tls ? { tls: true } : {})
   }
 }
 
@@ -214,7 +218,7 @@ const session = (config: LinkConfig, current: Ref.Ref<Option.Option<Registration
   return Effect.gen(function* () {
     const wire = yield* Wire
     const server = yield* FileServer
-    const connection = yield* wire.connect(config.balancer)
+    const connection = yield* wire.connect(config.balancer, { tls: config.tls })
     const spec = advertisedSpec(server, config, connection)
     yield* register(connection, spec, config.token, balancer)
     const registration: Registration = { connection, deregistered: yield* Deferred.make<void>() }

@@ -25,6 +25,7 @@ import { type IdleSweeper, makeIdleSweeper } from "../wire/Idle.js"
 import { lineEncoder } from "../wire/LineCodec.js"
 import { LineBudget } from "../wire/Pages.js"
 import { type Address, Wire } from "../wire/Wire.js"
+import type { ListenerTls } from "../wire/Tls.js"
 
 export interface FileServerConfig {
   /** Default: `s<port>`, with the port actually bound. */
@@ -45,6 +46,8 @@ export interface FileServerConfig {
   /** How long shutdown waits for requests in flight. */
   readonly drainTimeout: Duration.DurationInput
   readonly maxLine: number
+  /** Serve TLS with this certificate (`--tls-cert`, `--tls-key`); the server registers saying so. */
+  readonly tls?: ListenerTls | undefined
 }
 
 export const defaults = {
@@ -63,6 +66,8 @@ export class FileServer extends Context.Tag("effect-lb/FileServer")<
     readonly id: ServerId
     /** Where it listens (the real port when asked for 0). */
     readonly address: Address
+    /** Whether its port speaks TLS. */
+    readonly tls: boolean
     /** Connections that have made a request (probes that only ping are not counted); watchable. */
     readonly active: SubscriptionRef.SubscriptionRef<number>
     /** Smoothed time to answer a request, peak-sensitive (up at once, down slowly); `undefined` before the first. */
@@ -274,8 +279,9 @@ export const make = (config: FileServerConfig) =>
       slots: config.computeSlots === undefined ? undefined : yield* Effect.makeSemaphore(config.computeSlots),
       sweeper: yield* makeIdleSweeper(config.idleTimeout)
     }
-    const address = yield* wire.serve({ host: config.host, port: config.port, maxLine: config.maxLine }, (connection) =>
-      accept(server, connection)
+    const address = yield* wire.serve(
+      { host: config.host, port: config.port, maxLine: config.maxLine, tls: config.tls },
+      (connection) => accept(server, connection)
     )
     server.id = config.id ?? ServerId.make(`s${address.port}`)
     const drainServer = drain(server)
@@ -284,6 +290,7 @@ export const make = (config: FileServerConfig) =>
     return FileServer.of({
       id: server.id,
       address,
+      tls: config.tls !== undefined,
       active: server.active,
       latencyMs: Effect.sync(() => server.latency.ms),
       drain: drainServer

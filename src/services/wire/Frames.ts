@@ -24,10 +24,21 @@ const empty = Buffer.alloc(0)
 /** Stateless as used (whole lines, no streaming), so one serves every decoder. */
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
+/**
+ * A TLS handshake's first bytes (a handshake record, 22, of TLS major version 3): a client speaking
+ * TLS to a plain-text port. Said at once, as a bad line, rather than waited on for a newline that
+ * may never come; the client then reads a line where it expected TLS, and says the port is not TLS.
+ */
+const tlsRecord = 0x16
+const tlsMajor = 0x03
+export const tlsOnPlainPort = "a TLS handshake: this port speaks plain text, not TLS"
+
 export class FrameDecoder {
   private pending: Buffer = empty
   /** Bytes of `pending` already known to hold no newline, so they are never scanned twice. */
   private scanned = 0
+  /** Nothing has been taken yet: the stream's first bytes are still to be looked at. */
+  private fresh = true
 
   constructor(readonly maxLine: number = defaultMaxLine) {}
 
@@ -44,12 +55,21 @@ export class FrameDecoder {
 
   /** The next frame, or `undefined` when more bytes are needed. */
   nextLine(): Frame | undefined {
+    if (this.fresh && this.pending.length >= 2) {
+      this.fresh = false
+      if (this.pending[0] === tlsRecord && this.pending[1] === tlsMajor) {
+        this.pending = empty
+        this.scanned = 0
+        return { _tag: "BadLine", reason: tlsOnPlainPort }
+      }
+    }
     const end = this.pending.indexOf(newline, this.scanned)
     if (end < 0) {
       this.scanned = this.pending.length
       return this.pending.length > this.maxLine ? { _tag: "TooLong", limit: this.maxLine } : undefined
     }
     if (end > this.maxLine) return { _tag: "TooLong", limit: this.maxLine }
+    this.fresh = false
     const stop = end > 0 && this.pending[end - 1] === carriageReturn ? end - 1 : end
     const line = this.pending.subarray(0, stop)
     this.pending = this.pending.subarray(end + 1)
@@ -64,6 +84,7 @@ export class FrameDecoder {
   /** Up to `max` raw bytes (a payload after a `FileHeader`), or `undefined` when none are buffered. */
   takeBytes(max: number): Buffer | undefined {
     if (this.pending.length === 0 || max <= 0) return undefined
+    this.fresh = false
     const taken = this.pending.length <= max ? this.pending : this.pending.subarray(0, max)
     this.pending = this.pending.length <= max ? empty : this.pending.subarray(max)
     this.scanned = 0

@@ -9,10 +9,12 @@ import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
 import { Context, Duration, Effect, FiberSet, Layer, Option, Runtime, Schema, type Scope } from "effect"
 import * as Net from "node:net"
 import { Duplex } from "node:stream"
+import * as NodeTls from "node:tls"
 import { type Address, formatEndpoint } from "../../domain/Server.js"
 import { type Connection, fromDuplex } from "./Connection.js"
 import { makeIdleSweeper } from "./Idle.js"
 import { type RequestPort, runSession, session } from "./RequestPort.js"
+import { clientOptions, describeTlsReason, handshakeTimeout, type ListenerTls, type Trust } from "./Tls.js"
 
 /** Where to listen or connect, and where a connection comes from (the domain's `Address`). */
 export type { Address }
@@ -62,13 +64,21 @@ export class ListenFailed extends Schema.TaggedError<ListenFailed>()("ListenFail
   }
 }
 
-export interface ServeOptions extends Address {
+export interface ListenOptions extends Address {
+  /** Serve TLS with this certificate (reloadable): a plain-text client is refused at its first bytes. */
+  readonly tls?: ListenerTls | undefined
+}
+
+export interface ServeOptions extends ListenOptions {
   readonly maxLine?: number
 }
 
 export interface ConnectOptions {
+  /** The whole connect, TLS handshake included. */
   readonly timeout?: Duration.DurationInput
   readonly maxLine?: number
+  /** Speak TLS, accepting the peer's certificate from these CAs (and only for the host connected to). */
+  readonly tls?: Trust | undefined
 }
 
 export type Handler<R> = (connection: Connection) => Effect.Effect<void, never, R>
@@ -83,7 +93,7 @@ export class Wire extends Context.Tag("effect-lb/Wire")<
     ) => Effect.Effect<Address, ListenFailed, Scope.Scope | R>
     /** Accepts connections and answers their requests through `port` (the hot path; see RequestPort). */
     readonly serveRequests: <Req, ReqI, Rep, RepI, R>(
-      options: Address,
+      options: ListenOptions,
       port: RequestPort<Req, ReqI, Rep, RepI, R>
     ) => Effect.Effect<Address, ListenFailed, Scope.Scope | R>
     /** Opens a connection, closed when the scope closes. */
@@ -159,8 +169,46 @@ const tcpListen = <R>(options: Address, onSocket: (socket: Net.Socket) => Effect
 /** Where a TCP connection comes from (a getpeername call). */
 const peerOf = (socket: Net.Socket): Address => ({ host: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 })
 
-const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) =>
-  tcpListen(options, (socket) => handle(socket, peerOf(socket), options.maxLine, handler))
+const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) => {
+  const onSocket = (socket: Net.Socket) => handle(socket, peerOf(socket), options.maxLine, handler)
+  return options.tls === undefined ? tcpListen(options, onSocket) : tlsListen(options, options.tls, onSocket)
+}
+
+/**
+ * A TLS server with `tls`'s certificate, following its reloads until the scope closes. A client whose
+ * handshake fails (plain text, a certificate it refuses, too slow) is counted and logged by `tls`;
+ * the listener goes on serving the others.
+ */
+const tlsServer = (tls: ListenerTls, onSecure: (socket: NodeTls.TLSSocket) => void) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const server = NodeTls.createServer(
+        { ...tls.options(), allowHalfOpen: true, noDelay: true, handshakeTimeout: Duration.toMillis(handshakeTimeout) },
+        onSecure
+      )
+      server.on("tlsClientError", (error, socket) => tls.failed(error, formatEndpoint(peerOf(socket))))
+      tls.attach(server)
+      return server
+    }),
+    (server) => Effect.sync(() => tls.forget(server))
+  )
+
+/** `tcpListen` over TLS: one fiber per connection once its handshake is done. */
+const tlsListen = <R>(
+  options: Address,
+  tls: ListenerTls,
+  onSocket: (socket: Net.Socket) => Effect.Effect<void, never, R>
+) =>
+  Effect.gen(function* () {
+    const fibers = yield* FiberSet.make()
+    const run = yield* FiberSet.runtime(fibers)<R>()
+    const server = yield* tlsServer(tls, (socket) => {
+      run(onSocket(socket))
+    })
+    const address = yield* listenNet(server, options)
+    yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
+    return address
+  })
 
 /**
  * Starts a `node:net` listener (with the backlog above) and returns where it listens. Errors after
@@ -192,15 +240,22 @@ export const listenNet = (server: Net.Server, options: Address): Effect.Effect<A
  * Locate path, SocketServer's fiber per connection costs about 47 µs of CPU per connection — more
  * than node's whole per-connection cost — while a request port needs no fiber per connection at all.
  */
-const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(options: Address, port: RequestPort<Req, ReqI, Rep, RepI, R>) =>
+const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(
+  options: ListenOptions,
+  port: RequestPort<Req, ReqI, Rep, RepI, R>
+) =>
   Effect.gen(function* () {
     const runtime = yield* Effect.runtime<R>()
     const sweeper = yield* makeIdleSweeper(port.idleTimeout)
     const sockets = new Set<Net.Socket>()
-    const server = Net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+    const onSocket = (socket: Net.Socket) => {
       sockets.add(socket)
       runSession(socket, port, runtime, sweeper, peerOf, () => sockets.delete(socket))
-    })
+    }
+    const server =
+      options.tls === undefined
+        ? Net.createServer({ noDelay: true, allowHalfOpen: true }, onSocket)
+        : yield* tlsServer(options.tls, onSocket)
     const address = yield* listenNet(server, options)
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {
@@ -211,19 +266,41 @@ const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(options: Address, port: Reque
     return address
   })
 
+const ignoreError = () => undefined
+
+/** A TCP connection, then (with `trust`) its TLS handshake: the socket to talk over once both are done. */
+const openSocket = (address: Address, endpoint: string, trust: Trust | undefined) =>
+  Effect.async<Net.Socket, ConnectFailed>((resume) => {
+    const socket = Net.createConnection({ host: address.host, port: address.port, noDelay: true })
+    let secure: NodeTls.TLSSocket | undefined
+    const onError = (error: Error) => resume(Effect.fail(new ConnectFailed({ endpoint, reason: reasonOf(error) })))
+    socket.once("error", onError)
+    socket.once("connect", () => {
+      socket.off("error", onError)
+      if (trust === undefined) return resume(Effect.succeed(socket))
+      const tls = NodeTls.connect(clientOptions(socket, address.host, trust))
+      secure = tls
+      // The raw socket's errors reach us through the TLS socket; its own listener only keeps them from being thrown.
+      socket.on("error", ignoreError)
+      const onTlsError = (error: Error) =>
+        resume(Effect.fail(new ConnectFailed({ endpoint, reason: describeTlsReason(error, trust.option) })))
+      tls.once("error", onTlsError)
+      tls.once("secureConnect", () => {
+        tls.off("error", onTlsError)
+        tls.on("error", ignoreError)
+        resume(Effect.succeed(tls))
+      })
+    })
+    return Effect.sync(() => {
+      secure?.destroy()
+      socket.destroy()
+    })
+  })
+
 const tcpConnect = (address: Address, options: ConnectOptions = {}) => {
   const endpoint = formatEndpoint(address)
   return Effect.acquireRelease(
-    Effect.async<Net.Socket, ConnectFailed>((resume) => {
-      const socket = Net.createConnection({ host: address.host, port: address.port, noDelay: true })
-      const onError = (error: Error) => resume(Effect.fail(new ConnectFailed({ endpoint, reason: reasonOf(error) })))
-      socket.once("error", onError)
-      socket.once("connect", () => {
-        socket.off("error", onError)
-        resume(Effect.succeed(socket))
-      })
-      return Effect.sync(() => socket.destroy())
-    }).pipe(
+    openSocket(address, endpoint, options.tls).pipe(
       Effect.timeoutFail({
         duration: options.timeout ?? defaultConnectTimeout,
         onTimeout: () => new ConnectFailed({ endpoint, reason: "timed out" })
@@ -298,7 +375,7 @@ export const layerMemory: Layer.Layer<Wire> = Layer.sync(Wire, () => {
   return Wire.of({
     serve: <R>(options: ServeOptions, handler: Handler<R>) =>
       listen(options, (socket) => handle(socket, memoryClient, options.maxLine, handler)),
-    serveRequests: <Req, ReqI, Rep, RepI, R>(options: Address, port: RequestPort<Req, ReqI, Rep, RepI, R>) =>
+    serveRequests: <Req, ReqI, Rep, RepI, R>(options: ListenOptions, port: RequestPort<Req, ReqI, Rep, RepI, R>) =>
       Effect.gen(function* () {
         const runtime = yield* Effect.runtime<R>()
         const sweeper = yield* makeIdleSweeper(port.idleTimeout)

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Arbitrary, FastCheck, Schema } from "effect"
 import { BalancerReply, BalancerRequest, ServerReply, ServerRequest } from "../../../src/domain/Protocol.js"
-import { type Frame, FrameDecoder } from "../../../src/services/wire/Frames.js"
+import { type Frame, FrameDecoder, tlsOnPlainPort } from "../../../src/services/wire/Frames.js"
 
 const AnyMessage = Schema.Union(ServerRequest, ServerReply, BalancerRequest, BalancerReply)
 const encodeLine = Schema.encodeSync(Schema.parseJson(AnyMessage))
@@ -50,9 +50,18 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
  * the slow and obvious way — every complete line (its `\r\n` or `\n` taken off) as a `Line`, or a
  * `BadLine` when it is not UTF-8; `TooLong`, and nothing after, once a line outgrows the limit.
  */
-const expectedFrames = (chunks: ReadonlyArray<Uint8Array>, limit: number): Array<Frame> => {
+const expectedFrames = (all: ReadonlyArray<Uint8Array>, limit: number): Array<Frame> => {
   const frames: Array<Frame> = []
   let pending = Buffer.alloc(0)
+  let chunks = all
+  // A stream that starts as a TLS handshake does: one BadLine, and what had arrived by then dropped.
+  const stream = Buffer.concat(all)
+  if (stream[0] === 0x16 && stream[1] === 0x03) {
+    let seen = 0
+    const upTo = all.findIndex((chunk) => (seen += chunk.length) >= 2)
+    frames.push({ _tag: "BadLine", reason: tlsOnPlainPort })
+    chunks = all.slice(upTo + 1)
+  }
   for (const chunk of chunks) {
     pending = Buffer.concat([pending, chunk])
     for (let end = pending.indexOf(0x0a); end >= 0; end = pending.indexOf(0x0a)) {
@@ -107,6 +116,21 @@ describe("FrameDecoder", () => {
       expect(frames).toEqual(expectedFrames(chunks, 256))
     }
   )
+
+  it("says at once that a stream starting as a TLS handshake is not plain text, then frames what follows", () => {
+    const decoder = new FrameDecoder()
+    decoder.push(Buffer.from([0x16]))
+    expect(decoder.nextLine()).toBeUndefined()
+    decoder.push(Buffer.from([0x03, 0x01, 0x00, 0xc8, 0x01]))
+    expect(decoder.nextLine()).toEqual({ _tag: "BadLine", reason: tlsOnPlainPort })
+    decoder.push(Buffer.from('{"_tag":"Ping"}\n'))
+    expect(decoder.nextLine()).toEqual({ _tag: "Line", text: '{"_tag":"Ping"}' })
+    // Only the stream's first bytes are looked at: the same bytes later are a line like any other.
+    const later = new FrameDecoder()
+    later.push(Buffer.from("\n\u0016\u0003\n"))
+    expect(later.nextLine()).toEqual({ _tag: "Line", text: "" })
+    expect(later.nextLine()).toEqual({ _tag: "Line", text: "\u0016\u0003" })
+  })
 
   it("keeps multi-byte characters split across chunks intact", () => {
     const bytes = Buffer.from('{"name":"żółw🐢.txt"}\n', "utf8")
