@@ -16,16 +16,13 @@ import * as Wire from "../services/wire/Wire.js"
 import { ignoringHangup, reloadingOnHangup } from "./hangup.js"
 import { hintBusyPort } from "./listen.js"
 import { version } from "./version.js"
-import { type BalancerOptions, desiredFrom, passiveDefaults, settingsFrom } from "./balancerSettings.js"
+import { type BalancerOptions, desiredFrom, passiveDefaults, settingsFrom, tunablesOf } from "./balancerSettings.js"
 import { loadConfig, rules } from "./configFile.js"
 import {
   accessLog,
   checked,
   checkedToken,
-  duration,
   durationText,
-  integer,
-  oneOf,
   optional,
   optionalPort,
   type Rule,
@@ -50,10 +47,7 @@ export const balancerLayer = (options: BalancerOptions) => {
       ServerRegistry.layer({
         ...ServerRegistry.defaultConfig,
         maxServers: options.maxServers ?? ServerRegistry.defaultConfig.maxServers,
-        slowStartMs: options.slowStart === undefined ? 0 : Duration.toMillis(options.slowStart),
-        ejectAfter: options.ejectAfter ?? 0,
-        ejectTimeMs: Duration.toMillis(options.ejectTime ?? passiveDefaults.ejectTime),
-        maxEjectedPercent: options.maxEjectedPercent ?? passiveDefaults.maxEjectedPercent
+        ...tunablesOf(options)
       })
     ),
     Layer.provideMerge(Strategies.layer)
@@ -80,9 +74,10 @@ export const balancerLayer = (options: BalancerOptions) => {
         never,
         ServerRegistry.ServerRegistry | Operator.Operator | Balancer.Balancer | HealthMonitor.HealthMonitor
       > = options.reload === undefined ? Layer.empty : Reload.layer(options.reload)
-  // The admin server is built after the listeners, so its status can say where they listen.
+  // The admin server is built after the listeners, so its status can say where they listen; the
+  // reloader after the proxy, whose PROXY protocol settings it changes.
   return admin.pipe(
-    Layer.provideMerge(Layer.mergeAll(plane, proxy, reloader)),
+    Layer.provideMerge(reloader.pipe(Layer.provideMerge(Layer.mergeAll(plane, proxy)))),
     Layer.provideMerge(
       Layer.mergeAll(HealthMonitor.layer(options.monitor), seed, reaper).pipe(Layer.provideMerge(core))
     ),
@@ -176,7 +171,7 @@ const options = {
   ),
   sendProxy: optional(
     "send-proxy",
-    oneOf(["v1", "v2"], "VERSION"),
+    rules.sendProxy,
     "proxy: start each backend connection with a PROXY protocol header carrying the client's address",
     "off"
   ),
@@ -210,29 +205,27 @@ const options = {
     Duration.decode(Reaper.defaults.removeDeadAfter),
     "remove a server that registered itself once it has been dead this long (--server ones stay)"
   ),
-  slowStart: duration(
+  slowStart: setting(
     "slow-start",
-    0,
-    "a server that becomes live (new, or back from dead) ramps up from 10% to its full weight over this long (0: off)",
-    0,
-    "1 hour"
+    rules.slowStart,
+    Duration.zero,
+    "a server that becomes live (new, or back from dead) ramps up from 10% to its full weight over this long (0: off)"
   ),
-  ejectAfter: withDefault(
+  ejectAfter: setting(
     "eject-after",
-    integer(0, 1000),
+    rules.ejectAfter,
     passiveDefaults.ejectAfter,
     "passive health: eject a server after this many failures in a row seen in traffic (excluded by a client, proxied connect failed or reset; 0: off)"
   ),
-  ejectTime: duration(
+  ejectTime: setting(
     "eject-time",
+    rules.ejectTime,
     passiveDefaults.ejectTime,
-    "passive health: how long the first ejection lasts; each repeat lasts one more of this (up to 10)",
-    "100 millis",
-    "1 hour"
+    "passive health: how long the first ejection lasts; each repeat lasts one more of this (up to 10), each such time live without a failure forgives one"
   ),
-  maxEjectedPercent: withDefault(
+  maxEjectedPercent: setting(
     "max-ejected-percent",
-    integer(0, 100),
+    rules.maxEjectedPercent,
     passiveDefaults.maxEjectedPercent,
     "passive health: never eject more than this percentage of the servers at once"
   ),

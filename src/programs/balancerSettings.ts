@@ -52,6 +52,14 @@ export interface BalancerOptions {
  */
 export const passiveDefaults = { ejectAfter: 0, ejectTime: Duration.seconds(30), maxEjectedPercent: 50 }
 
+/** Slow start and passive health as the registry takes them (at start, and on a reload). */
+export const tunablesOf = (options: BalancerOptions): ServerRegistry.Tunables => ({
+  slowStartMs: options.slowStart === undefined ? 0 : Duration.toMillis(options.slowStart),
+  ejectAfter: options.ejectAfter ?? passiveDefaults.ejectAfter,
+  ejectTimeMs: Duration.toMillis(options.ejectTime ?? passiveDefaults.ejectTime),
+  maxEjectedPercent: options.maxEjectedPercent ?? passiveDefaults.maxEjectedPercent
+})
+
 /** A flag left out (`None`) lets the file, else the default, decide. */
 type Given<R> = Option.Option<R extends Rule<infer A> ? A : never>
 
@@ -71,17 +79,17 @@ export interface BalancerFlags {
   readonly connectTimeout: Given<typeof rules.connectTimeout>
   readonly proxyIdleTimeout: Given<typeof rules.proxyIdleTimeout>
   readonly drainTimeout: Given<typeof rules.drainTimeout>
-  readonly sendProxy: Option.Option<"v1" | "v2">
+  readonly sendProxy: Given<typeof rules.sendProxy>
   readonly acceptProxy: boolean
   readonly adminPort: Option.Option<number>
   readonly adminHost: Given<typeof rules.host>
   readonly idleTimeout: Given<typeof rules.idleTimeout>
   readonly maxServers: Given<typeof rules.maxServers>
   readonly removeDeadAfter: Given<typeof rules.removeDeadAfter>
-  readonly slowStart: Duration.Duration
-  readonly ejectAfter: number
-  readonly ejectTime: Duration.Duration
-  readonly maxEjectedPercent: number
+  readonly slowStart: Given<typeof rules.slowStart>
+  readonly ejectAfter: Given<typeof rules.ejectAfter>
+  readonly ejectTime: Given<typeof rules.ejectTime>
+  readonly maxEjectedPercent: Given<typeof rules.maxEjectedPercent>
   readonly accessLog: boolean
   readonly token: Option.Option<string>
 }
@@ -98,6 +106,8 @@ export const settingsFrom = (
   const proxyPort = Option.orElse(flags.proxyPort, () => Option.fromNullable(file.proxy?.port))
   const adminPort = Option.orElse(flags.adminPort, () => Option.fromNullable(file.admin?.port))
   const accessLog = flags.accessLog || file["access-log"] === true
+  const passive = file["passive-health"]
+  const sendProxy = given(flags.sendProxy, file.proxy?.["send-proxy"], "off")
   return {
     host,
     port: given(flags.port, file.port, ControlPlane.defaults.port),
@@ -119,10 +129,14 @@ export const settingsFrom = (
       file["remove-dead-after"],
       Duration.decode(Reaper.defaults.removeDeadAfter)
     ),
-    slowStart: flags.slowStart,
-    ejectAfter: flags.ejectAfter,
-    ejectTime: flags.ejectTime,
-    maxEjectedPercent: flags.maxEjectedPercent,
+    slowStart: given(flags.slowStart, file["slow-start"], Duration.zero),
+    ejectAfter: given(flags.ejectAfter, passive?.["eject-after"], passiveDefaults.ejectAfter),
+    ejectTime: given(flags.ejectTime, passive?.["eject-time"], passiveDefaults.ejectTime),
+    maxEjectedPercent: given(
+      flags.maxEjectedPercent,
+      passive?.["max-ejected-percent"],
+      passiveDefaults.maxEjectedPercent
+    ),
     accessLog,
     admin: Option.match(adminPort, {
       onNone: () => undefined,
@@ -139,8 +153,8 @@ export const settingsFrom = (
         idleTimeout: given(flags.proxyIdleTimeout, file.proxy?.["idle-timeout"], Proxy.defaults.idleTimeout),
         drainTimeout: given(flags.drainTimeout, file.proxy?.["drain-timeout"], Proxy.defaults.drainTimeout),
         accessLog,
-        ...Option.match(flags.sendProxy, { onNone: () => ({}), onSome: (sendProxy) => ({ sendProxy }) }),
-        acceptProxy: flags.acceptProxy
+        ...(sendProxy === "off" ? {} : { sendProxy }),
+        acceptProxy: flags.acceptProxy || file.proxy?.["accept-proxy"] === true
       })
     })
   }
@@ -178,6 +192,11 @@ export const desiredFrom = (next: Settings, running: Settings, serversFromFile: 
     strategy: next.strategy,
     servers: serversFromFile ? next.servers : undefined,
     monitor: next.monitor,
+    tunables: tunablesOf(next),
+    proxyProtocol: {
+      ...(next.proxy?.sendProxy === undefined ? {} : { sendProxy: next.proxy.sendProxy }),
+      acceptProxy: next.proxy?.acceptProxy === true
+    },
     restartNeeded: Object.keys(after).filter((key) => after[key] !== before[key])
   }
 }
