@@ -403,12 +403,14 @@ const removeEntry = (books: Books, entry: Entry) => {
 const refreshEntry = (books: Books, entry: Entry, spec: ServerSpec): Entry => {
   entry.spec = spec
   entry.generation = ++books.generation
-  // Registering again ends a drain; while watched, only a probe answer makes it live again.
+  // Registering again (or a reload listing it again) ends a drain: back in rotation at once if its
+  // last probe answered (probes go on while it drains) or nobody probes; else dead until one does.
   if (entry.state === "draining") {
-    entry.state = books.watchers.size > 0 ? "dead" : "live"
-    entry.deadSince = books.clock.unsafeCurrentTimeMillis()
-    entry.stateSince = entry.deadSince
-    if (entry.state === "live") becameLive(books, entry, entry.stateSince)
+    const now = books.clock.unsafeCurrentTimeMillis()
+    entry.state = books.watchers.size === 0 || entry.lastCheck?.ok === true ? "live" : "dead"
+    if (entry.state === "dead") entry.deadSince = now
+    entry.stateSince = now
+    if (entry.state === "live") becameLive(books, entry, now)
   }
   tell(books, entry)
   books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
