@@ -18,13 +18,21 @@ export const holdHangups = (): void => {
   if (!process.listeners("SIGHUP").includes(hold)) process.on("SIGHUP", hold)
 }
 
-/** Takes SIGHUP over from `holdHangups` (with `onHangup` already listening): the SIGHUPs held until now. */
-const handedOver = (): number => {
-  process.off("SIGHUP", hold)
-  const count = held
-  held = 0
-  return count
-}
+/**
+ * `onHangup` takes SIGHUP over from `holdHangups`, in one step (no SIGHUP is missed or counted twice)
+ * until the scope ends; returns how many SIGHUPs were held until now.
+ */
+const takeOver = (onHangup: () => void) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      process.on("SIGHUP", onHangup)
+      process.off("SIGHUP", hold)
+      const count = held
+      held = 0
+      return count
+    }),
+    () => Effect.sync(() => process.off("SIGHUP", onHangup))
+  )
 
 const ignoredMessage = "SIGHUP received and ignored (only a balancer started with --config reloads on it)"
 
@@ -33,11 +41,7 @@ const ignored = Effect.gen(function* () {
   const onHangup = () => {
     Runtime.runFork(runtime)(Effect.logWarning(ignoredMessage))
   }
-  yield* Effect.acquireRelease(
-    Effect.sync(() => process.on("SIGHUP", onHangup)),
-    () => Effect.sync(() => process.off("SIGHUP", onHangup))
-  )
-  if (handedOver() > 0) yield* Effect.logWarning(`while starting: ${ignoredMessage}`)
+  if ((yield* takeOver(onHangup)) > 0) yield* Effect.logWarning(`while starting: ${ignoredMessage}`)
 })
 
 /** Runs `effect` with SIGHUP ignored (logged) until it ends. */
@@ -54,11 +58,7 @@ export const reloadingOnHangup = <A, E>(reload: Effect.Effect<A, E>) =>
     const onHangup = () => {
       Runtime.runFork(runtime)(Effect.ignore(reload))
     }
-    yield* Effect.acquireRelease(
-      Effect.sync(() => process.on("SIGHUP", onHangup)),
-      () => Effect.sync(() => process.off("SIGHUP", onHangup))
-    )
-    if (handedOver() > 0) {
+    if ((yield* takeOver(onHangup)) > 0) {
       yield* Effect.logInfo("SIGHUP received while the balancer was starting: reloading now that it has started")
       Runtime.runFork(runtime)(Effect.ignore(reload))
     }
