@@ -11,65 +11,25 @@ import * as Proxy from "../services/balancer/Proxy.js"
 import * as Reaper from "../services/balancer/Reaper.js"
 import * as Reload from "../services/balancer/Reload.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
-import { Strategies, type StrategyName } from "../services/balancer/strategies/Catalog.js"
+import { Strategies } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
 import { ignoringHangup, reloadingOnHangup } from "./hangup.js"
 import { hintBusyPort } from "./listen.js"
 import { version } from "./version.js"
-import { type ConfigFile, loadConfig, rules } from "./configFile.js"
+import { type BalancerOptions, desiredFrom, passiveDefaults, settingsFrom, tunablesOf } from "./balancerSettings.js"
+import { loadConfig, rules } from "./configFile.js"
 import {
   accessLog,
   checked,
   checkedToken,
-  duration,
   durationText,
-  integer,
-  oneOf,
   optional,
   optionalPort,
   type Rule,
-  ServerAddressFromText,
   serverRule,
   token,
   withDefault
 } from "./options.js"
-
-export interface BalancerOptions {
-  readonly host: string
-  readonly port: number
-  readonly strategy: StrategyName
-  readonly servers: ReadonlyArray<typeof ServerAddressFromText.Type>
-  readonly monitor: HealthMonitor.MonitorConfig
-  readonly token: Option.Option<string>
-  readonly idleTimeout?: Duration.Duration
-  /** Servers known at once, at most (default 10,000). */
-  readonly maxServers?: number
-  /** A registered server dead this long is removed (default 60 s). */
-  readonly removeDeadAfter?: Duration.Duration
-  /** When set, also proxy TCP connections to the servers (L4, like HAProxy's mode tcp). */
-  readonly proxy?: Proxy.ProxyConfig | undefined
-  /** When set, also serve the admin HTTP API, /metrics and the dashboard. */
-  readonly admin?: Admin.AdminConfig | undefined
-  /** One access-log line per Locate (and per proxied connection: see `proxy.accessLog`). */
-  readonly accessLog?: boolean
-  /** A server that becomes live ramps up to its full weight over this long (default 0: off). */
-  readonly slowStart?: Duration.Duration
-  /** Passive health: failures in traffic in a row that eject a server (0: off), for how long, how many at most. */
-  readonly ejectAfter?: number
-  readonly ejectTime?: Duration.Duration
-  readonly maxEjectedPercent?: number
-  /** Where `servers` come from: `--server` flags (`configured`, the default) or the settings `file`. */
-  readonly serversOrigin?: "configured" | "file"
-  /** When set, the settings can be reloaded (SIGHUP, POST /api/reload): this reads them again. */
-  readonly reload?: Effect.Effect<Reload.Desired, Reload.ReloadFailed> | undefined
-}
-
-/**
- * Passive health's defaults on the command line: off, as HAProxy's `observe` and Envoy's outlier
- * detection are until configured (so a server back from a restart returns at its first answered
- * probe, as it always has); `--eject-after 5` turns on Envoy's usual 5 in a row, 30 s, 50%.
- */
-export const passiveDefaults = { ejectAfter: 0, ejectTime: Duration.seconds(30), maxEjectedPercent: 50 }
 
 /** Everything a balancer is, as one layer: used by this command and by the playground. */
 export const balancerLayer = (options: BalancerOptions) => {
@@ -87,10 +47,7 @@ export const balancerLayer = (options: BalancerOptions) => {
       ServerRegistry.layer({
         ...ServerRegistry.defaultConfig,
         maxServers: options.maxServers ?? ServerRegistry.defaultConfig.maxServers,
-        slowStartMs: options.slowStart === undefined ? 0 : Duration.toMillis(options.slowStart),
-        ejectAfter: options.ejectAfter ?? 0,
-        ejectTimeMs: Duration.toMillis(options.ejectTime ?? passiveDefaults.ejectTime),
-        maxEjectedPercent: options.maxEjectedPercent ?? passiveDefaults.maxEjectedPercent
+        ...tunablesOf(options)
       })
     ),
     Layer.provideMerge(Strategies.layer)
@@ -117,9 +74,10 @@ export const balancerLayer = (options: BalancerOptions) => {
         never,
         ServerRegistry.ServerRegistry | Operator.Operator | Balancer.Balancer | HealthMonitor.HealthMonitor
       > = options.reload === undefined ? Layer.empty : Reload.layer(options.reload)
-  // The admin server is built after the listeners, so its status can say where they listen.
+  // The admin server is built after the listeners, so its status can say where they listen; the
+  // reloader after the proxy, whose PROXY protocol settings it changes.
   return admin.pipe(
-    Layer.provideMerge(Layer.mergeAll(plane, proxy, reloader)),
+    Layer.provideMerge(reloader.pipe(Layer.provideMerge(Layer.mergeAll(plane, proxy)))),
     Layer.provideMerge(
       Layer.mergeAll(HealthMonitor.layer(options.monitor), seed, reaper).pipe(Layer.provideMerge(core))
     ),
@@ -213,7 +171,7 @@ const options = {
   ),
   sendProxy: optional(
     "send-proxy",
-    oneOf(["v1", "v2"], "VERSION"),
+    rules.sendProxy,
     "proxy: start each backend connection with a PROXY protocol header carrying the client's address",
     "off"
   ),
@@ -247,132 +205,32 @@ const options = {
     Duration.decode(Reaper.defaults.removeDeadAfter),
     "remove a server that registered itself once it has been dead this long (--server ones stay)"
   ),
-  slowStart: duration(
+  slowStart: setting(
     "slow-start",
-    0,
-    "a server that becomes live (new, or back from dead) ramps up from 10% to its full weight over this long (0: off)",
-    0,
-    "1 hour"
+    rules.slowStart,
+    Duration.zero,
+    "a server that becomes live (new, or back from dead) ramps up from 10% to its full weight over this long (0: off)"
   ),
-  ejectAfter: withDefault(
+  ejectAfter: setting(
     "eject-after",
-    integer(0, 1000),
+    rules.ejectAfter,
     passiveDefaults.ejectAfter,
     "passive health: eject a server after this many failures in a row seen in traffic (excluded by a client, proxied connect failed or reset; 0: off)"
   ),
-  ejectTime: duration(
+  ejectTime: setting(
     "eject-time",
+    rules.ejectTime,
     passiveDefaults.ejectTime,
-    "passive health: how long the first ejection lasts; each repeat lasts one more of this (up to 10)",
-    "100 millis",
-    "1 hour"
+    "passive health: how long the first ejection lasts; each repeat lasts one more of this (up to 10), each such time live without a failure forgives one"
   ),
-  maxEjectedPercent: withDefault(
+  maxEjectedPercent: setting(
     "max-ejected-percent",
-    integer(0, 100),
+    rules.maxEjectedPercent,
     passiveDefaults.maxEjectedPercent,
     "passive health: never eject more than this percentage of the servers at once"
   ),
   accessLog,
   token
-}
-
-type Flags = Command.Command.ParseConfig<typeof options>
-
-const given = <A>(flag: Option.Option<A>, file: A | undefined, fallback: A): A =>
-  Option.getOrElse(flag, () => (file === undefined ? fallback : file))
-
-/** The settings in force: a flag given on the command line, else the file's value, else the default. */
-export const settingsFrom = (
-  flags: Flags,
-  file: ConfigFile
-): Omit<BalancerOptions, "token"> & { readonly token: Option.Option<string> } => {
-  const host = given(flags.host, file.host, Host.make(ControlPlane.defaults.host))
-  const proxyPort = Option.orElse(flags.proxyPort, () => Option.fromNullable(file.proxy?.port))
-  const adminPort = Option.orElse(flags.adminPort, () => Option.fromNullable(file.admin?.port))
-  const accessLog = flags.accessLog || file["access-log"] === true
-  return {
-    host,
-    port: given(flags.port, file.port, ControlPlane.defaults.port),
-    strategy: given(flags.strategy, file.strategy, "round-robin"),
-    servers: flags.servers.length > 0 ? flags.servers : (file.servers ?? []),
-    monitor: {
-      ...HealthMonitor.defaults,
-      probeInterval: given(flags.probeInterval, file.health?.interval, HealthMonitor.defaults.probeInterval),
-      deadAfter: given(flags.deadAfter, file.health?.["dead-after"], HealthMonitor.defaults.deadAfter),
-      rise: given(flags.rise, file.health?.rise, HealthMonitor.defaults.rise),
-      fall: given(flags.fall, file.health?.fall, HealthMonitor.defaults.fall),
-      health: given<"ping" | "tcp">(flags.health, file.health?.check, "ping")
-    },
-    token: Option.orElse(flags.token, () => Option.fromNullable(file.token)),
-    idleTimeout: given(flags.idleTimeout, file["idle-timeout"], ControlPlane.defaults.idleTimeout),
-    maxServers: given(flags.maxServers, file["max-servers"], ServerRegistry.defaultConfig.maxServers),
-    removeDeadAfter: given(
-      flags.removeDeadAfter,
-      file["remove-dead-after"],
-      Duration.decode(Reaper.defaults.removeDeadAfter)
-    ),
-    slowStart: flags.slowStart,
-    ejectAfter: flags.ejectAfter,
-    ejectTime: flags.ejectTime,
-    maxEjectedPercent: flags.maxEjectedPercent,
-    accessLog,
-    admin: Option.match(adminPort, {
-      onNone: () => undefined,
-      onSome: (port) => ({ host: given(flags.adminHost, file.admin?.host, Host.make(Admin.defaults.host)), port })
-    }),
-    proxy: Option.match(proxyPort, {
-      onNone: () => undefined,
-      onSome: (port) => ({
-        ...Proxy.defaults,
-        host,
-        port,
-        maxConnections: given(flags.maxConnections, file.proxy?.["max-connections"], Proxy.defaults.maxConnections),
-        connectTimeout: given(flags.connectTimeout, file.proxy?.["connect-timeout"], Proxy.defaults.connectTimeout),
-        idleTimeout: given(flags.proxyIdleTimeout, file.proxy?.["idle-timeout"], Proxy.defaults.idleTimeout),
-        drainTimeout: given(flags.drainTimeout, file.proxy?.["drain-timeout"], Proxy.defaults.drainTimeout),
-        accessLog,
-        ...Option.match(flags.sendProxy, { onNone: () => ({}), onSome: (sendProxy) => ({ sendProxy }) }),
-        acceptProxy: flags.acceptProxy
-      })
-    })
-  }
-}
-
-type Settings = ReturnType<typeof settingsFrom>
-
-/** The settings a reload cannot change in place (listening addresses, limits fixed at start), as text. */
-const fixedAt = (settings: Settings): Record<string, string> => {
-  const millis = (duration: Duration.DurationInput | undefined) =>
-    duration === undefined ? "" : String(Duration.toMillis(duration))
-  return {
-    host: settings.host,
-    port: String(settings.port),
-    "proxy.port": String(settings.proxy?.port ?? ""),
-    "proxy.max-connections": String(settings.proxy?.maxConnections ?? ""),
-    "proxy.connect-timeout": millis(settings.proxy?.connectTimeout),
-    "proxy.idle-timeout": millis(settings.proxy?.idleTimeout),
-    "proxy.drain-timeout": millis(settings.proxy?.drainTimeout),
-    "admin.host": settings.admin?.host ?? "",
-    "admin.port": String(settings.admin?.port ?? ""),
-    token: Option.getOrElse(settings.token, () => ""),
-    "idle-timeout": millis(settings.idleTimeout),
-    "max-servers": String(settings.maxServers),
-    "remove-dead-after": millis(settings.removeDeadAfter),
-    "access-log": String(settings.accessLog)
-  }
-}
-
-/** What a reload applies, from the settings read again; `running` are those the balancer started with. */
-export const desiredFrom = (next: Settings, running: Settings, serversFromFile: boolean): Reload.Desired => {
-  const before = fixedAt(running)
-  const after = fixedAt(next)
-  return {
-    strategy: next.strategy,
-    servers: serversFromFile ? next.servers : undefined,
-    monitor: next.monitor,
-    restartNeeded: Object.keys(after).filter((key) => after[key] !== before[key])
-  }
 }
 
 export const balancerCommand = Command.make("balancer", options, (flags) =>

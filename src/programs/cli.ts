@@ -6,6 +6,7 @@
 import { Command } from "@effect/cli"
 import { Effect } from "effect"
 import { type HelpNode, runLine } from "./frontDoor.js"
+import { holdHangups } from "./hangup.js"
 import { version } from "./version.js"
 
 /** The version, kept in one place (the admin API reports it too). */
@@ -75,9 +76,16 @@ export const everything = () =>
     programs["check-config"]()
   ]).then(([head, ...tail]) => withPrograms([head, ...tail]))
 
+/** The long-running programs: a SIGHUP reaching one while it starts is held, never its end (hangup.ts). */
+const daemons: ReadonlyArray<Program> = ["balancer", "server"]
+
 /** Parses and runs `args` (the words after `effect-lb`), with the programs they may run loaded. */
 export const run = (args: ReadonlyArray<string>) =>
-  Effect.promise(() => Promise.all(named(args).map((program) => programs[program]()))).pipe(
+  Effect.promise(() => {
+    const toRun = named(args)
+    if (toRun.length === 1 && toRun.some((program) => daemons.includes(program))) holdHangups()
+    return Promise.all(toRun.map((program) => programs[program]()))
+  }).pipe(
     Effect.flatMap(([head, ...tail]) => {
       if (head === undefined) return runLine(root, { command: root, runsAlone: false, children: [] }, version, args)
       const line = withPrograms([head, ...tail])

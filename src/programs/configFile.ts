@@ -27,6 +27,11 @@ export const rules = {
   idleTimeout: durationBetween("100 millis", "24 hours"),
   maxServers: integer(1, 1_000_000),
   removeDeadAfter: durationBetween("1 second", "168 hours"),
+  slowStart: durationBetween(0, "1 hour"),
+  ejectAfter: integer(0, 1000),
+  ejectTime: durationBetween("100 millis", "1 hour"),
+  maxEjectedPercent: integer(0, 100),
+  sendProxy: oneOf(["v1", "v2", "off"], "VERSION"),
   token: tokenRule
 } satisfies Record<string, Rule<unknown>>
 
@@ -112,7 +117,15 @@ const proxy = Schema.Struct({
   "max-connections": optional(ruled(rules.maxConnections)),
   "connect-timeout": optional(ruled(rules.connectTimeout)),
   "idle-timeout": optional(ruled(rules.proxyIdleTimeout)),
-  "drain-timeout": optional(ruled(rules.drainTimeout))
+  "drain-timeout": optional(ruled(rules.drainTimeout)),
+  "send-proxy": optional(ruled(rules.sendProxy)),
+  "accept-proxy": optional(yesNo)
+})
+
+const passiveHealth = Schema.Struct({
+  "eject-after": optional(ruled(rules.ejectAfter)),
+  "eject-time": optional(ruled(rules.ejectTime)),
+  "max-ejected-percent": optional(ruled(rules.maxEjectedPercent))
 })
 
 const admin = Schema.Struct({
@@ -127,6 +140,8 @@ const configSchema = (env: Readonly<Record<string, string | undefined>>) =>
     strategy: optional(ruled(rules.strategy)),
     servers: optional(Schema.Array(ruled(rules.server))),
     health: optional(health),
+    "passive-health": optional(passiveHealth),
+    "slow-start": optional(ruled(rules.slowStart)),
     proxy: optional(proxy),
     admin: optional(admin),
     "idle-timeout": optional(ruled(rules.idleTimeout)),
@@ -140,6 +155,7 @@ const configSchema = (env: Readonly<Record<string, string | undefined>>) =>
 const sections: Record<string, ReadonlyArray<string>> = {
   "": Object.keys(configSchema({}).fields),
   health: Object.keys(health.fields),
+  "passive-health": Object.keys(passiveHealth.fields),
   proxy: Object.keys(proxy.fields),
   admin: Object.keys(admin.fields)
 }

@@ -49,7 +49,7 @@ describe("effect-lb check-config and balancer --config (real processes)", () => 
         const [typoRun, brokenRun] = yield* Effect.all([spawn(["check-config", typo]), spawn(["check-config", broken])])
         expect([yield* typoRun.exited, yield* brokenRun.exited]).toEqual([1, 1])
         expect(typoRun.errors()).toBe(
-          `effect-lb: ${typo}: proxy.prot is not a known key in proxy (keys: port, max-connections, connect-timeout, idle-timeout, drain-timeout)\n`
+          `effect-lb: ${typo}: proxy.prot is not a known key in proxy (keys: port, max-connections, connect-timeout, idle-timeout, drain-timeout, send-proxy, accept-proxy)\n`
         )
         expect(brokenRun.errors()).toBe(
           `effect-lb: ${broken}: not valid YAML or JSON at line 4, column 1: All mapping items must start at the same column\n`

@@ -79,4 +79,35 @@ describe("the settings file", () => {
     )
     expect(verdict("token: { file: x }")).toMatch(/^f\.yaml: token must be the token, or \{ env: NAME \}/)
   })
+
+  it("reads slow start, passive health and the PROXY protocol, each by its flag's rule", () => {
+    const yaml = [
+      "slow-start: 30s",
+      "passive-health: { eject-after: 5, eject-time: 10s, max-ejected-percent: 20 }",
+      "proxy: { send-proxy: v2, accept-proxy: true }"
+    ].join("\n")
+    const decoded = Either.getOrThrow(Either.flatMap(parseConfig("f.yaml", yaml), (v) => decodeConfig("f.yaml", v, {})))
+    expect(decoded["slow-start"]).toEqual(Duration.seconds(30))
+    expect(decoded["passive-health"]).toEqual({
+      "eject-after": 5,
+      "eject-time": Duration.seconds(10),
+      "max-ejected-percent": 20
+    })
+    expect(decoded.proxy).toEqual({ "send-proxy": "v2", "accept-proxy": true })
+    expect(verdict("proxy: { send-proxy: off }")).toBe("ok")
+    expect(verdict("slow-start: 2h")).toBe(
+      "f.yaml: slow-start must be a duration from 0 to 1h, like 500ms, 2s or 5m (got 2h)"
+    )
+    expect(verdict("passive-health: { eject-after: -1 }")).toBe(
+      "f.yaml: passive-health.eject-after must be an integer from 0 to 1000 (got -1)"
+    )
+    expect(verdict("passive-health: { max-ejected-percent: 101 }")).toBe(
+      "f.yaml: passive-health.max-ejected-percent must be an integer from 0 to 100 (got 101)"
+    )
+    expect(verdict("proxy: { send-proxy: v3 }")).toBe("f.yaml: proxy.send-proxy must be one of v1, v2, off (got v3)")
+    expect(verdict("proxy: { accept-proxy: v1 }")).toBe("f.yaml: proxy.accept-proxy must be true or false (got v1)")
+    expect(verdict("passive-health: { eject-afer: 2 }")).toBe(
+      "f.yaml: passive-health.eject-afer is not a known key in passive-health (keys: eject-after, eject-time, max-ejected-percent)"
+    )
+  })
 })

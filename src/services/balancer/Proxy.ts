@@ -101,8 +101,13 @@ export class Proxy extends Context.Tag("effect-lb/Proxy")<
     /** Client connections open right now. */
     readonly open: Effect.Effect<number>
     readonly figures: Effect.Effect<ProxyFigures>
+    /** A reload's PROXY protocol settings, for the connections accepted from now on. */
+    readonly reconfigure: (change: ProxyProtocolSettings) => Effect.Effect<void>
   }
 >() {}
+
+/** The PROXY protocol on either side: what a reload changes in place. */
+export type ProxyProtocolSettings = Pick<ProxyConfig, "sendProxy" | "acceptProxy">
 
 /** One client and the backend it is paired with (or being connected to), from accept to close. */
 interface Pair extends Entry {
@@ -166,7 +171,8 @@ interface Totals {
 
 /** What every connection's callbacks share: made once per proxy, never per connection. */
 interface Shared {
-  readonly config: ProxyConfig
+  /** Read per connection: a reload replaces it whole. */
+  config: ProxyConfig
   readonly balancer: Balancer["Type"]
   readonly registry: ServerRegistry["Type"]
   readonly clock: Clock.Clock
@@ -632,7 +638,12 @@ export const make = (config: ProxyConfig) =>
     return Proxy.of({
       address,
       open: Effect.sync(() => shared.pairs.size),
-      figures: Effect.sync(() => figuresOf(shared))
+      figures: Effect.sync(() => figuresOf(shared)),
+      reconfigure: (change) =>
+        Effect.sync(() => {
+          const { sendProxy: _send, acceptProxy: _accept, ...rest } = shared.config
+          shared.config = { ...rest, ...change }
+        })
     })
   })
 

@@ -1,6 +1,7 @@
 /**
  * Reloading the settings file (SIGHUP, `POST /api/reload`): the servers it lists are added, drained
- * when they leave it, and re-weighted in place; the strategy and the probe settings are applied.
+ * when they leave it, and re-weighted in place; the strategy, the probe settings, slow start,
+ * passive health and the proxy's PROXY protocol settings (for new connections) are applied.
  * Nothing else is touched: a server's state, load and latency stay, connections stay open, and the
  * servers that registered themselves or were added through the admin API are not the file's to
  * remove. A file that is refused changes nothing.
@@ -11,7 +12,8 @@ import type { Host, Port } from "../../domain/Server.js"
 import { Balancer } from "./Balancer.js"
 import { HealthMonitor, type Settings } from "./HealthMonitor.js"
 import { Operator } from "./Operator.js"
-import { ServerRegistry } from "./ServerRegistry.js"
+import { Proxy, type ProxyProtocolSettings } from "./Proxy.js"
+import { ServerRegistry, type Tunables } from "./ServerRegistry.js"
 
 /** What a reload asks for, read from the file (the flags given still win over it). */
 export interface Desired {
@@ -19,6 +21,10 @@ export interface Desired {
   /** The file's servers; `undefined` when `--server` flags decide them (a reload leaves them be). */
   readonly servers: ReadonlyArray<{ readonly host: Host; readonly port: Port; readonly weight: Weight }> | undefined
   readonly monitor: Settings
+  /** Slow start and passive health, applied in place. */
+  readonly tunables: Tunables
+  /** The PROXY protocol on either side, for new proxied connections (with a proxy only). */
+  readonly proxyProtocol: ProxyProtocolSettings
   /** The keys whose new value takes a restart (listening addresses, limits fixed at start). */
   readonly restartNeeded: ReadonlyArray<string>
 }
@@ -54,6 +60,7 @@ export const make = (load: Effect.Effect<Desired, ReloadFailed>) =>
     const operator = yield* Operator
     const balancer = yield* Balancer
     const monitor = yield* HealthMonitor
+    const proxy = yield* Effect.serviceOption(Proxy)
     const oneAtATime = yield* Effect.makeSemaphore(1)
 
     const applyServers = (servers: NonNullable<Desired["servers"]>) =>
@@ -92,6 +99,8 @@ export const make = (load: Effect.Effect<Desired, ReloadFailed>) =>
             (error) => new ReloadFailed({ message: error.message })
           )
         yield* monitor.reconfigure(desired.monitor)
+        yield* registry.reconfigure(desired.tunables)
+        if (Option.isSome(proxy)) yield* proxy.value.reconfigure(desired.proxyProtocol)
         const servers =
           desired.servers === undefined
             ? { added: [], removed: [], reweighted: [] }

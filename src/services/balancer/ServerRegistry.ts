@@ -19,6 +19,7 @@ import {
   Context,
   Duration,
   Effect,
+  Fiber,
   Layer,
   Option,
   PubSub,
@@ -129,7 +130,8 @@ export interface RegistryConfig {
    * server in its Locate, a proxied connect failed, a proxied connection was reset — that eject it
    * (0, the default here: off), for `ejectTimeMs` times the ejections it has had (at most 10 times),
    * never more than `maxEjectedPercent` of the servers at once. A failure more than `ejectTimeMs`
-   * after the previous one starts a new run.
+   * after the previous one starts a new run. Each `ejectTimeMs` a server stays live without a failure
+   * takes one ejection off its count (Envoy's multiplier decay), so an old ejection is forgiven.
    */
   readonly ejectAfter?: number
   readonly ejectTimeMs?: number
@@ -159,6 +161,11 @@ export const rampAt = (elapsedMs: number, slowStartMs: number): number =>
 export const rampTickMs = (slowStartMs: number): number => Math.min(1000, Math.max(50, slowStartMs / 20))
 
 export const defaultConfig: RegistryConfig = { smoothing: 0.3, maxServers: 10_000 }
+
+/** The settings a reload changes in place: slow start and passive health. */
+export type Tunables = Required<
+  Pick<RegistryConfig, "slowStartMs" | "ejectAfter" | "ejectTimeMs" | "maxEjectedPercent">
+>
 
 export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
   ServerRegistry,
@@ -229,6 +236,12 @@ export class ServerRegistry extends Context.Tag("effect-lb/ServerRegistry")<
     readonly unsafeFailed: (id: ServerId, failure: TrafficFailure) => void
     /** Passive health: a proxied connection to it ended well; its run of failures ends. Synchronous. */
     readonly unsafeSucceeded: (id: ServerId) => void
+    /**
+     * Applies new slow-start and passive-health settings in place (a reload): every server's state,
+     * load and history stay; a ramp under way is stretched or shortened to the new length (ended,
+     * with slow start off); an ejection under way runs its course.
+     */
+    readonly reconfigure: (tunables: Tunables) => Effect.Effect<void>
   }
 >() {}
 
@@ -284,11 +297,11 @@ interface Books {
   /** The generation the last registration got. */
   generation: number
   /** Slow start's length (0: off), and the servers ramping up now. */
-  readonly slowStartMs: number
+  slowStartMs: number
   readonly ramping: Set<Entry>
-  readonly ejectAfter: number
-  readonly ejectTimeMs: number
-  readonly maxEjectedPercent: number
+  ejectAfter: number
+  ejectTimeMs: number
+  maxEjectedPercent: number
   /** The servers ejected now. */
   readonly ejected: Set<Entry>
 }
@@ -299,6 +312,7 @@ interface Books {
  */
 const trafficFailed = (books: Books, entry: Entry, failure: TrafficFailure) => {
   const now = books.clock.unsafeCurrentTimeMillis()
+  forgive(books, entry, now)
   entry.failures = now - entry.failedAt > books.ejectTimeMs ? 1 : entry.failures + 1
   entry.failedAt = now
   if (entry.state !== "live" || entry.failures < books.ejectAfter) return
@@ -312,6 +326,17 @@ const trafficFailed = (books: Books, entry: Entry, failure: TrafficFailure) => {
   toState(books, "dead", now)(entry)
   tell(books, entry)
   books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
+}
+
+/**
+ * Penalty decay, worked out when it matters (at the next failure, not on a timer): each whole
+ * ejection time the server has been live since it became live and since its last failure takes one
+ * off its ejections so far.
+ */
+const forgive = (books: Books, entry: Entry, now: number) => {
+  if (entry.ejectedTimes === 0 || entry.state !== "live") return
+  const clean = now - Math.max(entry.stateSince, entry.failedAt)
+  entry.ejectedTimes = Math.max(0, entry.ejectedTimes - Math.floor(clean / books.ejectTimeMs))
 }
 
 /** The entry has just become live: with slow start on, it takes a small share of its weight at first. */
@@ -378,12 +403,14 @@ const removeEntry = (books: Books, entry: Entry) => {
 const refreshEntry = (books: Books, entry: Entry, spec: ServerSpec): Entry => {
   entry.spec = spec
   entry.generation = ++books.generation
-  // Registering again ends a drain; while watched, only a probe answer makes it live again.
+  // Registering again (or a reload listing it again) ends a drain: back in rotation at once if its
+  // last probe answered (probes go on while it drains) or nobody probes; else dead until one does.
   if (entry.state === "draining") {
-    entry.state = books.watchers.size > 0 ? "dead" : "live"
-    entry.deadSince = books.clock.unsafeCurrentTimeMillis()
-    entry.stateSince = entry.deadSince
-    if (entry.state === "live") becameLive(books, entry, entry.stateSince)
+    const now = books.clock.unsafeCurrentTimeMillis()
+    entry.state = books.watchers.size === 0 || entry.lastCheck?.ok === true ? "live" : "dead"
+    if (entry.state === "dead") entry.deadSince = now
+    entry.stateSince = now
+    if (entry.state === "live") becameLive(books, entry, now)
   }
   tell(books, entry)
   books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
@@ -533,6 +560,10 @@ const recordCheck = (books: Books, id: ServerId, check: LastCheck) => {
   if (entry !== undefined) entry.lastCheck = check
 }
 
+/** A change of state, at the time the effect runs (not when it is made). */
+const setState = (books: Books, server: ServerRef, state: ServerState) =>
+  Effect.suspend(() => update(books, server, toState(books, state, books.clock.unsafeCurrentTimeMillis())))
+
 /** Removes the self-registered servers dead since `cutoff` or longer; returns their ids. */
 const removeDeadSince = (books: Books, cutoff: number): ReadonlyArray<ServerId> => {
   const removed: Array<ServerId> = []
@@ -545,18 +576,56 @@ const removeDeadSince = (books: Books, cutoff: number): ReadonlyArray<ServerId> 
   return removed
 }
 
-/** The ramp's fiber, for the registry's lifetime; with slow start off, no fiber. */
-const ramp = (books: Books) =>
+/** The ramp's fiber, in `scope` (the registry's); with slow start off, no fiber. */
+const ramp = (books: Books, scope: Scope.Scope) =>
   books.slowStartMs > 0
-    ? Effect.asVoid(
-        Effect.forkScoped(
+    ? Effect.map(
+        Effect.forkIn(
           Effect.repeat(
             Effect.sync(() => rampStep(books)),
             Schedule.spaced(Duration.millis(rampTickMs(books.slowStartMs)))
-          )
-        )
+          ),
+          scope
+        ),
+        (fiber): Fiber.RuntimeFiber<unknown> | undefined => fiber
       )
-    : Effect.void
+    : Effect.succeed(undefined)
+
+/** New settings in place; each ramp under way keeps its start and takes the new length (ends, if off). */
+const retune = (books: Books, tunables: Tunables) => {
+  const before = books.slowStartMs
+  books.ejectAfter = tunables.ejectAfter
+  books.ejectTimeMs = tunables.ejectTimeMs
+  books.maxEjectedPercent = tunables.maxEjectedPercent
+  books.slowStartMs = tunables.slowStartMs
+  for (const entry of books.ramping) {
+    entry.rampUntil += books.slowStartMs - before
+    if (books.slowStartMs > 0) continue
+    entry.ramp = 1
+    books.ramping.delete(entry)
+    tell(books, entry)
+    books.hub.unsafeOffer({ _tag: "Updated", server: view(entry) })
+  }
+  if (books.slowStartMs > 0) rampStep(books)
+  return before !== books.slowStartMs
+}
+
+/** Starts the ramp (with slow start on), and returns how a reload retunes the books and swaps the ramp's fiber. */
+const reconfigurable = (books: Books) =>
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope
+    let ramper = yield* ramp(books, scope)
+    // One reconfigure at a time, so the ramp's fiber is swapped whole.
+    const oneAtATime = yield* Effect.makeSemaphore(1)
+    return (tunables: Tunables) =>
+      oneAtATime.withPermits(1)(
+        Effect.gen(function* () {
+          if (!retune(books, tunables)) return
+          if (ramper !== undefined) yield* Fiber.interrupt(ramper)
+          ramper = yield* ramp(books, scope)
+        })
+      )
+  })
 
 /** Where a client goes for a server, and whether it speaks TLS there. */
 const locationOf = (spec: ServerSpec): ServerLocation =>
@@ -596,8 +665,8 @@ export const make = (config: RegistryConfig = defaultConfig) =>
         for (const id of entries.keys()) Metrics.unsafeForget(id)
       })
     )
-    yield* ramp(books)
     return ServerRegistry.of({
+      reconfigure: yield* reconfigurable(books),
       add: (spec, origin = "registered") => Effect.map(added(books, spec, origin), view),
       removeDeadSince: (cutoff) => Effect.sync(() => removeDeadSince(books, cutoff)),
       register: (spec) =>
@@ -615,7 +684,7 @@ export const make = (config: RegistryConfig = defaultConfig) =>
           if (entry !== undefined) removeEntry(books, entry)
           return entry !== undefined
         }),
-      setState: (server, state) => update(books, server, toState(books, state, books.clock.unsafeCurrentTimeMillis())),
+      setState: (server, state) => setState(books, server, state),
       setWeight: (id, weight) => update(books, id, toWeight(weight)),
       reportLoad: (server, active, latencyMs) => Effect.asVoid(update(books, server, loadReport(active, latencyMs))),
       recordProbe: (id, roundTripMs, active, latencyMs, at) =>

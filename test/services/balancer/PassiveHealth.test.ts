@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Option, TestClock } from "effect"
+import { Clock, type Duration, Effect, Option, TestClock } from "effect"
 import type { ServerSpec } from "../../../src/domain/Server.js"
 import { Balancer } from "../../../src/services/balancer/Balancer.js"
 import * as Metrics from "../../../src/services/balancer/Metrics.js"
@@ -80,6 +80,54 @@ describe("passive health", () => {
       yield* addFour
       yield* excluded(spec(1), 20)
       expect((yield* stateOf(spec(1))).state).toBe("live")
+    }).pipe(Effect.provide(balancerLayer("round-robin")))
+  )
+
+  it.effect("forgives one ejection for each ejection time a server stays live without a failure", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const ejectedFor = (server: ServerSpec) =>
+        Effect.gen(function* () {
+          const now = yield* Clock.currentTimeMillis
+          yield* excluded(server, 3)
+          return ((yield* stateOf(server)).ejectedUntil ?? now) - now
+        })
+      const returns = (server: ServerSpec, after: Duration.DurationInput) =>
+        Effect.zipRight(TestClock.adjust(after), registry.setState(server.id, "live"))
+      yield* addFour
+      expect(yield* ejectedFor(spec(1))).toBe(10_000)
+      yield* returns(spec(1), "10 seconds")
+      expect(yield* ejectedFor(spec(1))).toBe(20_000)
+      yield* returns(spec(1), "20 seconds")
+      expect(yield* ejectedFor(spec(1))).toBe(30_000)
+      // Back, and clean for two ejection times: two of its three ejections forgiven, the next lasts 2x.
+      yield* returns(spec(1), "30 seconds")
+      yield* TestClock.adjust("20 seconds")
+      expect(yield* ejectedFor(spec(1))).toBe(20_000)
+      // Time dead does not count: back after a long ejection and failing at once, it is not forgiven.
+      yield* returns(spec(1), "60 seconds")
+      expect(yield* ejectedFor(spec(1))).toBe(30_000)
+      // A clean spell long enough forgives all: the next is a first ejection again.
+      yield* returns(spec(1), "30 seconds")
+      yield* TestClock.adjust("5 minutes")
+      expect(yield* ejectedFor(spec(1))).toBe(10_000)
+    }).pipe(Effect.provide(balancerLayer("round-robin", {}, passive)))
+  )
+
+  it.effect("a reload turns passive health on or off, or changes it, keeping each server's state", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      yield* addFour
+      yield* excluded(spec(1), 5)
+      expect((yield* stateOf(spec(1))).state).toBe("live")
+      yield* registry.reconfigure({ slowStartMs: 0, ...passive, ejectAfter: 2 })
+      yield* excluded(spec(1), 2)
+      expect((yield* stateOf(spec(1))).ejectedUntil).toBe(10_000)
+      yield* registry.reconfigure({ slowStartMs: 0, ...passive, ejectAfter: 0 })
+      yield* excluded(spec(2), 5)
+      expect((yield* stateOf(spec(2))).state).toBe("live")
+      // The ejection under way runs its course.
+      expect((yield* stateOf(spec(1))).state).toBe("dead")
     }).pipe(Effect.provide(balancerLayer("round-robin")))
   )
 })

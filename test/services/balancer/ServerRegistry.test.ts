@@ -105,3 +105,31 @@ describe("the registry's limit (--max-servers)", () => {
     )
   )
 })
+
+describe("a drain taken back (a reload listing the server again, or it registering again)", () => {
+  const watcher = { added: () => {}, removed: () => {} }
+  const check = (ok: boolean) => ({ at: 0, ok, result: ok ? "ping 1.0 ms ok" : "refused" })
+
+  it.scoped("is live at once when its probes still answer, keeping its figures; dead until one does when not", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      yield* registry.add(spec(1), "file")
+      yield* registry.add(spec(2), "file")
+      yield* registry.watch(watcher)
+      for (const n of [1, 2]) {
+        yield* registry.recordProbe(spec(n).id, 5, 3)
+        yield* registry.recordCheck(spec(n).id, check(true))
+        yield* registry.setState(spec(n).id, "live")
+        yield* registry.setState(spec(n).id, "draining")
+      }
+      // Probes go on while it drains: s2's last one failed.
+      yield* registry.recordCheck(spec(2).id, check(false))
+      yield* registry.add(spec(1), "file")
+      yield* registry.add(spec(2), "file")
+      const s1 = Option.getOrThrow(yield* registry.get(spec(1).id))
+      expect([s1.state, s1.active, s1.responseTimeMs]).toEqual(["live", 3, 5])
+      expect(registry.unsafeLive().map((candidate) => candidate.id)).toEqual(["s1"])
+      expect(Option.getOrThrow(yield* registry.get(spec(2).id)).state).toBe("dead")
+    }).pipe(Effect.provide(balancerLayer()))
+  )
+})

@@ -97,4 +97,25 @@ describe("slow start", () => {
       ).not.toHaveProperty("effectiveWeight")
     }).pipe(Effect.provide(balancerLayer("weighted-round-robin")))
   )
+
+  it.effect("a reload turns slow start on, stretches a ramp under way, and ends every ramp when it turns it off", () =>
+    Effect.gen(function* () {
+      const registry = yield* ServerRegistry
+      const effectiveWeight = Effect.map(registry.get(s2.id), (server) => Option.getOrThrow(server).effectiveWeight)
+      const tunables = { slowStartMs: 30_000, ejectAfter: 0, ejectTimeMs: 30_000, maxEjectedPercent: 50 }
+      yield* registry.reconfigure(tunables)
+      yield* s2BackFromDead
+      yield* TestClock.adjust("6 seconds")
+      expect(yield* effectiveWeight).toBe(0.2)
+      // Twice as long: the ramp keeps its start, so 6 s of 60 s.
+      yield* registry.reconfigure({ ...tunables, slowStartMs: 60_000 })
+      expect(yield* effectiveWeight).toBe(0.1)
+      yield* TestClock.adjust("24 seconds")
+      expect(yield* effectiveWeight).toBe(0.5)
+      expect(yield* shareOfS2(600)).toBeLessThan(0.42)
+      yield* registry.reconfigure({ ...tunables, slowStartMs: 0 })
+      expect(yield* effectiveWeight).toBeUndefined()
+      expect(yield* shareOfS2(500)).toBe(0.5)
+    }).pipe(Effect.provide(balancerLayer("weighted-round-robin")))
+  )
 })

@@ -1,0 +1,87 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Either, Option } from "effect"
+import { type BalancerFlags, desiredFrom, settingsFrom } from "../../src/programs/balancerSettings.js"
+import { type ConfigFile, decodeConfig, parseConfig } from "../../src/programs/configFile.js"
+
+/** No flag given: every setting is the file's, else the default. */
+const noFlags: BalancerFlags = {
+  host: Option.none(),
+  port: Option.none(),
+  strategy: Option.none(),
+  servers: [],
+  probeInterval: Option.none(),
+  deadAfter: Option.none(),
+  rise: Option.none(),
+  fall: Option.none(),
+  health: Option.none(),
+  proxyPort: Option.none(),
+  maxConnections: Option.none(),
+  connectTimeout: Option.none(),
+  proxyIdleTimeout: Option.none(),
+  drainTimeout: Option.none(),
+  sendProxy: Option.none(),
+  acceptProxy: false,
+  adminPort: Option.none(),
+  adminHost: Option.none(),
+  idleTimeout: Option.none(),
+  maxServers: Option.none(),
+  removeDeadAfter: Option.none(),
+  slowStart: Option.none(),
+  ejectAfter: Option.none(),
+  ejectTime: Option.none(),
+  maxEjectedPercent: Option.none(),
+  accessLog: false,
+  token: Option.none()
+}
+
+const file = (yaml: string): ConfigFile =>
+  Either.getOrThrow(Either.flatMap(parseConfig("f.yaml", yaml), (value) => decodeConfig("f.yaml", value, {})))
+
+const tuned = [
+  "proxy: { port: 0, send-proxy: v1, accept-proxy: true }",
+  "slow-start: 20s",
+  "passive-health: { eject-after: 4, eject-time: 5s, max-ejected-percent: 30 }"
+].join("\n")
+
+describe("the balancer's settings: flag, else file, else default", () => {
+  it("takes slow start, passive health and the PROXY protocol from the file", () => {
+    const settings = settingsFrom(noFlags, file(tuned))
+    expect(settings.slowStart).toEqual(Duration.seconds(20))
+    expect([settings.ejectAfter, settings.ejectTime, settings.maxEjectedPercent]).toEqual([4, Duration.seconds(5), 30])
+    expect(settings.proxy).toMatchObject({ sendProxy: "v1", acceptProxy: true })
+  })
+
+  it("a flag given wins over the file; none given, the defaults (all off)", () => {
+    const flags: BalancerFlags = {
+      ...noFlags,
+      slowStart: Option.some(Duration.zero),
+      ejectAfter: Option.some(0),
+      sendProxy: Option.some("off")
+    }
+    const settings = settingsFrom(flags, file(tuned))
+    expect(settings.slowStart).toEqual(Duration.zero)
+    expect(settings.ejectAfter).toBe(0)
+    expect(settings.ejectTime).toEqual(Duration.seconds(5))
+    expect(settings.proxy?.sendProxy).toBeUndefined()
+    const defaults = settingsFrom(noFlags, file("proxy: { port: 0 }"))
+    expect([defaults.slowStart, defaults.ejectAfter, defaults.ejectTime, defaults.maxEjectedPercent]).toEqual([
+      Duration.zero,
+      0,
+      Duration.seconds(30),
+      50
+    ])
+    expect(defaults.proxy?.sendProxy).toBeUndefined()
+    expect(defaults.proxy?.acceptProxy).toBe(false)
+  })
+
+  it("a reload applies them in place: none of them needs a restart", () => {
+    const running = settingsFrom(noFlags, file("proxy: { port: 0 }"))
+    const desired = desiredFrom(settingsFrom(noFlags, file(tuned)), running, true)
+    expect(desired.tunables).toEqual({ slowStartMs: 20_000, ejectAfter: 4, ejectTimeMs: 5000, maxEjectedPercent: 30 })
+    expect(desired.proxyProtocol).toEqual({ sendProxy: "v1", acceptProxy: true })
+    expect(desired.restartNeeded).toEqual([])
+    const back = desiredFrom(running, settingsFrom(noFlags, file(tuned)), true)
+    expect(back.proxyProtocol).toEqual({ acceptProxy: false })
+    expect(back.tunables.slowStartMs).toBe(0)
+  })
+})
