@@ -13,12 +13,23 @@ import * as Reload from "../services/balancer/Reload.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
 import { Strategies } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
-import { ignoringHangup, reloadingOnHangup } from "./hangup.js"
+import { ignoringHangup, reloadingCertificatesOnHangup, reloadingOnHangup } from "./hangup.js"
+import type { ListenerTls } from "../services/wire/Tls.js"
+import { type BalancerTls, reloadTls, startTls } from "./balancerTls.js"
+import { certificateOptions } from "./tlsOptions.js"
 import { hintBusyPort } from "./listen.js"
 import { version } from "./version.js"
-import { type BalancerOptions, desiredFrom, passiveDefaults, settingsFrom, tunablesOf } from "./balancerSettings.js"
+import {
+  allTlsListeners,
+  type BalancerOptions,
+  desiredFrom,
+  passiveDefaults,
+  settingsFrom,
+  tunablesOf
+} from "./balancerSettings.js"
 import { loadConfig, rules } from "./configFile.js"
 import {
+  fileRule,
   accessLog,
   checked,
   checkedToken,
@@ -36,7 +47,14 @@ export const balancerLayer = (options: BalancerOptions) => {
   const seed = Layer.effectDiscard(
     Effect.flatMap(ServerRegistry.ServerRegistry, (registry) =>
       Effect.forEach(options.servers, (server) =>
-        registry.add({ ...server, id: ServerId.make(formatEndpoint(server)) }, options.serversOrigin ?? "configured")
+        registry.add(
+          {
+            ...server,
+            id: ServerId.make(formatEndpoint(server)),
+            ...(options.tls?.backend === true ? { tls: true } : {})
+          },
+          options.serversOrigin ?? "configured"
+        )
       )
     )
   )
@@ -57,7 +75,8 @@ export const balancerLayer = (options: BalancerOptions) => {
     host: options.host,
     port: options.port,
     idleTimeout: options.idleTimeout ?? ControlPlane.defaults.idleTimeout,
-    accessLog: options.accessLog === true
+    accessLog: options.accessLog === true,
+    tls: options.balancerTls
   })
   const proxy:
     | Layer.Layer<never, Wire.ListenFailed, Balancer.Balancer | ServerRegistry.ServerRegistry>
@@ -229,53 +248,94 @@ const options = {
     passiveDefaults.maxEjectedPercent,
     "passive health: never eject more than this percentage of the servers at once"
   ),
+  ...certificateOptions("the balancer port and the proxy port (see --tls-listeners)"),
+  tlsListeners: setting(
+    "tls-listeners",
+    rules.tlsListeners,
+    allTlsListeners,
+    "which listeners serve TLS with --tls-cert: balancer, proxy, or both"
+  ),
+  backendTls: Options.boolean("backend-tls").pipe(
+    Options.withDescription(
+      "the --server (and settings file) servers' ports speak TLS: probes and the proxy speak TLS to them (servers that register say so themselves) [default: off]"
+    )
+  ),
+  backendCa: optional(
+    "backend-ca",
+    fileRule,
+    "check the servers' certificates against the CA certificates in this file (PEM)",
+    "the system's CAs"
+  ),
   accessLog,
   token
 }
 
+/** Where the balancer listens, once it does: one line each, for a person (and for tests). */
+const announce = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const plane = yield* ControlPlane.ControlPlane
+    const balancer = yield* Balancer.Balancer
+    const registry = yield* ServerRegistry.ServerRegistry
+    const servers = yield* registry.list
+    const proxy = yield* Effect.serviceOption(Proxy.Proxy)
+    if (Option.isSome(proxy)) yield* Console.log(`effect-lb proxy listening on ${formatEndpoint(proxy.value.address)}`)
+    yield* Console.log(
+      `effect-lb balancer listening on ${formatEndpoint(plane.address)}, strategy ${yield* balancer.strategy}, ` +
+        `${servers.length} server${servers.length === 1 ? "" : "s"}`
+    )
+    const admin = yield* Effect.serviceOption(Admin.Admin)
+    if (Option.isSome(admin))
+      yield* Console.log(`effect-lb admin and dashboard on http://${formatEndpoint(admin.value.address)}/`)
+  })
+)
+
+/** With `--config`, SIGHUP reloads the settings (certificates included). */
+const hangups = Layer.scopedDiscard(
+  Effect.flatMap(Effect.serviceOption(Reload.Reloader), (reloader) =>
+    Option.isSome(reloader) ? reloadingOnHangup(reloader.value.reload) : Effect.void
+  )
+)
+
+/** Without `--config`: with a certificate, SIGHUP reads it again; else SIGHUP is ignored (logged). */
+const withoutConfig = (tls: BalancerTls) => {
+  const listeners = [tls.balancer, tls.proxy].filter((listener): listener is ListenerTls => listener !== undefined)
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Option.isSome(tls.identity) && listeners.length > 0
+      ? reloadingCertificatesOnHangup(listeners, tls.identity.value)(effect)
+      : ignoringHangup(effect)
+}
+
 export const balancerCommand = Command.make("balancer", options, (flags) =>
   Effect.gen(function* () {
-    const announce = Layer.effectDiscard(
-      Effect.gen(function* () {
-        const plane = yield* ControlPlane.ControlPlane
-        const balancer = yield* Balancer.Balancer
-        const registry = yield* ServerRegistry.ServerRegistry
-        const servers = yield* registry.list
-        const proxy = yield* Effect.serviceOption(Proxy.Proxy)
-        if (Option.isSome(proxy))
-          yield* Console.log(`effect-lb proxy listening on ${formatEndpoint(proxy.value.address)}`)
-        yield* Console.log(
-          `effect-lb balancer listening on ${formatEndpoint(plane.address)}, strategy ${yield* balancer.strategy}, ` +
-            `${servers.length} server${servers.length === 1 ? "" : "s"}`
-        )
-        const admin = yield* Effect.serviceOption(Admin.Admin)
-        if (Option.isSome(admin))
-          yield* Console.log(`effect-lb admin and dashboard on http://${formatEndpoint(admin.value.address)}/`)
-      })
-    )
     const file = Option.isSome(flags.config) ? yield* loadConfig(flags.config.value) : {}
     const settings = settingsFrom(flags, file)
     const token = yield* checkedToken(settings.token)
+    const tls = yield* startTls(settings.tls, settings.proxy !== undefined)
     const reload = Option.map(flags.config, (path) =>
       loadConfig(path).pipe(
-        Effect.map((next) => desiredFrom(settingsFrom(flags, next), settings, flags.servers.length === 0)),
+        Effect.flatMap((next) => {
+          const nextSettings = settingsFrom(flags, next)
+          const desired = desiredFrom(nextSettings, settings, flags.servers.length === 0)
+          return Effect.map(reloadTls(tls, nextSettings.tls), (install) => ({ ...desired, tls: install }))
+        }),
         Effect.mapError((refused) => new Reload.ReloadFailed({ message: refused.message }))
-      )
-    )
-    const hangups = Layer.scopedDiscard(
-      Effect.flatMap(Effect.serviceOption(Reload.Reloader), (reloader) =>
-        Option.isSome(reloader) ? reloadingOnHangup(reloader.value.reload) : Effect.void
       )
     )
     const balancer = balancerLayer({
       ...settings,
+      monitor: { ...settings.monitor, backendTrust: tls.backendTrust },
+      proxy:
+        settings.proxy === undefined
+          ? undefined
+          : { ...settings.proxy, tls: tls.proxy, backendTrust: tls.backendTrust },
+      balancerTls: tls.balancer,
       token,
       serversOrigin: Option.isSome(flags.config) && flags.servers.length === 0 ? "file" : "configured",
       reload: Option.getOrUndefined(reload)
     })
     yield* Layer.launch(Layer.merge(announce, hangups).pipe(Layer.provide(balancer))).pipe(
       hintBusyPort([{ flag: "--port", port: settings.port, fallback: ControlPlane.defaults.port }]),
-      Option.isSome(flags.config) ? (effect) => effect : ignoringHangup
+      Option.isSome(flags.config) ? (effect) => effect : withoutConfig(tls)
     )
   })
 ).pipe(Command.withDescription("run the balancer: hands clients the location of a server"))

@@ -12,8 +12,9 @@ import * as Reaper from "../services/balancer/Reaper.js"
 import type * as Reload from "../services/balancer/Reload.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
 import type { StrategyName } from "../services/balancer/strategies/Catalog.js"
+import type { ListenerTls } from "../services/wire/Tls.js"
 import type { ConfigFile, rules } from "./configFile.js"
-import type { Rule, ServerAddressFromText } from "./options.js"
+import type { Rule, ServerAddressFromText, TlsListener } from "./options.js"
 
 export interface BalancerOptions {
   readonly host: string
@@ -43,7 +44,24 @@ export interface BalancerOptions {
   readonly serversOrigin?: "configured" | "file"
   /** When set, the settings can be reloaded (SIGHUP, POST /api/reload): this reads them again. */
   readonly reload?: Effect.Effect<Reload.Desired, Reload.ReloadFailed> | undefined
+  /** What the settings say of TLS (the command makes the listeners' TLS from it). */
+  readonly tls?: TlsSettings
+  /** TLS on the balancer port, with its certificate (made from `tls`). */
+  readonly balancerTls?: ListenerTls | undefined
 }
+
+/** TLS as the settings give it: the certificate, where it is served, and TLS to the servers. */
+export interface TlsSettings {
+  readonly cert: string | undefined
+  readonly key: string | undefined
+  readonly listeners: ReadonlyArray<TlsListener>
+  /** The configured servers' ports speak TLS (`--backend-tls`). */
+  readonly backend: boolean
+  /** The CAs their certificates are checked against (`--backend-ca`); none: the system's. */
+  readonly backendCa: string | undefined
+}
+
+export const allTlsListeners: ReadonlyArray<TlsListener> = ["balancer", "proxy"]
 
 /**
  * Passive health's defaults on the command line: off, as HAProxy's `observe` and Envoy's outlier
@@ -92,6 +110,11 @@ export interface BalancerFlags {
   readonly maxEjectedPercent: Given<typeof rules.maxEjectedPercent>
   readonly accessLog: boolean
   readonly token: Option.Option<string>
+  readonly tlsCert: Option.Option<string>
+  readonly tlsKey: Option.Option<string>
+  readonly tlsListeners: Given<typeof rules.tlsListeners>
+  readonly backendTls: boolean
+  readonly backendCa: Option.Option<string>
 }
 
 const given = <A>(flag: Option.Option<A>, file: A | undefined, fallback: A): A =>
@@ -101,7 +124,7 @@ const given = <A>(flag: Option.Option<A>, file: A | undefined, fallback: A): A =
 export const settingsFrom = (
   flags: BalancerFlags,
   file: ConfigFile
-): Omit<BalancerOptions, "token"> & { readonly token: Option.Option<string> } => {
+): Omit<BalancerOptions, "token" | "tls"> & { readonly token: Option.Option<string>; readonly tls: TlsSettings } => {
   const host = given(flags.host, file.host, Host.make(ControlPlane.defaults.host))
   const proxyPort = Option.orElse(flags.proxyPort, () => Option.fromNullable(file.proxy?.port))
   const adminPort = Option.orElse(flags.adminPort, () => Option.fromNullable(file.admin?.port))
@@ -138,6 +161,15 @@ export const settingsFrom = (
       passiveDefaults.maxEjectedPercent
     ),
     accessLog,
+    tls: {
+      cert: Option.getOrUndefined(Option.orElse(flags.tlsCert, () => Option.fromNullable(file.tls?.cert))),
+      key: Option.getOrUndefined(Option.orElse(flags.tlsKey, () => Option.fromNullable(file.tls?.key))),
+      listeners: given(flags.tlsListeners, file.tls?.listeners, allTlsListeners),
+      backend: flags.backendTls || file.tls?.backend === true,
+      backendCa: Option.getOrUndefined(
+        Option.orElse(flags.backendCa, () => Option.fromNullable(file.tls?.["backend-ca"]))
+      )
+    },
     admin: Option.match(adminPort, {
       onNone: () => undefined,
       onSome: (port) => ({ host: given(flags.adminHost, file.admin?.host, Host.make(Admin.defaults.host)), port })
@@ -180,7 +212,10 @@ const fixedAt = (settings: Settings): Record<string, string> => {
     "idle-timeout": millis(settings.idleTimeout),
     "max-servers": String(settings.maxServers),
     "remove-dead-after": millis(settings.removeDeadAfter),
-    "access-log": String(settings.accessLog)
+    "access-log": String(settings.accessLog),
+    // Where TLS is served, and whether the configured servers speak it (the files are read again instead).
+    "tls.listeners": settings.tls.cert === undefined ? "" : settings.tls.listeners.join(","),
+    "tls.backend": String(settings.tls.backend)
   }
 }
 
@@ -190,7 +225,9 @@ export const desiredFrom = (next: Settings, running: Settings, serversFromFile: 
   const after = fixedAt(next)
   return {
     strategy: next.strategy,
-    servers: serversFromFile ? next.servers : undefined,
+    servers: serversFromFile
+      ? next.servers.map((server) => (next.tls.backend ? { ...server, tls: true } : server))
+      : undefined,
     monitor: next.monitor,
     tunables: tunablesOf(next),
     proxyProtocol: {

@@ -8,6 +8,7 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Clock, Console, type Duration, Effect, Layer, Option } from "effect"
 import { formatEndpoint } from "../domain/Server.js"
 import * as Client from "../services/client/Client.js"
+import { systemTrust } from "../services/wire/Tls.js"
 import * as Wire from "../services/wire/Wire.js"
 import { interactive } from "./interactive.js"
 import {
@@ -21,6 +22,7 @@ import {
   withDefault
 } from "./options.js"
 import { formatBytes, ProgressMeter } from "./progress.js"
+import { trustFrom, trustOptions } from "./tlsOptions.js"
 
 const out = withDefault("out", folderRule, ".", "folder to save downloads in", "the current folder")
 
@@ -46,7 +48,7 @@ const fileNameRule: Rule<string> = {
     name.length === 0 || name === "." || name === ".." || /[/\\\0]/.test(name) ? Option.none() : Option.some(name)
 }
 
-const root = Command.make("client", { balancer, json, readTimeout }, ({ balancer, readTimeout }) =>
+const root = Command.make("client", { balancer, json, readTimeout, ...trustOptions }, (flags) =>
   Effect.gen(function* () {
     if (process.stdin.isTTY !== true) {
       return yield* Effect.fail(
@@ -55,15 +57,31 @@ const root = Command.make("client", { balancer, json, readTimeout }, ({ balancer
         )
       )
     }
-    yield* interactive({ balancer, out: "." })
-  }).pipe(Effect.provide(clientLayer(balancer, readTimeout)))
+    yield* interactive({ balancer: flags.balancer, out: "." })
+  }).pipe(Effect.provide(clientLayer(flags)))
 )
 
-const clientLayer = (address: Wire.Address, readTimeout: Duration.Duration) =>
-  Client.layer({ ...Client.defaults, balancer: address, readTimeout }).pipe(
-    Layer.provideMerge(Wire.layer),
-    Layer.provide(NodeContext.layer)
-  )
+/**
+ * The client over TCP. `--tls`/`--ca` make its talk with the balancer TLS; a server the balancer
+ * says speaks TLS is spoken to in TLS, its certificate checked against `--ca` (else the system's CAs).
+ */
+const clientLayer = (flags: {
+  readonly balancer: Wire.Address
+  readonly readTimeout: Duration.Duration
+  readonly tls: boolean
+  readonly ca: Option.Option<string>
+}) =>
+  Layer.unwrapEffect(
+    Effect.map(trustFrom(flags.tls, flags.ca), (trust) =>
+      Client.layer({
+        ...Client.defaults,
+        balancer: flags.balancer,
+        readTimeout: flags.readTimeout,
+        balancerTls: trust,
+        trust: trust ?? systemTrust
+      })
+    )
+  ).pipe(Layer.provideMerge(Wire.layer), Layer.provide(NodeContext.layer))
 
 /**
  * Runs one request. Re-routes and a download's progress go to stderr, so stdout holds only the
@@ -77,11 +95,11 @@ const once = <A>(
   print: (answer: A, asJson: boolean) => string,
   transfer = ""
 ) =>
-  Effect.flatMap(root, ({ balancer, json, readTimeout }) =>
+  Effect.flatMap(root, (flags) =>
     Effect.gen(function* () {
       const client = yield* Client.Client
       const tty = process.stderr.isTTY === true
-      const meter = tty || !json ? new ProgressMeter(transfer, tty, process.stderr.columns ?? 80) : undefined
+      const meter = tty || !flags.json ? new ProgressMeter(transfer, tty, process.stderr.columns ?? 80) : undefined
       const toStderr = (text: string) => Effect.sync(() => process.stderr.write(text))
       const answer = yield* request(client, (event) => {
         switch (event._tag) {
@@ -100,8 +118,8 @@ const once = <A>(
             return Effect.void
         }
       }).pipe(Effect.onError(() => toStderr(meter?.interrupt() ?? "")))
-      yield* Console.log(print(answer, json))
-    }).pipe(Effect.provide(clientLayer(balancer, readTimeout)))
+      yield* Console.log(print(answer, flags.json))
+    }).pipe(Effect.provide(clientLayer(flags)))
   )
 
 const where = (served: Client.Served<unknown>) =>

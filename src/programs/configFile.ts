@@ -7,7 +7,19 @@ import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import * as Fs from "node:fs"
 import { parseDocument } from "yaml"
 import { names } from "../services/balancer/strategies/Catalog.js"
-import { durationBetween, hostRule, integer, oneOf, portRule, type Rule, serverRule, tokenRule } from "./options.js"
+import * as Path from "node:path"
+import {
+  durationBetween,
+  fileRule,
+  hostRule,
+  integer,
+  oneOf,
+  portRule,
+  type Rule,
+  serverRule,
+  tlsListenersRule,
+  tokenRule
+} from "./options.js"
 
 /** The balancer's rules, each shared by its flag and its key in the file. */
 export const rules = {
@@ -32,6 +44,8 @@ export const rules = {
   ejectTime: durationBetween("100 millis", "1 hour"),
   maxEjectedPercent: integer(0, 100),
   sendProxy: oneOf(["v1", "v2", "off"], "VERSION"),
+  tlsFile: fileRule,
+  tlsListeners: tlsListenersRule,
   token: tokenRule
 } satisfies Record<string, Rule<unknown>>
 
@@ -133,6 +147,25 @@ const admin = Schema.Struct({
   port: optional(ruled(rules.port))
 })
 
+/** `[balancer, proxy]` as YAML writes a list, or `balancer,proxy` as the flag does. */
+const listeners = Schema.transformOrFail(Schema.Unknown, Schema.Unknown, {
+  strict: true,
+  decode: (value) =>
+    ParseResult.succeed(
+      Array.isArray(value) && value.every((item) => typeof item === "string") ? value.join(",") : value
+    ),
+  encode: ParseResult.succeed
+}).pipe(Schema.compose(ruled(rules.tlsListeners)))
+
+/** TLS: the certificate, where it is served, and TLS to the servers. File names are relative to the file's folder. */
+const tls = Schema.Struct({
+  cert: optional(ruled(rules.tlsFile)),
+  key: optional(ruled(rules.tlsFile)),
+  listeners: optional(listeners),
+  backend: optional(yesNo),
+  "backend-ca": optional(ruled(rules.tlsFile))
+})
+
 const configSchema = (env: Readonly<Record<string, string | undefined>>) =>
   Schema.Struct({
     host: optional(ruled(rules.host)),
@@ -144,6 +177,7 @@ const configSchema = (env: Readonly<Record<string, string | undefined>>) =>
     "slow-start": optional(ruled(rules.slowStart)),
     proxy: optional(proxy),
     admin: optional(admin),
+    tls: optional(tls),
     "idle-timeout": optional(ruled(rules.idleTimeout)),
     "max-servers": optional(ruled(rules.maxServers)),
     "remove-dead-after": optional(ruled(rules.removeDeadAfter)),
@@ -157,7 +191,8 @@ const sections: Record<string, ReadonlyArray<string>> = {
   health: Object.keys(health.fields),
   "passive-health": Object.keys(passiveHealth.fields),
   proxy: Object.keys(proxy.fields),
-  admin: Object.keys(admin.fields)
+  admin: Object.keys(admin.fields),
+  tls: Object.keys(tls.fields)
 }
 
 /** A settings file as read: only what it says (flags and defaults fill the rest). */
@@ -214,7 +249,16 @@ export const decodeConfig = (
   Either.mapLeft(
     Schema.decodeUnknownEither(configSchema(env), { onExcessProperty: "error", errors: "first" })(value ?? {}),
     (error) => new ConfigRefused({ file, reason: described(error, value) })
-  )
+  ).pipe(Either.flatMap((config) => pairedCertificate(file, config)))
+
+/** `tls.cert` and `tls.key` go together: one without the other could never serve. */
+const pairedCertificate = (file: string, config: ConfigFile): Either.Either<ConfigFile, ConfigRefused> => {
+  const cert = config.tls?.cert
+  const key = config.tls?.key
+  if ((cert === undefined) === (key === undefined)) return Either.right(config)
+  const [missing, with_] = cert === undefined ? ["tls.cert", "tls.key"] : ["tls.key", "tls.cert"]
+  return Either.left(new ConfigRefused({ file, reason: `${missing} must be given with ${with_} (got none)` }))
+}
 
 /** Parses YAML (JSON is YAML too); a syntax error names its line and column. */
 export const parseConfig = (file: string, text: string): Either.Either<unknown, ConfigRefused> => {
@@ -258,5 +302,25 @@ const readText = (file: string) =>
 export const loadConfig = (file: string): Effect.Effect<ConfigFile, ConfigRefused> =>
   readText(file).pipe(
     Effect.flatMap((text) => parseConfig(file, text)),
-    Effect.flatMap((value) => decodeConfig(file, value, process.env))
+    Effect.flatMap((value) => decodeConfig(file, value, process.env)),
+    Effect.map((config) => withFilesFrom(Path.dirname(file), config))
   )
+
+/** The TLS file names of `config`, relative ones taken from `folder` (the settings file's), as nginx does. */
+const withFilesFrom = (folder: string, config: ConfigFile): ConfigFile => {
+  const tls = config.tls
+  if (tls === undefined) return config
+  const resolve = (file: string | undefined) => (file === undefined ? undefined : Path.resolve(folder, file))
+  const cert = resolve(tls.cert)
+  const key = resolve(tls.key)
+  const ca = resolve(tls["backend-ca"])
+  return {
+    ...config,
+    tls: {
+      ...tls,
+      ...(cert === undefined ? {} : { cert }),
+      ...(key === undefined ? {} : { key }),
+      ...(ca === undefined ? {} : { "backend-ca": ca })
+    }
+  }
+}

@@ -47,8 +47,19 @@ const refused = (option: string, says: string, got: string): GlobalRefused => ({
 /** A command's own options that may also be given after its subcommand: `client list --balancer H:P`. */
 const parentOptions: Record<
   string,
-  { readonly subcommands: ReadonlyArray<string>; readonly options: ReadonlyArray<string> }
-> = { client: { subcommands: ["list", "download", "compute"], options: ["--balancer", "--read-timeout"] } }
+  {
+    readonly subcommands: ReadonlyArray<string>
+    readonly options: ReadonlyArray<string>
+    /** Options that take no value. */
+    readonly switches: ReadonlyArray<string>
+  }
+> = {
+  client: {
+    subcommands: ["list", "download", "compute"],
+    options: ["--balancer", "--read-timeout", "--ca"],
+    switches: ["--tls"]
+  }
+}
 
 /** Moves `client list --balancer H:P` to `client --balancer H:P list`, where the parser reads it (and its errors name it). */
 const raiseParentOptions = (args: ReadonlyArray<string>): ReadonlyArray<string> => {
@@ -60,6 +71,10 @@ const raiseParentOptions = (args: ReadonlyArray<string>): ReadonlyArray<string> 
   const kept: Array<string> = []
   for (let i = at; i < args.length; i++) {
     const arg = args[i] ?? ""
+    if (parent.switches.includes(arg)) {
+      moved.push(arg)
+      continue
+    }
     const name = parent.options.find((option) => arg === option || arg.startsWith(`${option}=`))
     if (name === undefined) {
       kept.push(arg)

@@ -6,6 +6,7 @@
  * (`holdHangups`) and handed over once the command takes SIGHUP over: none ends it while it starts.
  */
 import { Effect, Runtime } from "effect"
+import type { Identity, ListenerTls } from "../services/wire/Tls.js"
 
 /** SIGHUPs held since `holdHangups`, not yet handed over. */
 let held = 0
@@ -34,7 +35,8 @@ const takeOver = (onHangup: () => void) =>
     () => Effect.sync(() => process.off("SIGHUP", onHangup))
   )
 
-const ignoredMessage = "SIGHUP received and ignored (only a balancer started with --config reloads on it)"
+const ignoredMessage =
+  "SIGHUP received and ignored (a balancer started with --config reloads on it; with --tls-cert, a balancer or server reads its certificate again)"
 
 const ignored = Effect.gen(function* () {
   const runtime = yield* Effect.runtime<never>()
@@ -63,3 +65,24 @@ export const reloadingOnHangup = <A, E>(reload: Effect.Effect<A, E>) =>
       Runtime.runFork(runtime)(Effect.ignore(reload))
     }
   })
+
+/**
+ * Runs `effect` reading the certificate files again at each SIGHUP for `listeners` (a renewed
+ * certificate: new handshakes get it, open connections keep theirs). A file that cannot serve
+ * changes nothing and is logged.
+ */
+export const reloadingCertificatesOnHangup =
+  (listeners: ReadonlyArray<ListenerTls>, files: Identity) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.scoped(
+      Effect.zipRight(
+        reloadingOnHangup(
+          Effect.forEach(listeners, (listener) => listener.reload(files), { discard: true }).pipe(
+            Effect.tapError((refused) =>
+              Effect.logError(`certificate reload refused, the running one stays: ${refused.message}`)
+            )
+          )
+        ),
+        effect
+      )
+    )

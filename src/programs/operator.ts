@@ -8,6 +8,7 @@ import * as Wire from "../services/wire/Wire.js"
 import { names } from "../services/balancer/strategies/Catalog.js"
 import { balancer, checkedToken, json, oneOf, ruledArg, token } from "./options.js"
 import { Schema } from "effect"
+import { trustFrom, trustOptions } from "./tlsOptions.js"
 
 /** A reply that is an error becomes the command's failure (one line, exit 1). */
 const expect = <T extends BalancerReplyType["_tag"]>(reply: BalancerReplyType, tag: T) =>
@@ -49,8 +50,9 @@ export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>
 
 const encodeReply = Schema.encodeSync(BalancerReply)
 
-export const statusCommand = Command.make("status", { balancer, json }, (flags) =>
-  fullStatus(flags.balancer).pipe(
+export const statusCommand = Command.make("status", { balancer, json, ...trustOptions }, (flags) =>
+  trustFrom(flags.tls, flags.ca).pipe(
+    Effect.flatMap((trust) => fullStatus(flags.balancer, "5 seconds", trust)),
     Effect.flatMap((reply) => expect(reply, "StatusReport")),
     Effect.flatMap((report) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -65,11 +67,16 @@ export const statusCommand = Command.make("status", { balancer, json }, (flags) 
 
 export const strategyCommand = Command.make(
   "strategy",
-  { name: ruledArg("NAME", oneOf(names), "the strategy to switch to"), balancer, token, json },
+  { name: ruledArg("NAME", oneOf(names), "the strategy to switch to"), balancer, token, json, ...trustOptions },
   (flags) =>
-    checkedToken(flags.token).pipe(
-      Effect.flatMap((token) =>
-        ask(flags.balancer, new SetStrategy({ strategy: flags.name, token: Option.getOrUndefined(token) }))
+    Effect.all([checkedToken(flags.token), trustFrom(flags.tls, flags.ca)]).pipe(
+      Effect.flatMap(([token, trust]) =>
+        ask(
+          flags.balancer,
+          new SetStrategy({ strategy: flags.name, token: Option.getOrUndefined(token) }),
+          "5 seconds",
+          trust
+        )
       ),
       Effect.flatMap((reply) => expect(reply, "StrategySet")),
       Effect.flatMap((set) =>

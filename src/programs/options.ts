@@ -192,6 +192,31 @@ export const rise = (fallback: number) =>
 export const fall = (fallback: number) =>
   positiveInt("fall", fallback, 100, "failed probes in a row (spanning dead-after) that make a live server dead")
 
+/** A file name, read when the command starts (its errors then name the file and say why). */
+export const fileRule: Rule<string> = {
+  says: "a file name",
+  placeholder: "FILE",
+  decode: (text) => (text === "" ? Option.none() : Option.some(text))
+}
+
+export type TlsListener = "balancer" | "proxy"
+
+/** `balancer,proxy`: which of the balancer's listeners serve TLS. */
+export const tlsListenersRule: Rule<ReadonlyArray<TlsListener>> = {
+  says: "balancer, proxy, or both separated by a comma",
+  placeholder: "LIST",
+  decode: (text) => {
+    const parts = text
+      .split(",")
+      .map((part) => part.trim())
+      .filter((part) => part !== "")
+    const listeners = parts.filter((part): part is TlsListener => part === "balancer" || part === "proxy")
+    return parts.length === 0 || listeners.length !== parts.length
+      ? Option.none()
+      : Option.some([...new Set(listeners)])
+  }
+}
+
 /** An existing folder (`--files`, `--out`). */
 export const folderRule: Rule<string> = {
   says: "an existing folder",

@@ -6,7 +6,9 @@ import { ServerId, Weight } from "../domain/Server.js"
 import * as FileServer from "../services/server/FileServer.js"
 import * as FileStore from "../services/server/FileStore.js"
 import * as Wire from "../services/wire/Wire.js"
-import { ignoringHangup } from "./hangup.js"
+import { ignoringHangup, reloadingCertificatesOnHangup } from "./hangup.js"
+import { makeListenerTls } from "../services/wire/Tls.js"
+import { certificateOptions, identityFrom, trustFrom, trustOptions } from "./tlsOptions.js"
 import { hintBusyPort } from "./listen.js"
 import * as BalancerLink from "../services/server/BalancerLink.js"
 import {
@@ -88,12 +90,17 @@ const options = {
     hostRule,
     "host the balancer hands to clients",
     "--host; listening on 0.0.0.0 or ::, the address this server reaches the balancer from"
-  )
+  ),
+  ...certificateOptions("its port (it registers saying so: clients and probes then speak TLS to it)"),
+  ...trustOptions
 }
 
 export const serverCommand = Command.make("server", options, (flags) =>
   Effect.gen(function* () {
     const token = yield* checkedToken(flags.token)
+    const identity = yield* identityFrom(flags.tlsCert, flags.tlsKey)
+    const tls = Option.isSome(identity) ? yield* makeListenerTls("server", identity.value) : undefined
+    const balancerTls = yield* trustFrom(flags.tls, flags.ca)
     const folder = yield* Option.match(Option.orElse(flags.files, sampleFolder), {
       onNone: () =>
         Effect.fail(
@@ -111,7 +118,8 @@ export const serverCommand = Command.make("server", options, (flags) =>
       idleTimeout: flags.idleTimeout,
       maxConnections: flags.maxConnections,
       drainTimeout: flags.drainTimeout,
-      maxLine: FileServer.defaults.maxLine
+      maxLine: FileServer.defaults.maxLine,
+      tls
     }
     const announce = Layer.effectDiscard(
       Effect.gen(function* () {
@@ -129,7 +137,8 @@ export const serverCommand = Command.make("server", options, (flags) =>
           balancer: address,
           token: Option.getOrUndefined(token),
           weight: Weight.make(flags.weight),
-          advertiseHost: Option.getOrUndefined(flags.advertiseHost)
+          advertiseHost: Option.getOrUndefined(flags.advertiseHost),
+          tls: balancerTls
         })
     })
     // Serves until stopped; a server the balancer refuses to register stops (drained) and exits 1
@@ -150,7 +159,11 @@ export const serverCommand = Command.make("server", options, (flags) =>
       ),
       Effect.scoped,
       hintBusyPort([{ flag: "--port", port: flags.port, fallback: FileServer.defaults.port }]),
-      ignoringHangup
+      // With a certificate, SIGHUP reads it again (a renewed certificate, no connection dropped).
+      (effect) =>
+        Option.isSome(identity) && tls !== undefined
+          ? reloadingCertificatesOnHangup([tls], identity.value)(effect)
+          : ignoringHangup(effect)
     )
   })
 ).pipe(Command.withDescription("run a backend server: file list, downloads, computations, health probes"))

@@ -31,7 +31,12 @@ const noFlags: BalancerFlags = {
   ejectTime: Option.none(),
   maxEjectedPercent: Option.none(),
   accessLog: false,
-  token: Option.none()
+  token: Option.none(),
+  tlsCert: Option.none(),
+  tlsKey: Option.none(),
+  tlsListeners: Option.none(),
+  backendTls: false,
+  backendCa: Option.none()
 }
 
 const file = (yaml: string): ConfigFile =>

@@ -19,12 +19,16 @@ import { ServerRegistry, type Tunables } from "./ServerRegistry.js"
 export interface Desired {
   readonly strategy: string
   /** The file's servers; `undefined` when `--server` flags decide them (a reload leaves them be). */
-  readonly servers: ReadonlyArray<{ readonly host: Host; readonly port: Port; readonly weight: Weight }> | undefined
+  readonly servers:
+    | ReadonlyArray<{ readonly host: Host; readonly port: Port; readonly weight: Weight; readonly tls?: boolean }>
+    | undefined
   readonly monitor: Settings
   /** Slow start and passive health, applied in place. */
   readonly tunables: Tunables
   /** The PROXY protocol on either side, for new proxied connections (with a proxy only). */
   readonly proxyProtocol: ProxyProtocolSettings
+  /** Installs the certificates and CA read again (checked already): applied last, when all else has been. */
+  readonly tls?: Effect.Effect<void>
   /** The keys whose new value takes a restart (listening addresses, limits fixed at start). */
   readonly restartNeeded: ReadonlyArray<string>
 }
@@ -105,6 +109,7 @@ export const make = (load: Effect.Effect<Desired, ReloadFailed>) =>
           desired.servers === undefined
             ? { added: [], removed: [], reweighted: [] }
             : yield* applyServers(desired.servers)
+        if (desired.tls !== undefined) yield* desired.tls
         return { ...servers, strategy: desired.strategy, restartNeeded: desired.restartNeeded }
       })
 

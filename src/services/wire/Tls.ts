@@ -131,6 +131,7 @@ const handshakeFailures = Metric.counter("effect_lb_tls_handshake_failures_total
 /** A handshake failure's kind, for the metric's label and the log line. */
 const failureKind = (error: unknown): { readonly label: string; readonly words: string } => {
   const code = typeof error === "object" && error !== null && "code" in error ? String(error.code) : ""
+  if (code === "PLAIN_TEXT") return { label: "plain_text", words: "the client spoke plain text, not TLS" }
   if (/WRONG_VERSION_NUMBER|HTTP_REQUEST|UNKNOWN_PROTOCOL|PACKET_LENGTH_TOO_LONG|RECORD_LENGTH_MISMATCH/.test(code))
     return { label: "plain_text", words: `the client spoke plain text, not TLS (${code})` }
   if (code === "ERR_TLS_HANDSHAKE_TIMEOUT" || code === "ETIMEDOUT")
@@ -155,6 +156,8 @@ export interface ListenerTls {
   readonly forget: (server: Tls.Server) => void
   /** Reads the files again; a bad one changes nothing and is the error. */
   readonly reload: (identity: Identity) => Effect.Effect<void, TlsRefused>
+  /** Serves `loaded` (read and checked already, by `loadIdentity`) from the next handshake on. */
+  readonly install: (loaded: Loaded) => Effect.Effect<void>
   /** Counts and (at most once per 10 s) logs a failed handshake from `from`. */
   readonly failed: (error: unknown, from: string) => void
 }
@@ -174,18 +177,19 @@ export const makeListenerTls = (name: string, identity: Identity): Effect.Effect
     yield* announce(name, current, clock.unsafeCurrentTimeMillis())
     const servers = new Set<Tls.Server>()
     const log = failureLog(name, clock, runFork)
+    const install = (loaded: Loaded) =>
+      Effect.suspend(() => {
+        current = loaded
+        for (const server of servers) server.setSecureContext(loaded.options)
+        return announce(name, loaded, clock.unsafeCurrentTimeMillis())
+      })
     return {
       name,
       options: () => current.options,
       attach: (server) => servers.add(server),
       forget: (server) => servers.delete(server),
-      reload: (next) =>
-        Effect.gen(function* () {
-          const loaded = yield* loadIdentity(next)
-          current = loaded
-          for (const server of servers) server.setSecureContext(loaded.options)
-          yield* announce(name, loaded, clock.unsafeCurrentTimeMillis())
-        }),
+      reload: (next) => Effect.flatMap(loadIdentity(next), install),
+      install,
       failed: (error, from) => {
         const kind = failureKind(error)
         handshakeFailures.unsafeUpdate(1, [MetricLabel.make("listener", name), MetricLabel.make("reason", kind.label)])

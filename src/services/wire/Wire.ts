@@ -175,23 +175,69 @@ const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) => {
 }
 
 /**
- * A TLS server with `tls`'s certificate, following its reloads until the scope closes. A client whose
+ * What a plain-text client on one of effect-lb's TLS ports is told, in its own protocol, before the
+ * close (as nginx answers plain HTTP on an HTTPS port with a 400 saying so).
+ */
+const plainTextRefusal = Buffer.from(
+  `${JSON.stringify({
+    _tag: "InvalidRequest",
+    message: "this port speaks TLS: connect with TLS (effect-lb: --tls, and --ca FILE for a private CA)"
+  })}\n`
+)
+
+/** A TLS record carrying a handshake (22) opens every TLS connection. */
+const tlsHandshakeRecord = 0x16
+
+/**
+ * A client of a TLS listener, sorted out by its first byte: a TLS handshake goes to `handshakes`; a
+ * plain-text client is told and closed; one that sends nothing within the handshake timeout is closed.
+ */
+const sortOut = (socket: Net.Socket, handshakes: NodeTls.Server, tls: ListenerTls) => {
+  const peer = () => formatEndpoint(peerOf(socket))
+  const timer = setTimeout(() => {
+    tls.failed({ code: "ERR_TLS_HANDSHAKE_TIMEOUT" }, peer())
+    socket.destroy()
+  }, Duration.toMillis(handshakeTimeout))
+  socket.on("error", ignoreError)
+  socket.once("close", () => clearTimeout(timer))
+  socket.once("data", (chunk: Buffer) => {
+    clearTimeout(timer)
+    socket.pause()
+    socket.unshift(chunk)
+    if (chunk[0] === tlsHandshakeRecord) return void handshakes.emit("connection", socket)
+    tls.failed({ code: "PLAIN_TEXT" }, peer())
+    socket.end(plainTextRefusal)
+  })
+  socket.resume()
+}
+
+/**
+ * A listener serving TLS with `tls`'s certificate, following its reloads until the scope closes.
+ * `track` holds every connection until it closes (the owner closes them at shutdown). A client whose
  * handshake fails (plain text, a certificate it refuses, too slow) is counted and logged by `tls`;
  * the listener goes on serving the others.
  */
-const tlsServer = (tls: ListenerTls, onSecure: (socket: NodeTls.TLSSocket) => void) =>
+const tlsServer = (tls: ListenerTls, onSecure: (socket: NodeTls.TLSSocket) => void, track: Set<Net.Socket>) =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const server = NodeTls.createServer(
-        { ...tls.options(), allowHalfOpen: true, noDelay: true, handshakeTimeout: Duration.toMillis(handshakeTimeout) },
+      const handshakes = NodeTls.createServer(
+        { ...tls.options(), allowHalfOpen: true, handshakeTimeout: Duration.toMillis(handshakeTimeout) },
         onSecure
       )
-      server.on("tlsClientError", (error, socket) => tls.failed(error, formatEndpoint(peerOf(socket))))
-      tls.attach(server)
-      return server
+      // No address: a socket closed under it (shutdown), not a client's failure.
+      handshakes.on("tlsClientError", (error, socket) => {
+        if (socket.remoteAddress !== undefined) tls.failed(error, formatEndpoint(peerOf(socket)))
+      })
+      tls.attach(handshakes)
+      const server = Net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
+        track.add(socket)
+        socket.once("close", () => track.delete(socket))
+        sortOut(socket, handshakes, tls)
+      })
+      return { server, handshakes }
     }),
-    (server) => Effect.sync(() => tls.forget(server))
-  )
+    ({ handshakes }) => Effect.sync(() => tls.forget(handshakes))
+  ).pipe(Effect.map(({ server }) => server))
 
 /** `tcpListen` over TLS: one fiber per connection once its handshake is done. */
 const tlsListen = <R>(
@@ -202,11 +248,21 @@ const tlsListen = <R>(
   Effect.gen(function* () {
     const fibers = yield* FiberSet.make()
     const run = yield* FiberSet.runtime(fibers)<R>()
-    const server = yield* tlsServer(tls, (socket) => {
-      run(onSocket(socket))
-    })
+    const open = new Set<Net.Socket>()
+    const server = yield* tlsServer(
+      tls,
+      (socket) => {
+        run(onSocket(socket))
+      },
+      open
+    )
     const address = yield* listenNet(server, options)
-    yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        server.close()
+        for (const socket of open) socket.destroy()
+      })
+    )
     return address
   })
 
@@ -255,7 +311,7 @@ const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(
     const server =
       options.tls === undefined
         ? Net.createServer({ noDelay: true, allowHalfOpen: true }, onSocket)
-        : yield* tlsServer(options.tls, onSocket)
+        : yield* tlsServer(options.tls, onSocket, sockets)
     const address = yield* listenNet(server, options)
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {

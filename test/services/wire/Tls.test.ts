@@ -14,7 +14,7 @@ import { loadIdentity, loadTrust, makeListenerTls } from "../../../src/services/
 import * as Wire from "../../../src/services/wire/Wire.js"
 import { balancerLayer } from "../../support/balancer.js"
 import { servedFolder } from "../../support/fixtures.js"
-import { raw } from "../../support/net.js"
+import { lines, raw } from "../../support/net.js"
 import { client, startServer } from "../../support/server.js"
 import { type Certificates, makeCertificates, openssl, skipReason } from "../../support/tls.js"
 
@@ -54,7 +54,10 @@ describe.skipIf(certs === undefined)("TLS on effect-lb's own ports", () => {
       const distrust = yield* Effect.flip(wire.connect(server.address, { tls: yield* loadTrust(c.otherCa) }))
       expect(distrust.reason).toMatch(/not signed by a CA trusted here \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\).*--ca/)
       const plain = yield* raw(server.address.port, '{"_tag":"Ping"}\n')
-      expect(plain).toEqual({ data: "", closedByServer: true })
+      expect(plain.closedByServer).toBe(true)
+      expect(lines(plain.data)).toEqual([
+        { _tag: "InvalidRequest", message: expect.stringMatching(/^this port speaks TLS/) }
+      ])
       expect(yield* ask(yield* wire.connect(server.address, { tls: trusted }))).toMatchObject({ _tag: "Pong" })
     }).pipe(Effect.provide(Wire.layer))
   )
