@@ -106,6 +106,7 @@ export const confirmBalancer = (
   return connection.send(BalancerRequest, new Status({})).pipe(
     Effect.zipRight(balancerReply(connection, peer)),
     Effect.flatMap((status) => (status._tag === "StatusReport" ? Effect.void : Effect.fail(not))),
-    Effect.catchTag("ConnectionClosed", () => Effect.fail(not))
+    // No answer to the Status either (it closed, as a TLS port does after saying so): its refusal is what it said.
+    Effect.mapError(() => not)
   )
 }
