@@ -1,6 +1,7 @@
 /** `effect-lb check-config FILE`: checks a settings file without starting anything, as `haproxy -c` does. */
 import { Args, Command } from "@effect/cli"
 import { Console, Effect } from "effect"
+import { loadIdentity, loadTrust } from "../services/wire/Tls.js"
 import { type ConfigFile, loadConfig } from "./configFile.js"
 import { json } from "./options.js"
 
@@ -14,9 +15,20 @@ export const summary = (file: string, config: ConfigFile): string => {
     `health ${config.health?.check ?? "ping"}`,
     ...(config.proxy?.port === undefined ? [] : [`proxy port ${config.proxy.port}`]),
     ...(config.admin?.port === undefined ? [] : [`admin port ${config.admin.port}`]),
-    ...(config.token === undefined ? [] : ["token set"])
+    ...(config.token === undefined ? [] : ["token set"]),
+    ...(config.tls?.cert === undefined ? [] : [`TLS on ${(config.tls.listeners ?? ["balancer", "proxy"]).join(", ")}`]),
+    ...(config.tls?.backend === true ? ["TLS to the servers"] : [])
   ]
   return `${file}: OK (${parts.join(", ")})`
+}
+
+/** The certificate, key and CA files the file names, read and checked as the balancer will (as `haproxy -c` does). */
+const certificatesOf = (config: ConfigFile) => {
+  const tls = config.tls
+  return Effect.all([
+    tls?.cert === undefined || tls.key === undefined ? Effect.void : loadIdentity({ cert: tls.cert, key: tls.key }),
+    tls?.["backend-ca"] === undefined ? Effect.void : loadTrust(tls["backend-ca"])
+  ])
 }
 
 export const checkConfigCommand = Command.make(
@@ -24,7 +36,10 @@ export const checkConfigCommand = Command.make(
   { file: Args.text({ name: "FILE" }).pipe(Args.withDescription("the YAML or JSON settings file to check")), json },
   ({ file, json }) =>
     Effect.flatMap(loadConfig(file), (config) =>
-      Console.log(json ? JSON.stringify({ file, valid: true }) : summary(file, config))
+      Effect.zipRight(
+        certificatesOf(config),
+        Console.log(json ? JSON.stringify({ file, valid: true }) : summary(file, config))
+      )
     )
 ).pipe(
   Command.withDescription("check a balancer settings file without starting anything: exit 0 if it is good, else 1")
