@@ -398,10 +398,10 @@ const connect = (shared: Shared, pair: Pair) => {
   })
   backend.on("connect", () => {
     if (client.destroyed) return backend.destroy()
+    if (server.tls !== true) return splice(shared, pair, backend, server)
     // The PROXY protocol header goes first, in clear, as HAProxy sends it before its own TLS.
     if (shared.config.sendProxy !== undefined) backend.write(proxyHeader(shared.config.sendProxy, pair))
-    if (server.tls === true) secureBackend(shared, pair, backend, server)
-    else splice(shared, pair, backend, server)
+    secureBackend(shared, pair, backend, server)
   })
 }
 
@@ -451,9 +451,16 @@ const splice = (shared: Shared, pair: Pair, backend: Net.Socket, server: ServerL
   count(shared, server.id, 1)
   pair.open = true
   pair.since = shared.clock.unsafeCurrentTimeMillis()
-  // What the client sent with its PROXY protocol header, before anything it sends next.
-  if (pair.early !== undefined) backend.write(pair.early)
+  // Over plain TCP, the PROXY protocol header and what the client sent with its own header, in one
+  // write before anything the client sends next (over TLS the header went before the handshake).
+  const header =
+    shared.config.sendProxy === undefined || backend !== pair.backend
+      ? undefined
+      : proxyHeader(shared.config.sendProxy, pair)
+  const early = pair.early
   pair.early = undefined
+  const first = header === undefined ? early : early === undefined ? header : Buffer.concat([header, early])
+  if (first !== undefined) backend.write(first)
   forward(client, backend)
   forward(backend, client)
   // With --accept-proxy the client was read before the pair was made (a paused socket still reads):
