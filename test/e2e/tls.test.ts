@@ -156,11 +156,11 @@ describe.skipIf(certs === undefined)("TLS between the real processes", () => {
         expect(refused.code).toBe(1)
         expect(refused.errors.trim()).toBe(`effect-lb: ${unpaired}: tls.key must be given with tls.cert (got none)`)
         const garbage = Path.join(dir, "garbage.yaml")
-      Fs.writeFileSync(garbage, `tls:\n  cert: ${c.garbage}\n  key: key.pem\n`)
-      const unusable = yield* runToEnd(["check-config", garbage])
-      expect(unusable.code).toBe(1)
-      expect(unusable.errors).toMatch(/garbage\.pem: not a PEM certificate/)
-      const badList = Path.join(dir, "bad-list.yaml")
+        Fs.writeFileSync(garbage, `tls:\n  cert: ${c.garbage}\n  key: key.pem\n`)
+        const unusable = yield* runToEnd(["check-config", garbage])
+        expect(unusable.code).toBe(1)
+        expect(unusable.errors).toMatch(/garbage\.pem: not a PEM certificate/)
+        const badList = Path.join(dir, "bad-list.yaml")
         Fs.writeFileSync(badList, "tls:\n  listeners: [admin]\n")
         expect((yield* runToEnd(["check-config", badList])).errors).toMatch(
           /tls\.listeners must be balancer, proxy, or both separated by a comma \(got admin\)/
