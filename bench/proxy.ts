@@ -1,10 +1,14 @@
 /**
  * Proxy mode against a minimal node:net pipe proxy and HAProxy (`mode tcp`), all in front of the
  * same small HTTP backend, measured with wrk in one run: requests/s and p99 latency, keep-alive and
- * a connection per request. Installs wrk and haproxy with apt-get when missing, or says why it
- * cannot and skips what it lacks.
+ * a connection per request. Then TLS: effect-lb terminating TLS on its proxy listener
+ * (`--tls-cert/--tls-key --tls-listeners proxy`) beside HAProxy's `bind ... ssl crt` in mode tcp,
+ * both plain to the same backend, and both again speaking TLS to an HTTPS backend (`--backend-tls`,
+ * HAProxy's `server ... ssl`), wrk over https; the throw-away CA and certificate (ECDSA P-256, or
+ * RSA 2048 with `--key rsa`) are made with openssl in a temporary folder removed afterwards.
+ * Installs wrk and haproxy with apt-get when missing, or says why it cannot and skips what it lacks.
  *
- *   npm run bench:proxy [-- --seconds 5 --connections 32 --rounds 2]
+ *   npm run bench:proxy [-- --seconds 4 --connections 32 --rounds 2 --only plain|tls --key ec|rsa]
  */
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
@@ -15,9 +19,11 @@ import { type Child, effectLb, fixed, median, start } from "./support.js"
 
 const { values } = parseArgs({
   options: {
-    seconds: { type: "string", default: "5" },
+    seconds: { type: "string", default: "4" },
     connections: { type: "string", default: "32" },
-    rounds: { type: "string", default: "2" }
+    rounds: { type: "string", default: "2" },
+    only: { type: "string" },
+    key: { type: "string", default: "ec" }
   }
 })
 
@@ -36,20 +42,28 @@ if (!ensure("wrk", "wrk")) {
   process.exit(0)
 }
 const withHaproxy = ensure("haproxy", "haproxy")
+const withOpenssl = ensure("openssl", "openssl")
+const sections = values.only === undefined ? ["plain", "tls"] : [values.only]
 const here = Path.dirname(new URL(import.meta.url).pathname)
 const children: Array<Child> = []
 const tmp = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-proxy-bench-"))
+
+/** The TLS side of a HAProxy: `pem` (certificate then key) on its bind, `ca` to check an HTTPS backend. */
+interface HaproxyTls {
+  readonly pem?: string
+  readonly ca?: string
+}
 
 /**
  * HAProxy in mode tcp on a free port, in front of `backend`. By default it runs as many threads as
  * there are cores (2 here) — the yardstick the aim is set against; `threads: 1` gives the per-core
  * comparison with the single-threaded Node proxies.
  */
-const haproxy = async (backend: number, threads?: number): Promise<Child> => {
+const haproxy = async (backend: number, threads?: number, tls: HaproxyTls = {}): Promise<Child> => {
   const probe = await start([Path.join(here, "baseline-proxy.js"), `127.0.0.1:1`])
   const port = probe.port
   await probe.stop()
-  const config = Path.join(tmp, `haproxy-${threads ?? "auto"}.cfg`)
+  const config = Path.join(tmp, `haproxy-${threads ?? "auto"}-${port}.cfg`)
   Fs.writeFileSync(
     config,
     [
@@ -62,11 +76,11 @@ const haproxy = async (backend: number, threads?: number): Promise<Child> => {
       "  timeout client 60s",
       "  timeout server 60s",
       "frontend front",
-      `  bind 127.0.0.1:${port}`,
+      `  bind 127.0.0.1:${port}${tls.pem === undefined ? "" : ` ssl crt ${tls.pem}`}`,
       "  default_backend back",
       "backend back",
       "  balance roundrobin",
-      `  server s1 127.0.0.1:${backend}`
+      `  server s1 127.0.0.1:${backend}${tls.ca === undefined ? "" : ` ssl verify required ca-file ${tls.ca}`}`
     ].join("\n") + "\n"
   )
   const child = ChildProcess.spawn("haproxy", ["-f", config, "-db"], { stdio: "ignore" })
@@ -76,6 +90,7 @@ const haproxy = async (backend: number, threads?: number): Promise<Child> => {
     pid: child.pid ?? 0,
     stop: () =>
       new Promise((done) => {
+        if (child.exitCode !== null || child.signalCode !== null) return done()
         child.once("exit", () => done())
         child.kill("SIGKILL")
       })
@@ -84,20 +99,75 @@ const haproxy = async (backend: number, threads?: number): Promise<Child> => {
 
 interface Figure {
   readonly rps: number
+  readonly p50ms: number
   readonly p99ms: number
+  /** wrk's socket errors and non-2xx answers, summed. */
+  readonly errors: number
+  /** The proxy's CPU time (user + system, all its threads) per request, in µs. */
+  readonly cpuUs: number
 }
 
-const wrk = (port: number, close: boolean): Figure => {
-  const args = ["-t1", `-c${values.connections}`, `-d${values.seconds}s`, "--latency"]
+/** A process's CPU time so far, in clock ticks (1/100 s), from /proc; 0 where there is no /proc. */
+const cpuTicks = (pid: number): number => {
+  try {
+    // The fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const fields = Fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
+    return Number(fields[11] ?? 0) + Number(fields[12] ?? 0)
+  } catch {
+    return 0
+  }
+}
+
+const millis = (out: string, percentile: string): number => {
+  const match = new RegExp(`\\s${percentile}%\\s+([\\d.]+)(us|ms|s)`).exec(out)
+  const scale = match?.[2] === "us" ? 0.001 : match?.[2] === "s" ? 1000 : 1
+  return Number(match?.[1] ?? 0) * scale
+}
+
+const wrk = (proxy: Child, close: boolean, scheme = "http", seconds = values.seconds): Figure => {
+  const args = ["-t1", `-c${values.connections}`, `-d${seconds}s`, "--latency"]
   if (close) args.push("-H", "Connection: close")
-  const out = ChildProcess.spawnSync("wrk", [...args, `http://127.0.0.1:${port}/`], { encoding: "utf8" }).stdout
+  const before = cpuTicks(proxy.pid)
+  const out = ChildProcess.spawnSync("wrk", [...args, `${scheme}://127.0.0.1:${proxy.port}/`], {
+    encoding: "utf8"
+  }).stdout
+  const ticks = cpuTicks(proxy.pid) - before
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0)
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
-  const p99 = /\s99%\s+([\d.]+)(us|ms|s)/.exec(out)
-  const scale = p99?.[2] === "us" ? 0.001 : p99?.[2] === "s" ? 1000 : 1
-  return { rps, p99ms: Number(p99?.[1] ?? 0) * scale }
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out)
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0)
+  const errors = (socketErrors?.slice(1) ?? []).reduce((sum, n) => sum + Number(n), non2xx)
+  const cpuUs = requests > 0 ? (ticks * 10_000) / requests : 0
+  return { rps, p50ms: millis(out, "50"), p99ms: millis(out, "99"), errors, cpuUs }
 }
 
-try {
+/**
+ * wrk through each proxy, keep-alive then a connection per request: a short warm-up each, then
+ * `rounds` rounds, each round through every proxy in turn (the machine's noise falls on all alike).
+ */
+const measure = (
+  proxies: ReadonlyArray<readonly [string, Child]>,
+  close: boolean,
+  scheme: string
+): ((name: string) => Figure) => {
+  const results = new Map<string, Array<Figure>>()
+  for (const [, proxy] of proxies) wrk(proxy, close, scheme, "1") // warm-up
+  for (let round = 0; round < Number(values.rounds); round++) {
+    for (const [name, proxy] of proxies) results.set(name, [...(results.get(name) ?? []), wrk(proxy, close, scheme)])
+  }
+  return (name) => {
+    const figures = results.get(name) ?? []
+    return {
+      rps: median(figures.map((f) => f.rps)),
+      p50ms: median(figures.map((f) => f.p50ms)),
+      p99ms: median(figures.map((f) => f.p99ms)),
+      errors: figures.reduce((sum, f) => sum + f.errors, 0),
+      cpuUs: median(figures.map((f) => f.cpuUs))
+    }
+  }
+}
+
+const plain = async () => {
   const backend = await start([Path.join(here, "http-backend.js")])
   children.push(backend)
   const lb = await start([
@@ -114,33 +184,28 @@ try {
   ])
   children.push(lb)
   // The balancer prints its proxy port first.
-  const proxies: Array<[string, number]> = [["effect-lb proxy", lb.port]]
+  const proxies: Array<[string, Child]> = [["effect-lb proxy", lb]]
   const node = await start([Path.join(here, "baseline-proxy.js"), `127.0.0.1:${backend.port}`])
   children.push(node)
-  proxies.push(["node:net pipe proxy", node.port])
+  proxies.push(["node:net pipe proxy", node])
   if (withHaproxy) {
     const ha = await haproxy(backend.port)
     children.push(ha)
-    proxies.push(["HAProxy mode tcp", ha.port])
+    proxies.push(["HAProxy mode tcp", ha])
     const single = await haproxy(backend.port, 1)
     children.push(single)
-    proxies.push(["HAProxy, 1 thread", single.port])
+    proxies.push(["HAProxy, 1 thread", single])
   }
   console.log(
     `proxy mode: wrk -t1 -c${values.connections} -d${values.seconds}s against a Node HTTP backend, ${values.rounds} interleaved rounds (median)`
   )
   for (const close of [false, true]) {
-    const results = new Map<string, Array<Figure>>()
-    for (const [, port] of proxies) wrk(port, close) // warm-up
-    for (let round = 0; round < Number(values.rounds); round++) {
-      for (const [name, port] of proxies) results.set(name, [...(results.get(name) ?? []), wrk(port, close)])
-    }
+    const figureOf = measure(proxies, close, "http")
     console.log(`  ${close ? "connection per request" : "keep-alive"}:`)
-    const rpsOf = (name: string) => median((results.get(name) ?? []).map((f) => f.rps))
+    const rpsOf = (name: string) => figureOf(name).rps
     for (const [name] of proxies) {
-      const figures = results.get(name) ?? []
       console.log(
-        `    ${name.padEnd(22)} ${fixed(rpsOf(name), 0).padStart(7)} req/s   p99 ${fixed(median(figures.map((f) => f.p99ms)), 2)} ms`
+        `    ${name.padEnd(22)} ${fixed(rpsOf(name), 0).padStart(7)} req/s   p99 ${fixed(figureOf(name).p99ms, 2)} ms`
       )
     }
     const ours = rpsOf("effect-lb proxy")
@@ -150,6 +215,129 @@ try {
       console.log(`    effect-lb / HAProxy, 1 thread = ${fixed(ours / rpsOf("HAProxy, 1 thread"))}  (per core)`)
     }
   }
+  for (const child of children.splice(0).reverse()) await child.stop()
+}
+
+/** A throw-away CA and a certificate it signed for 127.0.0.1, in `dir`; the key type from `--key`. */
+const certificates = (dir: string) => {
+  const openssl = (args: ReadonlyArray<string>) =>
+    ChildProcess.execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"], timeout: 20_000 })
+  const newKey = (file: string) =>
+    values.key === "rsa"
+      ? openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", file])
+      : openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", file])
+  newKey("ca.key")
+  openssl(["req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=bench CA"])
+  newKey("server.key")
+  openssl(["req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"])
+  Fs.writeFileSync(Path.join(dir, "server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+  openssl([
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "server.pem",
+    "-days",
+    "1",
+    "-extfile",
+    "server.ext"
+  ])
+  const at = (name: string) => Path.join(dir, name)
+  // HAProxy reads the certificate and its key from one file.
+  Fs.writeFileSync(at("combined.pem"), Fs.readFileSync(at("server.pem")) + Fs.readFileSync(at("server.key")).toString())
+  return { ca: at("ca.pem"), cert: at("server.pem"), key: at("server.key"), combined: at("combined.pem") }
+}
+
+const tls = async () => {
+  if (!withOpenssl) return console.log("TLS proxy benchmark skipped: openssl is not available")
+  const dir = Fs.mkdtempSync(Path.join(tmp, "tls-"))
+  const certs = certificates(dir)
+  const backend = await start([Path.join(here, "http-backend.js")])
+  children.push(backend)
+  const secureBackend = await start([Path.join(here, "http-backend.js"), certs.cert, certs.key])
+  children.push(secureBackend)
+  const balancer = (server: number, backendTls: boolean) =>
+    start([
+      effectLb,
+      "balancer",
+      "--port",
+      "0",
+      "--proxy-port",
+      "0",
+      "--health",
+      "tcp",
+      "--tls-cert",
+      certs.cert,
+      "--tls-key",
+      certs.key,
+      "--tls-listeners",
+      "proxy",
+      ...(backendTls ? ["--backend-tls", "--backend-ca", certs.ca] : []),
+      "--server",
+      `127.0.0.1:${server}`
+    ])
+  const lb = await balancer(backend.port, false)
+  children.push(lb)
+  // The balancer prints its proxy port first.
+  const proxies: Array<[string, Child]> = [["effect-lb TLS proxy", lb]]
+  const node = await start([Path.join(here, "baseline-proxy.js"), `127.0.0.1:${backend.port}`, certs.cert, certs.key])
+  children.push(node)
+  proxies.push(["node:tls pipe proxy", node])
+  if (withHaproxy) {
+    const ha = await haproxy(backend.port, undefined, { pem: certs.combined })
+    children.push(ha)
+    proxies.push(["HAProxy ssl, mode tcp", ha])
+    const single = await haproxy(backend.port, 1, { pem: certs.combined })
+    children.push(single)
+    proxies.push(["HAProxy ssl, 1 thread", single])
+  }
+  const lbBoth = await balancer(secureBackend.port, true)
+  children.push(lbBoth)
+  proxies.push(["effect-lb TLS both ways", lbBoth])
+  if (withHaproxy) {
+    const haBoth = await haproxy(secureBackend.port, undefined, { pem: certs.combined, ca: certs.ca })
+    children.push(haBoth)
+    proxies.push(["HAProxy TLS both ways", haBoth])
+  }
+  console.log(
+    `TLS proxy: wrk -t1 -c${values.connections} -d${values.seconds}s over https (${values.key === "rsa" ? "RSA 2048" : "ECDSA P-256"} certificate), ` +
+      `${values.rounds} interleaved rounds (median); "both ways": TLS to an HTTPS backend as well`
+  )
+  for (const close of [false, true]) {
+    const figureOf = measure(proxies, close, "https")
+    console.log(`  ${close ? "a TLS connection (full handshake) per request" : "keep-alive"}:`)
+    for (const [name] of proxies) {
+      const figure = figureOf(name)
+      console.log(
+        `    ${name.padEnd(24)} ${fixed(figure.rps, 0).padStart(7)} req/s   p50 ${fixed(figure.p50ms, 2)} ms   p99 ${fixed(figure.p99ms, 2)} ms   CPU ${fixed(figure.cpuUs, 0).padStart(4)} µs/req` +
+          (figure.errors > 0 ? `   (${figure.errors} wrk errors)` : "")
+      )
+    }
+    const ratio = (ours: string, theirs: string) => fixed(figureOf(ours).rps / figureOf(theirs).rps)
+    console.log(`    effect-lb / node:tls = ${ratio("effect-lb TLS proxy", "node:tls pipe proxy")}  (aim >= 0.9)`)
+    if (withHaproxy) {
+      // The aim: what Node's own TLS server reaches (node:tls costs about twice HAProxy's CPU per
+      // handshake and 1.5 times per request kept alive; effect-lb can only match node:tls).
+      console.log(`    effect-lb / HAProxy  = ${ratio("effect-lb TLS proxy", "HAProxy ssl, mode tcp")}  (aim >= 0.45)`)
+      console.log(
+        `    effect-lb / HAProxy, 1 thread = ${ratio("effect-lb TLS proxy", "HAProxy ssl, 1 thread")}  (per core)`
+      )
+      console.log(
+        `    both ways: effect-lb / HAProxy = ${ratio("effect-lb TLS both ways", "HAProxy TLS both ways")}  (no aim: HAProxy resumes its backend TLS sessions)`
+      )
+    }
+  }
+}
+
+try {
+  if (sections.includes("plain")) await plain()
+  if (sections.includes("tls")) await tls()
 } finally {
   for (const child of children.reverse()) await child.stop()
   Fs.rmSync(tmp, { recursive: true, force: true })
