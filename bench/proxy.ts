@@ -329,7 +329,7 @@ const tls = async () => {
         `    effect-lb / HAProxy, 1 thread = ${ratio("effect-lb TLS proxy", "HAProxy ssl, 1 thread")}  (per core)`
       )
       console.log(
-        `    both ways: effect-lb / HAProxy = ${ratio("effect-lb TLS both ways", "HAProxy TLS both ways")}  (no aim: HAProxy resumes its backend TLS sessions)`
+        `    both ways: effect-lb / HAProxy = ${ratio("effect-lb TLS both ways", "HAProxy TLS both ways")}  (aim >= 0.45, as one side: both resume their backend TLS sessions)`
       )
     }
   }

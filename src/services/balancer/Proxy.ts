@@ -32,7 +32,14 @@ import { ConnectionTable, type Entry, type SweepActions } from "./ConnectionTabl
 import * as Metrics from "./Metrics.js"
 import { ServerRegistry } from "./ServerRegistry.js"
 import * as PP from "../wire/ProxyProtocol.js"
-import { clientOptions, describeTlsReason, type ListenerTls, systemTrust, type TrustRef } from "../wire/Tls.js"
+import {
+  clientOptions,
+  describeTlsReason,
+  type ListenerTls,
+  systemTrust,
+  type Trust,
+  type TrustRef
+} from "../wire/Tls.js"
 import { type Address, type ListenFailed, listenNet, reasonOf } from "../wire/Wire.js"
 
 export interface ProxyConfig {
@@ -191,6 +198,20 @@ interface Shared {
   tlsServer: NodeTls.Server | undefined
   readonly handshakes: Map<string, Pair>
   readonly backendTrust: TrustRef
+  /** The last TLS session with each backend that speaks TLS, to resume (bounded: see `rememberSession`). */
+  readonly sessions: Map<ServerId, { readonly trust: Trust; readonly session: Buffer }>
+}
+
+/** Sessions kept, at most; past it the map starts over (a resumption lost costs one full handshake). */
+const maxSessions = 10_000
+
+const rememberSession = (
+  shared: Shared,
+  id: ServerId,
+  session: { readonly trust: Trust; readonly session: Buffer }
+) => {
+  if (shared.sessions.size >= maxSessions && !shared.sessions.has(id)) shared.sessions.clear()
+  shared.sessions.set(id, session)
 }
 
 /** The access-log line of a connection that ends now (with an access log only). */
@@ -407,7 +428,13 @@ const connect = (shared: Shared, pair: Pair) => {
 
 /** A backend that speaks TLS: the handshake, within the same connect deadline, then the pair is spliced. */
 const secureBackend = (shared: Shared, pair: Pair, backend: Net.Socket, server: ServerLocation) => {
-  const secure = NodeTls.connect(clientOptions(backend, server.host, shared.backendTrust.current))
+  const trust = shared.backendTrust.current
+  // A session made under another trust (before a reload changed the CA) is not resumed.
+  const known = shared.sessions.get(server.id)
+  const secure = NodeTls.connect(
+    clientOptions(backend, server.host, trust, known?.trust === trust ? known.session : undefined)
+  )
+  secure.once("session", (session: Buffer) => rememberSession(shared, server.id, { trust, session }))
   const onError = (error: Error) => {
     if (pair.backend === backend && !pair.open)
       failed(shared, pair, backend, describeTlsReason(error, shared.backendTrust.current.option ?? "--backend-ca"))
@@ -628,7 +655,8 @@ export const make = (config: ProxyConfig) =>
       accessLog: config.accessLog === true ? yield* AccessLog.make() : undefined,
       tlsServer: undefined,
       handshakes: new Map(),
-      backendTrust: config.backendTrust ?? { current: systemTrust }
+      backendTrust: config.backendTrust ?? { current: systemTrust },
+      sessions: new Map()
     }
     const tls = config.tls
     if (tls !== undefined) {

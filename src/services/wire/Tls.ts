@@ -271,11 +271,35 @@ export const describeTlsReason = (error: unknown, caOption = "--ca"): string => 
 }
 
 /** The options for a TLS connection to `host` over `socket`, checked against `trust`. */
-export const clientOptions = (socket: Tls.ConnectionOptions["socket"], host: string, trust: Trust) => ({
+/**
+ * One secure context per trust, made at its first use: given `ca`, `tls.connect` would build a new
+ * one (and parse the CA file) for every connection — measured at ~0.9 ms of CPU per connect.
+ */
+const contexts = new WeakMap<Trust, Tls.SecureContext>()
+const contextOf = (trust: Trust): Tls.SecureContext => {
+  const known = contexts.get(trust)
+  if (known !== undefined) return known
+  const context = Tls.createSecureContext(trust.ca === undefined ? {} : { ca: trust.ca })
+  contexts.set(trust, context)
+  return context
+}
+
+/**
+ * The options for a TLS connection to `host` over `socket`, checked against `trust`; `session`
+ * resumes an earlier session with the same peer (an abbreviated handshake, as HAProxy does to its
+ * servers by default).
+ */
+export const clientOptions = (
+  socket: Tls.ConnectionOptions["socket"],
+  host: string,
+  trust: Trust,
+  session?: Buffer
+): Tls.ConnectionOptions => ({
   socket,
-  ...(trust.ca === undefined ? {} : { ca: trust.ca }),
+  secureContext: contextOf(trust),
   // SNI carries a host name, never an address (RFC 6066); the certificate is checked against either.
   ...(isIP(host) === 0 ? { servername: host } : {}),
+  ...(session === undefined ? {} : { session }),
   host,
   rejectUnauthorized: true
 })

@@ -130,8 +130,13 @@ describe.skipIf(certs === undefined)("the proxy with TLS", () => {
       const trusted = { current: yield* loadTrust(c.ca) }
       const { proxy, context } = yield* tlsProxy(c, { backendTrust: trusted }, false)
       yield* Effect.provide(register("a", portOf(backend), true), context)
+      const resumed: Array<boolean> = []
+      backend.on("secureConnection", (socket: NodeTls.TLSSocket) => resumed.push(socket.isSessionReused()))
       const answer = yield* exchange(proxy.address.port, "to a TLS backend")
       expect(answer).toBe("secure|to a TLS backend")
+      // The next connection to the same backend resumes the session: an abbreviated handshake.
+      expect(yield* exchange(proxy.address.port, "resumed")).toBe("secure|resumed")
+      expect(resumed).toEqual([false, true])
       // The same backend, no longer trusted: the connect fails, the backend is marked dead (the only
       // one: the client is closed unserved, counted as finding no server) and the reason logged.
       trusted.current = yield* loadTrust(c.otherCa)
@@ -139,6 +144,8 @@ describe.skipIf(certs === undefined)("the proxy with TLS", () => {
       const registry = yield* Effect.provide(ServerRegistry, context)
       const view = yield* registry.get(ServerId.make("a"))
       expect(view.pipe(Option.map((server) => server.failedConnects))).toEqual(Option.some(1))
+      // Sessions made under the old CA are not resumed under the new one: the check ran (and failed).
+      expect(resumed).toEqual([false, true])
       expect((yield* proxy.figures).turnedAway.noServer).toBe(1)
     })
   )
