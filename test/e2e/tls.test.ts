@@ -170,6 +170,19 @@ describe.skipIf(certs === undefined)("TLS between the real processes", () => {
         const port = portIn(yield* balancer.waitFor(/balancer listening on 127\.0\.0\.1:(\d+)/))
         const status = yield* runToEnd(["status", "--balancer", `127.0.0.1:${port}`, "--ca", c.ca])
         expect(status.code).toBe(0)
+        // A renewed certificate in the same files: the reload (SIGHUP, with --config) installs it.
+        Fs.copyFileSync(c.cert2, Path.join(dir, "cert.pem"))
+        Fs.copyFileSync(c.key2, Path.join(dir, "key.pem"))
+        balancer.child.kill("SIGHUP")
+        const subject = Effect.async<string, Error>((resume) => {
+          const socket = NodeTls.connect({ host: "127.0.0.1", port, ca: Fs.readFileSync(c.ca) }, () => {
+            resume(Effect.succeed(String(socket.getPeerCertificate().subject.CN)))
+            socket.destroy()
+          })
+          socket.on("error", (error) => resume(Effect.fail(error)))
+        })
+        expect(yield* eventually(subject, (name) => name === "reloaded")).toBe("reloaded")
+        expect(balancer.output()).toMatch(/configuration reloaded/)
       }),
     30_000
   )
