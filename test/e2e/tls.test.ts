@@ -12,7 +12,7 @@ import * as NodeTls from "node:tls"
 import * as Path from "node:path"
 import { eventually } from "../support/eventually.js"
 import { runToEnd, spawn } from "../support/process.js"
-import { type Certificates, makeCertificates, openssl, skipReason, tlsExchange } from "../support/tls.js"
+import { type Certificates, makeCertificates, openssl, peerSubject, skipReason, tlsExchange } from "../support/tls.js"
 
 if (openssl === undefined) console.log(skipReason)
 
@@ -100,13 +100,7 @@ describe.skipIf(certs === undefined)("TLS between the real processes", () => {
         Fs.copyFileSync(c.key, key)
         const balancer = yield* spawn(["balancer", "--port", "0", "--tls-cert", cert, "--tls-key", key])
         const port = portIn(yield* balancer.waitFor(/balancer listening on 127\.0\.0\.1:(\d+)/))
-        const subject = Effect.async<string, Error>((resume) => {
-          const socket = NodeTls.connect({ host: "127.0.0.1", port, ca: Fs.readFileSync(c.ca) }, () => {
-            resume(Effect.succeed(String(socket.getPeerCertificate().subject.CN)))
-            socket.destroy()
-          })
-          socket.on("error", (error) => resume(Effect.fail(error)))
-        })
+        const subject = peerSubject(port, c.ca)
         const open = yield* Effect.acquireRelease(
           Effect.async<NodeTls.TLSSocket>((resume) => {
             const socket = NodeTls.connect({ host: "127.0.0.1", port, ca: Fs.readFileSync(c.ca) }, () =>
@@ -174,13 +168,7 @@ describe.skipIf(certs === undefined)("TLS between the real processes", () => {
         Fs.copyFileSync(c.cert2, Path.join(dir, "cert.pem"))
         Fs.copyFileSync(c.key2, Path.join(dir, "key.pem"))
         balancer.child.kill("SIGHUP")
-        const subject = Effect.async<string, Error>((resume) => {
-          const socket = NodeTls.connect({ host: "127.0.0.1", port, ca: Fs.readFileSync(c.ca) }, () => {
-            resume(Effect.succeed(String(socket.getPeerCertificate().subject.CN)))
-            socket.destroy()
-          })
-          socket.on("error", (error) => resume(Effect.fail(error)))
-        })
+        const subject = peerSubject(port, c.ca)
         expect(yield* eventually(subject, (name) => name === "reloaded")).toBe("reloaded")
         expect(balancer.output()).toMatch(/configuration reloaded/)
       }),

@@ -160,3 +160,14 @@ export const portOf = (server: Net.Server): number => {
   const address = server.address()
   return typeof address === "object" && address !== null ? address.port : 0
 }
+
+/** The subject CN of the certificate a TLS port on 127.0.0.1 serves now (checked against `ca`). */
+export const peerSubject = (port: number, ca: string): Effect.Effect<string, Error> =>
+  Effect.async<string, Error>((resume) => {
+    const socket = Tls.connect({ host: "127.0.0.1", port, ca: Fs.readFileSync(ca) }, () => {
+      resume(Effect.succeed(String(socket.getPeerCertificate().subject.CN)))
+      socket.destroy()
+    })
+    socket.on("error", (error) => resume(Effect.fail(error)))
+    return Effect.sync(() => socket.destroy())
+  })
