@@ -185,6 +185,9 @@ const plainTextRefusal = Buffer.from(
   })}\n`
 )
 
+/** How long a refused plain-text client may take to read the refusal and close. */
+const plainTextLinger = 2_000
+
 /** A TLS record carrying a handshake (22) opens every TLS connection. */
 const tlsHandshakeRecord = 0x16
 
@@ -206,7 +209,13 @@ const sortOut = (socket: Net.Socket, handshakes: NodeTls.Server, tls: ListenerTl
     socket.unshift(chunk)
     if (chunk[0] === tlsHandshakeRecord) return void handshakes.emit("connection", socket)
     tls.failed({ code: "PLAIN_TEXT" }, peer())
+    // Read on (and drop) what it sends, so the close is a FIN after the line, not a reset that
+    // could lose it; a peer that does not close by then is closed.
+    socket.on("data", ignoreError)
+    socket.resume()
     socket.end(plainTextRefusal)
+    const linger = setTimeout(() => socket.destroy(), plainTextLinger)
+    socket.once("close", () => clearTimeout(linger))
   })
   socket.resume()
 }
