@@ -71,6 +71,12 @@ describe.skipIf(certs === undefined)("TLS on effect-lb's own ports", () => {
         wire.connect(server.address, { tls: yield* loadTrust(c.ca), timeout: "3 seconds" })
       )
       expect(refused.reason).toMatch(/does not speak TLS .*plain-text port/)
+      // What it answers, whatever the handshake's bytes hold: at once, with no newline to wait for.
+      const hello = Buffer.from([0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03])
+      const answer = yield* raw(server.address.port, hello, { expectLines: 1, waitMs: 2000 })
+      expect(lines(answer.data)).toEqual([
+        { _tag: "InvalidRequest", message: "a TLS handshake: this port speaks plain text, not TLS" }
+      ])
       const plainAgain = yield* wire.connect(server.address)
       expect(yield* client(plainAgain).ask(new Ping())).toMatchObject({ _tag: "Pong" })
     }).pipe(Effect.provide(Wire.layer))
