@@ -66,7 +66,7 @@ const root = Command.make("client", { balancer, json, readTimeout, ...trustOptio
  * says speaks TLS is spoken to in TLS, its certificate checked against `--ca` (else the system's CAs).
  */
 const clientLayer = (flags: {
-  readonly balancer: Wire.Address
+  readonly balancer: ReadonlyArray<Wire.Address>
   readonly readTimeout: Duration.Duration
   readonly tls: boolean
   readonly ca: Option.Option<string>

@@ -26,6 +26,12 @@ const logLevelRule: Rule<LogLevel.LogLevel> = {
 
 export const globalRules = { "--log-level": logLevelRule, "--log-format": oneOf(logFormats, "FORMAT") } as const
 
+/**
+ * `--balancer`, which may be repeated: the parser of a repeated option reads only `--balancer VALUE`,
+ * so `--balancer=VALUE` is given to it in that form.
+ */
+const repeatable = "--balancer"
+
 /** Commands that take `--json`: it is put back right after their name, wherever it was given. */
 const withJson = new Set(["client", "status", "strategy"])
 
@@ -132,6 +138,15 @@ export const splitGlobals = (
     }
     if (arg === "--json") {
       json = true
+      continue
+    }
+    if (arg === repeatable || arg.startsWith(`${repeatable}=`)) {
+      const { value, used } = valueOf(args, i, repeatable)
+      if (value === undefined)
+        return Either.left({ option: repeatable, message: `${repeatable} needs a value: host:port` })
+      // The parser drops an empty value of a repeated option; "," is refused, as "" would be, by its rule.
+      rest.push(repeatable, value === "" ? "," : value)
+      i += used - 1
       continue
     }
     const name = (Object.keys(globalRules) as Array<keyof typeof globalRules>).find(

@@ -10,7 +10,7 @@ import * as Terminal from "@effect/platform/Terminal"
 import { Clock, Duration, Effect, FiberHandle, Option, Schedule } from "effect"
 import { SetStrategy } from "../domain/Protocol.js"
 import { formatEndpoint } from "../domain/Server.js"
-import { ask, status } from "../services/client/BalancerClient.js"
+import { askFirst, statusOfFirst } from "../services/client/BalancerClient.js"
 import { Client, type ClientEvent } from "../services/client/Client.js"
 import { names } from "../services/balancer/strategies/Catalog.js"
 import type { Address } from "../services/wire/Wire.js"
@@ -27,7 +27,8 @@ export interface ServerControls {
 }
 
 export interface InteractiveOptions {
-  readonly balancer: Address
+  /** The balancer, or several: the menu's status and strategy go to the first that answers. */
+  readonly balancer: Address | ReadonlyArray<Address>
   /** Where downloads are saved. */
   readonly out: string
   readonly token?: string | undefined
@@ -236,13 +237,16 @@ const computeFor = ({ client, computing, say, fail }: Session): Step =>
 
 /** One request to the balancer's own port. */
 const askBalancer = ({ options, wire }: Session, request: SetStrategy) =>
-  ask(options.balancer, request).pipe(Effect.provideService(Wire, wire))
+  askFirst(options.balancer, request).pipe(
+    Effect.map(({ reply }) => reply),
+    Effect.provideService(Wire, wire)
+  )
 
 /** The balancer's strategy and its servers, as a table. */
 const showStatus = (session: Session): Step =>
-  status(session.options.balancer).pipe(
+  statusOfFirst(session.options.balancer).pipe(
     Effect.provideService(Wire, session.wire),
-    Effect.flatMap((reply) =>
+    Effect.flatMap(({ reply }) =>
       reply._tag === "StatusReport"
         ? session.say(statusTable(reply.strategy, reply.servers))
         : session.say(`  ✗ ${reply._tag}`)

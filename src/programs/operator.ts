@@ -3,10 +3,10 @@ import { Command } from "@effect/cli"
 import { Clock, Console, Effect, Option } from "effect"
 import { BalancerReply, type BalancerReply as BalancerReplyType, SetStrategy } from "../domain/Protocol.js"
 import { formatEndpoint, type ServerView } from "../domain/Server.js"
-import { ask, status as fullStatus } from "../services/client/BalancerClient.js"
+import { askFirst, statusOfFirst } from "../services/client/BalancerClient.js"
 import * as Wire from "../services/wire/Wire.js"
 import { names } from "../services/balancer/strategies/Catalog.js"
-import { balancer, checkedToken, json, oneOf, ruledArg, token } from "./options.js"
+import { balancers, checkedToken, json, oneOf, ruledArg, token } from "./options.js"
 import { Schema } from "effect"
 import { trustFrom, trustOptions } from "./tlsOptions.js"
 
@@ -50,14 +50,21 @@ export const statusTable = (strategy: string, servers: ReadonlyArray<ServerView>
 
 const encodeReply = Schema.encodeSync(BalancerReply)
 
-export const statusCommand = Command.make("status", { balancer, json, ...trustOptions }, (flags) =>
+const statusBalancer = balancers("the balancer's address; given several, the first that answers is shown")
+
+export const statusCommand = Command.make("status", { balancer: statusBalancer, json, ...trustOptions }, (flags) =>
   trustFrom(flags.tls, flags.ca).pipe(
-    Effect.flatMap((trust) => fullStatus(flags.balancer, "5 seconds", trust)),
-    Effect.flatMap((reply) => expect(reply, "StatusReport")),
-    Effect.flatMap((report) =>
+    Effect.flatMap((trust) => statusOfFirst(flags.balancer, "5 seconds", trust)),
+    Effect.flatMap(({ reply, balancer }) =>
+      Effect.map(expect(reply, "StatusReport"), (report) => ({ report, balancer }))
+    ),
+    Effect.flatMap(({ report, balancer }) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Console.log(
-          flags.json ? JSON.stringify(encodeReply(report)) : statusTable(report.strategy, report.servers, now)
+          flags.json
+            ? JSON.stringify(encodeReply(report))
+            : // Given several, which one answered: each balancer has its own view.
+              `${flags.balancer.length > 1 ? `balancer: ${balancer}\n` : ""}${statusTable(report.strategy, report.servers, now)}`
         )
       )
     ),
@@ -67,20 +74,33 @@ export const statusCommand = Command.make("status", { balancer, json, ...trustOp
 
 export const strategyCommand = Command.make(
   "strategy",
-  { name: ruledArg("NAME", oneOf(names), "the strategy to switch to"), balancer, token, json, ...trustOptions },
+  {
+    name: ruledArg("NAME", oneOf(names), "the strategy to switch to"),
+    balancer: balancers(
+      "the balancer's address; given several, the strategy is set on the first that answers (each balancer keeps its own)"
+    ),
+    token,
+    json,
+    ...trustOptions
+  },
   (flags) =>
     Effect.all([checkedToken(flags.token), trustFrom(flags.tls, flags.ca)]).pipe(
       Effect.flatMap(([token, trust]) =>
-        ask(
+        askFirst(
           flags.balancer,
           new SetStrategy({ strategy: flags.name, token: Option.getOrUndefined(token) }),
           "5 seconds",
           trust
         )
       ),
-      Effect.flatMap((reply) => expect(reply, "StrategySet")),
-      Effect.flatMap((set) =>
-        Console.log(flags.json ? JSON.stringify(encodeReply(set)) : `strategy set to ${set.strategy}`)
+      Effect.flatMap(({ reply, balancer }) => Effect.map(expect(reply, "StrategySet"), (set) => ({ set, balancer }))),
+      Effect.flatMap(({ set, balancer }) =>
+        Console.log(
+          flags.json
+            ? JSON.stringify(encodeReply(set))
+            : // Given several, only the one that answered changed: each balancer keeps its own strategy.
+              `strategy set to ${set.strategy}${flags.balancer.length > 1 ? ` on the balancer at ${balancer}` : ""}`
+        )
       ),
       Effect.provide(Wire.layer)
     )

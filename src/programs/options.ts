@@ -246,12 +246,45 @@ export const endpointRule = fromSchema(EndpointFromString, "host:port, with a po
 /** `--balancer host:port`: where the balancer's port is. */
 export const balancerAddress = ruled("balancer", endpointRule)
 
-export const balancer = withDefault(
-  "balancer",
-  endpointRule,
-  { host: Host.make("127.0.0.1"), port: Port.make(4000) },
-  "the balancer's address",
-  "127.0.0.1:4000"
+/**
+ * `--balancer a:1,b:2` or the flag repeated: every balancer given, in order (a name given twice
+ * counts once). Each address is checked on its own, and a bad one is refused as one address is:
+ * `--balancer must be host:port, with a port from 1 to 65535 (got x)`.
+ */
+export const balancerList = Options.text("balancer").pipe(
+  Options.withPseudoName("HOST:PORT[,HOST:PORT…]"),
+  Options.repeated,
+  Options.mapEffect((texts) =>
+    Effect.map(
+      Effect.forEach(
+        texts.flatMap((text) => text.split(",")),
+        (part) => checked("--balancer", endpointRule)(part.trim())
+      ),
+      (addresses) => {
+        const seen = new Set<string>()
+        return addresses.filter((address) => {
+          const name = formatEndpoint(address)
+          return seen.has(name) ? false : (seen.add(name), true)
+        })
+      }
+    )
+  )
+)
+
+/** What the help says of `--balancer`, after what it is for. */
+export const balancerListSays = "host:port; several separated by commas, or the flag repeated"
+
+const defaultBalancer = { host: Host.make("127.0.0.1"), port: Port.make(4000) }
+
+/** `--balancer` for commands that need a balancer: 127.0.0.1:4000 unless told. */
+export const balancers = (description: string) =>
+  balancerList.pipe(
+    Options.map((addresses) => (addresses.length === 0 ? [defaultBalancer] : addresses)),
+    Options.withDescription(described(description, balancerListSays, "127.0.0.1:4000"))
+  )
+
+export const balancer = balancers(
+  "the balancer's address; given several, the first that answers (a client starts at a random one)"
 )
 
 /** What is wrong with a token, never the token itself: it is a secret. */

@@ -1,5 +1,5 @@
 /** `effect-lb server`: a backend server serving a folder, computing, and answering probes. */
-import { Command } from "@effect/cli"
+import { Command, Options } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Console, Context, Effect, Layer, Option } from "effect"
 import { ServerId, Weight } from "../domain/Server.js"
@@ -12,10 +12,11 @@ import { certificateOptions, identityFrom, trustFrom, trustOptions } from "./tls
 import { hintBusyPort } from "./listen.js"
 import * as BalancerLink from "../services/server/BalancerLink.js"
 import {
+  balancerList,
+  balancerListSays,
   checkedToken,
   decimal,
   duration,
-  endpointRule,
   folderRule,
   fromSchema,
   host,
@@ -78,11 +79,10 @@ const options = {
     0,
     "1 hour"
   ),
-  balancer: optional(
-    "balancer",
-    endpointRule,
-    "register with the balancer at host:port and report load to it",
-    "not registered"
+  balancer: balancerList.pipe(
+    Options.withDescription(
+      `register with the balancer at host:port and report load to it; given several, with the first that takes it, moving to the next when the link is lost [default: not registered; ${balancerListSays}]`
+    )
   ),
   token,
   advertiseHost: optional(
@@ -130,17 +130,20 @@ export const serverCommand = Command.make("server", options, (flags) =>
         )
       })
     )
-    const link = Option.match(flags.balancer, {
-      onNone: () => Layer.empty,
-      onSome: (address) =>
-        BalancerLink.layer({
-          balancer: address,
-          token: Option.getOrUndefined(token),
-          weight: Weight.make(flags.weight),
-          advertiseHost: Option.getOrUndefined(flags.advertiseHost),
-          tls: balancerTls
-        })
-    })
+    const link = Option.match(
+      Option.liftPredicate(flags.balancer, (list) => list.length > 0),
+      {
+        onNone: () => Layer.empty,
+        onSome: (addresses) =>
+          BalancerLink.layer({
+            balancer: addresses,
+            token: Option.getOrUndefined(token),
+            weight: Weight.make(flags.weight),
+            advertiseHost: Option.getOrUndefined(flags.advertiseHost),
+            tls: balancerTls
+          })
+      }
+    )
     // Serves until stopped; a server the balancer refuses to register stops (drained) and exits 1
     // rather than serve forever outside the rotation.
     yield* Layer.build(

@@ -189,7 +189,8 @@ describe("global flags anywhere on the line", () => {
   it("moves the client's own options given after its request before it: client list --balancer H:P", () => {
     const split = splitGlobals(["client", "compute", "5", "--balancer=h:1", "--read-timeout", "2s"])
     expect(Either.map(split, ({ args }) => args)).toEqual(
-      Either.right(["client", "--balancer=h:1", "--read-timeout", "2s", "compute", "5"])
+      // `--balancer=h:1` is handed to the parser as `--balancer h:1`: the flag may be repeated.
+      Either.right(["client", "--balancer", "h:1", "--read-timeout", "2s", "compute", "5"])
     )
   })
 
@@ -197,6 +198,28 @@ describe("global flags anywhere on the line", () => {
     Effect.gen(function* () {
       const result = yield* line(["client", "list", "--balancer", "x"])
       expect(result.stderr).toEqual(["effect-lb: --balancer must be host:port, with a port from 1 to 65535 (got x)"])
+    })
+  )
+
+  it.live("--balancer takes a list, the flag repeated, or both; a bad entry is refused as one address is", () =>
+    Effect.gen(function* () {
+      const failure = (args: ReadonlyArray<string>) => Effect.map(line(args), (result) => result.stderr)
+      expect(yield* failure(["status", "--balancer", "127.0.0.1:1,x"])).toEqual([
+        "effect-lb: --balancer must be host:port, with a port from 1 to 65535 (got x)"
+      ])
+      expect(yield* failure(["strategy", "random", "--balancer=127.0.0.1:1,"])).toEqual([
+        'effect-lb: --balancer must be host:port, with a port from 1 to 65535 (got "")'
+      ])
+      expect(yield* failure(["server", "--balancer", "127.0.0.1:1", "--balancer", "127.0.0.1:70000"])).toEqual([
+        "effect-lb: --balancer must be host:port, with a port from 1 to 65535 (got 127.0.0.1:70000)"
+      ])
+      expect(yield* failure(["status", "--balancer"])).toEqual(["effect-lb: --balancer needs a value: host:port"])
+      // Every form at once, an address given twice: each balancer asked once, in order.
+      expect(
+        yield* failure(["status", "--balancer=127.0.0.1:1,127.0.0.1:2", "--balancer", "127.0.0.1:1,127.0.0.1:3"])
+      ).toEqual([
+        "effect-lb: no balancer answered: 127.0.0.1:1 (connection refused (ECONNREFUSED)), 127.0.0.1:2 (connection refused (ECONNREFUSED)), 127.0.0.1:3 (connection refused (ECONNREFUSED))"
+      ])
     })
   )
 

@@ -7,7 +7,7 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import { Context, Duration, Effect, Layer, Option, Schedule, Stream } from "effect"
+import { Context, Duration, Effect, Layer, Option, Random, Schedule, Stream } from "effect"
 import * as Crypto from "node:crypto"
 import { FileNotFound, InvalidRequest, NoServerAvailable } from "../../domain/Errors.js"
 import {
@@ -21,16 +21,23 @@ import {
   type ServerRequest as ServerRequestType
 } from "../../domain/Protocol.js"
 import { type Endpoint, formatEndpoint, type ServerLocation } from "../../domain/Server.js"
-import { ask, type NotABalancer } from "./BalancerClient.js"
+import { addresses, ask, firstAnswering, type NotABalancer, unreachable } from "./BalancerClient.js"
 import type { Connection, ConnectionClosed, LineTooLong } from "../wire/Connection.js"
 import { type Address, describeConnectReason, Wire } from "../wire/Wire.js"
 import { systemTrust, type Trust } from "../wire/Tls.js"
-import { BalancerUnavailable, FileExists, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
+import { BalancerUnavailable, FileExists, GaveUp, type NoBalancerAnswered, SaveFailed, ServerFailed } from "./Errors.js"
 
-export { BalancerUnavailable, FileExists, GaveUp, SaveFailed, ServerFailed } from "./Errors.js"
+export { BalancerUnavailable, FileExists, GaveUp, NoBalancerAnswered, SaveFailed, ServerFailed } from "./Errors.js"
 
 export type ClientError =
-  FileNotFound | InvalidRequest | GaveUp | BalancerUnavailable | NotABalancer | SaveFailed | FileExists
+  | FileNotFound
+  | InvalidRequest
+  | GaveUp
+  | BalancerUnavailable
+  | NoBalancerAnswered
+  | NotABalancer
+  | SaveFailed
+  | FileExists
 
 /** How one attempt on one server can end: the server's fault (retried), or the request's (not). */
 type Attempt = ServerFailed | FileNotFound | InvalidRequest | SaveFailed | FileExists | ConnectionClosed | LineTooLong
@@ -49,7 +56,11 @@ export interface Served<A> {
 }
 
 export interface ClientConfig {
-  readonly balancer: Address
+  /**
+   * The balancer, or several: the client starts at a random one, keeps to the one that answers, and
+   * moves to the next at once when one cannot be reached (no server attempt spent on it).
+   */
+  readonly balancer: Address | ReadonlyArray<Address>
   /** Servers tried before giving up. */
   readonly attempts: number
   /** First wait between attempts; it doubles, with jitter, up to 2 s. */
@@ -118,9 +129,13 @@ const ignore = () => Effect.void
 
 export const make = (config: ClientConfig) =>
   Effect.gen(function* () {
+    const balancers = addresses(config.balancer)
     const setup: Setup = {
       config,
-      balancerName: formatEndpoint(config.balancer),
+      balancers,
+      names: balancers.map(formatEndpoint),
+      // A random start spreads clients given the same list over every balancer.
+      sticky: { index: balancers.length > 1 ? yield* Random.nextIntBetween(0, balancers.length) : 0 },
       wire: yield* Wire,
       fs: yield* FileSystem.FileSystem,
       path: yield* Path.Path
@@ -149,7 +164,11 @@ export const reroutePolicy = (config: Pick<ClientConfig, "attempts" | "backoff">
 /** What the client was made with: its configuration and the services it uses. */
 interface Setup {
   readonly config: ClientConfig
-  readonly balancerName: string
+  readonly balancers: ReadonlyArray<Address>
+  /** Each balancer's `host:port`, for people. */
+  readonly names: ReadonlyArray<string>
+  /** The balancer asked first: the last one that answered. */
+  readonly sticky: { index: number }
   readonly wire: Wire["Type"]
   readonly fs: FileSystem.FileSystem
   readonly path: Path.Path
@@ -397,7 +416,8 @@ const reroutable = (error: ClientError | ServerFailed | NoServerAvailable) =>
   error._tag === "ServerFailed" ||
   error._tag === "BalancerUnavailable" ||
   error._tag === "NoServerAvailable" ||
-  (error._tag === "NotABalancer" && error.silent)
+  (error._tag === "NotABalancer" && error.silent) ||
+  (error._tag === "NoBalancerAnswered" && error.silent)
 
 /** The one reason a person is given: the last failure, or why the balancer had none left and what failed before. */
 const gaveUp = (journey: Journey, error: ServerFailed | NoServerAvailable) =>
@@ -467,13 +487,36 @@ const onServer = <A>(
     })
   )
 
-/** Asks the balancer for a server other than those in `exclude`. */
+/**
+ * Asks a balancer for a server other than those in `exclude`: the one that answered last, else the
+ * next in the list, at once. One that cannot be reached, or has no server for us (it may not be the
+ * one our servers registered with), is passed over; only a whole round of them failing fails the
+ * attempt (and the client backs off): with `NoServerAvailable` if one said so.
+ */
 const locate = (
-  { config, balancerName, wire }: Setup,
+  setup: Setup,
   exclude: ReadonlyArray<Endpoint>
-): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable | NotABalancer> =>
-  ask(
-    config.balancer,
+): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable | NotABalancer | NoBalancerAnswered> =>
+  firstAnswering(setup.balancers, setup.sticky.index, (balancer) => locateAt(setup, balancer, exclude), {
+    passOver: (error) =>
+      error._tag === "NoServerAvailable" ? { reason: error.message, silent: true } : unreachable(error),
+    prevails: (error) => error._tag === "NoServerAvailable"
+  }).pipe(
+    Effect.map(({ value, index }) => {
+      setup.sticky.index = index
+      return value
+    })
+  )
+
+/** Asks the balancer at `balancer` for a server other than those in `exclude`. */
+const locateAt = (
+  { config, wire }: Setup,
+  balancer: Address,
+  exclude: ReadonlyArray<Endpoint>
+): Effect.Effect<ServerLocation, NoServerAvailable | BalancerUnavailable | NotABalancer> => {
+  const balancerName = formatEndpoint(balancer)
+  return ask(
+    balancer,
     new Locate(config.key === undefined ? { exclude } : { exclude, key: config.key }),
     config.connectTimeout,
     config.balancerTls
@@ -496,6 +539,7 @@ const locate = (
       }
     })
   )
+}
 
 /** Sends one request and reads the reply; the server's own error replies pass through as values. */
 const askServer = (

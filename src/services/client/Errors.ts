@@ -1,6 +1,6 @@
 /**
  * How a client's request can fail, beyond the errors a server or balancer sends back: the client
- * re-routes on `ServerFailed` and `BalancerUnavailable`, and ends with `GaveUp` or `SaveFailed`.
+ * re-routes on `ServerFailed`, `BalancerUnavailable` and `NoBalancerAnswered`, and ends with `GaveUp` or `SaveFailed`.
  */
 import { Schema } from "effect"
 
@@ -21,6 +21,22 @@ export class BalancerUnavailable extends Schema.TaggedError<BalancerUnavailable>
 }) {
   override get message(): string {
     return `cannot reach the balancer at ${this.balancer}: ${this.reason}`
+  }
+}
+
+/** A balancer of several that could not be asked, and why. */
+export const Unanswered = Schema.Struct({ balancer: Schema.String, reason: Schema.String })
+
+/**
+ * A round of several balancers: none could be reached or answered as a balancer. `silent`: some gave
+ * no answer at all (down, starting, too busy), so asking again later may help.
+ */
+export class NoBalancerAnswered extends Schema.TaggedError<NoBalancerAnswered>()("NoBalancerAnswered", {
+  balancers: Schema.Array(Unanswered),
+  silent: Schema.Boolean
+}) {
+  override get message(): string {
+    return `no balancer answered: ${this.balancers.map(({ balancer, reason }) => `${balancer} (${reason})`).join(", ")}`
   }
 }
 

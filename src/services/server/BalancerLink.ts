@@ -3,7 +3,8 @@
  * `Load` whenever its active-connection count changes, registers again by itself whenever the
  * connection is lost or the balancer is full (`Busy`), backing off up to 5 s between attempts, and
  * deregisters on shutdown so it leaves the rotation at once rather than after the balancer's
- * dead-after.
+ * dead-after. Given several balancers, it is registered with one at a time: the first that takes
+ * it, then, when that link is lost, the next; the backoff applies to whole rounds of them.
  */
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Schedule, Schema, Stream } from "effect"
 import { BalancerReply, BalancerRequest, Deregister, Load, Register } from "../../domain/Protocol.js"
@@ -12,10 +13,18 @@ import type { Connection } from "../wire/Connection.js"
 import { balancerReply, confirmBalancer, noAnswerWithin, notABalancer } from "../wire/Peer.js"
 import { FileServer } from "./FileServer.js"
 import { type Address, Wire } from "../wire/Wire.js"
+
+/** The one balancer, or several, as a list. */
+const addresses = (balancer: Address | ReadonlyArray<Address>): ReadonlyArray<Address> =>
+  "host" in balancer ? [balancer] : balancer
 import type { Trust } from "../wire/Tls.js"
 
 export interface LinkConfig {
-  readonly balancer: Address
+  /**
+   * The balancer, or several: the server registers with the first of them that takes it, in order,
+   * and when that link is lost moves on to the next (the last wraps to the first).
+   */
+  readonly balancer: Address | ReadonlyArray<Address>
   readonly token?: string | undefined
   readonly weight: Weight
   /** The host the balancer should hand to clients (default: the host the server listens on). */
@@ -213,12 +222,17 @@ const failed = (trouble: RegistrationTrouble, balancer: string, error: { readonl
  * One registration on one connection, held (reporting load) until the connection is lost. Succeeds
  * with whether it registered; fails only when the balancer refuses the server.
  */
-const session = (config: LinkConfig, current: Ref.Ref<Option.Option<Registration>>, trouble: RegistrationTrouble) => {
-  const balancer = formatEndpoint(config.balancer)
+const session = (
+  config: LinkConfig,
+  address: Address,
+  current: Ref.Ref<Option.Option<Registration>>,
+  trouble: RegistrationTrouble
+) => {
+  const balancer = formatEndpoint(address)
   return Effect.gen(function* () {
     const wire = yield* Wire
     const server = yield* FileServer
-    const connection = yield* wire.connect(config.balancer, { tls: config.tls })
+    const connection = yield* wire.connect(address, { tls: config.tls })
     const spec = advertisedSpec(server, config, connection)
     yield* register(connection, spec, config.token, balancer)
     const registration: Registration = { connection, deregistered: yield* Deferred.make<void>() }
@@ -247,13 +261,40 @@ const session = (config: LinkConfig, current: Ref.Ref<Option.Option<Registration
   )
 }
 
+/**
+ * One round over the balancers, from `next.at`: each tried in turn until one registers the server;
+ * once that link is lost, the next one is where the following round starts. Succeeds with whether
+ * it registered (the reconnect backoff starts over then); fails only when a balancer refuses the
+ * server, which ends every round: a wrong token or spec is wrong for every balancer.
+ */
+const round = (
+  config: LinkConfig,
+  balancers: ReadonlyArray<Address>,
+  next: { at: number },
+  current: Ref.Ref<Option.Option<Registration>>,
+  trouble: RegistrationTrouble
+) => {
+  const from = (tried: number): Effect.Effect<boolean, RegistrationRefused, Wire | FileServer> => {
+    const index = (next.at + tried) % balancers.length
+    const address = balancers[index]
+    if (tried >= balancers.length || address === undefined) return Effect.succeed(false)
+    return Effect.flatMap(session(config, address, current, trouble), (registered) => {
+      if (!registered) return from(tried + 1)
+      next.at = (index + 1) % balancers.length
+      return Effect.succeed(true)
+    })
+  }
+  return Effect.suspend(() => from(0))
+}
+
 export const make = (config: LinkConfig) =>
   Effect.gen(function* () {
     const current = yield* Ref.make(Option.none<Registration>())
     const refused = yield* Deferred.make<never, RegistrationRefused>()
     // Registers again whenever the link drops, until the balancer refuses the server.
     const trouble = new RegistrationTrouble()
-    yield* session(config, current, trouble).pipe(
+    const next = { at: 0 }
+    yield* round(config, addresses(config.balancer), next, current, trouble).pipe(
       Effect.repeat(reconnect),
       Effect.catchTag("RegistrationRefused", (error) =>
         // Whoever runs the server says so (the server command exits with it); this is for the logs.

@@ -94,3 +94,55 @@ describe("a server that cannot register", () => {
     }).pipe(Effect.provide(Wire.layerMemory), Logger.withMinimumLogLevel(LogLevel.Debug))
   )
 })
+
+describe("a server given several balancers", () => {
+  it.scoped("registers with the first that takes it, and with the next when that link is lost", () =>
+    Effect.gen(function* () {
+      const logs: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel.label === "INFO") logs.push((Array.isArray(message) ? message : [message]).join(" "))
+      })
+      const wire = yield* Wire.Wire
+      const taking = (port: number, scope: Scope.Scope) =>
+        wire
+          .serve({ host: "127.0.0.1", port }, (connection) =>
+            Effect.gen(function* () {
+              const request = yield* connection.read(BalancerRequest)
+              if (Option.isSome(request) && request.value._tag === "Register") {
+                yield* connection.send(BalancerReply, new Registered({ id: request.value.server.id }))
+              }
+              yield* connection.closed
+            }).pipe(Effect.ignore)
+          )
+          .pipe(Scope.extend(scope))
+      const second = yield* Scope.make()
+      yield* taking(4992, second)
+      const folder = yield* servedFolder(16)
+      const balancers = [4991, 4992, 4993].map((port) => ({ host: "127.0.0.1", port }))
+      yield* Layer.build(
+        BalancerLink.layer({ balancer: balancers, weight: Weight.make(1) }).pipe(
+          Layer.provideMerge(FileServer.layer({ ...FileServer.defaults, id: ServerId.make("s1"), port: 0 })),
+          Layer.provide(FileStore.layer(folder.root)),
+          Layer.provide(NodeContext.layer),
+          Layer.provide(Logger.replace(Logger.defaultLogger, logger))
+        )
+      )
+      // Closed before the link deregisters, should the test fail while the server is registered there.
+      yield* Effect.addFinalizer(() => Scope.close(second, Exit.void))
+      // The first has nothing listening: the second is asked at once, before any backoff.
+      yield* TestClock.adjust("1 millis")
+      expect(logs.filter((line) => line.startsWith("registered"))).toEqual([
+        "registered as s1 with the balancer at 127.0.0.1:4992 after 1 failed attempts"
+      ])
+      // The second goes; the third takes it (the next in the list, not the first again).
+      yield* taking(4991, yield* Effect.scope)
+      yield* taking(4993, yield* Effect.scope)
+      yield* Scope.close(second, Exit.void)
+      yield* TestClock.adjust("1 second")
+      expect(logs.filter((line) => line.startsWith("registered"))).toEqual([
+        "registered as s1 with the balancer at 127.0.0.1:4992 after 1 failed attempts",
+        "registered as s1 with the balancer at 127.0.0.1:4993"
+      ])
+    }).pipe(Effect.provide(Wire.layerMemory))
+  )
+})
