@@ -57,7 +57,8 @@ const root = Command.make("client", { balancer, json, readTimeout, ...trustOptio
         )
       )
     }
-    yield* interactive({ balancer: flags.balancer, out: "." })
+    const tls = yield* trustFrom(flags.tls, flags.ca)
+    yield* interactive({ balancer: flags.balancer, out: ".", tls })
   }).pipe(Effect.provide(clientLayer(flags)))
 )
 

@@ -13,6 +13,7 @@ import { formatEndpoint } from "../domain/Server.js"
 import { askFirst, statusOfFirst } from "../services/client/BalancerClient.js"
 import { Client, type ClientEvent } from "../services/client/Client.js"
 import { names } from "../services/balancer/strategies/Catalog.js"
+import type { Trust } from "../services/wire/Tls.js"
 import type { Address } from "../services/wire/Wire.js"
 import { Wire } from "../services/wire/Wire.js"
 import { statusTable } from "./operator.js"
@@ -33,6 +34,8 @@ export interface InteractiveOptions {
   readonly out: string
   readonly token?: string | undefined
   readonly controls?: ServerControls | undefined
+  /** Speak TLS to the balancer, trusting these CAs (`--tls`, `--ca`). */
+  readonly tls?: Trust | undefined
 }
 
 type Action = "list" | "download" | "compute" | "status" | "strategy" | "kill" | "revive" | "quit"
@@ -237,14 +240,14 @@ const computeFor = ({ client, computing, say, fail }: Session): Step =>
 
 /** One request to the balancer's own port. */
 const askBalancer = ({ options, wire }: Session, request: SetStrategy) =>
-  askFirst(options.balancer, request).pipe(
+  askFirst(options.balancer, request, "5 seconds", options.tls).pipe(
     Effect.map(({ reply }) => reply),
     Effect.provideService(Wire, wire)
   )
 
 /** The balancer's strategy and its servers, as a table. */
 const showStatus = (session: Session): Step =>
-  statusOfFirst(session.options.balancer).pipe(
+  statusOfFirst(session.options.balancer, "5 seconds", session.options.tls).pipe(
     Effect.provideService(Wire, session.wire),
     Effect.flatMap(({ reply }) =>
       reply._tag === "StatusReport"
