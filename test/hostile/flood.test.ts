@@ -136,9 +136,9 @@ describe("a Register flood against the real balancer", () => {
         let peak = before
         const started = Date.now()
         const answered = () => [...peer.replies.values()].reduce((a, b) => a + b, 0)
-        // Until every Register is answered (and 2 s more), at most 15 s.
+        // Until every Register is answered (and 2 s more), at most 25 s (a few on a quiet machine).
         let doneAt: number | undefined
-        while (Date.now() - started < 15_000 && (doneAt === undefined || Date.now() - doneAt < 2000)) {
+        while (Date.now() - started < 25_000 && (doneAt === undefined || Date.now() - doneAt < 2000)) {
           yield* Effect.sleep("200 millis")
           peak = Math.max(peak, rssMb(balancer.child.pid))
           if (doneAt === undefined && answered() === flood - 1) doneAt = Date.now()
@@ -166,6 +166,6 @@ describe("a Register flood against the real balancer", () => {
         expect(figures.p99Ms).toBeLessThan(50)
         expect(figures.rssPeakMb - figures.rssBeforeMb).toBeLessThan(200)
       }),
-    30_000
+    40_000
   )
 })
