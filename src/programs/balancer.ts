@@ -1,6 +1,7 @@
 /** `effect-lb balancer`: the balancer port, its registry, strategies and health monitor. */
 import { Command, Options } from "@effect/cli"
-import { Console, Duration, Effect, Layer, Option } from "effect"
+import { Console, Duration, Effect, Either, Layer, Option } from "effect"
+import * as Os from "node:os"
 import { formatEndpoint, Host, ServerId } from "../domain/Server.js"
 import * as Admin from "../services/balancer/admin/Admin.js"
 import * as Balancer from "../services/balancer/Balancer.js"
@@ -11,6 +12,8 @@ import * as Proxy from "../services/balancer/Proxy.js"
 import * as Reaper from "../services/balancer/Reaper.js"
 import * as Reload from "../services/balancer/Reload.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
+import * as RedisStore from "../services/balancer/shared/RedisStore.js"
+import * as SharedRegistry from "../services/balancer/shared/SharedRegistry.js"
 import { Strategies } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
 import { ignoringHangup, reloadingCertificatesOnHangup, reloadingOnHangup } from "./hangup.js"
@@ -59,8 +62,7 @@ export const balancerLayer = (options: BalancerOptions) => {
     )
   )
   const reaper = Reaper.layer({ removeDeadAfter: options.removeDeadAfter ?? Reaper.defaults.removeDeadAfter })
-  const core = Operator.layer({ ...Operator.defaults, token: Option.getOrUndefined(options.token) }).pipe(
-    Layer.provideMerge(Balancer.layer(options.strategy)),
+  const decision = Balancer.layer(options.strategy).pipe(
     Layer.provideMerge(
       ServerRegistry.layer({
         ...ServerRegistry.defaultConfig,
@@ -69,6 +71,20 @@ export const balancerLayer = (options: BalancerOptions) => {
       })
     ),
     Layer.provideMerge(Strategies.layer)
+  )
+  // With --registry, the registry and the balancer everyone else sees are the shared ones, over these.
+  const registry = options.registry
+  const shared =
+    registry === undefined
+      ? decision
+      : Layer.merge(
+          SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId: registry.balancerId }).pipe(
+            Layer.provide(Layer.merge(decision, RedisStore.layer(registry.store)))
+          ),
+          Strategies.layer
+        )
+  const core = Operator.layer({ ...Operator.defaults, token: Option.getOrUndefined(options.token) }).pipe(
+    Layer.provideMerge(shared)
   )
   const plane = ControlPlane.layer({
     ...ControlPlane.defaults,
@@ -112,7 +128,42 @@ export const strategyOption = withDefault("strategy", strategyRule, "round-robin
 const setting = <A>(name: string, rule: Rule<A>, fallback: NoInfer<A>, description: string) =>
   optional(name, rule, description, Duration.isDuration(fallback) ? durationText(fallback) : String(fallback))
 
+/** `--registry`: a Redis URL, never with a password in it (that one is shown as such, not echoed). */
+const registryRule: Rule<RedisStore.RegistryTarget> = {
+  says: `redis://HOST[:PORT][/DB] or rediss://…, without a password (set ${RedisStore.passwordVariable})`,
+  placeholder: "URL",
+  decode: (text) => Either.getRight(RedisStore.parseRegistryUrl(text)),
+  got: (text) => Either.match(RedisStore.parseRegistryUrl(text), { onLeft: (why) => why, onRight: () => text })
+}
+
+const nameRule = (says: string): Rule<string> => ({
+  says,
+  placeholder: "NAME",
+  decode: (text) => (/^[A-Za-z0-9._:[\]-]{1,128}$/.test(text) ? Option.some(text) : Option.none())
+})
+
+/** The balancer's id by default: this host and the balancer port, the same across restarts. */
+const defaultBalancerId = (port: number) => `${Os.hostname()}:${port === 0 ? `0-${process.pid}` : port}`
+
 const options = {
+  registry: optional(
+    "registry",
+    registryRule,
+    "share the servers, their weights and drains, and the strategy with the other balancers on this Redis",
+    "none: this balancer alone"
+  ),
+  registryNamespace: optional(
+    "registry-namespace",
+    nameRule("1 to 128 letters, digits or ._:[]-"),
+    "prefix of this cluster's keys and channel in that Redis (several clusters can share one)",
+    RedisStore.defaultNamespace
+  ),
+  balancerId: optional(
+    "balancer-id",
+    nameRule("1 to 128 letters, digits or ._:[]-"),
+    "this balancer's name in the shared registry",
+    "this host's name and the balancer port"
+  ),
   config: optional(
     "config",
     { says: "a file name", placeholder: "FILE", decode: (text) => (text === "" ? Option.none() : Option.some(text)) },
@@ -331,7 +382,18 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
       balancerTls: tls.balancer,
       token,
       serversOrigin: Option.isSome(flags.config) && flags.servers.length === 0 ? "file" : "configured",
-      reload: Option.getOrUndefined(reload)
+      reload: Option.getOrUndefined(reload),
+      registry: Option.getOrUndefined(
+        Option.map(flags.registry, (target) => ({
+          store: {
+            target,
+            namespace: Option.getOrElse(flags.registryNamespace, () => RedisStore.defaultNamespace),
+            password: process.env[RedisStore.passwordVariable] || undefined,
+            timeout: Duration.seconds(2)
+          },
+          balancerId: Option.getOrElse(flags.balancerId, () => defaultBalancerId(settings.port))
+        }))
+      )
     })
     yield* Layer.launch(Layer.merge(announce, hangups).pipe(Layer.provide(balancer))).pipe(
       hintBusyPort([{ flag: "--port", port: settings.port, fallback: ControlPlane.defaults.port }]),

@@ -11,6 +11,7 @@ import * as Proxy from "../services/balancer/Proxy.js"
 import * as Reaper from "../services/balancer/Reaper.js"
 import type * as Reload from "../services/balancer/Reload.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
+import type { RedisStoreConfig } from "../services/balancer/shared/RedisStore.js"
 import type { StrategyName } from "../services/balancer/strategies/Catalog.js"
 import type { ListenerTls } from "../services/wire/Tls.js"
 import type { ConfigFile, rules } from "./configFile.js"
@@ -48,6 +49,8 @@ export interface BalancerOptions {
   readonly tls?: TlsSettings
   /** TLS on the balancer port, with its certificate (made from `tls`). */
   readonly balancerTls?: ListenerTls | undefined
+  /** With `--registry`: the shared registry's store, and this balancer's id in it. */
+  readonly registry?: { readonly store: RedisStoreConfig; readonly balancerId: string } | undefined
 }
 
 /** TLS as the settings give it: the certificate, where it is served, and TLS to the servers. */

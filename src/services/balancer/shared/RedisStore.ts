@@ -1,0 +1,201 @@
+/**
+ * The shared registry's store on Redis (through ioredis, loaded only when a balancer is given
+ * `--registry`, so a balancer without one starts as fast as ever).
+ *
+ * Keys, under the namespace N (`--registry-namespace`, so several clusters can share one Redis):
+ * `N:servers` (a hash: server id → its record, JSON), `N:strategy` (a string), `N:revision` (a
+ * counter), and the channel `N:changes`, on which each change is published as JSON with the revision
+ * it made. One Lua script writes a change, bumps the revision and publishes it: atomically, in order.
+ *
+ * Two connections: one for commands, one subscribed to the channel. Commands are not queued while
+ * Redis is unreachable (they fail at once; the caller decides); ioredis reconnects by itself, and each
+ * time the subscription is back the listener is told to read a snapshot.
+ */
+import { Duration, Effect, Either, Layer, Schema, type Scope } from "effect"
+import type { Redis, RedisOptions } from "ioredis"
+import {
+  PublishedFromJson,
+  type ServerRecord,
+  ServerRecordFromJson,
+  SharedChange,
+  SharedStore,
+  type Signer,
+  type StoreEvents,
+  StoreUnavailable
+} from "./Store.js"
+
+/** Where the store is, from `--registry` (a password is never part of it: see `password`). */
+export interface RegistryTarget {
+  readonly host: string
+  readonly port: number
+  readonly db: number
+  readonly tls: boolean
+}
+
+export interface RedisStoreConfig {
+  readonly target: RegistryTarget
+  readonly namespace: string
+  /** From the environment (`EFFECT_LB_REGISTRY_PASSWORD`), never from argv. */
+  readonly password?: string | undefined
+  /** Connecting, and each command, must be done within this long. */
+  readonly timeout: Duration.DurationInput
+}
+
+export const defaultPort = 6379
+export const defaultNamespace = "effect-lb"
+export const passwordVariable = "EFFECT_LB_REGISTRY_PASSWORD"
+
+/** Why a `--registry` URL is refused, or where it points. */
+export const parseRegistryUrl = (text: string): Either.Either<RegistryTarget, string> => {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    return Either.left("not a URL")
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") return Either.left("not redis:// or rediss://")
+  if (url.password !== "" || url.username !== "")
+    return Either.left(`a user or password in the URL (give the password in ${passwordVariable})`)
+  if (url.search !== "" || url.hash !== "") return Either.left("a query or fragment in the URL")
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1")
+  if (host === "") return Either.left("no host")
+  const db = url.pathname === "" || url.pathname === "/" ? 0 : Number(url.pathname.slice(1))
+  if (!Number.isSafeInteger(db) || db < 0 || db > 65535) return Either.left("a database that is not a number")
+  const port = url.port === "" ? defaultPort : Number(url.port)
+  return Either.right({ host, port, db, tls: url.protocol === "rediss:" })
+}
+
+/** The URL, as a person may see it (there is never a password in it). */
+export const formatTarget = (target: RegistryTarget) =>
+  `${target.tls ? "rediss" : "redis"}://${target.host.includes(":") ? `[${target.host}]` : target.host}:${target.port}` +
+  (target.db === 0 ? "" : `/${target.db}`)
+
+/** KEYS: revision, servers, strategy. ARGV: op, id, value, channel, from (JSON), instance (JSON), change (JSON). */
+const writeScript = `
+local revision = redis.call('INCR', KEYS[1])
+if ARGV[1] == 'put' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+elseif ARGV[1] == 'del' then redis.call('HDEL', KEYS[2], ARGV[2])
+else redis.call('SET', KEYS[3], ARGV[3]) end
+redis.call('PUBLISH', ARGV[4], '{"revision":' .. revision .. ',"from":' .. ARGV[5] .. ',"instance":' .. ARGV[6] .. ',"change":' .. ARGV[7] .. '}')
+return revision
+`
+
+/** KEYS: revision, servers, strategy. Everything, at one revision. */
+const snapshotScript = `
+return { redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[3]) or '', redis.call('HGETALL', KEYS[2]) }
+`
+
+const SnapshotReply = Schema.Tuple(Schema.String, Schema.String, Schema.Array(Schema.String))
+const encodeChange = Schema.encodeSync(Schema.parseJson(SharedChange))
+const encodeRecord = Schema.encodeSync(ServerRecordFromJson)
+const decodeRecord = Schema.decodeUnknownEither(ServerRecordFromJson)
+const decodePublished = Schema.decodeUnknownEither(PublishedFromJson)
+
+const unavailable = (error: unknown) =>
+  new StoreUnavailable({ message: error instanceof Error ? error.message : String(error) })
+
+/** ioredis' options: no offline queue (fail at once when down), bounded waits, reconnects backing off to 2 s. */
+const optionsOf = (config: RedisStoreConfig): RedisOptions => {
+  const timeout = Duration.toMillis(config.timeout)
+  return {
+    host: config.target.host,
+    port: config.target.port,
+    db: config.target.db,
+    ...(config.password === undefined ? {} : { password: config.password }),
+    ...(config.target.tls ? { tls: { servername: config.target.host } } : {}),
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: timeout,
+    commandTimeout: timeout,
+    retryStrategy: (times: number) => Math.min(100 * times, 2000)
+  }
+}
+
+/** A client closed with the scope; its errors are reported through `close` events, not thrown. */
+const client = (Client: typeof Redis, options: RedisOptions) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const redis = new Client(options)
+      redis.on("error", () => undefined)
+      return redis
+    }),
+    (redis) => Effect.sync(() => redis.disconnect())
+  )
+
+/** Tells `events` of the subscription: each time it is (back) in place, of each message, of each loss. */
+const subscribe = (subscriber: Redis, channel: string, events: StoreEvents) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      let lastError = "connection closed"
+      const onError = (error: Error) => (lastError = error.message)
+      const onClose = () => events.disconnected(lastError)
+      const onReady = () =>
+        void subscriber.subscribe(channel).then(
+          () => events.connected(),
+          (error: unknown) => events.disconnected(unavailable(error).message)
+        )
+      const onMessage = (from: string, text: string) => {
+        if (from !== channel) return
+        const message = decodePublished(text)
+        if (Either.isRight(message)) events.published(message.right)
+        else events.unreadable(text.slice(0, 200))
+      }
+      subscriber.on("error", onError)
+      subscriber.on("close", onClose)
+      subscriber.on("ready", onReady)
+      subscriber.on("message", onMessage)
+      if (subscriber.status === "ready") onReady()
+      return () => {
+        subscriber.off("error", onError)
+        subscriber.off("close", onClose)
+        subscriber.off("ready", onReady)
+        subscriber.off("message", onMessage)
+      }
+    }),
+    (detach) => Effect.sync(detach)
+  )
+
+export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"], never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { Redis: Client } = yield* Effect.promise(() => import("ioredis"))
+    const options = optionsOf(config)
+    const commands = yield* client(Client, options)
+    const subscriber = yield* client(Client, options)
+    const ns = config.namespace
+    const keys = [`${ns}:revision`, `${ns}:servers`, `${ns}:strategy`] as const
+    const channel = `${ns}:changes`
+    const run = (script: string, args: ReadonlyArray<string>) =>
+      Effect.tryPromise({ try: () => commands.eval(script, keys.length, ...keys, ...args), catch: unavailable })
+    const write = (signer: Signer, change: SharedChange) => {
+      const [op, id, value] =
+        change._tag === "Server"
+          ? ["put", change.record.id, encodeRecord(change.record)]
+          : change._tag === "Removed"
+            ? ["del", change.id, ""]
+            : ["strategy", "", change.name]
+      const signed = [JSON.stringify(signer.from), JSON.stringify(signer.instance), encodeChange(change)]
+      return Effect.map(run(writeScript, [op, id, value, channel, ...signed]), Number)
+    }
+    const snapshot = Effect.gen(function* () {
+      const reply = yield* run(snapshotScript, []).pipe(
+        Effect.flatMap(Schema.decodeUnknown(SnapshotReply)),
+        Effect.mapError(unavailable)
+      )
+      const [revision, strategy, pairs] = reply
+      const servers: Array<ServerRecord> = []
+      for (let i = 1; i < pairs.length; i += 2) {
+        const record = decodeRecord(pairs[i])
+        if (Either.isRight(record)) servers.push(record.right)
+        else yield* Effect.logWarning(`an unreadable server record in ${keys[1]}: ${pairs[i - 1] ?? ""}`)
+      }
+      return { revision: Number(revision), strategy: strategy === "" ? undefined : strategy, servers }
+    })
+    return SharedStore.of({
+      describe: `${formatTarget(config.target)} (namespace ${ns})`,
+      write,
+      snapshot,
+      listen: (events) => Effect.asVoid(subscribe(subscriber, channel, events))
+    })
+  })
+
+export const layer = (config: RedisStoreConfig): Layer.Layer<SharedStore> => Layer.scoped(SharedStore, make(config))

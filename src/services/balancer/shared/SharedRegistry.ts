@@ -1,0 +1,399 @@
+/**
+ * The shared registry: several balancers keep one membership, the servers' weights and drains, and
+ * the strategy, in a store (Redis) — while each keeps its own live/dead verdicts, round trips and
+ * counts. It wraps the in-memory `ServerRegistry` and `Balancer` behind the same interfaces, so the
+ * Locate path and the proxy read local memory exactly as without it, and never wait on the network.
+ *
+ * Local changes (an operator's, a server's registration, a reload's) are applied locally at once, as
+ * before, and queued to be written to the store, one at a time and in order, by one writer fiber.
+ * Remote changes arrive through the store's callbacks, are queued, and are applied by one fiber in
+ * batches — everything that arrived since the last batch, synchronously — straight to the inner
+ * registry and balancer, so they are not published again. A change is applied only where the local
+ * state differs from it, so applying one twice changes nothing.
+ *
+ * A revision missing, a (re)connect, or a message this version cannot read: a snapshot is read and
+ * the difference applied. A snapshot read while this balancer's own writes were in flight may miss
+ * them: it is read again once they have landed.
+ */
+import { Context, Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
+import * as Crypto from "node:crypto"
+import type { ServerId, ServerSpec, ServerView } from "../../../domain/Server.js"
+import { Balancer } from "../Balancer.js"
+import { type Origin, ServerRegistry, type ServerRef } from "../ServerRegistry.js"
+import {
+  type Published,
+  type ServerRecord,
+  type SharedChange,
+  SharedStore,
+  type Signer,
+  type Snapshot,
+  StoreUnavailable
+} from "./Store.js"
+
+export interface SharedConfig {
+  /** This balancer's name in the cluster, stable across restarts: it signs its changes. */
+  readonly balancerId: string
+  /** Each write and each snapshot read must be done within this long. */
+  readonly timeout: Duration.DurationInput
+  /** Local changes waiting to be written, at most; past this, a change stays local (logged). */
+  readonly maxPending: number
+  /** Remote changes waiting to be applied, at most; past this, they are dropped and a snapshot read. */
+  readonly maxInbox: number
+}
+
+export const defaults: Omit<SharedConfig, "balancerId"> = {
+  timeout: Duration.seconds(2),
+  maxPending: 10_000,
+  maxInbox: 10_000
+}
+
+type Inbound =
+  | { readonly _tag: "Connected" }
+  | { readonly _tag: "Disconnected"; readonly reason: string }
+  | { readonly _tag: "Published"; readonly message: Published }
+  | { readonly _tag: "Unreadable"; readonly reason: string }
+  | { readonly _tag: "Resync" }
+
+/** What this balancer knows of the store. */
+interface SyncState {
+  /** The last revision applied (0: none yet). */
+  revision: number
+  /** A snapshot has been applied since the store last (re)connected. */
+  synced: boolean
+  connected: boolean
+  /** Local changes queued or being written. */
+  inFlight: number
+  /** A snapshot was applied while local changes were in flight: read another once they land. */
+  stale: boolean
+  /** Remote changes were dropped (the inbox was full). */
+  lost: boolean
+  /** Its being unreachable has been logged (once, until it answers again). */
+  warned: boolean
+  /** The servers the store holds, as far as this balancer knows. */
+  shared: Map<ServerId, ServerRecord>
+  /**
+   * Local changes whose write failed (the store was unreachable), the last one per server (and for
+   * the strategy): they win over the snapshot read when the store answers again, and are written then.
+   */
+  readonly unshared: Map<string, SharedChange>
+}
+
+/** The record of a server as the registry shows it now. */
+export const recordOf = (server: ServerView, origin: Origin): ServerRecord => ({
+  id: server.id,
+  host: server.host,
+  port: server.port,
+  weight: server.weight,
+  ...(server.tls === true ? { tls: true } : {}),
+  draining: server.state === "draining",
+  origin
+})
+
+const specOf = (record: ServerRecord): ServerSpec => ({
+  id: record.id,
+  host: record.host,
+  port: record.port,
+  weight: record.weight,
+  ...(record.tls === true ? { tls: true } : {})
+})
+
+const describeChange = (change: SharedChange) =>
+  change._tag === "Server"
+    ? `server ${change.record.id}`
+    : change._tag === "Removed"
+      ? `removal of ${change.id}`
+      : `strategy ${change.name}`
+
+/** What a change is about: a server's id, or the strategy. */
+const keyOf = (change: SharedChange) =>
+  change._tag === "Server" ? change.record.id : change._tag === "Removed" ? change.id : "\u0000strategy"
+
+const remember = (shared: Map<ServerId, ServerRecord>, change: SharedChange) => {
+  if (change._tag === "Server") shared.set(change.record.id, change.record)
+  else if (change._tag === "Removed") shared.delete(change.id)
+}
+
+/** Makes the local registry and balancer agree with the store's changes: only what differs is changed. */
+const applier = (registry: ServerRegistry["Type"], balancer: Balancer["Type"]) => {
+  const server = (record: ServerRecord) =>
+    Effect.gen(function* () {
+      const local = Option.getOrUndefined(yield* registry.get(record.id))
+      const moved =
+        local === undefined ||
+        local.host !== record.host ||
+        local.port !== record.port ||
+        (local.tls === true) !== (record.tls === true)
+      if (moved) yield* registry.add(specOf(record), record.origin)
+      else if (local.weight !== record.weight) yield* registry.setWeight(record.id, record.weight)
+      const now = Option.getOrUndefined(yield* registry.get(record.id))
+      if (now === undefined) return
+      if (record.draining && now.state !== "draining") yield* registry.setState(record.id, "draining")
+      // A new registration ends a drain (the server registered again, somewhere).
+      if (!record.draining && now.state === "draining") yield* registry.add(specOf(record), record.origin)
+    }).pipe(
+      Effect.catchTag("Busy", (busy) => Effect.logWarning(`shared server ${record.id} not taken: ${busy.message}`))
+    )
+  const strategy = (name: string) =>
+    Effect.flatMap(balancer.strategy, (current) =>
+      current === name
+        ? Effect.void
+        : balancer.setStrategy(name).pipe(
+            Effect.tap(() => Effect.logInfo(`strategy set to ${name} (shared)`)),
+            Effect.catchTag("InvalidRequest", (error) =>
+              Effect.logWarning(`shared strategy not taken: ${error.message}`)
+            )
+          )
+    )
+  const change = (change: SharedChange): Effect.Effect<void> =>
+    change._tag === "Server"
+      ? server(change.record)
+      : change._tag === "Removed"
+        ? Effect.asVoid(registry.remove(change.id))
+        : strategy(change.name)
+  return { server, strategy, change }
+}
+
+type Applier = ReturnType<typeof applier>
+
+/** Applies a snapshot: every record, the removals since (unless the store went back), the strategy. */
+const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistry["Type"], snapshot: Snapshot) =>
+  Effect.gen(function* () {
+    const wentBack = snapshot.revision < state.revision
+    const next = new Map(snapshot.servers.map((record) => [record.id, record] as const))
+    // What changed here while the store was unreachable stands: it is written next.
+    const mine = (id: string) => state.unshared.has(id)
+    yield* Effect.forEach(snapshot.servers, (record) => (mine(record.id) ? Effect.void : apply.server(record)), {
+      discard: true
+    })
+    if (wentBack) {
+      // Redis restarted empty (or was flushed): keep what is known here; re-seeding it is not yet done.
+      yield* Effect.logWarning(
+        `the shared registry went back from revision ${state.revision} to ${snapshot.revision} (restarted empty?): keeping the servers known here`
+      )
+    } else {
+      for (const id of state.shared.keys()) if (!next.has(id) && !mine(id)) yield* registry.remove(id)
+    }
+    if (snapshot.strategy !== undefined && !mine(keyOf({ _tag: "Strategy", name: "" })))
+      yield* apply.strategy(snapshot.strategy)
+    state.shared = next
+    state.revision = snapshot.revision
+    state.synced = true
+  })
+
+/** Reads a snapshot (retried a few times within the deadline each) and applies it. */
+const resync = (
+  state: SyncState,
+  apply: Applier,
+  registry: ServerRegistry["Type"],
+  store: SharedStore["Type"],
+  config: SharedConfig,
+  share: (change: SharedChange) => Effect.Effect<void>,
+  balancer: Balancer["Type"]
+) =>
+  Effect.gen(function* () {
+    const read = yield* store.snapshot.pipe(
+      Effect.timeoutFail({
+        duration: config.timeout,
+        onTimeout: () => new StoreUnavailable({ message: "no snapshot within the deadline" })
+      }),
+      Effect.retry({ schedule: Schedule.spaced(Duration.millis(200)), times: 4 }),
+      Effect.either
+    )
+    if (read._tag === "Left") {
+      state.synced = false
+      return yield* Effect.logWarning(`could not read the shared registry: ${read.left.message}`)
+    }
+    const first = state.revision === 0
+    if (state.inFlight > 0) state.stale = true
+    yield* applySnapshot(state, apply, registry, read.right)
+    const replay = [...state.unshared.values()]
+    state.unshared.clear()
+    if (replay.length > 0)
+      yield* Effect.logInfo(
+        `sharing ${replay.length} change${replay.length === 1 ? "" : "s"} made ${first ? "before joining" : "while the shared registry was unreachable"}`
+      )
+    yield* Effect.forEach(replay, share, { discard: true })
+    // The first balancer to join an empty store shares its strategy.
+    if (read.right.strategy === undefined) yield* share({ _tag: "Strategy", name: yield* balancer.strategy })
+    if (first)
+      yield* Effect.logInfo(
+        `joined the shared registry ${store.describe} at revision ${read.right.revision} (${read.right.servers.length} servers)`
+      )
+  })
+
+/** One batch of what the store said: applied in order, synchronously; a snapshot read after, if needed. */
+const batch = (
+  state: SyncState,
+  events: Iterable<Inbound>,
+  instance: string,
+  apply: Applier,
+  store: SharedStore["Type"]
+) =>
+  Effect.gen(function* () {
+    let needsSnapshot = state.lost
+    state.lost = false
+    for (const event of events) {
+      if (event._tag === "Published") {
+        const { revision, change } = event.message
+        if (!state.synced || needsSnapshot || revision <= state.revision) {
+          needsSnapshot ||= !state.synced
+          continue
+        }
+        if (revision > state.revision + 1) {
+          needsSnapshot = true
+          continue
+        }
+        state.revision = revision
+        remember(state.shared, change)
+        // Its own changes are local already.
+        if (event.message.instance !== instance) yield* apply.change(change)
+      } else if (event._tag === "Disconnected") {
+        if (state.connected || !state.warned)
+          yield* Effect.logWarning(
+            `the shared registry ${store.describe} is unreachable (${event.reason}): serving what is known here; joining when it answers`
+          )
+        state.warned = true
+        state.connected = false
+        state.synced = false
+      } else {
+        if (event._tag === "Connected") {
+          if (state.warned) yield* Effect.logInfo(`the shared registry ${store.describe} answers again`)
+          state.connected = true
+          state.warned = false
+        }
+        if (event._tag === "Unreadable")
+          yield* Effect.logWarning(`unreadable message from the shared registry: ${event.reason}`)
+        needsSnapshot = true
+      }
+    }
+    return needsSnapshot && state.connected
+  })
+
+/** The registry as the rest of the balancer sees it: every shared change is also queued to be written. */
+const sharedRegistry = (
+  inner: ServerRegistry["Type"],
+  share: (change: SharedChange) => Effect.Effect<void>
+): ServerRegistry["Type"] => {
+  const idOf = (ref: ServerRef) => (typeof ref === "string" ? ref : ref.id)
+  const shareServer = (server: ServerView) =>
+    share({ _tag: "Server", record: recordOf(server, inner.unsafeOrigin(server.id) ?? "configured") })
+  return ServerRegistry.of({
+    ...inner,
+    add: (spec, origin) => Effect.tap(inner.add(spec, origin), shareServer),
+    register: (spec) => Effect.tap(inner.register(spec), ({ server }) => shareServer(server)),
+    remove: (ref) =>
+      Effect.tap(inner.remove(ref), (removed) => (removed ? share({ _tag: "Removed", id: idOf(ref) }) : Effect.void)),
+    // Live and dead are each balancer's own verdicts; a drain is shared.
+    setState: (ref, state) =>
+      Effect.tap(inner.setState(ref, state), (server) =>
+        state === "draining" && Option.isSome(server) ? shareServer(server.value) : Effect.void
+      ),
+    setWeight: (id, weight) =>
+      Effect.tap(inner.setWeight(id, weight), (server) =>
+        Option.isSome(server) ? shareServer(server.value) : Effect.void
+      )
+  })
+}
+
+/** Keeps a change that could not be written, to be written when the store answers (false: too many). */
+const park = (state: SyncState, config: SharedConfig, change: SharedChange) => {
+  const kept = state.unshared.has(keyOf(change)) || state.unshared.size < config.maxPending
+  if (kept) state.unshared.set(keyOf(change), change)
+  return kept
+}
+
+/**
+ * Writes one local change, within the deadline. Until it has joined (read a snapshot), a balancer's
+ * changes wait, to be written when it does; so does one whose write fails.
+ */
+const writer =
+  (state: SyncState, store: SharedStore["Type"], config: SharedConfig, signer: Signer, resync: () => void) =>
+  (change: SharedChange) =>
+    Effect.suspend(() =>
+      state.synced
+        ? store.write(signer, change)
+        : Effect.sync(() => void park(state, config, change)).pipe(Effect.as(0))
+    ).pipe(
+      Effect.timeoutFail({
+        duration: config.timeout,
+        onTimeout: () => new StoreUnavailable({ message: "no answer within the deadline" })
+      }),
+      Effect.matchEffect({
+        onSuccess: (revision) => Effect.sync(() => revision > 0 && state.unshared.delete(keyOf(change))),
+        onFailure: (error) =>
+          Effect.logWarning(
+            `${describeChange(change)} not shared yet (${error.message}): ${park(state, config, change) ? "written when the shared registry answers" : "too many waiting, kept here only"}`
+          )
+      }),
+      Effect.ensuring(
+        Effect.sync(() => {
+          state.inFlight -= 1
+          if (state.inFlight === 0 && state.stale) {
+            state.stale = false
+            resync()
+          }
+        })
+      )
+    )
+
+export const make = (config: SharedConfig) =>
+  Effect.gen(function* () {
+    const registry = yield* ServerRegistry
+    const balancer = yield* Balancer
+    const store = yield* SharedStore
+    const instance = Crypto.randomUUID()
+    const state: SyncState = {
+      revision: 0,
+      synced: false,
+      connected: false,
+      inFlight: 0,
+      stale: false,
+      lost: false,
+      warned: false,
+      shared: new Map(),
+      unshared: new Map()
+    }
+    const inbox = yield* Queue.dropping<Inbound>(config.maxInbox)
+    const outbox = yield* Queue.dropping<SharedChange>(config.maxPending)
+    const tell = (event: Inbound) => {
+      if (!Queue.unsafeOffer(inbox, event)) state.lost = true
+    }
+    const share = (change: SharedChange) =>
+      Effect.flatMap(Queue.offer(outbox, change), (queued) => {
+        if (queued) state.inFlight += 1
+        return queued || park(state, config, change)
+          ? Effect.void
+          : Effect.logWarning(`too many changes waiting: ${describeChange(change)} kept here only`)
+      })
+    const apply = applier(registry, balancer)
+    const write = writer(state, store, config, { from: config.balancerId, instance }, () => tell({ _tag: "Resync" }))
+    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(outbox), write)))
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.gen(function* () {
+          const first = yield* Queue.take(inbox)
+          const rest = yield* Queue.takeAll(inbox)
+          if (yield* batch(state, [first, ...rest], instance, apply, store))
+            yield* resync(state, apply, registry, store, config, share, balancer)
+        })
+      )
+    )
+    yield* store.listen({
+      connected: () => tell({ _tag: "Connected" }),
+      disconnected: (reason) => tell({ _tag: "Disconnected", reason }),
+      published: (message) => tell({ _tag: "Published", message }),
+      unreadable: (reason) => tell({ _tag: "Unreadable", reason })
+    })
+    return Context.make(ServerRegistry, sharedRegistry(registry, share)).pipe(
+      Context.add(Balancer, {
+        ...balancer,
+        setStrategy: (name: string) => Effect.tap(balancer.setStrategy(name), () => share({ _tag: "Strategy", name }))
+      })
+    )
+  })
+
+/** The shared registry over the in-memory one: provides `ServerRegistry` and `Balancer` again, wrapped. */
+export const layer = (
+  config: SharedConfig
+): Layer.Layer<ServerRegistry | Balancer, never, ServerRegistry | Balancer | SharedStore> =>
+  Layer.scopedContext(make(config))

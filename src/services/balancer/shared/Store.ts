@@ -1,0 +1,165 @@
+/**
+ * The shared registry's store: where several balancers keep what they share (membership, weights,
+ * draining, the strategy) and hear of each other's changes. Redis in production (`RedisStore.ts`);
+ * an in-memory one here, of the same interface, for tests on the `TestClock`.
+ *
+ * Every change is atomic: it is written, the store's revision is bumped and the change is published
+ * with that revision, in one step. A listener that sees a revision missing, or (re)connects, reads a
+ * snapshot and applies the difference.
+ */
+import { Context, Effect, Schema, type Scope } from "effect"
+import { Host, Port, ServerId, Weight } from "../../../domain/Server.js"
+
+/** A server as the balancers share it: where it is, its weight, whether it drains, how it came. */
+export const ServerRecord = Schema.Struct({
+  id: ServerId,
+  host: Host,
+  port: Port,
+  weight: Weight,
+  tls: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  draining: Schema.Boolean,
+  origin: Schema.Literal("registered", "configured", "file")
+})
+export type ServerRecord = typeof ServerRecord.Type
+
+/** One change to what is shared. */
+export const SharedChange = Schema.Union(
+  Schema.TaggedStruct("Server", { record: ServerRecord }),
+  Schema.TaggedStruct("Removed", { id: ServerId }),
+  Schema.TaggedStruct("Strategy", { name: Schema.String })
+)
+export type SharedChange = typeof SharedChange.Type
+
+/** A change as published: with the revision it made, and the balancer that made it. */
+export const Published = Schema.Struct({
+  revision: Schema.Int.pipe(Schema.positive()),
+  /** The balancer's id (`--balancer-id`), for people. */
+  from: Schema.String,
+  /** This run of that balancer (random at each start): it tells its own changes when they come back. */
+  instance: Schema.String,
+  change: SharedChange
+})
+export type Published = typeof Published.Type
+
+export const PublishedFromJson = Schema.parseJson(Published)
+export const ServerRecordFromJson = Schema.parseJson(ServerRecord)
+
+/** Who writes a change. */
+export interface Signer {
+  readonly from: string
+  readonly instance: string
+}
+
+/** Everything shared at one revision. */
+export interface Snapshot {
+  readonly revision: number
+  readonly strategy: string | undefined
+  readonly servers: ReadonlyArray<ServerRecord>
+}
+
+/** The store did not answer (down, unreachable, or past the deadline). */
+export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", {
+  message: Schema.String
+}) {}
+
+/**
+ * What a store tells its listener, synchronously, from its own callbacks: each must be quick and
+ * must not throw (the listener queues them and applies them in batches).
+ */
+export interface StoreEvents {
+  /** (Re)connected and subscribed: changes from now on will be heard; read a snapshot. */
+  readonly connected: () => void
+  readonly disconnected: (reason: string) => void
+  /** A change, in revision order. */
+  readonly published: (message: Published) => void
+  /** A message on the channel that is not a change this version understands: read a snapshot. */
+  readonly unreadable: (reason: string) => void
+}
+
+export class SharedStore extends Context.Tag("effect-lb/SharedStore")<
+  SharedStore,
+  {
+    /** Where it is, for people (no password). */
+    readonly describe: string
+    /** Writes one change atomically; returns the revision it made. */
+    readonly write: (signer: Signer, change: SharedChange) => Effect.Effect<number, StoreUnavailable>
+    readonly snapshot: Effect.Effect<Snapshot, StoreUnavailable>
+    /** Tells `events` of the store for the scope's lifetime (at most one listener per store). */
+    readonly listen: (events: StoreEvents) => Effect.Effect<void, never, Scope.Scope>
+  }
+>() {}
+
+// ---- in memory, for tests ------------------------------------------------------------------------
+
+/** One in-memory "Redis" that several balancers' stores (`connect`) share, with knobs for tests. */
+export interface MemoryBackend {
+  /** A store for one balancer, connected to this backend. */
+  readonly connect: () => SharedStore["Type"]
+  /** Down: writes and snapshots fail, listeners are told; up again: they are told they reconnected. */
+  readonly setUp: (up: boolean) => void
+  /** The next `count` published messages are lost on their way to every listener (a gap). */
+  readonly dropNext: (count: number) => void
+  /** Writes as another balancer would (its change is published to every listener). */
+  readonly writeAs: (signer: Signer, change: SharedChange) => number
+  readonly revision: () => number
+  /** Writes made so far, in order. */
+  readonly writes: ReadonlyArray<Published>
+}
+
+const applyTo = (servers: Map<string, ServerRecord>, strategy: { name: string | undefined }, change: SharedChange) => {
+  if (change._tag === "Server") servers.set(change.record.id, change.record)
+  else if (change._tag === "Removed") servers.delete(change.id)
+  else strategy.name = change.name
+}
+
+export const makeMemoryBackend = (): MemoryBackend => {
+  const servers = new Map<string, ServerRecord>()
+  const strategy: { name: string | undefined } = { name: undefined }
+  const listeners = new Set<StoreEvents>()
+  const writes: Array<Published> = []
+  let revision = 0
+  let up = true
+  let dropping = 0
+  const unavailable = new StoreUnavailable({ message: "the in-memory store is down" })
+  const writeAs = (signer: Signer, change: SharedChange) => {
+    applyTo(servers, strategy, change)
+    const message: Published = { revision: ++revision, from: signer.from, instance: signer.instance, change }
+    writes.push(message)
+    if (dropping > 0) dropping -= 1
+    else for (const listener of listeners) listener.published(message)
+    return revision
+  }
+  return {
+    writes,
+    revision: () => revision,
+    dropNext: (count) => (dropping = count),
+    setUp: (next) => {
+      if (next === up) return
+      up = next
+      for (const listener of listeners) {
+        if (up) listener.connected()
+        else listener.disconnected("the in-memory store is down")
+      }
+    },
+    writeAs,
+    connect: () =>
+      SharedStore.of({
+        describe: "memory",
+        write: (signer, change) =>
+          Effect.suspend(() => (up ? Effect.succeed(writeAs(signer, change)) : Effect.fail(unavailable))),
+        snapshot: Effect.suspend(() =>
+          up
+            ? Effect.succeed({ revision, strategy: strategy.name, servers: [...servers.values()] })
+            : Effect.fail(unavailable)
+        ),
+        listen: (events) =>
+          Effect.acquireRelease(
+            Effect.sync(() => {
+              listeners.add(events)
+              if (up) events.connected()
+            }),
+            () => Effect.sync(() => listeners.delete(events))
+          )
+      })
+  }
+}
