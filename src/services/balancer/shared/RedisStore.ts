@@ -70,13 +70,13 @@ export const formatTarget = (target: RegistryTarget) =>
   `${target.tls ? "rediss" : "redis"}://${target.host.includes(":") ? `[${target.host}]` : target.host}:${target.port}` +
   (target.db === 0 ? "" : `/${target.db}`)
 
-/** KEYS: revision, servers, strategy. ARGV: op, id, value, channel, from (JSON), instance (JSON), change (JSON). */
+/** KEYS: revision, servers, strategy. ARGV: op, id, value, channel, from (JSON), instance (JSON), sequence, change (JSON). */
 const writeScript = `
 local revision = redis.call('INCR', KEYS[1])
 if ARGV[1] == 'put' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 elseif ARGV[1] == 'del' then redis.call('HDEL', KEYS[2], ARGV[2])
 else redis.call('SET', KEYS[3], ARGV[3]) end
-redis.call('PUBLISH', ARGV[4], '{"revision":' .. revision .. ',"from":' .. ARGV[5] .. ',"instance":' .. ARGV[6] .. ',"change":' .. ARGV[7] .. '}')
+redis.call('PUBLISH', ARGV[4], '{"revision":' .. revision .. ',"from":' .. ARGV[5] .. ',"instance":' .. ARGV[6] .. ',"sequence":' .. ARGV[7] .. ',"change":' .. ARGV[8] .. '}')
 return revision
 `
 
@@ -173,7 +173,12 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
           : change._tag === "Removed"
             ? ["del", change.id, ""]
             : ["strategy", "", change.name]
-      const signed = [JSON.stringify(signer.from), JSON.stringify(signer.instance), encodeChange(change)]
+      const signed = [
+        JSON.stringify(signer.from),
+        JSON.stringify(signer.instance),
+        String(Math.trunc(signer.sequence)),
+        encodeChange(change)
+      ]
       return Effect.map(run(writeScript, [op, id, value, channel, ...signed]), Number)
     }
     const snapshot = Effect.gen(function* () {

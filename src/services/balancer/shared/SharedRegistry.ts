@@ -12,8 +12,9 @@
  * state differs from it, so applying one twice changes nothing.
  *
  * A revision missing, a (re)connect, or a message this version cannot read: a snapshot is read and
- * the difference applied. A snapshot read while this balancer's own writes were in flight may miss
- * them: it is read again once they have landed.
+ * the difference applied. This balancer's own changes come back too, and are applied like the others
+ * (changing nothing, usually) unless a later one of its own to the same server is on its way: so a
+ * snapshot read before its write landed, or another balancer's older change, does not stand.
  */
 import { Context, Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
 import * as Crypto from "node:crypto"
@@ -52,7 +53,12 @@ type Inbound =
   | { readonly _tag: "Disconnected"; readonly reason: string }
   | { readonly _tag: "Published"; readonly message: Published }
   | { readonly _tag: "Unreadable"; readonly reason: string }
-  | { readonly _tag: "Resync" }
+
+/** A local change on its way to the store, with its number in this run. */
+interface Outgoing {
+  readonly change: SharedChange
+  readonly sequence: number
+}
 
 /** What this balancer knows of the store. */
 interface SyncState {
@@ -61,10 +67,10 @@ interface SyncState {
   /** A snapshot has been applied since the store last (re)connected. */
   synced: boolean
   connected: boolean
-  /** Local changes queued or being written. */
-  inFlight: number
-  /** A snapshot was applied while local changes were in flight: read another once they land. */
-  stale: boolean
+  /** The last of this run's changes, counted. */
+  sequence: number
+  /** The number of this run's latest change to each server (and the strategy), until it comes back. */
+  readonly ownLatest: Map<string, number>
   /** Remote changes were dropped (the inbox was full). */
   lost: boolean
   /** Its being unreachable has been logged (once, until it answers again). */
@@ -204,7 +210,6 @@ const resync = (
       return yield* Effect.logWarning(`could not read the shared registry: ${read.left.message}`)
     }
     const first = state.revision === 0
-    if (state.inFlight > 0) state.stale = true
     yield* applySnapshot(state, apply, registry, read.right)
     const replay = [...state.unshared.values()]
     state.unshared.clear()
@@ -245,8 +250,13 @@ const batch = (
         }
         state.revision = revision
         remember(state.shared, change)
-        // Its own changes are local already.
-        if (event.message.instance !== instance) yield* apply.change(change)
+        // Its own change is local already; applied again (a no-op) unless a later own one is coming.
+        if (event.message.instance === instance) {
+          const latest = state.ownLatest.get(keyOf(change))
+          if (latest !== undefined && latest > event.message.sequence) continue
+          state.ownLatest.delete(keyOf(change))
+        }
+        yield* apply.change(change)
       } else if (event._tag === "Disconnected") {
         if (state.connected || !state.warned)
           yield* Effect.logWarning(
@@ -307,11 +317,11 @@ const park = (state: SyncState, config: SharedConfig, change: SharedChange) => {
  * changes wait, to be written when it does; so does one whose write fails.
  */
 const writer =
-  (state: SyncState, store: SharedStore["Type"], config: SharedConfig, signer: Signer, resync: () => void) =>
-  (change: SharedChange) =>
+  (state: SyncState, store: SharedStore["Type"], config: SharedConfig, signer: Omit<Signer, "sequence">) =>
+  ({ change, sequence }: Outgoing) =>
     Effect.suspend(() =>
       state.synced
-        ? store.write(signer, change)
+        ? store.write({ ...signer, sequence }, change)
         : Effect.sync(() => void park(state, config, change)).pipe(Effect.as(0))
     ).pipe(
       Effect.timeoutFail({
@@ -324,16 +334,7 @@ const writer =
           Effect.logWarning(
             `${describeChange(change)} not shared yet (${error.message}): ${park(state, config, change) ? "written when the shared registry answers" : "too many waiting, kept here only"}`
           )
-      }),
-      Effect.ensuring(
-        Effect.sync(() => {
-          state.inFlight -= 1
-          if (state.inFlight === 0 && state.stale) {
-            state.stale = false
-            resync()
-          }
-        })
-      )
+      })
     )
 
 export const make = (config: SharedConfig) =>
@@ -346,27 +347,27 @@ export const make = (config: SharedConfig) =>
       revision: 0,
       synced: false,
       connected: false,
-      inFlight: 0,
-      stale: false,
+      sequence: 0,
+      ownLatest: new Map(),
       lost: false,
       warned: false,
       shared: new Map(),
       unshared: new Map()
     }
     const inbox = yield* Queue.dropping<Inbound>(config.maxInbox)
-    const outbox = yield* Queue.dropping<SharedChange>(config.maxPending)
+    const outbox = yield* Queue.dropping<Outgoing>(config.maxPending)
     const tell = (event: Inbound) => {
       if (!Queue.unsafeOffer(inbox, event)) state.lost = true
     }
     const share = (change: SharedChange) =>
-      Effect.flatMap(Queue.offer(outbox, change), (queued) => {
-        if (queued) state.inFlight += 1
+      Effect.flatMap(Queue.offer(outbox, { change, sequence: ++state.sequence }), (queued) => {
+        if (queued) state.ownLatest.set(keyOf(change), state.sequence)
         return queued || park(state, config, change)
           ? Effect.void
           : Effect.logWarning(`too many changes waiting: ${describeChange(change)} kept here only`)
       })
     const apply = applier(registry, balancer)
-    const write = writer(state, store, config, { from: config.balancerId, instance }, () => tell({ _tag: "Resync" }))
+    const write = writer(state, store, config, { from: config.balancerId, instance })
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(outbox), write)))
     yield* Effect.forkScoped(
       Effect.forever(

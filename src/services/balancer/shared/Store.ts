@@ -37,6 +37,8 @@ export const Published = Schema.Struct({
   from: Schema.String,
   /** This run of that balancer (random at each start): it tells its own changes when they come back. */
   instance: Schema.String,
+  /** That run's count of its changes: of two of its changes to one server, the later has the higher. */
+  sequence: Schema.Int,
   change: SharedChange
 })
 export type Published = typeof Published.Type
@@ -48,6 +50,7 @@ export const ServerRecordFromJson = Schema.parseJson(ServerRecord)
 export interface Signer {
   readonly from: string
   readonly instance: string
+  readonly sequence: number
 }
 
 /** Everything shared at one revision. */
@@ -101,6 +104,8 @@ export interface MemoryBackend {
   readonly dropNext: (count: number) => void
   /** Writes as another balancer would (its change is published to every listener). */
   readonly writeAs: (signer: Signer, change: SharedChange) => number
+  /** Loses everything, revision included (Redis restarted empty): listeners are told it went and came back. */
+  readonly restartEmpty: () => void
   readonly revision: () => number
   /** Writes made so far, in order. */
   readonly writes: ReadonlyArray<Published>
@@ -123,7 +128,13 @@ export const makeMemoryBackend = (): MemoryBackend => {
   const unavailable = new StoreUnavailable({ message: "the in-memory store is down" })
   const writeAs = (signer: Signer, change: SharedChange) => {
     applyTo(servers, strategy, change)
-    const message: Published = { revision: ++revision, from: signer.from, instance: signer.instance, change }
+    const message: Published = {
+      revision: ++revision,
+      from: signer.from,
+      instance: signer.instance,
+      sequence: signer.sequence,
+      change
+    }
     writes.push(message)
     if (dropping > 0) dropping -= 1
     else for (const listener of listeners) listener.published(message)
@@ -142,6 +153,13 @@ export const makeMemoryBackend = (): MemoryBackend => {
       }
     },
     writeAs,
+    restartEmpty: () => {
+      servers.clear()
+      strategy.name = undefined
+      revision = 0
+      for (const listener of listeners) listener.disconnected("restarted")
+      for (const listener of listeners) listener.connected()
+    },
     connect: () =>
       SharedStore.of({
         describe: "memory",

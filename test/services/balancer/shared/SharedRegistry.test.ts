@@ -1,0 +1,212 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer, Option } from "effect"
+import { type ServerId, type ServerSpec, Weight } from "../../../../src/domain/Server.js"
+import * as Balancer from "../../../../src/services/balancer/Balancer.js"
+import * as Operator from "../../../../src/services/balancer/Operator.js"
+import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
+import * as SharedRegistry from "../../../../src/services/balancer/shared/SharedRegistry.js"
+import { type MemoryBackend, makeMemoryBackend, SharedStore } from "../../../../src/services/balancer/shared/Store.js"
+import { Strategies, type StrategyName } from "../../../../src/services/balancer/strategies/Catalog.js"
+import { spec } from "../../../support/balancer.js"
+
+/** One balancer sharing `backend`: its operator, registry and balancer as the rest of it sees them. */
+const member = (backend: MemoryBackend, balancerId: string, strategy: StrategyName = "round-robin") =>
+  Effect.gen(function* () {
+    const decision = Balancer.layer(strategy).pipe(
+      Layer.provideMerge(ServerRegistry.layer()),
+      Layer.provideMerge(Strategies.layer)
+    )
+    const shared = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId }).pipe(
+      Layer.provide(Layer.merge(decision, Layer.succeed(SharedStore, backend.connect())))
+    )
+    const context = yield* Layer.build(
+      Operator.layer(Operator.defaults).pipe(Layer.provideMerge(Layer.merge(shared, Strategies.layer)))
+    )
+    return {
+      operator: Context.get(context, Operator.Operator),
+      registry: Context.get(context, ServerRegistry.ServerRegistry),
+      balancer: Context.get(context, Balancer.Balancer)
+    }
+  })
+
+/** Lets the sync fibers take what is queued (the in-memory store answers at once). */
+const settled = Effect.forEach(Array.from({ length: 20 }), () => Effect.yieldNow(), { discard: true })
+
+const other = { from: "elsewhere", instance: "another-run", sequence: 1 }
+const record = (server: ServerSpec, draining = false) => ({
+  _tag: "Server" as const,
+  record: { ...server, draining, origin: "configured" as const }
+})
+
+const weightOf = (registry: ServerRegistry.ServerRegistry["Type"], id: ServerId) =>
+  Effect.map(
+    registry.get(id),
+    Option.map((server) => server.weight)
+  )
+const stateOf = (registry: ServerRegistry.ServerRegistry["Type"], id: ServerId) =>
+  Effect.map(
+    registry.get(id),
+    Option.map((server) => server.state)
+  )
+
+describe("the shared registry (on the in-memory store)", () => {
+  it.scoped(
+    "a server added on one balancer is listed by the other; its weight, its drain and the strategy follow",
+    () =>
+      Effect.gen(function* () {
+        const backend = makeMemoryBackend()
+        const a = yield* member(backend, "a")
+        const b = yield* member(backend, "b")
+        const server = spec(1, 2)
+        yield* settled
+        yield* a.operator.add(server)
+        yield* settled
+        expect(yield* weightOf(b.registry, server.id)).toEqual(Option.some(2))
+        yield* a.operator.setWeight(server.id, Weight.make(7))
+        yield* settled
+        expect(yield* weightOf(b.registry, server.id)).toEqual(Option.some(7))
+        yield* b.operator.setStrategy("weighted-round-robin")
+        yield* settled
+        expect(yield* a.balancer.strategy).toBe("weighted-round-robin")
+        // Drained on a: draining on b too; with no connections, a removes it at once, and so does b.
+        yield* a.registry.reportLoad(server.id, 3)
+        yield* a.operator.drain(server.id)
+        yield* settled
+        expect(yield* stateOf(b.registry, server.id)).toEqual(Option.some("draining"))
+        yield* a.registry.reportLoad(server.id, 0)
+        yield* settled
+        expect(yield* b.registry.get(server.id)).toEqual(Option.none())
+      })
+  )
+
+  it.scoped("a local change is written once, and neither balancer applies it again when it comes back", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      const a = yield* member(backend, "a")
+      const b = yield* member(backend, "b")
+      yield* settled
+      const before = backend.writes.length
+      const { registration } = yield* a.registry.register(spec(1))
+      yield* settled
+      const written = backend.writes.slice(before)
+      expect(written.map((message) => [message.from, message.change._tag])).toEqual([["a", "Server"]])
+      // The echo changed nothing on a: the registration it made is still the one in force.
+      expect(a.registry.unsafeRegistration(registration.id)).toEqual(registration)
+      expect(Option.isSome(yield* b.registry.get(registration.id))).toBe(true)
+      yield* settled
+      expect(backend.writes.length).toBe(before + 1)
+    })
+  )
+
+  it.scoped("two balancers changing the same things at once end up agreeing", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      const a = yield* member(backend, "a")
+      const b = yield* member(backend, "b")
+      yield* settled
+      yield* a.operator.add(spec(1))
+      yield* settled
+      yield* a.operator.setStrategy("weighted-round-robin")
+      yield* b.operator.setStrategy("weighted-least-connection")
+      yield* a.operator.setWeight(spec(1).id, Weight.make(2))
+      yield* a.operator.setWeight(spec(1).id, Weight.make(3))
+      yield* b.operator.setWeight(spec(1).id, Weight.make(4))
+      yield* settled
+      expect(yield* a.balancer.strategy).toBe(yield* b.balancer.strategy)
+      const weight = yield* weightOf(a.registry, spec(1).id)
+      expect(yield* weightOf(b.registry, spec(1).id)).toEqual(weight)
+      // The last write wins, everywhere.
+      const last = backend.writes.filter((message) => message.change._tag === "Server").at(-1)?.change
+      expect(last?._tag === "Server" ? Option.some(last.record.weight) : Option.none()).toEqual(weight)
+    })
+  )
+
+  it.scoped("live and dead stay each balancer's own: a verdict on one is neither written nor seen by the other", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      const a = yield* member(backend, "a")
+      const b = yield* member(backend, "b")
+      yield* settled
+      yield* a.operator.add(spec(1))
+      yield* settled
+      const before = backend.writes.length
+      yield* a.registry.setState(spec(1).id, "dead")
+      yield* settled
+      expect(backend.writes.length).toBe(before)
+      expect(yield* stateOf(b.registry, spec(1).id)).toEqual(Option.some("live"))
+    })
+  )
+
+  it.scoped("a revision missing makes it read a snapshot: what it missed, added and removed, is applied", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      backend.writeAs(other, record(spec(3)))
+      const b = yield* member(backend, "b")
+      yield* settled
+      expect(Option.isSome(yield* b.registry.get(spec(3).id))).toBe(true)
+      backend.dropNext(2)
+      backend.writeAs(other, record(spec(1)))
+      backend.writeAs(other, { _tag: "Removed", id: spec(3).id })
+      yield* settled
+      expect(Option.isNone(yield* b.registry.get(spec(1).id))).toBe(true)
+      backend.writeAs(other, record(spec(2)))
+      yield* settled
+      expect((yield* b.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
+    })
+  )
+
+  it.scoped("while the store is down a balancer serves what it knows, and shares its changes when it answers", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      const a = yield* member(backend, "a")
+      const b = yield* member(backend, "b")
+      yield* settled
+      backend.setUp(false)
+      yield* settled
+      yield* a.operator.add(spec(1))
+      backend.writeAs(other, record(spec(2)))
+      yield* settled
+      expect(Option.isSome(yield* a.registry.get(spec(1).id))).toBe(true)
+      expect(Option.isNone(yield* b.registry.get(spec(1).id))).toBe(true)
+      backend.setUp(true)
+      yield* settled
+      expect((yield* b.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
+      expect((yield* a.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
+    })
+  )
+
+  it.scoped("a balancer started before any other shares its --server entries and its strategy when it joins", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      backend.setUp(false)
+      const a = yield* member(backend, "a", "weighted-round-robin")
+      yield* a.registry.add(spec(1), "configured")
+      yield* settled
+      expect(backend.writes.length).toBe(0)
+      backend.setUp(true)
+      yield* settled
+      const b = yield* member(backend, "b")
+      yield* settled
+      expect(Option.isSome(yield* b.registry.get(spec(1).id))).toBe(true)
+      expect(yield* b.balancer.strategy).toBe("weighted-round-robin")
+    })
+  )
+
+  it.scoped("a store that went back (Redis restarted empty) removes nothing here", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      backend.writeAs(other, record(spec(1)))
+      backend.writeAs(other, record(spec(2)))
+      const b = yield* member(backend, "b")
+      yield* settled
+      expect((yield* b.registry.list).length).toBe(2)
+      backend.restartEmpty()
+      yield* settled
+      expect((yield* b.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
+      // Changes from then on are applied again, from the store's new revisions.
+      backend.writeAs(other, record(spec(3)))
+      yield* settled
+      expect(Option.isSome(yield* b.registry.get(spec(3).id))).toBe(true)
+    })
+  )
+})
