@@ -1,0 +1,117 @@
+/**
+ * Three real balancer processes sharing one registry on a real `redis-server` (started here on a free
+ * loopback port): a server registered through one is listed by all three within a second; a weight,
+ * a strategy and a drain made on one are seen by all. Where `redis-server` is missing, this file says
+ * so and skips.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { type Duration, Effect } from "effect"
+import { eventually } from "../support/eventually.js"
+import { echoServer } from "../support/net.js"
+import { runToEnd, spawn } from "../support/process.js"
+import { haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
+
+if (!haveRedis) console.warn(redisSkipReason)
+
+interface Shown {
+  readonly id: string
+  readonly weight: number
+  readonly state: string
+}
+
+const request = (port: number, path: string, init: RequestInit = {}) =>
+  Effect.promise(() =>
+    fetch(`http://127.0.0.1:${port}${path}`, { ...init, signal: AbortSignal.timeout(3000) }).then(async (response) => ({
+      status: response.status,
+      body: (await response.json()) as unknown
+    }))
+  )
+
+/** What the balancer's admin API says: its strategy and its servers, by id. */
+const statusOf = (adminPort: number) =>
+  Effect.map(request(adminPort, "/api/status"), ({ body }) => {
+    const status = body as { strategy: string; servers: ReadonlyArray<Shown> }
+    return { strategy: status.strategy, servers: new Map(status.servers.map((server) => [server.id, server])) }
+  })
+
+type Status = Effect.Effect.Success<ReturnType<typeof statusOf>>
+
+/** Every balancer says `holds` within `within`. */
+const allSee = (
+  admins: ReadonlyArray<number>,
+  holds: (status: Status) => boolean,
+  within: Duration.DurationInput = "1 second"
+) => Effect.forEach(admins, (admin) => eventually(statusOf(admin), holds, within), { concurrency: "unbounded" })
+
+const balancer = (url: string, namespace: string) =>
+  Effect.gen(function* () {
+    const running = yield* spawn([
+      "balancer",
+      "--port",
+      "0",
+      "--admin-port",
+      "0",
+      "--registry",
+      url,
+      "--registry-namespace",
+      namespace
+    ])
+    const port = Number((yield* running.waitFor(/balancer listening on 127\.0\.0\.1:(\d+)/))[1])
+    const admin = Number((yield* running.waitFor(/admin and dashboard on http:\/\/127\.0\.0\.1:(\d+)\//))[1])
+    return { port, admin, running }
+  })
+
+describe.skipIf(!haveRedis)("balancers sharing a registry on Redis", () => {
+  it.scopedLive(
+    "a server registered through one is listed by all three; a weight, a strategy and a drain made on one are seen by all",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const namespace = `test-${process.pid}`
+        const balancers = yield* Effect.all(
+          [1, 2, 3].map(() => balancer(redis.url, namespace)),
+          {
+            concurrency: "unbounded"
+          }
+        )
+        const [one, two, three] = balancers
+        if (one === undefined || two === undefined || three === undefined) return expect.unreachable()
+        const admins = balancers.map((each) => each.admin)
+        yield* Effect.forEach(balancers, (each) => each.running.waitFor(/joined the shared registry/, 5000), {
+          concurrency: "unbounded"
+        })
+
+        // A server registers with the first balancer only.
+        yield* spawn(["server", "--port", "0", "--id", "one", "--balancer", `127.0.0.1:${one.port}`])
+        yield* eventually(statusOf(one.admin), (status) => status.servers.has("one"), "10 seconds")
+        yield* allSee(admins, (status) => status.servers.has("one"))
+
+        yield* request(two.admin, "/api/servers/one", {
+          method: "PATCH",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ weight: 5 })
+        })
+        yield* allSee(admins, (status) => status.servers.get("one")?.weight === 5)
+
+        const switched = yield* runToEnd(["strategy", "weighted-round-robin", "--balancer", `127.0.0.1:${three.port}`])
+        expect(switched.code).toBe(0)
+        yield* allSee(admins, (status) => status.strategy === "weighted-round-robin")
+
+        // Added on the third, drained (then removed, having no connections) through the second.
+        const echo = yield* echoServer
+        const address = echo.address()
+        const echoPort = typeof address === "object" && address !== null ? address.port : 0
+        const added = yield* request(three.admin, "/api/servers", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ id: "echo", host: "127.0.0.1", port: echoPort, weight: 2 })
+        })
+        expect(added.status).toBe(201)
+        yield* allSee(admins, (status) => status.servers.get("echo")?.weight === 2)
+        const drained = yield* request(two.admin, "/api/servers/echo", { method: "DELETE" })
+        expect(drained.status).toBe(202)
+        yield* allSee(admins, (status) => !status.servers.has("echo") && status.servers.has("one"))
+      }),
+    20_000
+  )
+})
