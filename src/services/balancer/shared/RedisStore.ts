@@ -54,8 +54,7 @@ export const parseRegistryUrl = (text: string): Either.Either<RegistryTarget, st
     return Either.left("not a URL")
   }
   if (url.protocol !== "redis:" && url.protocol !== "rediss:") return Either.left("not redis:// or rediss://")
-  if (url.password !== "" || url.username !== "")
-    return Either.left(`a user or password in the URL (give the password in ${passwordVariable})`)
+  if (url.password !== "" || url.username !== "") return Either.left("a user or password in the URL")
   if (url.search !== "" || url.hash !== "") return Either.left("a query or fragment in the URL")
   const host = url.hostname.replace(/^\[(.*)\]$/, "$1")
   if (host === "") return Either.left("no host")

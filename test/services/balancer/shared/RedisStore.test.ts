@@ -1,0 +1,90 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Duration, Effect, Either } from "effect"
+import { Host, Port, ServerId, Weight } from "../../../../src/domain/Server.js"
+import * as RedisStore from "../../../../src/services/balancer/shared/RedisStore.js"
+import type { Published } from "../../../../src/services/balancer/shared/Store.js"
+import { haveRedis, redisSkipReason, startRedis } from "../../../support/redis.js"
+
+if (!haveRedis) console.warn(redisSkipReason)
+
+describe("--registry URLs", () => {
+  it("takes redis:// and rediss://, with a port and a database or without", () => {
+    expect(RedisStore.parseRegistryUrl("redis://10.0.0.5")).toEqual(
+      Either.right({ host: "10.0.0.5", port: 6379, db: 0, tls: false })
+    )
+    expect(RedisStore.parseRegistryUrl("rediss://cache.internal:6380/3")).toEqual(
+      Either.right({ host: "cache.internal", port: 6380, db: 3, tls: true })
+    )
+    expect(RedisStore.parseRegistryUrl("redis://[::1]:7000")).toEqual(
+      Either.right({ host: "::1", port: 7000, db: 0, tls: false })
+    )
+  })
+
+  it("refuses a password (or a user) in the URL, another scheme, and a database that is not a number", () => {
+    expect(RedisStore.parseRegistryUrl("redis://:secret@10.0.0.5")).toEqual(
+      Either.left("a user or password in the URL")
+    )
+    expect(RedisStore.parseRegistryUrl("redis://admin@10.0.0.5")).toEqual(Either.left("a user or password in the URL"))
+    expect(Either.isLeft(RedisStore.parseRegistryUrl("http://10.0.0.5"))).toBe(true)
+    expect(Either.isLeft(RedisStore.parseRegistryUrl("redis://10.0.0.5/x"))).toBe(true)
+    expect(Either.isLeft(RedisStore.parseRegistryUrl("10.0.0.5:6379"))).toBe(true)
+  })
+})
+
+describe.skipIf(!haveRedis)("the Redis store", () => {
+  it.scopedLive("writes a change atomically: the snapshot holds it and the channel carries it with its revision", () =>
+    Effect.gen(function* () {
+      const redis = yield* startRedis()
+      const store = yield* RedisStore.make({
+        target: { host: "127.0.0.1", port: redis.port, db: 0, tls: false },
+        namespace: "t",
+        timeout: Duration.seconds(2)
+      })
+      const connected = yield* Deferred.make<void>()
+      const heard: Array<Published> = []
+      yield* store.listen({
+        connected: () => Deferred.unsafeDone(connected, Effect.void),
+        disconnected: () => undefined,
+        published: (message) => heard.push(message),
+        unreadable: () => undefined
+      })
+      yield* Deferred.await(connected).pipe(Effect.timeout("3 seconds"))
+      const record = {
+        id: ServerId.make("s1"),
+        host: Host.make("127.0.0.1"),
+        port: Port.make(4001),
+        weight: Weight.make(3),
+        draining: false,
+        origin: "configured" as const
+      }
+      const signer = { from: "b1", instance: "run", sequence: 1 }
+      expect(yield* store.write(signer, { _tag: "Server", record })).toBe(1)
+      expect(yield* store.write({ ...signer, sequence: 2 }, { _tag: "Strategy", name: "weighted-round-robin" })).toBe(2)
+      expect(yield* store.snapshot).toEqual({ revision: 2, strategy: "weighted-round-robin", servers: [record] })
+      yield* Effect.sleep("20 millis").pipe(
+        Effect.repeat({ until: () => heard.length >= 2 }),
+        Effect.timeout("2 seconds")
+      )
+      expect(heard.map((message) => [message.revision, message.from, message.sequence, message.change._tag])).toEqual([
+        [1, "b1", 1, "Server"],
+        [2, "b1", 2, "Strategy"]
+      ])
+      yield* store.write({ ...signer, sequence: 3 }, { _tag: "Removed", id: record.id })
+      expect(yield* store.snapshot).toEqual({ revision: 3, strategy: "weighted-round-robin", servers: [] })
+    })
+  )
+
+  it.scopedLive("fails at once, rather than queueing, while Redis is unreachable", () =>
+    Effect.gen(function* () {
+      const store = yield* RedisStore.make({
+        target: { host: "127.0.0.1", port: 1, db: 0, tls: false },
+        namespace: "t",
+        timeout: Duration.seconds(1)
+      })
+      const started = Date.now()
+      const result = yield* Effect.either(store.snapshot)
+      expect(Either.isLeft(result) && result.left._tag).toBe("StoreUnavailable")
+      expect(Date.now() - started).toBeLessThan(1000)
+    })
+  )
+})
