@@ -1,6 +1,6 @@
 /** `effect-lb balancer`: the balancer port, its registry, strategies and health monitor. */
 import { Command, Options } from "@effect/cli"
-import { Console, Duration, Effect, Either, Layer, Option } from "effect"
+import { Console, Duration, Effect, Layer, Option } from "effect"
 import * as Os from "node:os"
 import { formatEndpoint, Host, ServerId } from "../domain/Server.js"
 import * as Admin from "../services/balancer/admin/Admin.js"
@@ -128,39 +128,25 @@ export const strategyOption = withDefault("strategy", strategyRule, "round-robin
 const setting = <A>(name: string, rule: Rule<A>, fallback: NoInfer<A>, description: string) =>
   optional(name, rule, description, Duration.isDuration(fallback) ? durationText(fallback) : String(fallback))
 
-/** `--registry`: a Redis URL, never with a password in it (that one is shown as such, not echoed). */
-const registryRule: Rule<RedisStore.RegistryTarget> = {
-  says: `redis://HOST[:PORT][/DB] or rediss://…, without a password (set ${RedisStore.passwordVariable})`,
-  placeholder: "URL",
-  decode: (text) => Either.getRight(RedisStore.parseRegistryUrl(text)),
-  got: (text) => Either.match(RedisStore.parseRegistryUrl(text), { onLeft: (why) => why, onRight: () => text })
-}
-
-const nameRule = (says: string): Rule<string> => ({
-  says,
-  placeholder: "NAME",
-  decode: (text) => (/^[A-Za-z0-9._:[\]-]{1,128}$/.test(text) ? Option.some(text) : Option.none())
-})
-
 /** The balancer's id by default: this host and the balancer port, the same across restarts. */
 const defaultBalancerId = (port: number) => `${Os.hostname()}:${port === 0 ? `0-${process.pid}` : port}`
 
 const options = {
   registry: optional(
     "registry",
-    registryRule,
+    rules.registry,
     "share the servers, their weights and drains, and the strategy with the other balancers on this Redis",
     "none: this balancer alone"
   ),
   registryNamespace: optional(
     "registry-namespace",
-    nameRule("1 to 128 letters, digits or ._:[]-"),
+    rules.registryNamespace,
     "prefix of this cluster's keys and channel in that Redis (several clusters can share one)",
     RedisStore.defaultNamespace
   ),
   balancerId: optional(
     "balancer-id",
-    nameRule("1 to 128 letters, digits or ._:[]-"),
+    rules.balancerId,
     "this balancer's name in the shared registry",
     "this host's name and the balancer port"
   ),
@@ -383,17 +369,17 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
       token,
       serversOrigin: Option.isSome(flags.config) && flags.servers.length === 0 ? "file" : "configured",
       reload: Option.getOrUndefined(reload),
-      registry: Option.getOrUndefined(
-        Option.map(flags.registry, (target) => ({
-          store: {
-            target,
-            namespace: Option.getOrElse(flags.registryNamespace, () => RedisStore.defaultNamespace),
-            password: process.env[RedisStore.passwordVariable] || undefined,
-            timeout: Duration.seconds(2)
-          },
-          balancerId: Option.getOrElse(flags.balancerId, () => defaultBalancerId(settings.port))
-        }))
-      )
+      registry:
+        settings.registry === undefined
+          ? undefined
+          : {
+              store: {
+                ...settings.registry,
+                password: process.env[RedisStore.passwordVariable] || undefined,
+                timeout: Duration.seconds(2)
+              },
+              balancerId: settings.registry.balancerId ?? defaultBalancerId(settings.port)
+            }
     })
     yield* Layer.launch(Layer.merge(announce, hangups).pipe(Layer.provide(balancer))).pipe(
       hintBusyPort([{ flag: "--port", port: settings.port, fallback: ControlPlane.defaults.port }]),

@@ -11,7 +11,7 @@ import * as Proxy from "../services/balancer/Proxy.js"
 import * as Reaper from "../services/balancer/Reaper.js"
 import type * as Reload from "../services/balancer/Reload.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
-import type { RedisStoreConfig } from "../services/balancer/shared/RedisStore.js"
+import * as RedisStore from "../services/balancer/shared/RedisStore.js"
 import type { StrategyName } from "../services/balancer/strategies/Catalog.js"
 import type { ListenerTls } from "../services/wire/Tls.js"
 import type { ConfigFile, rules } from "./configFile.js"
@@ -50,7 +50,7 @@ export interface BalancerOptions {
   /** TLS on the balancer port, with its certificate (made from `tls`). */
   readonly balancerTls?: ListenerTls | undefined
   /** With `--registry`: the shared registry's store, and this balancer's id in it. */
-  readonly registry?: { readonly store: RedisStoreConfig; readonly balancerId: string } | undefined
+  readonly registry?: { readonly store: RedisStore.RedisStoreConfig; readonly balancerId: string } | undefined
 }
 
 /** TLS as the settings give it: the certificate, where it is served, and TLS to the servers. */
@@ -64,6 +64,14 @@ export interface TlsSettings {
   readonly backendCa: string | undefined
 }
 
+/** The shared registry as the settings give it (the command adds the password, from the environment). */
+export interface RegistrySettings {
+  readonly target: RedisStore.RegistryTarget
+  readonly namespace: string
+  /** `--balancer-id`; none: the command's default (this host and the balancer port). */
+  readonly balancerId: string | undefined
+}
+
 export const allTlsListeners: ReadonlyArray<TlsListener> = ["balancer", "proxy"]
 
 /**
@@ -74,7 +82,9 @@ export const allTlsListeners: ReadonlyArray<TlsListener> = ["balancer", "proxy"]
 export const passiveDefaults = { ejectAfter: 0, ejectTime: Duration.seconds(30), maxEjectedPercent: 50 }
 
 /** Slow start and passive health as the registry takes them (at start, and on a reload). */
-export const tunablesOf = (options: BalancerOptions): ServerRegistry.Tunables => ({
+export const tunablesOf = (
+  options: Pick<BalancerOptions, "slowStart" | "ejectAfter" | "ejectTime" | "maxEjectedPercent">
+): ServerRegistry.Tunables => ({
   slowStartMs: options.slowStart === undefined ? 0 : Duration.toMillis(options.slowStart),
   ejectAfter: options.ejectAfter ?? passiveDefaults.ejectAfter,
   ejectTimeMs: Duration.toMillis(options.ejectTime ?? passiveDefaults.ejectTime),
@@ -118,16 +128,38 @@ export interface BalancerFlags {
   readonly tlsListeners: Given<typeof rules.tlsListeners>
   readonly backendTls: boolean
   readonly backendCa: Option.Option<string>
+  readonly registry: Given<typeof rules.registry>
+  readonly registryNamespace: Given<typeof rules.registryNamespace>
+  readonly balancerId: Given<typeof rules.balancerId>
 }
 
 const given = <A>(flag: Option.Option<A>, file: A | undefined, fallback: A): A =>
   Option.getOrElse(flag, () => (file === undefined ? fallback : file))
 
+/** The shared registry, if a flag or the file names one. */
+const registryFrom = (flags: BalancerFlags, file: ConfigFile): RegistrySettings | undefined =>
+  Option.getOrUndefined(
+    Option.map(
+      Option.orElse(flags.registry, () => Option.fromNullable(file.registry?.url)),
+      (target) => ({
+        target,
+        namespace: given(flags.registryNamespace, file.registry?.namespace, RedisStore.defaultNamespace),
+        balancerId: Option.getOrUndefined(
+          Option.orElse(flags.balancerId, () => Option.fromNullable(file.registry?.["balancer-id"]))
+        )
+      })
+    )
+  )
+
 /** The settings in force: a flag given on the command line, else the file's value, else the default. */
 export const settingsFrom = (
   flags: BalancerFlags,
   file: ConfigFile
-): Omit<BalancerOptions, "token" | "tls"> & { readonly token: Option.Option<string>; readonly tls: TlsSettings } => {
+): Omit<BalancerOptions, "token" | "tls" | "registry"> & {
+  readonly token: Option.Option<string>
+  readonly tls: TlsSettings
+  readonly registry: RegistrySettings | undefined
+} => {
   const host = given(flags.host, file.host, Host.make(ControlPlane.defaults.host))
   const proxyPort = Option.orElse(flags.proxyPort, () => Option.fromNullable(file.proxy?.port))
   const adminPort = Option.orElse(flags.adminPort, () => Option.fromNullable(file.admin?.port))
@@ -164,6 +196,7 @@ export const settingsFrom = (
       passiveDefaults.maxEjectedPercent
     ),
     accessLog,
+    registry: registryFrom(flags, file),
     tls: {
       cert: Option.getOrUndefined(Option.orElse(flags.tlsCert, () => Option.fromNullable(file.tls?.cert))),
       key: Option.getOrUndefined(Option.orElse(flags.tlsKey, () => Option.fromNullable(file.tls?.key))),
@@ -218,7 +251,10 @@ const fixedAt = (settings: Settings): Record<string, string> => {
     "access-log": String(settings.accessLog),
     // Where TLS is served, and whether the configured servers speak it (the files are read again instead).
     "tls.listeners": settings.tls.cert === undefined ? "" : settings.tls.listeners.join(","),
-    "tls.backend": String(settings.tls.backend)
+    "tls.backend": String(settings.tls.backend),
+    "registry.url": settings.registry === undefined ? "" : RedisStore.formatTarget(settings.registry.target),
+    "registry.namespace": settings.registry?.namespace ?? "",
+    "registry.balancer-id": settings.registry?.balancerId ?? ""
   }
 }
 

@@ -6,6 +6,7 @@
 import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import * as Fs from "node:fs"
 import { parseDocument } from "yaml"
+import * as RedisStore from "../services/balancer/shared/RedisStore.js"
 import { names } from "../services/balancer/strategies/Catalog.js"
 import * as Path from "node:path"
 import {
@@ -20,6 +21,21 @@ import {
   tlsListenersRule,
   tokenRule
 } from "./options.js"
+
+/** `--registry`: a Redis URL, never with a password in it (a refused one is not echoed: why it is refused is). */
+const registryRule: Rule<RedisStore.RegistryTarget> = {
+  says: `redis://HOST[:PORT][/DB] or rediss://…, without a password (set ${RedisStore.passwordVariable})`,
+  placeholder: "URL",
+  decode: (text) => Either.getRight(RedisStore.parseRegistryUrl(text)),
+  got: (text) => Either.match(RedisStore.parseRegistryUrl(text), { onLeft: (why) => why, onRight: () => text })
+}
+
+/** `--registry-namespace`, `--balancer-id`. */
+const clusterNameRule: Rule<string> = {
+  says: "1 to 128 letters, digits or ._:[]-",
+  placeholder: "NAME",
+  decode: (text) => (/^[A-Za-z0-9._:[\]-]{1,128}$/.test(text) ? Option.some(text) : Option.none())
+}
 
 /** The balancer's rules, each shared by its flag and its key in the file. */
 export const rules = {
@@ -46,7 +62,10 @@ export const rules = {
   sendProxy: oneOf(["v1", "v2", "off"], "VERSION"),
   tlsFile: fileRule,
   tlsListeners: tlsListenersRule,
-  token: tokenRule
+  token: tokenRule,
+  registry: registryRule,
+  registryNamespace: clusterNameRule,
+  balancerId: clusterNameRule
 } satisfies Record<string, Rule<unknown>>
 
 /** A file's whole text, at most this long: a settings file is small. */
@@ -166,6 +185,13 @@ const tls = Schema.Struct({
   "backend-ca": optional(ruled(rules.tlsFile))
 })
 
+/** The shared registry: where it is, the cluster's namespace in it, this balancer's id. */
+const registry = Schema.Struct({
+  url: optional(ruled(rules.registry)),
+  namespace: optional(ruled(rules.registryNamespace)),
+  "balancer-id": optional(ruled(rules.balancerId))
+})
+
 const configSchema = (env: Readonly<Record<string, string | undefined>>) =>
   Schema.Struct({
     host: optional(ruled(rules.host)),
@@ -178,6 +204,7 @@ const configSchema = (env: Readonly<Record<string, string | undefined>>) =>
     proxy: optional(proxy),
     admin: optional(admin),
     tls: optional(tls),
+    registry: optional(registry),
     "idle-timeout": optional(ruled(rules.idleTimeout)),
     "max-servers": optional(ruled(rules.maxServers)),
     "remove-dead-after": optional(ruled(rules.removeDeadAfter)),
@@ -192,7 +219,8 @@ const sections: Record<string, ReadonlyArray<string>> = {
   "passive-health": Object.keys(passiveHealth.fields),
   proxy: Object.keys(proxy.fields),
   admin: Object.keys(admin.fields),
-  tls: Object.keys(tls.fields)
+  tls: Object.keys(tls.fields),
+  registry: Object.keys(registry.fields)
 }
 
 /** A settings file as read: only what it says (flags and defaults fill the rest). */

@@ -36,7 +36,10 @@ const noFlags: BalancerFlags = {
   tlsKey: Option.none(),
   tlsListeners: Option.none(),
   backendTls: false,
-  backendCa: Option.none()
+  backendCa: Option.none(),
+  registry: Option.none(),
+  registryNamespace: Option.none(),
+  balancerId: Option.none()
 }
 
 const file = (yaml: string): ConfigFile =>
@@ -88,5 +91,45 @@ describe("the balancer's settings: flag, else file, else default", () => {
     const back = desiredFrom(running, settingsFrom(noFlags, file(tuned)), true)
     expect(back.proxyProtocol).toEqual({ acceptProxy: false })
     expect(back.tunables.slowStartMs).toBe(0)
+  })
+})
+
+describe("the shared registry's settings", () => {
+  const shared = "registry: { url: redis://10.0.0.9:6380/2, namespace: blue, balancer-id: lb1 }"
+
+  it("come from the file's registry section, and a flag wins over it; none given, no shared registry", () => {
+    expect(settingsFrom(noFlags, file(shared)).registry).toEqual({
+      target: { host: "10.0.0.9", port: 6380, db: 2, tls: false },
+      namespace: "blue",
+      balancerId: "lb1"
+    })
+    const flags: BalancerFlags = { ...noFlags, registryNamespace: Option.some("green"), balancerId: Option.some("lb2") }
+    expect(settingsFrom(flags, file(shared)).registry).toMatchObject({ namespace: "green", balancerId: "lb2" })
+    expect(settingsFrom(noFlags, file("registry: { url: redis://cache }")).registry).toEqual({
+      target: { host: "cache", port: 6379, db: 0, tls: false },
+      namespace: "effect-lb",
+      balancerId: undefined
+    })
+    expect(settingsFrom(noFlags, file("port: 4000")).registry).toBeUndefined()
+  })
+
+  it("a file with a password in its URL is refused in one line that does not show it", () => {
+    const refused = Either.flatMap(parseConfig("f.yaml", "registry: { url: 'redis://:s3cret@cache:6379' }"), (value) =>
+      decodeConfig("f.yaml", value, {})
+    )
+    expect(Either.isLeft(refused)).toBe(true)
+    const message = Either.isLeft(refused) ? refused.left.message : ""
+    expect(message).toContain("registry.url must be redis://HOST[:PORT][/DB]")
+    expect(message).toContain("(got a user or password in the URL)")
+    expect(message).not.toContain("s3cret")
+  })
+
+  it("a reload that changes it says it takes a restart", () => {
+    const running = settingsFrom(noFlags, file(shared))
+    const next = settingsFrom(
+      noFlags,
+      file("registry: { url: redis://10.0.0.9:6380/2, namespace: red, balancer-id: lb1 }")
+    )
+    expect(desiredFrom(next, running, true).restartNeeded).toEqual(["registry.namespace"])
   })
 })
