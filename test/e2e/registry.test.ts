@@ -9,7 +9,7 @@ import { type Duration, Effect } from "effect"
 import { eventually } from "../support/eventually.js"
 import { echoServer } from "../support/net.js"
 import { runToEnd, spawn } from "../support/process.js"
-import { haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
+import { freeRedisPort, haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
 
 if (!haveRedis) console.warn(redisSkipReason)
 
@@ -43,7 +43,7 @@ const allSee = (
   within: Duration.DurationInput = "1 second"
 ) => Effect.forEach(admins, (admin) => eventually(statusOf(admin), holds, within), { concurrency: "unbounded" })
 
-const balancer = (url: string, namespace: string) =>
+const balancer = (url: string, namespace: string, more: ReadonlyArray<string> = []) =>
   Effect.gen(function* () {
     const running = yield* spawn([
       "balancer",
@@ -54,7 +54,8 @@ const balancer = (url: string, namespace: string) =>
       "--registry",
       url,
       "--registry-namespace",
-      namespace
+      namespace,
+      ...more
     ])
     const port = Number((yield* running.waitFor(/balancer listening on 127\.0\.0\.1:(\d+)/))[1])
     const admin = Number((yield* running.waitFor(/admin and dashboard on http:\/\/127\.0\.0\.1:(\d+)\//))[1])
@@ -111,6 +112,35 @@ describe.skipIf(!haveRedis)("balancers sharing a registry on Redis", () => {
         const drained = yield* request(two.admin, "/api/servers/echo", { method: "DELETE" })
         expect(drained.status).toBe(202)
         yield* allSee(admins, (status) => !status.servers.has("echo") && status.servers.has("one"))
+      }),
+    20_000
+  )
+
+  it.scopedLive(
+    "a balancer started while Redis is down serves its --server entries, and shares them when Redis comes up",
+    () =>
+      Effect.gen(function* () {
+        const port = yield* freeRedisPort
+        const echo = yield* echoServer
+        const address = echo.address()
+        const echoPort = typeof address === "object" && address !== null ? address.port : 0
+        const first = yield* balancer(`redis://127.0.0.1:${port}`, "down", [
+          "--server",
+          `127.0.0.1:${echoPort}`,
+          "--health",
+          "tcp"
+        ])
+        yield* first.running.waitFor(/shared registry .* is unreachable/, 5000)
+        // Serving what it knows: the server is probed live and located.
+        yield* eventually(
+          statusOf(first.admin),
+          (status) => status.servers.get(`127.0.0.1:${echoPort}`)?.state === "live",
+          "5 seconds"
+        )
+        yield* startRedis({ port })
+        yield* first.running.waitFor(/joined the shared registry/, 5000)
+        const second = yield* balancer(`redis://127.0.0.1:${port}`, "down")
+        yield* allSee([second.admin], (status) => status.servers.has(`127.0.0.1:${echoPort}`), "3 seconds")
       }),
     20_000
   )

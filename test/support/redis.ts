@@ -88,14 +88,18 @@ const startOn = (port: number, deadlineMs: number) =>
   })
 
 /**
- * A `redis-server` on a free loopback port, answering PING, stopped with the scope. A port taken
- * between the pick and the start is tried again with another (three times at most).
+ * A `redis-server` on a free loopback port (or on `port`, once `freeRedisPort` gave it), answering
+ * PING, stopped with the scope. A free port taken between the pick and the start is tried again with
+ * another (three times at most).
  */
-export const startRedis = (deadlineMs = 3000): Effect.Effect<RunningRedis, Error, Scope.Scope> =>
+export const startRedis = (
+  options: { readonly port?: number; readonly deadlineMs?: number } = {}
+): Effect.Effect<RunningRedis, Error, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.gen(function* () {
-      for (let attempt = 0; attempt < 3; attempt++) {
-        const port = yield* freePort
+      const deadlineMs = options.deadlineMs ?? 3000
+      for (let attempt = 0; attempt < (options.port === undefined ? 3 : 1); attempt++) {
+        const port = options.port ?? (yield* freePort)
         const child = yield* startOn(port, deadlineMs)
         if (child !== undefined) return { port, url: `redis://127.0.0.1:${port}`, child }
       }
@@ -103,3 +107,6 @@ export const startRedis = (deadlineMs = 3000): Effect.Effect<RunningRedis, Error
     }),
     (redis) => Effect.sync(() => stop(redis.child))
   )
+
+/** A loopback port nothing listens on now: for a Redis that is to start later. */
+export const freeRedisPort = freePort

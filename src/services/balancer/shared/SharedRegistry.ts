@@ -53,6 +53,7 @@ type Inbound =
   | { readonly _tag: "Disconnected"; readonly reason: string }
   | { readonly _tag: "Published"; readonly message: Published }
   | { readonly _tag: "Unreadable"; readonly reason: string }
+  | { readonly _tag: "Resync" }
 
 /** A local change on its way to the store, with its number in this run. */
 interface Outgoing {
@@ -71,6 +72,8 @@ interface SyncState {
   sequence: number
   /** The number of this run's latest change to each server (and the strategy), until it comes back. */
   readonly ownLatest: Map<string, number>
+  /** The store's connection is up, as its callbacks last said (set at once, not in turn). */
+  linkUp: boolean
   /** Remote changes were dropped (the inbox was full). */
   lost: boolean
   /** Its being unreachable has been logged (once, until it answers again). */
@@ -202,7 +205,11 @@ const resync = (
         duration: config.timeout,
         onTimeout: () => new StoreUnavailable({ message: "no snapshot within the deadline" })
       }),
-      Effect.retry({ schedule: Schedule.spaced(Duration.millis(200)), times: 4 }),
+      // Until it answers, while the store's connection is up (once it is down, its return calls again).
+      Effect.retry({
+        schedule: Schedule.exponential(Duration.millis(100)).pipe(Schedule.union(Schedule.spaced(Duration.seconds(2)))),
+        while: () => state.linkUp
+      }),
       Effect.either
     )
     if (read._tag === "Left") {
@@ -317,7 +324,13 @@ const park = (state: SyncState, config: SharedConfig, change: SharedChange) => {
  * changes wait, to be written when it does; so does one whose write fails.
  */
 const writer =
-  (state: SyncState, store: SharedStore["Type"], config: SharedConfig, signer: Omit<Signer, "sequence">) =>
+  (
+    state: SyncState,
+    store: SharedStore["Type"],
+    config: SharedConfig,
+    signer: Omit<Signer, "sequence">,
+    resync: () => void
+  ) =>
   ({ change, sequence }: Outgoing) =>
     Effect.suspend(() =>
       state.synced
@@ -330,10 +343,17 @@ const writer =
       }),
       Effect.matchEffect({
         onSuccess: (revision) => Effect.sync(() => revision > 0 && state.unshared.delete(keyOf(change))),
-        onFailure: (error) =>
-          Effect.logWarning(
-            `${describeChange(change)} not shared yet (${error.message}): ${park(state, config, change) ? "written when the shared registry answers" : "too many waiting, kept here only"}`
+        // Kept, and written after the next snapshot: read now (retried while the connection is up).
+        onFailure: (error) => {
+          const kept = park(state, config, change)
+          if (state.synced) {
+            state.synced = false
+            resync()
+          }
+          return Effect.logWarning(
+            `${describeChange(change)} not shared yet (${error.message}): ${kept ? "written when the shared registry answers" : "too many waiting, kept here only"}`
           )
+        }
       })
     )
 
@@ -350,6 +370,7 @@ export const make = (config: SharedConfig) =>
       sequence: 0,
       ownLatest: new Map(),
       lost: false,
+      linkUp: false,
       warned: false,
       shared: new Map(),
       unshared: new Map()
@@ -357,6 +378,8 @@ export const make = (config: SharedConfig) =>
     const inbox = yield* Queue.dropping<Inbound>(config.maxInbox)
     const outbox = yield* Queue.dropping<Outgoing>(config.maxPending)
     const tell = (event: Inbound) => {
+      if (event._tag === "Connected") state.linkUp = true
+      if (event._tag === "Disconnected") state.linkUp = false
       if (!Queue.unsafeOffer(inbox, event)) state.lost = true
     }
     const share = (change: SharedChange) =>
@@ -367,7 +390,7 @@ export const make = (config: SharedConfig) =>
           : Effect.logWarning(`too many changes waiting: ${describeChange(change)} kept here only`)
       })
     const apply = applier(registry, balancer)
-    const write = writer(state, store, config, { from: config.balancerId, instance })
+    const write = writer(state, store, config, { from: config.balancerId, instance }, () => tell({ _tag: "Resync" }))
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(outbox), write)))
     yield* Effect.forkScoped(
       Effect.forever(
