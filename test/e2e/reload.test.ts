@@ -132,7 +132,7 @@ describe("effect-lb balancer --config, reloaded (the real process)", () => {
           status: 400,
           body: {
             _tag: "ReloadFailed",
-            message: `${file}: rise is not a known key (keys: host, port, strategy, servers, health, passive-health, slow-start, proxy, admin, tls, idle-timeout, max-servers, remove-dead-after, access-log, token)`
+            message: `${file}: rise is not a known key (keys: host, port, strategy, servers, health, passive-health, slow-start, proxy, admin, tls, registry, idle-timeout, max-servers, remove-dead-after, access-log, token)`
           }
         })
         yield* balancer.waitFor(/reload refused, the running configuration stays/)
