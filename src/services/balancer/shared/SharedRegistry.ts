@@ -65,6 +65,8 @@ interface Outgoing {
 interface SyncState {
   /** The last revision applied (0: none yet). */
   revision: number
+  /** A snapshot has been applied, ever. */
+  joined: boolean
   /** A snapshot has been applied since the store last (re)connected. */
   synced: boolean
   connected: boolean
@@ -189,7 +191,10 @@ const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistr
     state.synced = true
   })
 
-/** Reads a snapshot (retried a few times within the deadline each) and applies it. */
+/**
+ * Reads a snapshot (each read within the deadline; retried while the store's connection is up),
+ * applies it, then shares what changed here before it joined or while the store was unreachable.
+ */
 const resync = (
   state: SyncState,
   apply: Applier,
@@ -216,7 +221,8 @@ const resync = (
       state.synced = false
       return yield* Effect.logWarning(`could not read the shared registry: ${read.left.message}`)
     }
-    const first = state.revision === 0
+    const first = !state.joined
+    state.joined = true
     yield* applySnapshot(state, apply, registry, read.right)
     const replay = [...state.unshared.values()]
     state.unshared.clear()
@@ -366,6 +372,7 @@ export const make = (config: SharedConfig) =>
     const state: SyncState = {
       revision: 0,
       synced: false,
+      joined: false,
       connected: false,
       sequence: 0,
       ownLatest: new Map(),
