@@ -166,7 +166,10 @@ const applier = (registry: ServerRegistry["Type"], balancer: Balancer["Type"]) =
 
 type Applier = ReturnType<typeof applier>
 
-/** Applies a snapshot: every record, the removals since (unless the store went back), the strategy. */
+/**
+ * Applies a snapshot: every record, the removals since (unless the store went back), the strategy.
+ * Says whether the store went back (Redis restarted empty, or was flushed).
+ */
 const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistry["Type"], snapshot: Snapshot) =>
   Effect.gen(function* () {
     const wentBack = snapshot.revision < state.revision
@@ -177,9 +180,9 @@ const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistr
       discard: true
     })
     if (wentBack) {
-      // Redis restarted empty (or was flushed): keep what is known here; re-seeding it is not yet done.
+      // Redis restarted empty (or was flushed): what is known here stands, and is written back (resync).
       yield* Effect.logWarning(
-        `the shared registry went back from revision ${state.revision} to ${snapshot.revision} (restarted empty?): keeping the servers known here`
+        `the shared registry went back from revision ${state.revision} to ${snapshot.revision} (restarted empty?): keeping the servers known here and sharing them again`
       )
     } else {
       for (const id of state.shared.keys()) if (!next.has(id) && !mine(id)) yield* registry.remove(id)
@@ -189,6 +192,25 @@ const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistr
     state.shared = next
     state.revision = snapshot.revision
     state.synced = true
+    return wentBack
+  })
+
+/**
+ * Writes back what this balancer knows (every server, with its origin, and the strategy) into a
+ * store that went back: each balancer that saw it does, and applying a change twice changes nothing,
+ * so the store converges on the union of what they knew.
+ */
+const reseed = (
+  registry: ServerRegistry["Type"],
+  balancer: Balancer["Type"],
+  share: (change: SharedChange) => Effect.Effect<void>
+) =>
+  Effect.gen(function* () {
+    const servers = yield* registry.list
+    for (const server of servers)
+      yield* share({ _tag: "Server", record: recordOf(server, registry.unsafeOrigin(server.id) ?? "configured") })
+    yield* share({ _tag: "Strategy", name: yield* balancer.strategy })
+    yield* Effect.logInfo(`shared ${servers.length} server${servers.length === 1 ? "" : "s"} again, and the strategy`)
   })
 
 /**
@@ -223,7 +245,8 @@ const resync = (
     }
     const first = !state.joined
     state.joined = true
-    yield* applySnapshot(state, apply, registry, read.right)
+    const wentBack = yield* applySnapshot(state, apply, registry, read.right)
+    if (wentBack) yield* reseed(registry, balancer, share)
     const replay = [...state.unshared.values()]
     state.unshared.clear()
     if (replay.length > 0)

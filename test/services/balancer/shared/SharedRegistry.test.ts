@@ -192,7 +192,7 @@ describe("the shared registry (on the in-memory store)", () => {
     })
   )
 
-  it.scoped("a store that went back (Redis restarted empty) removes nothing here", () =>
+  it.scoped("a store that went back (Redis restarted empty) removes nothing here, and is seeded again", () =>
     Effect.gen(function* () {
       const backend = makeMemoryBackend()
       backend.writeAs(other, record(spec(1)))
@@ -200,9 +200,16 @@ describe("the shared registry (on the in-memory store)", () => {
       const b = yield* member(backend, "b")
       yield* settled
       expect((yield* b.registry.list).length).toBe(2)
+      yield* b.balancer.setStrategy("weighted-round-robin")
+      yield* settled
       backend.restartEmpty()
       yield* settled
       expect((yield* b.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
+      // What b knew is in the store again: a balancer joining now is given it, strategy included.
+      const c = yield* member(backend, "c")
+      yield* settled
+      expect((yield* c.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
+      expect(yield* c.balancer.strategy).toBe("weighted-round-robin")
       // Changes from then on are applied again, from the store's new revisions.
       backend.writeAs(other, record(spec(3)))
       yield* settled
