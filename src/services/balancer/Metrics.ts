@@ -68,6 +68,17 @@ export const proxyOpen = Metric.gauge("effect_lb_proxy_open_connections", {
   description: "Client connections open through the proxy now"
 })
 
+/** With `--registry` only: whether this balancer is joined to the shared registry, where, and what waits. */
+export const registryConnected = Metric.gauge("effect_lb_registry_connected", {
+  description: "1 when the shared registry (--registry) answers and this balancer has read its state, else 0"
+})
+export const registryRevision = Metric.gauge("effect_lb_registry_revision", {
+  description: "The shared registry's last revision this balancer applied"
+})
+export const registryPending = Metric.gauge("effect_lb_registry_pending_changes", {
+  description: "This balancer's changes not yet written to the shared registry (it is unreachable, or they are on their way)"
+})
+
 export const turnedAwayLabels = {
   limit: [MetricLabel.make("reason", "limit")],
   noServer: [MetricLabel.make("reason", "no_server")],

@@ -16,10 +16,11 @@
  * (changing nothing, usually) unless a later one of its own to the same server is on its way: so a
  * snapshot read before its write landed, or another balancer's older change, does not stand.
  */
-import { Context, Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
+import { Context, Duration, Effect, Layer, Metric, Option, Queue, Schedule } from "effect"
 import * as Crypto from "node:crypto"
 import type { ServerId, ServerSpec, ServerView } from "../../../domain/Server.js"
 import { Balancer } from "../Balancer.js"
+import * as Metrics from "../Metrics.js"
 import { type Origin, ServerRegistry, type ServerRef } from "../ServerRegistry.js"
 import {
   type Published,
@@ -341,6 +342,14 @@ const sharedRegistry = (
   })
 }
 
+/** The registry's gauges (`/metrics`), as of now: joined or not, the revision, what waits to be written. */
+const reported = (state: SyncState, waiting: number) =>
+  Effect.all([
+    Metric.set(Metrics.registryConnected, state.connected && state.synced ? 1 : 0),
+    Metric.set(Metrics.registryRevision, state.revision),
+    Metric.set(Metrics.registryPending, state.unshared.size + waiting)
+  ])
+
 /** Keeps a change that could not be written, to be written when the store answers (false: too many). */
 const park = (state: SyncState, config: SharedConfig, change: SharedChange) => {
   const kept = state.unshared.has(keyOf(change)) || state.unshared.size < config.maxPending
@@ -421,7 +430,9 @@ export const make = (config: SharedConfig) =>
       })
     const apply = applier(registry, balancer)
     const write = writer(state, store, config, { from: config.balancerId, instance }, () => tell({ _tag: "Resync" }))
-    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(outbox), write)))
+    const report = Effect.flatMap(Queue.size(outbox), (waiting) => reported(state, waiting))
+    yield* report
+    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(outbox), write).pipe(Effect.zipRight(report))))
     yield* Effect.forkScoped(
       Effect.forever(
         Effect.gen(function* () {
@@ -429,6 +440,7 @@ export const make = (config: SharedConfig) =>
           const rest = yield* Queue.takeAll(inbox)
           if (yield* batch(state, [first, ...rest], instance, apply, store))
             yield* resync(state, apply, registry, store, config, share, balancer)
+          yield* report
         })
       )
     )

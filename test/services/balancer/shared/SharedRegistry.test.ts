@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option } from "effect"
+import { Context, Effect, Layer, Metric, Option } from "effect"
 import { type ServerId, type ServerSpec, Weight } from "../../../../src/domain/Server.js"
 import * as Balancer from "../../../../src/services/balancer/Balancer.js"
+import * as Metrics from "../../../../src/services/balancer/Metrics.js"
 import * as Operator from "../../../../src/services/balancer/Operator.js"
 import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
 import * as SharedRegistry from "../../../../src/services/balancer/shared/SharedRegistry.js"
@@ -172,6 +173,29 @@ describe("the shared registry (on the in-memory store)", () => {
       yield* settled
       expect((yield* b.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
       expect((yield* a.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
+    })
+  )
+
+  it.scoped("/metrics says whether it is joined, at which revision, and how many of its changes wait", () =>
+    Effect.gen(function* () {
+      const gauges = Effect.all({
+        connected: Metric.value(Metrics.registryConnected),
+        revision: Metric.value(Metrics.registryRevision),
+        pending: Metric.value(Metrics.registryPending)
+      }).pipe(Effect.map(({ connected, revision, pending }) => [connected.value, revision.value, pending.value]))
+      const backend = makeMemoryBackend()
+      backend.writeAs(other, record(spec(1)))
+      const a = yield* member(backend, "a")
+      yield* settled
+      expect(yield* gauges).toEqual([1, 2, 0])
+      backend.setUp(false)
+      yield* settled
+      yield* a.operator.add(spec(2))
+      yield* settled
+      expect(yield* gauges).toEqual([0, 2, 1])
+      backend.setUp(true)
+      yield* settled
+      expect(yield* gauges).toEqual([1, 3, 0])
     })
   )
 
