@@ -76,7 +76,8 @@ export const registryRevision = Metric.gauge("effect_lb_registry_revision", {
   description: "The shared registry's last revision this balancer applied"
 })
 export const registryPending = Metric.gauge("effect_lb_registry_pending_changes", {
-  description: "This balancer's changes not yet written to the shared registry (it is unreachable, or they are on their way)"
+  description:
+    "This balancer's changes not yet written to the shared registry (it is unreachable, or they are on their way)"
 })
 
 export const turnedAwayLabels = {
