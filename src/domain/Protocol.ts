@@ -107,6 +107,35 @@ export const BalancerInfo = Schema.Struct({
 })
 export type BalancerInfo = typeof BalancerInfo.Type
 
+/** The admin API's `/api/status` only, with `--registry`: the shared registry and the balancers in it. */
+export const ClusterView = Schema.Struct({
+  registry: Schema.Struct({
+    /** It answers and this balancer has read its state since it last (re)connected. */
+    connected: Schema.Boolean,
+    /** The last revision applied here. */
+    revision: Schema.NonNegativeInt,
+    namespace: Schema.String,
+    /** `redis://host:port[/db]` (never a password). */
+    url: Schema.String,
+    /** From the publication of the last change applied here to its application (none yet: absent). */
+    syncLagSeconds: Schema.optionalWith(FiniteNonNegative, { exact: true })
+  }),
+  /** The balancers that announced themselves within the last few seconds, this one included. */
+  balancers: Schema.Array(
+    Schema.Struct({
+      id: Schema.String,
+      addresses: Listening,
+      version: Schema.String,
+      startedAt: Schema.NonNegativeInt,
+      lastSeenAt: Schema.NonNegativeInt,
+      self: Schema.Boolean
+    })
+  ),
+  /** The registry did not answer in time: `balancers` is the last list read. */
+  stale: Schema.optionalWith(Schema.Boolean, { exact: true })
+})
+export type ClusterView = typeof ClusterView.Type
+
 /** What the proxy has done since the balancer started (HAProxy's frontend figures). */
 export const ProxyFigures = Schema.Struct({
   /** Client connections open now. */
@@ -140,7 +169,9 @@ export class StatusReport extends Schema.TaggedClass<StatusReport>()("StatusRepo
   /** The admin API's `/api/status` only: the balancer itself. */
   balancer: Schema.optional(BalancerInfo),
   /** The admin API's `/api/status` only, while the balancer proxies: the proxy's figures. */
-  proxy: Schema.optional(ProxyFigures)
+  proxy: Schema.optional(ProxyFigures),
+  /** The admin API's `/api/status` only, with `--registry`: the cluster. */
+  cluster: Schema.optional(ClusterView)
 }) {}
 export class Deregistered extends Schema.TaggedClass<Deregistered>()("Deregistered", { id: ServerId }) {}
 export class StrategySet extends Schema.TaggedClass<StrategySet>()("StrategySet", { strategy: StrategyName }) {}

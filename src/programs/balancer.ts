@@ -13,6 +13,7 @@ import * as Reaper from "../services/balancer/Reaper.js"
 import * as Reload from "../services/balancer/Reload.js"
 import * as ServerRegistry from "../services/balancer/ServerRegistry.js"
 import * as RedisStore from "../services/balancer/shared/RedisStore.js"
+import * as Cluster from "../services/balancer/shared/Cluster.js"
 import * as SharedRegistry from "../services/balancer/shared/SharedRegistry.js"
 import { Strategies } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
@@ -45,6 +46,28 @@ import {
   withDefault
 } from "./options.js"
 
+/**
+ * With `--registry`: the shared registry over `decision`, and the cluster's view, on one store (a
+ * layer is built once however often it is given).
+ */
+const sharedLayer = <E, R>(
+  registry: NonNullable<BalancerOptions["registry"]>,
+  decision: Layer.Layer<Balancer.Balancer | ServerRegistry.ServerRegistry, E, R>
+) => {
+  const store = RedisStore.layer(registry.store)
+  const sync = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId: registry.balancerId }).pipe(
+    Layer.provide(Layer.merge(decision, store))
+  )
+  const cluster = Cluster.layer({
+    ...Cluster.defaults,
+    balancerId: registry.balancerId,
+    version,
+    url: RedisStore.formatTarget(registry.store.target),
+    namespace: registry.store.namespace
+  })
+  return cluster.pipe(Layer.provideMerge(sync), Layer.provide(store))
+}
+
 /** Everything a balancer is, as one layer: used by this command and by the playground. */
 export const balancerLayer = (options: BalancerOptions) => {
   const seed = Layer.effectDiscard(
@@ -74,15 +97,7 @@ export const balancerLayer = (options: BalancerOptions) => {
   )
   // With --registry, the registry and the balancer everyone else sees are the shared ones, over these.
   const registry = options.registry
-  const shared =
-    registry === undefined
-      ? decision
-      : Layer.merge(
-          SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId: registry.balancerId }).pipe(
-            Layer.provide(Layer.merge(decision, RedisStore.layer(registry.store)))
-          ),
-          Strategies.layer
-        )
+  const shared = registry === undefined ? decision : Layer.merge(sharedLayer(registry, decision), Strategies.layer)
   const core = Operator.layer({ ...Operator.defaults, token: Option.getOrUndefined(options.token) }).pipe(
     Layer.provideMerge(shared)
   )
@@ -326,6 +341,22 @@ const announce = Layer.effectDiscard(
   })
 )
 
+/** With `--registry`: this balancer announces itself to the cluster, where it listens, until it stops. */
+const joinCluster = Layer.scopedDiscard(
+  Effect.gen(function* () {
+    const cluster = yield* Effect.serviceOption(Cluster.Cluster)
+    if (Option.isNone(cluster)) return
+    const plane = yield* ControlPlane.ControlPlane
+    const proxy = yield* Effect.serviceOption(Proxy.Proxy)
+    const admin = yield* Effect.serviceOption(Admin.Admin)
+    yield* cluster.value.announce({
+      balancer: formatEndpoint(plane.address),
+      ...(Option.isSome(proxy) ? { proxy: formatEndpoint(proxy.value.address) } : {}),
+      ...(Option.isSome(admin) ? { admin: formatEndpoint(admin.value.address) } : {})
+    })
+  })
+)
+
 /** With `--config`, SIGHUP reloads the settings (certificates included). */
 const hangups = Layer.scopedDiscard(
   Effect.flatMap(Effect.serviceOption(Reload.Reloader), (reloader) =>
@@ -381,7 +412,7 @@ export const balancerCommand = Command.make("balancer", options, (flags) =>
               balancerId: settings.registry.balancerId ?? defaultBalancerId(settings.port)
             }
     })
-    yield* Layer.launch(Layer.merge(announce, hangups).pipe(Layer.provide(balancer))).pipe(
+    yield* Layer.launch(Layer.mergeAll(announce, hangups, joinCluster).pipe(Layer.provide(balancer))).pipe(
       hintBusyPort([{ flag: "--port", port: settings.port, fallback: ControlPlane.defaults.port }]),
       Option.isSome(flags.config) ? (effect) => effect : withoutConfig(tls)
     )

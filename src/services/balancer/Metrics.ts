@@ -79,6 +79,10 @@ export const registryPending = Metric.gauge("effect_lb_registry_pending_changes"
   description:
     "This balancer's changes not yet written to the shared registry (it is unreachable, or they are on their way)"
 })
+export const registrySyncLag = Metric.gauge("effect_lb_registry_sync_lag_seconds", {
+  description:
+    "From the publication of the last shared change this balancer applied to its application here (the writer's clock against this one's)"
+})
 
 export const turnedAwayLabels = {
   limit: [MetricLabel.make("reason", "limit")],

@@ -29,6 +29,7 @@ import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Clock, Context, Effect, Either, Layer, Metric, Option, Schema, Stream } from "effect"
 import { ControlPlane } from "../ControlPlane.js"
+import * as Cluster from "../shared/Cluster.js"
 import * as History from "./History.js"
 import { Proxy } from "../Proxy.js"
 import * as Http from "node:http"
@@ -228,8 +229,14 @@ const fullStatus = Effect.gen(function* () {
   const report = yield* Effect.flatMap(Operator, (operator) => operator.status)
   const extras = yield* Extras
   const proxy = yield* extras.proxy
+  const cluster = yield* Cluster.viewIfAny
   return new StatusReport(
-    { ...report, balancer: yield* extras.balancer, ...(proxy === undefined ? {} : { proxy }) },
+    {
+      ...report,
+      balancer: yield* extras.balancer,
+      ...(proxy === undefined ? {} : { proxy }),
+      ...(Option.isSome(cluster) ? { cluster: cluster.value } : {})
+    },
     true
   )
 })

@@ -7,13 +7,20 @@
  * counter), and the channel `N:changes`, on which each change is published as JSON with the revision
  * it made. One Lua script writes a change, bumps the revision and publishes it: atomically, in order.
  *
+ * The cluster's balancers: `N:balancer:ID` (its announcement, JSON, with an expiry of a few seconds
+ * that each heartbeat renews) and `N:balancers` (a set of the ids, so they are listed without a SCAN).
+ * Redis expires a silent balancer by its own clock, so the balancers' clocks need not agree; an id
+ * whose key has expired is taken out of the set when the list is read.
+ *
  * Two connections: one for commands, one subscribed to the channel. Commands are not queued while
  * Redis is unreachable (they fail at once; the caller decides); ioredis reconnects by itself, and each
  * time the subscription is back the listener is told to read a snapshot.
  */
-import { Duration, Effect, Either, Layer, Schema, type Scope } from "effect"
+import { Clock, Duration, Effect, Either, Layer, Schema, type Scope } from "effect"
 import type { Redis, RedisOptions } from "ioredis"
 import {
+  type MemberRecord,
+  MemberRecordFromJson,
   PublishedFromJson,
   type ServerRecord,
   ServerRecordFromJson,
@@ -69,13 +76,13 @@ export const formatTarget = (target: RegistryTarget) =>
   `${target.tls ? "rediss" : "redis"}://${target.host.includes(":") ? `[${target.host}]` : target.host}:${target.port}` +
   (target.db === 0 ? "" : `/${target.db}`)
 
-/** KEYS: revision, servers, strategy. ARGV: op, id, value, channel, from (JSON), instance (JSON), sequence, change (JSON). */
+/** KEYS: revision, servers, strategy. ARGV: op, id, value, channel, from (JSON), instance (JSON), sequence, change (JSON), publishedAt. */
 const writeScript = `
 local revision = redis.call('INCR', KEYS[1])
 if ARGV[1] == 'put' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 elseif ARGV[1] == 'del' then redis.call('HDEL', KEYS[2], ARGV[2])
 else redis.call('SET', KEYS[3], ARGV[3]) end
-redis.call('PUBLISH', ARGV[4], '{"revision":' .. revision .. ',"from":' .. ARGV[5] .. ',"instance":' .. ARGV[6] .. ',"sequence":' .. ARGV[7] .. ',"change":' .. ARGV[8] .. '}')
+redis.call('PUBLISH', ARGV[4], '{"revision":' .. revision .. ',"from":' .. ARGV[5] .. ',"instance":' .. ARGV[6] .. ',"sequence":' .. ARGV[7] .. ',"change":' .. ARGV[8] .. ',"publishedAt":' .. ARGV[9] .. '}')
 return revision
 `
 
@@ -84,11 +91,38 @@ const snapshotScript = `
 return { redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[3]) or '', redis.call('HGETALL', KEYS[2]) }
 `
 
+/** KEYS: the set of ids, the member's key. ARGV: id, announcement (JSON), ttl (ms). */
+const announceScript = `
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[1], ARGV[1])
+`
+
+/** KEYS: the set of ids, the member's key. ARGV: id, instance: removed only if it is this run's. */
+const withdrawScript = `
+local current = redis.call('GET', KEYS[2])
+if current and cjson.decode(current).instance == ARGV[2] then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[1], ARGV[1])
+end
+`
+
+/** KEYS: the set of ids. ARGV: the members' key prefix. The live announcements; expired ids leave the set. */
+const membersScript = `
+local found = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local value = redis.call('GET', ARGV[1] .. id)
+  if value then table.insert(found, value) else redis.call('SREM', KEYS[1], id) end
+end
+return found
+`
+
 const SnapshotReply = Schema.Tuple(Schema.String, Schema.String, Schema.Array(Schema.String))
 const encodeChange = Schema.encodeSync(Schema.parseJson(SharedChange))
 const encodeRecord = Schema.encodeSync(ServerRecordFromJson)
 const decodeRecord = Schema.decodeUnknownEither(ServerRecordFromJson)
 const decodePublished = Schema.decodeUnknownEither(PublishedFromJson)
+const encodeMember = Schema.encodeSync(MemberRecordFromJson)
+const decodeMember = Schema.decodeUnknownEither(MemberRecordFromJson)
 
 const unavailable = (error: unknown) =>
   new StoreUnavailable({ message: error instanceof Error ? error.message : String(error) })
@@ -165,21 +199,23 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
     const channel = `${ns}:changes`
     const run = (script: string, args: ReadonlyArray<string>) =>
       Effect.tryPromise({ try: () => commands.eval(script, keys.length, ...keys, ...args), catch: unavailable })
-    const write = (signer: Signer, change: SharedChange) => {
-      const [op, id, value] =
-        change._tag === "Server"
-          ? ["put", change.record.id, encodeRecord(change.record)]
-          : change._tag === "Removed"
-            ? ["del", change.id, ""]
-            : ["strategy", "", change.name]
-      const signed = [
-        JSON.stringify(signer.from),
-        JSON.stringify(signer.instance),
-        String(Math.trunc(signer.sequence)),
-        encodeChange(change)
-      ]
-      return Effect.map(run(writeScript, [op, id, value, channel, ...signed]), Number)
-    }
+    const write = (signer: Signer, change: SharedChange) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const [op, id, value] =
+          change._tag === "Server"
+            ? ["put", change.record.id, encodeRecord(change.record)]
+            : change._tag === "Removed"
+              ? ["del", change.id, ""]
+              : ["strategy", "", change.name]
+        const signed = [
+          JSON.stringify(signer.from),
+          JSON.stringify(signer.instance),
+          String(Math.trunc(signer.sequence)),
+          encodeChange(change),
+          String(now)
+        ]
+        return Effect.map(run(writeScript, [op, id, value, channel, ...signed]), Number)
+      })
     const snapshot = Effect.gen(function* () {
       const reply = yield* run(snapshotScript, []).pipe(
         Effect.flatMap(Schema.decodeUnknown(SnapshotReply)),
@@ -194,11 +230,36 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
       }
       return { revision: Number(revision), strategy: strategy === "" ? undefined : strategy, servers }
     })
+    const memberKeys = (id: string) => [`${ns}:balancers`, `${ns}:balancer:${id}`]
+    const evalOn = (script: string, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
+      Effect.tryPromise({ try: () => commands.eval(script, keys.length, ...keys, ...args), catch: unavailable })
+    const members = Effect.gen(function* () {
+      const reply = yield* evalOn(membersScript, [`${ns}:balancers`], [`${ns}:balancer:`]).pipe(
+        Effect.flatMap(Schema.decodeUnknown(Schema.Array(Schema.String))),
+        Effect.mapError(unavailable)
+      )
+      const found: Array<MemberRecord> = []
+      for (const text of reply) {
+        const member = decodeMember(text)
+        if (Either.isRight(member)) found.push(member.right)
+      }
+      return found
+    })
     return SharedStore.of({
       describe: `${formatTarget(config.target)} (namespace ${ns})`,
       write,
       snapshot,
-      listen: (events) => Effect.asVoid(subscribe(subscriber, channel, events))
+      listen: (events) => Effect.asVoid(subscribe(subscriber, channel, events)),
+      announce: (member, ttl) =>
+        Effect.asVoid(
+          evalOn(announceScript, memberKeys(member.id), [
+            member.id,
+            encodeMember(member),
+            String(Math.max(1, Math.round(Duration.toMillis(ttl))))
+          ])
+        ),
+      withdraw: ({ id, instance }) => Effect.asVoid(evalOn(withdrawScript, memberKeys(id), [id, instance])),
+      members
     })
   })
 

@@ -16,7 +16,7 @@
  * (changing nothing, usually) unless a later one of its own to the same server is on its way: so a
  * snapshot read before its write landed, or another balancer's older change, does not stand.
  */
-import { Context, Duration, Effect, Layer, Metric, Option, Queue, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Metric, Option, Queue, Schedule } from "effect"
 import * as Crypto from "node:crypto"
 import type { ServerId, ServerSpec, ServerView } from "../../../domain/Server.js"
 import { Balancer } from "../Balancer.js"
@@ -88,7 +88,22 @@ interface SyncState {
    * the strategy): they win over the snapshot read when the store answers again, and are written then.
    */
   readonly unshared: Map<string, SharedChange>
+  /** From the publication of the last change applied to its application here, in seconds (none yet: undefined). */
+  lagSeconds: number | undefined
 }
+
+/** What this balancer knows of the shared registry, for people (the admin API, `/metrics`). */
+export interface SyncStatus {
+  /** It answers and its state has been read since it last (re)connected. */
+  readonly connected: boolean
+  readonly revision: number
+  readonly lagSeconds: number | undefined
+}
+
+export class RegistrySync extends Context.Tag("effect-lb/RegistrySync")<
+  RegistrySync,
+  { readonly status: Effect.Effect<SyncStatus> }
+>() {}
 
 /** The record of a server as the registry shows it now. */
 export const recordOf = (server: ServerView, origin: Origin): ServerRecord => ({
@@ -287,6 +302,12 @@ const batch = (
         }
         state.revision = revision
         remember(state.shared, change)
+        if (event.message.publishedAt !== undefined) {
+          const now = yield* Clock.currentTimeMillis
+          // Clocks of two hosts may disagree: a change is never applied before it was published.
+          state.lagSeconds = Math.max(0, now - event.message.publishedAt) / 1000
+          yield* Metric.set(Metrics.registrySyncLag, state.lagSeconds)
+        }
         // Its own change is local already; applied again (a no-op) unless a later own one is coming.
         if (event.message.instance === instance) {
           const latest = state.ownLatest.get(keyOf(change))
@@ -412,7 +433,8 @@ export const make = (config: SharedConfig) =>
       linkUp: false,
       warned: false,
       shared: new Map(),
-      unshared: new Map()
+      unshared: new Map(),
+      lagSeconds: undefined
     }
     const inbox = yield* Queue.dropping<Inbound>(config.maxInbox)
     const outbox = yield* Queue.dropping<Outgoing>(config.maxPending)
@@ -454,12 +476,22 @@ export const make = (config: SharedConfig) =>
       Context.add(Balancer, {
         ...balancer,
         setStrategy: (name: string) => Effect.tap(balancer.setStrategy(name), () => share({ _tag: "Strategy", name }))
-      })
+      }),
+      Context.add(
+        RegistrySync,
+        RegistrySync.of({
+          status: Effect.sync(() => ({
+            connected: state.connected && state.synced,
+            revision: state.revision,
+            lagSeconds: state.lagSeconds
+          }))
+        })
+      )
     )
   })
 
-/** The shared registry over the in-memory one: provides `ServerRegistry` and `Balancer` again, wrapped. */
+/** The shared registry over the in-memory one: provides `ServerRegistry` and `Balancer` again, wrapped (and `RegistrySync`). */
 export const layer = (
   config: SharedConfig
-): Layer.Layer<ServerRegistry | Balancer, never, ServerRegistry | Balancer | SharedStore> =>
+): Layer.Layer<ServerRegistry | Balancer | RegistrySync, never, ServerRegistry | Balancer | SharedStore> =>
   Layer.scopedContext(make(config))

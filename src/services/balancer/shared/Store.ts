@@ -7,7 +7,7 @@
  * with that revision, in one step. A listener that sees a revision missing, or (re)connects, reads a
  * snapshot and applies the difference.
  */
-import { Context, Effect, Schema, type Scope } from "effect"
+import { Clock, Context, Duration, Effect, Schema, type Scope } from "effect"
 import { Host, Port, ServerId, Weight } from "../../../domain/Server.js"
 
 /** A server as the balancers share it: where it is, its weight, whether it drains, how it came. */
@@ -39,12 +39,33 @@ export const Published = Schema.Struct({
   instance: Schema.String,
   /** That run's count of its changes: of two of its changes to one server, the later has the higher. */
   sequence: Schema.Int,
-  change: SharedChange
+  change: SharedChange,
+  /** When the writer published it (its clock, epoch ms): how late it is applied elsewhere (sync lag). */
+  publishedAt: Schema.optionalWith(Schema.Number, { exact: true })
 })
 export type Published = typeof Published.Type
 
 export const PublishedFromJson = Schema.parseJson(Published)
 export const ServerRecordFromJson = Schema.parseJson(ServerRecord)
+
+/** A balancer as it announces itself to the cluster (each heartbeat, kept a few seconds). */
+export const MemberRecord = Schema.Struct({
+  id: Schema.String,
+  /** This run of it: a clean stop removes its own entry only, not a newer run's of the same id. */
+  instance: Schema.String,
+  addresses: Schema.Struct({
+    balancer: Schema.optionalWith(Schema.String, { exact: true }),
+    proxy: Schema.optionalWith(Schema.String, { exact: true }),
+    admin: Schema.optionalWith(Schema.String, { exact: true })
+  }),
+  version: Schema.String,
+  /** Epoch milliseconds, by its clock. */
+  startedAt: Schema.Number,
+  lastSeenAt: Schema.Number
+})
+export type MemberRecord = typeof MemberRecord.Type
+
+export const MemberRecordFromJson = Schema.parseJson(MemberRecord)
 
 /** Who writes a change. */
 export interface Signer {
@@ -89,6 +110,12 @@ export class SharedStore extends Context.Tag("effect-lb/SharedStore")<
     readonly snapshot: Effect.Effect<Snapshot, StoreUnavailable>
     /** Tells `events` of the store for the scope's lifetime (at most one listener per store). */
     readonly listen: (events: StoreEvents) => Effect.Effect<void, never, Scope.Scope>
+    /** Says this balancer is here, for `ttl` (a heartbeat renews it). */
+    readonly announce: (member: MemberRecord, ttl: Duration.Duration) => Effect.Effect<void, StoreUnavailable>
+    /** Takes this run's entry away (a clean stop). */
+    readonly withdraw: (member: Pick<MemberRecord, "id" | "instance">) => Effect.Effect<void, StoreUnavailable>
+    /** The balancers whose announcement has not expired. */
+    readonly members: Effect.Effect<ReadonlyArray<MemberRecord>, StoreUnavailable>
   }
 >() {}
 
@@ -103,7 +130,7 @@ export interface MemoryBackend {
   /** The next `count` published messages are lost on their way to every listener (a gap). */
   readonly dropNext: (count: number) => void
   /** Writes as another balancer would (its change is published to every listener). */
-  readonly writeAs: (signer: Signer, change: SharedChange) => number
+  readonly writeAs: (signer: Signer, change: SharedChange, publishedAt?: number) => number
   /** Loses everything, revision included (Redis restarted empty): listeners are told it went and came back. */
   readonly restartEmpty: () => void
   readonly revision: () => number
@@ -117,6 +144,31 @@ const applyTo = (servers: Map<string, ServerRecord>, strategy: { name: string | 
   else strategy.name = change.name
 }
 
+/** The balancers' announcements in memory, each expiring by the clock (`TestClock` in tests). */
+const memoryMembers = (isUp: () => boolean, unavailable: StoreUnavailable) => {
+  const members = new Map<string, { readonly record: MemberRecord; readonly expiresAt: number }>()
+  const store: Pick<SharedStore["Type"], "announce" | "withdraw" | "members"> = {
+    announce: (member, ttl) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        isUp()
+          ? Effect.sync(() => void members.set(member.id, { record: member, expiresAt: now + Duration.toMillis(ttl) }))
+          : Effect.fail(unavailable)
+      ),
+    withdraw: ({ id, instance }) =>
+      Effect.suspend(() => {
+        if (!isUp()) return Effect.fail(unavailable)
+        if (members.get(id)?.record.instance === instance) members.delete(id)
+        return Effect.void
+      }),
+    members: Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      isUp()
+        ? Effect.succeed([...members.values()].filter((entry) => entry.expiresAt > now).map((entry) => entry.record))
+        : Effect.fail(unavailable)
+    )
+  }
+  return { store, clear: () => members.clear() }
+}
+
 export const makeMemoryBackend = (): MemoryBackend => {
   const servers = new Map<string, ServerRecord>()
   const strategy: { name: string | undefined } = { name: undefined }
@@ -126,14 +178,16 @@ export const makeMemoryBackend = (): MemoryBackend => {
   let up = true
   let dropping = 0
   const unavailable = new StoreUnavailable({ message: "the in-memory store is down" })
-  const writeAs = (signer: Signer, change: SharedChange) => {
+  const members = memoryMembers(() => up, unavailable)
+  const writeAs = (signer: Signer, change: SharedChange, publishedAt?: number) => {
     applyTo(servers, strategy, change)
     const message: Published = {
       revision: ++revision,
       from: signer.from,
       instance: signer.instance,
       sequence: signer.sequence,
-      change
+      change,
+      ...(publishedAt === undefined ? {} : { publishedAt })
     }
     writes.push(message)
     if (dropping > 0) dropping -= 1
@@ -155,6 +209,7 @@ export const makeMemoryBackend = (): MemoryBackend => {
     writeAs,
     restartEmpty: () => {
       servers.clear()
+      members.clear()
       strategy.name = undefined
       revision = 0
       for (const listener of listeners) listener.disconnected("restarted")
@@ -164,7 +219,9 @@ export const makeMemoryBackend = (): MemoryBackend => {
       SharedStore.of({
         describe: "memory",
         write: (signer, change) =>
-          Effect.suspend(() => (up ? Effect.succeed(writeAs(signer, change)) : Effect.fail(unavailable))),
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            up ? Effect.succeed(writeAs(signer, change, now)) : Effect.fail(unavailable)
+          ),
         snapshot: Effect.suspend(() =>
           up
             ? Effect.succeed({ revision, strategy: strategy.name, servers: [...servers.values()] })
@@ -177,7 +234,8 @@ export const makeMemoryBackend = (): MemoryBackend => {
               if (up) events.connected()
             }),
             () => Effect.sync(() => listeners.delete(events))
-          )
+          ),
+        ...members.store
       })
   }
 }

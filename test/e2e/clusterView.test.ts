@@ -1,0 +1,75 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { eventually } from "../support/eventually.js"
+import { spawn } from "../support/process.js"
+import { haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
+
+if (!haveRedis) console.warn(redisSkipReason)
+
+interface Cluster {
+  readonly registry: { readonly connected: boolean; readonly namespace: string; readonly url: string }
+  readonly balancers: ReadonlyArray<{
+    readonly id: string
+    readonly self: boolean
+    readonly addresses: { readonly balancer?: string; readonly admin?: string }
+  }>
+}
+
+/** The `cluster` field of a balancer's `/api/status`. */
+const clusterOf = (admin: number) =>
+  Effect.promise(() =>
+    fetch(`http://127.0.0.1:${admin}/api/status`, { signal: AbortSignal.timeout(3000) }).then(
+      async (response) => ((await response.json()) as { cluster?: Cluster }).cluster
+    )
+  )
+
+const balancer = (url: string, id: string) =>
+  Effect.gen(function* () {
+    const running = yield* spawn([
+      "balancer",
+      "--port",
+      "0",
+      "--admin-port",
+      "0",
+      "--registry",
+      url,
+      "--registry-namespace",
+      "view",
+      "--balancer-id",
+      id
+    ])
+    const port = Number((yield* running.waitFor(/balancer listening on 127\.0\.0\.1:(\d+)/))[1])
+    const admin = Number((yield* running.waitFor(/admin and dashboard on http:\/\/127\.0\.0\.1:(\d+)\//))[1])
+    return { port, admin, running }
+  })
+
+const ids = (cluster: Cluster | undefined) => cluster?.balancers.map((each) => `${each.id}${each.self ? "*" : ""}`)
+
+describe.skipIf(!haveRedis)("the cluster on the admin API (real Redis, two balancers)", () => {
+  it.scopedLive(
+    "each balancer's /api/status lists both, and the registry; one stopped cleanly leaves the list",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const [one, two] = yield* Effect.all([balancer(redis.url, "one"), balancer(redis.url, "two")], {
+          concurrency: "unbounded"
+        })
+        const both = (cluster: Cluster | undefined) => cluster?.balancers.length === 2
+        const seenByOne = yield* eventually(clusterOf(one.admin), both, "5 seconds")
+        const seenByTwo = yield* eventually(clusterOf(two.admin), both, "5 seconds")
+        expect(ids(seenByOne)).toEqual(["one*", "two"])
+        expect(ids(seenByTwo)).toEqual(["one", "two*"])
+        expect(seenByOne?.registry).toMatchObject({ namespace: "view", url: redis.url.replace(/\/$/, "") })
+        expect(seenByOne?.balancers[1]?.addresses).toEqual({
+          balancer: `127.0.0.1:${two.port}`,
+          admin: `127.0.0.1:${two.admin}`
+        })
+        yield* eventually(clusterOf(one.admin), (cluster) => cluster?.registry.connected === true, "5 seconds")
+
+        two.running.child.kill("SIGTERM")
+        expect(yield* two.running.exited).toBe(0)
+        expect(ids(yield* clusterOf(one.admin))).toEqual(["one*"])
+      }),
+    20_000
+  )
+})

@@ -1,0 +1,119 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Exit, Layer, Metric, Scope, TestClock } from "effect"
+import * as Balancer from "../../../../src/services/balancer/Balancer.js"
+import * as Metrics from "../../../../src/services/balancer/Metrics.js"
+import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
+import * as Cluster from "../../../../src/services/balancer/shared/Cluster.js"
+import * as SharedRegistry from "../../../../src/services/balancer/shared/SharedRegistry.js"
+import { type MemoryBackend, makeMemoryBackend, SharedStore } from "../../../../src/services/balancer/shared/Store.js"
+import { Strategies } from "../../../../src/services/balancer/strategies/Catalog.js"
+import { spec } from "../../../support/balancer.js"
+
+/** One balancer sharing `backend`, announcing itself at `balancer` for the life of `scope`. */
+const member = (backend: MemoryBackend, balancerId: string, scope: Scope.Scope) =>
+  Effect.gen(function* () {
+    const decision = Balancer.layer("round-robin").pipe(
+      Layer.provideMerge(ServerRegistry.layer()),
+      Layer.provideMerge(Strategies.layer)
+    )
+    const store = Layer.succeed(SharedStore, backend.connect())
+    const sync = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId }).pipe(
+      Layer.provide(Layer.merge(decision, store))
+    )
+    const layer = Cluster.layer({
+      ...Cluster.defaults,
+      balancerId,
+      version: "test",
+      url: "memory",
+      namespace: "test"
+    }).pipe(Layer.provideMerge(sync), Layer.provide(store))
+    const context = yield* Layer.buildWithScope(layer, scope)
+    const cluster = Context.get(context, Cluster.Cluster)
+    yield* Scope.extend(cluster.announce({ balancer: `127.0.0.1:${balancerId.length}` }), scope)
+    return { cluster, registry: Context.get(context, ServerRegistry.ServerRegistry) }
+  })
+
+/** Lets the fibers take what is queued (the in-memory store answers at once). */
+const settled = Effect.forEach(Array.from({ length: 20 }), () => Effect.yieldNow(), { discard: true })
+
+const idsIn = (cluster: Cluster.Cluster["Type"]) =>
+  Effect.map(cluster.view, (view) => view.balancers.map((balancer) => `${balancer.id}${balancer.self ? "*" : ""}`))
+
+describe("the cluster's balancers (on the in-memory store)", () => {
+  it.scoped("each balancer announces itself; a clean stop removes it from every list", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      const a = yield* member(backend, "a", yield* Effect.scope)
+      const bScope = yield* Scope.make()
+      const b = yield* member(backend, "b", bScope)
+      yield* settled
+      expect(yield* idsIn(a.cluster)).toEqual(["a*", "b"])
+      expect(yield* idsIn(b.cluster)).toEqual(["a", "b*"])
+      const view = yield* a.cluster.view
+      expect(view.registry).toMatchObject({ connected: true, namespace: "test", url: "memory" })
+      expect(view.balancers[1]).toMatchObject({ id: "b", addresses: { balancer: "127.0.0.1:1" }, version: "test" })
+      yield* Scope.close(bScope, Exit.void)
+      expect(yield* idsIn(a.cluster)).toEqual(["a*"])
+    })
+  )
+
+  it.scoped("the heartbeat keeps a balancer listed; one that stops without saying expires within seconds", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      const a = yield* member(backend, "a", yield* Effect.scope)
+      const store = backend.connect()
+      // A balancer that announced itself once and then died (no heartbeat, no removal).
+      yield* store.announce(
+        { id: "gone", instance: "x", addresses: {}, version: "old", startedAt: 0, lastSeenAt: 0 },
+        Cluster.defaults.expireAfter
+      )
+      yield* settled
+      expect(yield* idsIn(a.cluster)).toEqual(["a*", "gone"])
+      yield* TestClock.adjust("4 seconds")
+      expect(yield* idsIn(a.cluster)).toEqual(["a*", "gone"])
+      yield* TestClock.adjust("2 seconds")
+      expect(yield* idsIn(a.cluster)).toEqual(["a*"])
+      // a itself renewed every second all along.
+      yield* TestClock.adjust("30 seconds")
+      const view = yield* a.cluster.view
+      expect(view.balancers.map((balancer) => [balancer.id, balancer.lastSeenAt])).toEqual([["a", 36_000]])
+    })
+  )
+
+  it.scoped("with the store down, the registry says not connected and the last list is shown, stale", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      const a = yield* member(backend, "a", yield* Effect.scope)
+      yield* member(backend, "b", yield* Effect.scope)
+      yield* settled
+      expect((yield* a.cluster.view).stale).toBeUndefined()
+      backend.setUp(false)
+      yield* settled
+      const view = yield* a.cluster.view
+      expect(view.registry.connected).toBe(false)
+      expect(view.stale).toBe(true)
+      expect(view.balancers.map((balancer) => balancer.id)).toEqual(["a", "b"])
+      backend.setUp(true)
+      yield* settled
+      expect((yield* a.cluster.view).registry.connected).toBe(true)
+    })
+  )
+
+  it.scoped("the sync lag is the time from a change's publication to its application here", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      const a = yield* member(backend, "a", yield* Effect.scope)
+      yield* settled
+      yield* TestClock.adjust("10 seconds")
+      // Published 250 ms ago by another balancer's clock.
+      backend.writeAs(
+        { from: "b", instance: "other", sequence: 1 },
+        { _tag: "Server", record: { ...spec(1), draining: false, origin: "configured" } },
+        9_750
+      )
+      yield* settled
+      expect((yield* a.cluster.view).registry.syncLagSeconds).toBe(0.25)
+      expect((yield* Metric.value(Metrics.registrySyncLag)).value).toBe(0.25)
+    })
+  )
+})
