@@ -3,75 +3,13 @@
  * load, the balancer killed and restarted, a server that stalls. Every request must complete, and
  * every download must be exact.
  */
-import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Fiber, Layer, Option } from "effect"
-import * as Crypto from "node:crypto"
+import { Deferred, Effect, Fiber, Option } from "effect"
 import * as Fs from "node:fs"
-import * as Os from "node:os"
 import * as Path from "node:path"
-import { Status } from "../../src/domain/Protocol.js"
-import { ask } from "../../src/services/client/BalancerClient.js"
-import * as Client from "../../src/services/client/Client.js"
-import * as Wire from "../../src/services/wire/Wire.js"
 import { eventually } from "../support/eventually.js"
+import { clientFor, listening, liveServers, startServer, workspace } from "../support/load.js"
 import { type Running, spawn } from "../support/process.js"
-
-const listening = /listening on 127\.0\.0\.1:(\d+)/
-
-const workspace = Effect.acquireRelease(
-  Effect.sync(() => {
-    const base = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-chaos-"))
-    const served = Path.join(base, "served")
-    Fs.mkdirSync(served)
-    const data = Crypto.randomBytes(256 * 1024)
-    Fs.writeFileSync(Path.join(served, "data.bin"), data)
-    Fs.writeFileSync(Path.join(served, "notes.txt"), "chaos\n")
-    return { base, served, data }
-  }),
-  ({ base }) => Effect.sync(() => Fs.rmSync(base, { recursive: true, force: true }))
-)
-
-const clientFor = (port: number, overrides: Partial<Client.ClientConfig> = {}) =>
-  Effect.map(
-    Layer.build(
-      Client.layer({
-        ...Client.defaults,
-        balancer: { host: "127.0.0.1", port },
-        attempts: 30,
-        backoff: "20 millis",
-        connectTimeout: "1 second",
-        replyTimeout: "2 seconds",
-        ...overrides
-      }).pipe(Layer.provide(Wire.layer), Layer.provide(NodeContext.layer))
-    ),
-    (context) => Context.get(context, Client.Client)
-  )
-
-const liveServers = (port: number) =>
-  ask({ host: "127.0.0.1", port }, new Status()).pipe(
-    Effect.map((reply) => (reply._tag === "StatusReport" ? reply.servers.filter((s) => s.state === "live").length : 0)),
-    Effect.orElseSucceed(() => 0),
-    Effect.provide(Wire.layer)
-  )
-
-const startServer = (id: string, port: number, balancer: number, folder: string) =>
-  Effect.gen(function* () {
-    const server = yield* spawn([
-      "server",
-      "--port",
-      String(port),
-      "--id",
-      id,
-      "--balancer",
-      `127.0.0.1:${balancer}`,
-      "--files",
-      folder,
-      "--compute-scale",
-      "0.01"
-    ])
-    return { process: server, port: Number((yield* server.waitFor(listening))[1]) }
-  })
 
 describe("chaos", () => {
   it.scopedLive(

@@ -5,62 +5,14 @@
  * so and skips.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { type Duration, Effect } from "effect"
+import { Effect } from "effect"
+import { allSee, balancer, request, statusOf } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
 import { echoServer } from "../support/net.js"
 import { runToEnd, spawn } from "../support/process.js"
 import { freeRedisPort, haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
 
 if (!haveRedis) console.warn(redisSkipReason)
-
-interface Shown {
-  readonly id: string
-  readonly weight: number
-  readonly state: string
-}
-
-const request = (port: number, path: string, init: RequestInit = {}) =>
-  Effect.promise(() =>
-    fetch(`http://127.0.0.1:${port}${path}`, { ...init, signal: AbortSignal.timeout(3000) }).then(async (response) => ({
-      status: response.status,
-      body: (await response.json()) as unknown
-    }))
-  )
-
-/** What the balancer's admin API says: its strategy and its servers, by id. */
-const statusOf = (adminPort: number) =>
-  Effect.map(request(adminPort, "/api/status"), ({ body }) => {
-    const status = body as { strategy: string; servers: ReadonlyArray<Shown> }
-    return { strategy: status.strategy, servers: new Map(status.servers.map((server) => [server.id, server])) }
-  })
-
-type Status = Effect.Effect.Success<ReturnType<typeof statusOf>>
-
-/** Every balancer says `holds` within `within`. */
-const allSee = (
-  admins: ReadonlyArray<number>,
-  holds: (status: Status) => boolean,
-  within: Duration.DurationInput = "1 second"
-) => Effect.forEach(admins, (admin) => eventually(statusOf(admin), holds, within), { concurrency: "unbounded" })
-
-const balancer = (url: string, namespace: string, more: ReadonlyArray<string> = []) =>
-  Effect.gen(function* () {
-    const running = yield* spawn([
-      "balancer",
-      "--port",
-      "0",
-      "--admin-port",
-      "0",
-      "--registry",
-      url,
-      "--registry-namespace",
-      namespace,
-      ...more
-    ])
-    const port = Number((yield* running.waitFor(/balancer listening on 127\.0\.0\.1:(\d+)/))[1])
-    const admin = Number((yield* running.waitFor(/admin and dashboard on http:\/\/127\.0\.0\.1:(\d+)\//))[1])
-    return { port, admin, running }
-  })
 
 describe.skipIf(!haveRedis)("balancers sharing a registry on Redis", () => {
   it.scopedLive(
