@@ -18,6 +18,7 @@
  */
 import { Clock, Duration, Effect, Either, Layer, Schema, type Scope } from "effect"
 import type { Redis, RedisOptions } from "ioredis"
+import * as Crypto from "node:crypto"
 import {
   type MemberRecord,
   MemberRecordFromJson,
@@ -86,9 +87,18 @@ redis.call('PUBLISH', ARGV[4], '{"revision":' .. revision .. ',"from":' .. ARGV[
 return revision
 `
 
-/** KEYS: revision, servers, strategy. Everything, at one revision. */
+/**
+ * KEYS: revision, servers, strategy, epoch. ARGV: an epoch to set if there is none. Everything, at one
+ * revision, with the store's epoch: set by the first read after Redis started empty, so a restart shows
+ * as a new epoch even when the revision has caught up again.
+ */
 const snapshotScript = `
-return { redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[3]) or '', redis.call('HGETALL', KEYS[2]) }
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[4], epoch)
+end
+return { redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[3]) or '', redis.call('HGETALL', KEYS[2]), epoch }
 `
 
 /** KEYS: the set of ids, the member's key. ARGV: id, announcement (JSON), ttl (ms). */
@@ -116,7 +126,7 @@ end
 return found
 `
 
-const SnapshotReply = Schema.Tuple(Schema.String, Schema.String, Schema.Array(Schema.String))
+const SnapshotReply = Schema.Tuple(Schema.String, Schema.String, Schema.Array(Schema.String), Schema.String)
 const encodeChange = Schema.encodeSync(Schema.parseJson(SharedChange))
 const encodeRecord = Schema.encodeSync(ServerRecordFromJson)
 const decodeRecord = Schema.decodeUnknownEither(ServerRecordFromJson)
@@ -195,7 +205,7 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
     const commands = yield* client(Client, options)
     const subscriber = yield* client(Client, options)
     const ns = config.namespace
-    const keys = [`${ns}:revision`, `${ns}:servers`, `${ns}:strategy`] as const
+    const keys = [`${ns}:revision`, `${ns}:servers`, `${ns}:strategy`, `${ns}:epoch`] as const
     const channel = `${ns}:changes`
     const run = (script: string, args: ReadonlyArray<string>) =>
       Effect.tryPromise({ try: () => commands.eval(script, keys.length, ...keys, ...args), catch: unavailable })
@@ -217,18 +227,18 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
         return Effect.map(run(writeScript, [op, id, value, channel, ...signed]), Number)
       })
     const snapshot = Effect.gen(function* () {
-      const reply = yield* run(snapshotScript, []).pipe(
+      const reply = yield* run(snapshotScript, [Crypto.randomUUID()]).pipe(
         Effect.flatMap(Schema.decodeUnknown(SnapshotReply)),
         Effect.mapError(unavailable)
       )
-      const [revision, strategy, pairs] = reply
+      const [revision, strategy, pairs, epoch] = reply
       const servers: Array<ServerRecord> = []
       for (let i = 1; i < pairs.length; i += 2) {
         const record = decodeRecord(pairs[i])
         if (Either.isRight(record)) servers.push(record.right)
         else yield* Effect.logWarning(`an unreadable server record in ${keys[1]}: ${pairs[i - 1] ?? ""}`)
       }
-      return { revision: Number(revision), strategy: strategy === "" ? undefined : strategy, servers }
+      return { revision: Number(revision), strategy: strategy === "" ? undefined : strategy, servers, epoch }
     })
     const memberKeys = (id: string) => [`${ns}:balancers`, `${ns}:balancer:${id}`]
     const evalOn = (script: string, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>

@@ -66,6 +66,8 @@ interface Outgoing {
 interface SyncState {
   /** The last revision applied (0: none yet). */
   revision: number
+  /** The store's epoch at the last snapshot: another one means it restarted empty since. */
+  epoch: string | undefined
   /** A snapshot has been applied, ever. */
   joined: boolean
   /** A snapshot has been applied since the store last (re)connected. */
@@ -188,7 +190,8 @@ type Applier = ReturnType<typeof applier>
  */
 const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistry["Type"], snapshot: Snapshot) =>
   Effect.gen(function* () {
-    const wentBack = snapshot.revision < state.revision
+    // Restarted empty: the revision went back, or (others having written since) the epoch changed.
+    const wentBack = snapshot.revision < state.revision || (state.epoch !== undefined && snapshot.epoch !== state.epoch)
     const next = new Map(snapshot.servers.map((record) => [record.id, record] as const))
     // What changed here while the store was unreachable stands: it is written next.
     const mine = (id: string) => state.unshared.has(id)
@@ -198,7 +201,7 @@ const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistr
     if (wentBack) {
       // Redis restarted empty (or was flushed): what is known here stands, and is written back (resync).
       yield* Effect.logWarning(
-        `the shared registry went back from revision ${state.revision} to ${snapshot.revision} (restarted empty?): keeping the servers known here and sharing them again`
+        `the shared registry restarted empty or was flushed (revision ${state.revision} before, ${snapshot.revision} now${snapshot.epoch === state.epoch ? "" : ", a new epoch"}): keeping the servers known here and sharing them again`
       )
     } else {
       for (const id of state.shared.keys()) if (!next.has(id) && !mine(id)) yield* registry.remove(id)
@@ -207,6 +210,7 @@ const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistr
       yield* apply.strategy(snapshot.strategy)
     state.shared = next
     state.revision = snapshot.revision
+    state.epoch = snapshot.epoch
     state.synced = true
     return wentBack
   })
@@ -424,6 +428,7 @@ export const make = (config: SharedConfig) =>
     const instance = Crypto.randomUUID()
     const state: SyncState = {
       revision: 0,
+      epoch: undefined,
       synced: false,
       joined: false,
       connected: false,

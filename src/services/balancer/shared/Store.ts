@@ -8,6 +8,7 @@
  * snapshot and applies the difference.
  */
 import { Clock, Context, Duration, Effect, Schema, type Scope } from "effect"
+import * as Crypto from "node:crypto"
 import { Host, Port, ServerId, Weight } from "../../../domain/Server.js"
 
 /** A server as the balancers share it: where it is, its weight, whether it drains, how it came. */
@@ -79,6 +80,8 @@ export interface Snapshot {
   readonly revision: number
   readonly strategy: string | undefined
   readonly servers: ReadonlyArray<ServerRecord>
+  /** This run of the store: a new one after it restarted empty (or was flushed). */
+  readonly epoch: string
 }
 
 /** The store did not answer (down, unreachable, or past the deadline). */
@@ -175,6 +178,7 @@ export const makeMemoryBackend = (): MemoryBackend => {
   const listeners = new Set<StoreEvents>()
   const writes: Array<Published> = []
   let revision = 0
+  let epoch = Crypto.randomUUID()
   let up = true
   let dropping = 0
   const unavailable = new StoreUnavailable({ message: "the in-memory store is down" })
@@ -212,6 +216,7 @@ export const makeMemoryBackend = (): MemoryBackend => {
       members.clear()
       strategy.name = undefined
       revision = 0
+      epoch = Crypto.randomUUID()
       for (const listener of listeners) listener.disconnected("restarted")
       for (const listener of listeners) listener.connected()
     },
@@ -224,7 +229,7 @@ export const makeMemoryBackend = (): MemoryBackend => {
           ),
         snapshot: Effect.suspend(() =>
           up
-            ? Effect.succeed({ revision, strategy: strategy.name, servers: [...servers.values()] })
+            ? Effect.succeed({ revision, strategy: strategy.name, servers: [...servers.values()], epoch })
             : Effect.fail(unavailable)
         ),
         listen: (events) =>

@@ -60,7 +60,10 @@ describe.skipIf(!haveRedis)("the Redis store", () => {
       const signer = { from: "b1", instance: "run", sequence: 1 }
       expect(yield* store.write(signer, { _tag: "Server", record })).toBe(1)
       expect(yield* store.write({ ...signer, sequence: 2 }, { _tag: "Strategy", name: "weighted-round-robin" })).toBe(2)
-      expect(yield* store.snapshot).toEqual({ revision: 2, strategy: "weighted-round-robin", servers: [record] })
+      const first = yield* store.snapshot
+      expect(first).toEqual({ revision: 2, strategy: "weighted-round-robin", servers: [record], epoch: first.epoch })
+      // The epoch is set once (by the first read) and stays.
+      expect(first.epoch).toMatch(/^[0-9a-f-]{36}$/)
       yield* Effect.sleep("20 millis").pipe(
         Effect.repeat({ until: () => heard.length >= 2 }),
         Effect.timeout("2 seconds")
@@ -70,7 +73,12 @@ describe.skipIf(!haveRedis)("the Redis store", () => {
         [2, "b1", 2, "Strategy"]
       ])
       yield* store.write({ ...signer, sequence: 3 }, { _tag: "Removed", id: record.id })
-      expect(yield* store.snapshot).toEqual({ revision: 3, strategy: "weighted-round-robin", servers: [] })
+      expect(yield* store.snapshot).toEqual({
+        revision: 3,
+        strategy: "weighted-round-robin",
+        servers: [],
+        epoch: first.epoch
+      })
     })
   )
 

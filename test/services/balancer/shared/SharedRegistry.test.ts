@@ -176,6 +176,30 @@ describe("the shared registry (on the in-memory store)", () => {
     })
   )
 
+  it.scoped("a restart seen only after others wrote past the old revision is still a restart: nothing removed", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      backend.writeAs(other, record(spec(1)))
+      backend.writeAs(other, record(spec(2)))
+      const b = yield* member(backend, "b")
+      yield* settled
+      const before = backend.revision()
+      backend.restartEmpty()
+      // Before b reads it again, others refill it past b's revision, with other servers.
+      for (const n of [3, 4, 5, 6, 7].slice(0, before + 1)) backend.writeAs(other, record(spec(n)))
+      expect(backend.revision()).toBeGreaterThan(before)
+      yield* settled
+      const known = (yield* b.registry.list).map((server) => server.id)
+      expect(known).toEqual(expect.arrayContaining([spec(1).id, spec(2).id, spec(3).id]))
+      // And b wrote back what it knew: a balancer joining now is given servers 1 and 2 too.
+      const c = yield* member(backend, "c")
+      yield* settled
+      expect((yield* c.registry.list).map((server) => server.id)).toEqual(
+        expect.arrayContaining([spec(1).id, spec(2).id])
+      )
+    })
+  )
+
   it.scoped("/metrics says whether it is joined, at which revision, and how many of its changes wait", () =>
     Effect.gen(function* () {
       const gauges = Effect.all({
