@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { eventually } from "../support/eventually.js"
-import { spawn } from "../support/process.js"
+import { balancer, request } from "../support/cluster.js"
 import { haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
 
 if (!haveRedis) console.warn(redisSkipReason)
@@ -17,31 +17,10 @@ interface Cluster {
 
 /** The `cluster` field of a balancer's `/api/status`. */
 const clusterOf = (admin: number) =>
-  Effect.promise(() =>
-    fetch(`http://127.0.0.1:${admin}/api/status`, { signal: AbortSignal.timeout(3000) }).then(
-      async (response) => ((await response.json()) as { cluster?: Cluster }).cluster
-    )
-  )
+  Effect.map(request(admin, "/api/status"), ({ body }) => (body as { cluster?: Cluster }).cluster)
 
-const balancer = (url: string, id: string) =>
-  Effect.gen(function* () {
-    const running = yield* spawn([
-      "balancer",
-      "--port",
-      "0",
-      "--admin-port",
-      "0",
-      "--registry",
-      url,
-      "--registry-namespace",
-      "view",
-      "--balancer-id",
-      id
-    ])
-    const port = Number((yield* running.waitFor(/balancer listening on 127\.0\.0\.1:(\d+)/))[1])
-    const admin = Number((yield* running.waitFor(/admin and dashboard on http:\/\/127\.0\.0\.1:(\d+)\//))[1])
-    return { port, admin, running }
-  })
+/** A balancer on the registry at `url`, in the namespace `view`, named `id`. */
+const member = (url: string, id: string) => balancer(url, "view", ["--balancer-id", id])
 
 const ids = (cluster: Cluster | undefined) => cluster?.balancers.map((each) => `${each.id}${each.self ? "*" : ""}`)
 
@@ -51,7 +30,7 @@ describe.skipIf(!haveRedis)("the cluster on the admin API (real Redis, two balan
     () =>
       Effect.gen(function* () {
         const redis = yield* startRedis()
-        const [one, two] = yield* Effect.all([balancer(redis.url, "one"), balancer(redis.url, "two")], {
+        const [one, two] = yield* Effect.all([member(redis.url, "one"), member(redis.url, "two")], {
           concurrency: "unbounded"
         })
         const both = (cluster: Cluster | undefined) => cluster?.balancers.length === 2
