@@ -8,6 +8,7 @@
  * stream's own backpressure (`pipe`) to keep memory flat whatever the peer's speed.
  */
 import { Deferred, Effect, Option, Schema, Stream } from "effect"
+import type * as Net from "node:net"
 import type { Duplex, Readable } from "node:stream"
 import { InvalidRequest } from "../../domain/Errors.js"
 import type { Address } from "../../domain/Server.js"
@@ -37,6 +38,12 @@ export class ConnectionClosed extends Schema.TaggedError<ConnectionClosed>()("Co
 export class PayloadFailed extends Schema.TaggedError<PayloadFailed>()("PayloadFailed", {
   reason: Schema.String
 }) {}
+
+/** Where a TCP connection comes from (a getpeername call). */
+export const peerOf = (socket: Net.Socket): Address => ({
+  host: socket.remoteAddress ?? "?",
+  port: socket.remotePort ?? 0
+})
 
 export type ReadError = LineTooLong | ConnectionClosed
 

@@ -11,10 +11,11 @@ import * as Net from "node:net"
 import { Duplex } from "node:stream"
 import * as NodeTls from "node:tls"
 import { type Address, formatEndpoint } from "../../domain/Server.js"
-import { type Connection, fromDuplex } from "./Connection.js"
+import { type Connection, fromDuplex, peerOf } from "./Connection.js"
 import { makeIdleSweeper } from "./Idle.js"
 import { type RequestPort, runSession, session } from "./RequestPort.js"
-import { clientOptions, describeTlsReason, handshakeTimeout, type ListenerTls, type Trust } from "./Tls.js"
+import { clientOptions, describeTlsReason, type ListenerTls, type Trust } from "./Tls.js"
+import { tlsServer } from "./TlsListener.js"
 
 /** Where to listen or connect, and where a connection comes from (the domain's `Address`). */
 export type { Address }
@@ -166,87 +167,10 @@ const tcpListen = <R>(options: Address, onSocket: (socket: Net.Socket) => Effect
     return address._tag === "TcpAddress" ? { host: address.hostname, port: address.port } : options
   })
 
-/** Where a TCP connection comes from (a getpeername call). */
-const peerOf = (socket: Net.Socket): Address => ({ host: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 })
-
 const tcpServe = <R>(options: ServeOptions, handler: Handler<R>) => {
   const onSocket = (socket: Net.Socket) => handle(socket, peerOf(socket), options.maxLine, handler)
   return options.tls === undefined ? tcpListen(options, onSocket) : tlsListen(options, options.tls, onSocket)
 }
-
-/**
- * What a plain-text client on one of effect-lb's TLS ports is told, in its own protocol, before the
- * close (as nginx answers plain HTTP on an HTTPS port with a 400 saying so).
- */
-const plainTextRefusal = Buffer.from(
-  `${JSON.stringify({
-    _tag: "InvalidRequest",
-    message: "this port speaks TLS: connect with TLS (effect-lb: --tls, and --ca FILE for a private CA)"
-  })}\n`
-)
-
-/** How long a refused plain-text client may take to read the refusal and close. */
-const plainTextLinger = 2_000
-
-/** A TLS record carrying a handshake (22) opens every TLS connection. */
-const tlsHandshakeRecord = 0x16
-
-/**
- * A client of a TLS listener, sorted out by its first byte: a TLS handshake goes to `handshakes`; a
- * plain-text client is told and closed; one that sends nothing within the handshake timeout is closed.
- */
-const sortOut = (socket: Net.Socket, handshakes: NodeTls.Server, tls: ListenerTls) => {
-  const peer = () => formatEndpoint(peerOf(socket))
-  const timer = setTimeout(() => {
-    tls.failed({ code: "ERR_TLS_HANDSHAKE_TIMEOUT" }, peer())
-    socket.destroy()
-  }, Duration.toMillis(handshakeTimeout))
-  socket.on("error", ignoreError)
-  socket.once("close", () => clearTimeout(timer))
-  socket.once("data", (chunk: Buffer) => {
-    clearTimeout(timer)
-    socket.pause()
-    socket.unshift(chunk)
-    if (chunk[0] === tlsHandshakeRecord) return void handshakes.emit("connection", socket)
-    tls.failed({ code: "PLAIN_TEXT" }, peer())
-    // Read on (and drop) what it sends, so the close is a FIN after the line, not a reset that
-    // could lose it; a peer that does not close by then is closed.
-    socket.on("data", ignoreError)
-    socket.resume()
-    socket.end(plainTextRefusal)
-    const linger = setTimeout(() => socket.destroy(), plainTextLinger)
-    socket.once("close", () => clearTimeout(linger))
-  })
-  socket.resume()
-}
-
-/**
- * A listener serving TLS with `tls`'s certificate, following its reloads until the scope closes.
- * `track` holds every connection until it closes (the owner closes them at shutdown). A client whose
- * handshake fails (plain text, a certificate it refuses, too slow) is counted and logged by `tls`;
- * the listener goes on serving the others.
- */
-const tlsServer = (tls: ListenerTls, onSecure: (socket: NodeTls.TLSSocket) => void, track: Set<Net.Socket>) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const handshakes = NodeTls.createServer(
-        { ...tls.options(), allowHalfOpen: true, handshakeTimeout: Duration.toMillis(handshakeTimeout) },
-        onSecure
-      )
-      // No address: a socket closed under it (shutdown), not a client's failure.
-      handshakes.on("tlsClientError", (error, socket) => {
-        if (socket.remoteAddress !== undefined) tls.failed(error, formatEndpoint(peerOf(socket)))
-      })
-      tls.attach(handshakes)
-      const server = Net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
-        track.add(socket)
-        socket.once("close", () => track.delete(socket))
-        sortOut(socket, handshakes, tls)
-      })
-      return { server, handshakes }
-    }),
-    ({ handshakes }) => Effect.sync(() => tls.forget(handshakes))
-  ).pipe(Effect.map(({ server }) => server))
 
 /** `tcpListen` over TLS: one fiber per connection once its handshake is done. */
 const tlsListen = <R>(
