@@ -6,6 +6,7 @@
 import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import * as Fs from "node:fs"
 import { parseDocument } from "yaml"
+import { describeFileError } from "../services/wire/Tls.js"
 import * as RedisStore from "../services/balancer/shared/RedisStore.js"
 import { names } from "../services/balancer/strategies/Catalog.js"
 import * as Path from "node:path"
@@ -310,20 +311,7 @@ const readText = (file: string) =>
       if (size > maxBytes) throw new Error(`${size} bytes, more than ${maxBytes}`)
       return Fs.readFileSync(file, "utf8")
     },
-    catch: (cause) => {
-      const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : undefined
-      const reason =
-        code === "ENOENT"
-          ? "no such file (ENOENT)"
-          : code === "EACCES"
-            ? "permission denied (EACCES)"
-            : code === "EISDIR"
-              ? "a folder, not a file (EISDIR)"
-              : cause instanceof Error
-                ? cause.message
-                : String(cause)
-      return new ConfigRefused({ file, reason: `cannot be read: ${reason}` })
-    }
+    catch: (cause) => new ConfigRefused({ file, reason: `cannot be read: ${describeFileError(cause)}` })
   })
 
 /** Reads, parses and checks a settings file, with `process.env` for `{ env: NAME }`. */
