@@ -137,7 +137,7 @@ const decodeMember = Schema.decodeUnknownEither(MemberRecordFromJson)
 const unavailable = (error: unknown) =>
   new StoreUnavailable({ message: error instanceof Error ? error.message : String(error) })
 
-/** ioredis' options: no offline queue (fail at once when down), bounded waits, reconnects backing off to 1 s (so a Redis back is joined within 1 s, and the cluster converges within 2 s). */
+/** ioredis' options: no offline queue (fail at once when down), bounded waits, reconnects backing off to 500 ms (so a Redis back is joined within half a second, and the cluster converges well within 2 s). */
 const optionsOf = (config: RedisStoreConfig): RedisOptions => {
   const timeout = Duration.toMillis(config.timeout)
   return {
@@ -150,7 +150,7 @@ const optionsOf = (config: RedisStoreConfig): RedisOptions => {
     maxRetriesPerRequest: 1,
     connectTimeout: timeout,
     commandTimeout: timeout,
-    retryStrategy: (times: number) => Math.min(100 * times, 1000)
+    retryStrategy: (times: number) => Math.min(100 * times, 500)
   }
 }
 
@@ -165,16 +165,37 @@ const client = (Client: typeof Redis, options: RedisOptions) =>
     (redis) => Effect.sync(() => redis.disconnect())
   )
 
-/** Tells `events` of the subscription: each time it is (back) in place, of each message, of each loss. */
-const subscribe = (subscriber: Redis, channel: string, events: StoreEvents) =>
+/**
+ * Tells `events` of the link: `connected` each time both connections are (back) in place — the
+ * subscription made and the command connection ready, so a snapshot or a write made on hearing it does
+ * not fail on a connection still opening — `disconnected` when either is lost, and each message.
+ */
+const subscribe = (commands: Redis, subscriber: Redis, channel: string, events: StoreEvents) =>
   Effect.acquireRelease(
     Effect.sync(() => {
       let lastError = "connection closed"
+      let subscribed = false
+      let up = false
+      const tellIfUp = () => {
+        if (up || !subscribed || commands.status !== "ready") return
+        up = true
+        events.connected()
+      }
+      const lost = () => {
+        up = false
+        events.disconnected(lastError)
+      }
       const onError = (error: Error) => (lastError = error.message)
-      const onClose = () => events.disconnected(lastError)
+      const onSubscriberClose = () => {
+        lost()
+        subscribed = false
+      }
       const onReady = () =>
         void subscriber.subscribe(channel).then(
-          () => events.connected(),
+          () => {
+            subscribed = true
+            tellIfUp()
+          },
           (error: unknown) => events.disconnected(unavailable(error).message)
         )
       const onMessage = (from: string, text: string) => {
@@ -184,15 +205,21 @@ const subscribe = (subscriber: Redis, channel: string, events: StoreEvents) =>
         else events.unreadable(text.slice(0, 200))
       }
       subscriber.on("error", onError)
-      subscriber.on("close", onClose)
+      subscriber.on("close", onSubscriberClose)
       subscriber.on("ready", onReady)
       subscriber.on("message", onMessage)
+      commands.on("error", onError)
+      commands.on("close", lost)
+      commands.on("ready", tellIfUp)
       if (subscriber.status === "ready") onReady()
       return () => {
         subscriber.off("error", onError)
-        subscriber.off("close", onClose)
+        subscriber.off("close", onSubscriberClose)
         subscriber.off("ready", onReady)
         subscriber.off("message", onMessage)
+        commands.off("error", onError)
+        commands.off("close", lost)
+        commands.off("ready", tellIfUp)
       }
     }),
     (detach) => Effect.sync(detach)
@@ -259,7 +286,7 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
       describe: `${formatTarget(config.target)} (namespace ${ns})`,
       write,
       snapshot,
-      listen: (events) => Effect.asVoid(subscribe(subscriber, channel, events)),
+      listen: (events) => Effect.asVoid(subscribe(commands, subscriber, channel, events)),
       announce: (member, ttl) =>
         Effect.asVoid(
           evalOn(announceScript, memberKeys(member.id), [
