@@ -39,3 +39,11 @@ export class ServerExists extends Schema.TaggedError<ServerExists>()("ServerExis
   message: Schema.String,
   id: Schema.String
 }) {}
+
+/**
+ * With a shared registry (`--registry`): it is unreachable, so an operator's change is refused rather
+ * than made on one balancer alone. Servers' own registrations and load go on, and are shared later.
+ */
+export class RegistryUnavailable extends Schema.TaggedError<RegistryUnavailable>()("RegistryUnavailable", {
+  message: Schema.String
+}) {}

@@ -153,6 +153,11 @@ describe.skipIf(!haveRedis)("a cluster of three balancers on Redis (processes)",
         yield* Effect.sleep("1500 millis")
         for (let i = 0; i < 6; i++) expect((yield* client.list()).value).toHaveProperty("notes.txt")
         yield* allSee(admins, before)
+        // An operator's change is refused (503, typed), not made on one balancer alone.
+        const refused = yield* patch(one, "s1", { weight: 9 })
+        expect(refused.status).toBe(503)
+        expect(refused.body).toMatchObject({ _tag: "RegistryUnavailable" })
+        yield* allSee(admins, before)
 
         // Back, empty, on the same port.
         yield* startRedis({ port: redis.port })

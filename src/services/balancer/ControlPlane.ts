@@ -8,7 +8,7 @@
  * `Deregister` and close change nothing.
  */
 import { type Clock, Context, Duration, Effect, Either, Layer, Option } from "effect"
-import { InvalidRequest } from "../../domain/Errors.js"
+import { Busy, InvalidRequest } from "../../domain/Errors.js"
 import {
   BalancerReply,
   type BalancerReply as BalancerReplyType,
@@ -197,12 +197,20 @@ const answerControl = (
       return services.operator
         .authorize(request.token, "SetStrategy")
         .pipe(
+          Effect.zipRight(sharedChange(services.operator)),
           Effect.zipRight(services.operator.setStrategy(request.strategy)),
           Effect.as<BalancerReplyType>(new StrategySet({ strategy: request.strategy })),
           Effect.merge
         )
   }
 }
+
+/**
+ * An operator's change while a shared registry does not answer: refused. On this port as `Busy` (with
+ * the registry's words), which every client already reads; the admin API says `RegistryUnavailable`.
+ */
+const sharedChange = (operator: Operator["Type"]) =>
+  Effect.mapError(operator.writable, (error) => new Busy({ message: error.message }))
 
 /** A server joins the rotation; this connection becomes its control connection. */
 const register = (
@@ -284,6 +292,7 @@ const deregister = (
     return Effect.succeed(new InvalidRequest({ message: "Deregister needs the server's id" }))
   }
   return operator.authorize(request.token, "Deregister").pipe(
+    Effect.zipRight(sharedChange(operator)),
     Effect.zipRight(operator.drain(request.id)),
     Effect.as<BalancerReplyType>(new Deregistered({ id: request.id })),
     Effect.catchTag("ServerNotFound", (error) =>

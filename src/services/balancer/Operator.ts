@@ -5,11 +5,19 @@
  */
 import { Context, Duration, Effect, FiberMap, Layer, Option, Queue } from "effect"
 import * as Crypto from "node:crypto"
-import { type Busy, InvalidRequest, ServerExists, ServerNotFound, Unauthorized } from "../../domain/Errors.js"
+import {
+  type Busy,
+  InvalidRequest,
+  type RegistryUnavailable,
+  ServerExists,
+  ServerNotFound,
+  Unauthorized
+} from "../../domain/Errors.js"
 import { StatusReport } from "../../domain/Protocol.js"
 import { formatEndpoint, type ServerId, type ServerSpec, type ServerView, type Weight } from "../../domain/Server.js"
 import { Balancer } from "./Balancer.js"
 import { type Registration, ServerRegistry, type ServerRef } from "./ServerRegistry.js"
+import { RegistrySync } from "./shared/SharedRegistry.js"
 
 export interface OperatorConfig {
   /** When set, every change must carry it. */
@@ -25,6 +33,12 @@ export class Operator extends Context.Tag("effect-lb/Operator")<
   {
     /** Succeeds when no token is set, or `token` is it; `what` names the change in the error. */
     readonly authorize: (token: string | undefined, what: string) => Effect.Effect<void, Unauthorized>
+    /**
+     * Succeeds when an operator's change can be made: always, but with a shared registry
+     * (`--registry`) that is unreachable. Asked before every operator's change (not before a server's
+     * own registration, load or goodbye, which go on and are shared later).
+     */
+    readonly writable: Effect.Effect<void, RegistryUnavailable>
     readonly status: Effect.Effect<StatusReport>
     /** One server as the registry sees it now. */
     readonly get: (id: ServerId) => Effect.Effect<ServerView, ServerNotFound>
@@ -73,6 +87,7 @@ export const make = (config: OperatorConfig) =>
   Effect.gen(function* () {
     const balancer = yield* Balancer
     const registry = yield* ServerRegistry
+    const sync = yield* Effect.serviceOption(RegistrySync)
     const draining = yield* FiberMap.make<ServerId>()
     // Adds one at a time: two racing adds of the same server cannot both pass the check.
     const adding = yield* Effect.makeSemaphore(1)
@@ -114,6 +129,7 @@ export const make = (config: OperatorConfig) =>
         config.token === undefined || sameToken(config.token, token)
           ? Effect.void
           : Effect.fail(new Unauthorized({ message: `${what} needs the balancer's token` })),
+      writable: Option.isSome(sync) ? sync.value.writable : Effect.void,
       status: Effect.all([balancer.strategy, registry.list]).pipe(
         // Built from the registry's own values: valid by construction, so not checked again (5,000 servers took a second).
         Effect.map(([strategy, servers]) => new StatusReport({ strategy, servers }, true))

@@ -36,6 +36,7 @@ import * as Http from "node:http"
 import {
   type Busy,
   InvalidRequest,
+  type RegistryUnavailable,
   type ServerExists,
   type ServerNotFound,
   type Unauthorized
@@ -83,7 +84,8 @@ class Extras extends Context.Tag("effect-lb/Admin/Extras")<
 
 class Recent extends Context.Tag("effect-lb/Admin/History")<Recent, History.History>() {}
 
-type AdminError = InvalidRequest | Unauthorized | ServerNotFound | ServerExists | Busy | ReloadFailed
+type AdminError =
+  InvalidRequest | Unauthorized | ServerNotFound | ServerExists | Busy | ReloadFailed | RegistryUnavailable
 
 const statusOf: Record<AdminError["_tag"], number> = {
   InvalidRequest: 400,
@@ -92,7 +94,9 @@ const statusOf: Record<AdminError["_tag"], number> = {
   ServerExists: 409,
   // The registry is at --max-servers: a condition of the balancer, not of the request.
   Busy: 503,
-  ReloadFailed: 400
+  ReloadFailed: 400,
+  // With --registry, while it does not answer: try again when it does.
+  RegistryUnavailable: 503
 }
 
 /** `{_tag, message}`, and the id of the server it is about when there is one. */
@@ -101,7 +105,10 @@ const failure = (error: AdminError) =>
     error._tag === "ServerExists"
       ? { _tag: error._tag, message: error.message, id: error.id }
       : { _tag: error._tag, message: error.message },
-    { status: statusOf[error._tag] }
+    {
+      status: statusOf[error._tag],
+      ...(error._tag === "RegistryUnavailable" ? { headers: { "retry-after": "1" } } : {})
+    }
   )
 
 // ---- the token check, the body, the server id ------------------------------------------------------
@@ -143,6 +150,13 @@ const guarded = <A, E, R>(what: string, change: Effect.Effect<A, E, R>) =>
       Effect.flatMap((tokens) => Effect.firstSuccessOf(tokens.map((token) => operator.authorize(token, what)))),
       Effect.zipRight(change)
     )
+  )
+
+/** An operator's change to what the balancers share: refused (503) while a shared registry does not answer. */
+const guardedShared = <A, E, R>(what: string, change: Effect.Effect<A, E, R>) =>
+  guarded(
+    what,
+    Effect.flatMap(Operator, (operator) => Effect.zipRight(operator.writable, change))
   )
 
 const maxBody = 64 * 1024
@@ -277,7 +291,7 @@ const events = Effect.gen(function* () {
 
 // Strategies: the names to switch to, and the switch.
 const strategyNames = Effect.map(Strategies, (strategies) => HttpServerResponse.unsafeJson([...strategies.keys()]))
-const setStrategy = guarded(
+const setStrategy = guardedShared(
   "changing the strategy",
   Effect.flatMap(Operator, (operator) =>
     body(StrategyChange).pipe(
@@ -298,7 +312,7 @@ const getServer = Effect.flatMap(Operator, (operator) =>
   )
 )
 
-const addServer = guarded(
+const addServer = guardedShared(
   "adding a server",
   Effect.flatMap(Operator, (operator) =>
     body(NewServer).pipe(
@@ -315,7 +329,7 @@ const addServer = guarded(
   )
 )
 
-const setWeight = guarded(
+const setWeight = guardedShared(
   "changing a weight",
   Effect.flatMap(Operator, (operator) =>
     Effect.all([serverId, body(WeightChange)]).pipe(
@@ -326,7 +340,7 @@ const setWeight = guarded(
 )
 
 /** Drains the server, then removes it (answered at once, 202); `?now=true` removes it at once. */
-const removeServer = guarded(
+const removeServer = guardedShared(
   "removing a server",
   Effect.flatMap(Operator, (operator) =>
     Effect.all([serverId, HttpServerRequest.ParsedSearchParams]).pipe(
@@ -379,6 +393,7 @@ const app = router.pipe(
     ServerExists: failure,
     Busy: failure,
     ReloadFailed: failure,
+    RegistryUnavailable: failure,
     RouteNotFound: () =>
       Effect.succeed(HttpServerResponse.unsafeJson({ _tag: "NotFound", message: "no such route" }, { status: 404 }))
   })

@@ -18,6 +18,7 @@
  */
 import { Clock, Context, Duration, Effect, Layer, Metric, Option, Queue, Schedule } from "effect"
 import * as Crypto from "node:crypto"
+import { RegistryUnavailable } from "../../../domain/Errors.js"
 import type { ServerId, ServerSpec, ServerView } from "../../../domain/Server.js"
 import { Balancer } from "../Balancer.js"
 import * as Metrics from "../Metrics.js"
@@ -104,7 +105,14 @@ export interface SyncStatus {
 
 export class RegistrySync extends Context.Tag("effect-lb/RegistrySync")<
   RegistrySync,
-  { readonly status: Effect.Effect<SyncStatus> }
+  {
+    readonly status: Effect.Effect<SyncStatus>
+    /**
+     * Succeeds while an operator's change can be shared: the store answers and has been read since it
+     * last (re)connected. Otherwise `RegistryUnavailable`: made here alone, it would diverge.
+     */
+    readonly writable: Effect.Effect<void, RegistryUnavailable>
+  }
 >() {}
 
 /** The record of a server as the registry shows it now. */
@@ -489,11 +497,24 @@ export const make = (config: SharedConfig) =>
             connected: state.connected && state.synced,
             revision: state.revision,
             lagSeconds: state.lagSeconds
-          }))
+          })),
+          writable: writable(state, store.describe)
         })
       )
     )
   })
+
+/** Operators' changes are shared only while the store answers and has been read since it (re)connected. */
+const writable = (state: SyncState, store: string): Effect.Effect<void, RegistryUnavailable> =>
+  Effect.suspend(() =>
+    state.connected && state.synced
+      ? Effect.void
+      : Effect.fail(
+          new RegistryUnavailable({
+            message: `the shared registry ${store} is unreachable: operator changes are refused until it answers, so that the balancers do not diverge (servers' registrations and load go on, and are shared when it answers)`
+          })
+        )
+  )
 
 /** The shared registry over the in-memory one: provides `ServerRegistry` and `Balancer` again, wrapped (and `RegistrySync`). */
 export const layer = (

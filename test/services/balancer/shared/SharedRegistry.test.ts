@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Metric, Option } from "effect"
+import { Context, Effect, Either, Layer, Metric, Option } from "effect"
 import { type ServerId, type ServerSpec, Weight } from "../../../../src/domain/Server.js"
 import * as Balancer from "../../../../src/services/balancer/Balancer.js"
 import * as Metrics from "../../../../src/services/balancer/Metrics.js"
@@ -173,6 +173,38 @@ describe("the shared registry (on the in-memory store)", () => {
       yield* settled
       expect((yield* b.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
       expect((yield* a.registry.list).map((server) => server.id).sort()).toEqual([spec(1).id, spec(2).id])
+    })
+  )
+
+  it.scoped(
+    "while the store is down an operator's change is refused with RegistryUnavailable; allowed again once it is read",
+    () =>
+      Effect.gen(function* () {
+        const backend = makeMemoryBackend()
+        const a = yield* member(backend, "a")
+        yield* settled
+        expect(yield* Effect.either(a.operator.writable)).toEqual(Either.right(undefined))
+        backend.setUp(false)
+        yield* settled
+        const refused = yield* Effect.flip(a.operator.writable)
+        expect(refused._tag).toBe("RegistryUnavailable")
+        expect(refused.message).toContain("is unreachable: operator changes are refused until it answers")
+        backend.setUp(true)
+        yield* settled
+        expect(yield* Effect.either(a.operator.writable)).toEqual(Either.right(undefined))
+      })
+  )
+
+  it.scoped("without a shared registry an operator's change is always allowed", () =>
+    Effect.gen(function* () {
+      const context = yield* Layer.build(
+        Operator.layer(Operator.defaults).pipe(
+          Layer.provideMerge(Balancer.layer("round-robin")),
+          Layer.provideMerge(ServerRegistry.layer()),
+          Layer.provideMerge(Strategies.layer)
+        )
+      )
+      expect(yield* Effect.either(Context.get(context, Operator.Operator).writable)).toEqual(Either.right(undefined))
     })
   )
 
