@@ -52,10 +52,11 @@ import {
  */
 const sharedLayer = <E, R>(
   registry: NonNullable<BalancerOptions["registry"]>,
-  decision: Layer.Layer<Balancer.Balancer | ServerRegistry.ServerRegistry, E, R>
+  decision: Layer.Layer<Balancer.Balancer | ServerRegistry.ServerRegistry, E, R>,
+  maxServers: number
 ) => {
   const store = RedisStore.layer(registry.store)
-  const sync = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId: registry.balancerId }).pipe(
+  const sync = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId: registry.balancerId, maxServers }).pipe(
     Layer.provide(Layer.merge(decision, store))
   )
   const cluster = Cluster.layer({
@@ -97,7 +98,13 @@ export const balancerLayer = (options: BalancerOptions) => {
   )
   // With --registry, the registry and the balancer everyone else sees are the shared ones, over these.
   const registry = options.registry
-  const shared = registry === undefined ? decision : Layer.merge(sharedLayer(registry, decision), Strategies.layer)
+  const shared =
+    registry === undefined
+      ? decision
+      : Layer.merge(
+          sharedLayer(registry, decision, options.maxServers ?? ServerRegistry.defaultConfig.maxServers),
+          Strategies.layer
+        )
   const core = Operator.layer({ ...Operator.defaults, token: Option.getOrUndefined(options.token) }).pipe(
     Layer.provideMerge(shared)
   )

@@ -84,6 +84,17 @@ export const registrySyncLag = Metric.gauge("effect_lb_registry_sync_lag_seconds
     "From the publication of the last shared change this balancer applied to its application here (the writer's clock against this one's)"
 })
 
+export const registryLoadBatches = Metric.counter("effect_lb_registry_load_batches_total", {
+  description:
+    "Batches of the servers' load reports on the shared registry's loads channel: published by this balancer, received from the others, or unreadable (dropped)",
+  incremental: true
+})
+export const loadBatchLabels = {
+  published: [MetricLabel.make("direction", "published")],
+  received: [MetricLabel.make("direction", "received")],
+  unreadable: [MetricLabel.make("direction", "unreadable")]
+} as const
+
 export const turnedAwayLabels = {
   limit: [MetricLabel.make("reason", "limit")],
   noServer: [MetricLabel.make("reason", "no_server")],

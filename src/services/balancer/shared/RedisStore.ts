@@ -6,6 +6,8 @@
  * `N:servers` (a hash: server id → its record, JSON), `N:strategy` (a string), `N:revision` (a
  * counter), and the channel `N:changes`, on which each change is published as JSON with the revision
  * it made. One Lua script writes a change, bumps the revision and publishes it: atomically, in order.
+ * The servers' load reports go on their own channel, `N:loads`, one batch per message (no key, no
+ * revision: a lost one is superseded within 100 ms).
  *
  * The cluster's balancers: `N:balancer:ID` (its announcement, JSON, with an expiry of a few seconds
  * that each heartbeat renews) and `N:balancers` (a set of the ids, so they are listed without a SCAN).
@@ -29,7 +31,10 @@ import {
   SharedStore,
   type Signer,
   type StoreEvents,
-  StoreUnavailable
+  StoreUnavailable,
+  type LoadEvents,
+  loadBatchText,
+  tellLoads
 } from "./Store.js"
 
 /** Where the store is, from `--registry` (a password is never part of it: see `password`). */
@@ -296,8 +301,45 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
           ])
         ),
       withdraw: ({ id, instance }) => Effect.asVoid(evalOn(withdrawScript, memberKeys(id), [id, instance])),
-      members
+      members,
+      ...loadsChannel(commands, subscriber, `${ns}:loads`)
     })
   })
+
+/**
+ * The servers' load reports on their own channel, `N:loads`: a plain PUBLISH of one batch (no key,
+ * no revision; a lost batch is superseded by the next one). Subscribed on the subscriber connection,
+ * again each time it is ready; each message decoded here, at the edge.
+ */
+const loadsChannel = (
+  commands: Redis,
+  subscriber: Redis,
+  channel: string
+): Pick<SharedStore["Type"], "publishLoads" | "listenLoads"> => ({
+  publishLoads: (batch) =>
+    Effect.asVoid(
+      Effect.tryPromise({ try: () => commands.publish(channel, loadBatchText(batch)), catch: unavailable })
+    ),
+  listenLoads: (events: LoadEvents) =>
+    Effect.asVoid(
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          // A failed SUBSCRIBE is followed by a reconnect, and so by `ready` again.
+          const onReady = () => void subscriber.subscribe(channel).then(undefined, () => undefined)
+          const onMessage = (from: string, text: string) => {
+            if (from === channel) tellLoads(events, text)
+          }
+          subscriber.on("ready", onReady)
+          subscriber.on("message", onMessage)
+          if (subscriber.status === "ready") onReady()
+          return () => {
+            subscriber.off("ready", onReady)
+            subscriber.off("message", onMessage)
+          }
+        }),
+        (detach) => Effect.sync(detach)
+      )
+    )
+})
 
 export const layer = (config: RedisStoreConfig): Layer.Layer<SharedStore> => Layer.scoped(SharedStore, make(config))

@@ -23,6 +23,7 @@ import type { ServerId, ServerSpec, ServerView } from "../../../domain/Server.js
 import { Balancer } from "../Balancer.js"
 import * as Metrics from "../Metrics.js"
 import { type Origin, ServerRegistry, type ServerRef } from "../ServerRegistry.js"
+import * as LoadSharing from "./LoadSharing.js"
 import {
   type Published,
   type ServerRecord,
@@ -42,6 +43,10 @@ export interface SharedConfig {
   readonly maxPending: number
   /** Remote changes waiting to be applied, at most; past this, they are dropped and a snapshot read. */
   readonly maxInbox: number
+  /** Servers whose load report waits to be published or applied, at most (the registry's server cap). */
+  readonly maxServers?: number
+  /** The servers' load reports received here are published at most once per this long (100 ms). */
+  readonly loadInterval?: Duration.DurationInput
 }
 
 export const defaults: Omit<SharedConfig, "balancerId"> = {
@@ -352,7 +357,8 @@ const batch = (
 /** The registry as the rest of the balancer sees it: every shared change is also queued to be written. */
 const sharedRegistry = (
   inner: ServerRegistry["Type"],
-  share: (change: SharedChange) => Effect.Effect<void>
+  share: (change: SharedChange) => Effect.Effect<void>,
+  loads: LoadSharing.LoadSharing
 ): ServerRegistry["Type"] => {
   const idOf = (ref: ServerRef) => (typeof ref === "string" ? ref : ref.id)
   const shareServer = (server: ServerView) =>
@@ -371,7 +377,12 @@ const sharedRegistry = (
     setWeight: (id, weight) =>
       Effect.tap(inner.setWeight(id, weight), (server) =>
         Option.isSome(server) ? shareServer(server.value) : Effect.void
-      )
+      ),
+    // A server's own report (not a probe's count): published with the next batch of loads.
+    reportLoad: (ref, active, latencyMs) =>
+      Effect.tap(inner.reportLoad(ref, active, latencyMs), () => {
+        if (inner.unsafeOrigin(idOf(ref)) !== undefined) loads.reported(idOf(ref), active, latencyMs)
+      })
   })
 }
 
@@ -479,13 +490,14 @@ export const make = (config: SharedConfig) =>
         })
       )
     )
+    const loads = yield* LoadSharing.make(store, registry, loadConfig(config, instance), () => state.linkUp)
     yield* store.listen({
       connected: () => tell({ _tag: "Connected" }),
       disconnected: (reason) => tell({ _tag: "Disconnected", reason }),
       published: (message) => tell({ _tag: "Published", message }),
       unreadable: (reason) => tell({ _tag: "Unreadable", reason })
     })
-    return Context.make(ServerRegistry, sharedRegistry(registry, share)).pipe(
+    return Context.make(ServerRegistry, sharedRegistry(registry, share, loads)).pipe(
       Context.add(Balancer, {
         ...balancer,
         setStrategy: (name: string) => Effect.tap(balancer.setStrategy(name), () => share({ _tag: "Strategy", name }))
@@ -515,6 +527,14 @@ const writable = (state: SyncState, store: string): Effect.Effect<void, Registry
           })
         )
   )
+
+const loadConfig = (config: SharedConfig, instance: string): LoadSharing.LoadConfig => ({
+  from: config.balancerId,
+  instance,
+  interval: config.loadInterval ?? LoadSharing.defaultInterval,
+  timeout: config.timeout,
+  maxServers: config.maxServers ?? config.maxPending
+})
 
 /** The shared registry over the in-memory one: provides `ServerRegistry` and `Balancer` again, wrapped (and `RegistrySync`). */
 export const layer = (

@@ -9,7 +9,7 @@
  */
 import { Clock, Context, Duration, Effect, Schema, type Scope } from "effect"
 import * as Crypto from "node:crypto"
-import { Host, Port, ServerId, Weight } from "../../../domain/Server.js"
+import { FiniteNonNegative, Host, Port, ServerId, Weight } from "../../../domain/Server.js"
 
 /** A server as the balancers share it: where it is, its weight, whether it drains, how it came. */
 export const ServerRecord = Schema.Struct({
@@ -119,6 +119,10 @@ export class SharedStore extends Context.Tag("effect-lb/SharedStore")<
     readonly withdraw: (member: Pick<MemberRecord, "id" | "instance">) => Effect.Effect<void, StoreUnavailable>
     /** The balancers whose announcement has not expired. */
     readonly members: Effect.Effect<ReadonlyArray<MemberRecord>, StoreUnavailable>
+    /** Publishes one batch of the servers' load reports (not kept: a lost one is superseded soon). */
+    readonly publishLoads: (batch: LoadBatch) => Effect.Effect<void, StoreUnavailable>
+    /** Tells `events` of every batch published, its own included, for the scope's lifetime (one listener). */
+    readonly listenLoads: (events: LoadEvents) => Effect.Effect<void, never, Scope.Scope>
   }
 >() {}
 
@@ -139,6 +143,10 @@ export interface MemoryBackend {
   readonly revision: () => number
   /** Writes made so far, in order. */
   readonly writes: ReadonlyArray<Published>
+  /** Load batches published so far, in order. */
+  readonly loadBatches: ReadonlyArray<LoadBatch>
+  /** Delivers a raw message on the loads channel to every listener, as Redis would (decoded at the edge). */
+  readonly sayOnLoads: (text: string) => void
 }
 
 const applyTo = (servers: Map<string, ServerRecord>, strategy: { name: string | undefined }, change: SharedChange) => {
@@ -183,6 +191,7 @@ export const makeMemoryBackend = (): MemoryBackend => {
   let dropping = 0
   const unavailable = new StoreUnavailable({ message: "the in-memory store is down" })
   const members = memoryMembers(() => up, unavailable)
+  const loads = memoryLoads(() => up, unavailable)
   const writeAs = (signer: Signer, change: SharedChange, publishedAt?: number) => {
     applyTo(servers, strategy, change)
     const message: Published = {
@@ -200,6 +209,8 @@ export const makeMemoryBackend = (): MemoryBackend => {
   }
   return {
     writes,
+    loadBatches: loads.batches,
+    sayOnLoads: loads.say,
     revision: () => revision,
     dropNext: (count) => (dropping = count),
     setUp: (next) => {
@@ -240,7 +251,79 @@ export const makeMemoryBackend = (): MemoryBackend => {
             }),
             () => Effect.sync(() => listeners.delete(events))
           ),
-        ...members.store
+        ...members.store,
+        ...loads.store
       })
   }
+}
+
+// ---- the servers' load reports -------------------------------------------------------------------
+
+/** Reports in one batch, at most (a balancer holds at most this many servers, by default). */
+export const maxLoadReports = 100_000
+
+/** A server's load, as it reported it to one balancer. */
+export const LoadReport = Schema.Struct({
+  id: ServerId,
+  active: Schema.NonNegativeInt,
+  latencyMs: Schema.optionalWith(FiniteNonNegative, { exact: true })
+})
+export type LoadReport = typeof LoadReport.Type
+
+/** The latest load report of each server that reported since the balancer's last batch. */
+export const LoadBatch = Schema.Struct({
+  /** The balancer's id (`--balancer-id`), for people. */
+  from: Schema.String,
+  /** This run of that balancer: it tells its own batches when they come back. */
+  instance: Schema.String,
+  /** When it was published (its clock, epoch ms). */
+  publishedAt: Schema.Number,
+  reports: Schema.Array(LoadReport).pipe(Schema.maxItems(maxLoadReports))
+})
+export type LoadBatch = typeof LoadBatch.Type
+
+export const LoadBatchFromJson = Schema.parseJson(LoadBatch)
+
+/** What a store tells of the loads channel, synchronously, from its own callbacks (quick, never throwing). */
+export interface LoadEvents {
+  readonly loads: (batch: LoadBatch) => void
+  /** A message on the loads channel that is not a batch this version understands (it is dropped). */
+  readonly unreadable: (reason: string) => void
+}
+
+const encodeLoadBatch = Schema.encodeSync(LoadBatchFromJson)
+const decodeLoadBatch = Schema.decodeUnknownEither(LoadBatchFromJson)
+
+/** Decodes one message of the loads channel for `events`: a batch, or unreadable (the first 200 characters said). */
+export const tellLoads = (events: LoadEvents, text: string) => {
+  const batch = decodeLoadBatch(text)
+  if (batch._tag === "Right") events.loads(batch.right)
+  else events.unreadable(text.slice(0, 200))
+}
+
+/** The encoded batch, as published. */
+export const loadBatchText = (batch: LoadBatch) => encodeLoadBatch(batch)
+
+/** The loads channel in memory: each batch goes through JSON to every listener, as through Redis. */
+const memoryLoads = (isUp: () => boolean, unavailable: StoreUnavailable) => {
+  const listeners = new Set<LoadEvents>()
+  const batches: Array<LoadBatch> = []
+  const say = (text: string) => {
+    for (const listener of listeners) tellLoads(listener, text)
+  }
+  const store: Pick<SharedStore["Type"], "publishLoads" | "listenLoads"> = {
+    publishLoads: (batch) =>
+      Effect.suspend(() => {
+        if (!isUp()) return Effect.fail(unavailable)
+        batches.push(batch)
+        say(loadBatchText(batch))
+        return Effect.void
+      }),
+    listenLoads: (events) =>
+      Effect.acquireRelease(
+        Effect.sync(() => void listeners.add(events)),
+        () => Effect.sync(() => void listeners.delete(events))
+      )
+  }
+  return { store, batches: batches as ReadonlyArray<LoadBatch>, say }
 }

@@ -1,8 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Either } from "effect"
+import { Redis } from "ioredis"
 import { Host, Port, ServerId, Weight } from "../../../../src/domain/Server.js"
 import * as RedisStore from "../../../../src/services/balancer/shared/RedisStore.js"
-import type { Published } from "../../../../src/services/balancer/shared/Store.js"
+import type { LoadBatch, Published } from "../../../../src/services/balancer/shared/Store.js"
 import { haveRedis, redisSkipReason, startRedis } from "../../../support/redis.js"
 
 if (!haveRedis) console.warn(redisSkipReason)
@@ -94,5 +95,53 @@ describe.skipIf(!haveRedis)("the Redis store", () => {
       expect(Either.isLeft(result) && result.left._tag).toBe("StoreUnavailable")
       expect(Date.now() - started).toBeLessThan(1000)
     })
+  )
+
+  it.scopedLive(
+    "carries a batch of load reports on N:loads to another balancer's store; an unreadable one is told",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const config = {
+          target: { host: "127.0.0.1", port: redis.port, db: 0, tls: false },
+          namespace: "t",
+          timeout: Duration.seconds(2)
+        }
+        const a = yield* RedisStore.make(config)
+        const b = yield* RedisStore.make(config)
+        const heard: Array<LoadBatch> = []
+        const unreadable: Array<string> = []
+        yield* b.listenLoads({ loads: (batch) => heard.push(batch), unreadable: (reason) => unreadable.push(reason) })
+        // Subscribed to N:loads before N:changes, on one connection: once told `connected`, both are.
+        const connected = yield* Deferred.make<void>()
+        yield* b.listen({
+          connected: () => Deferred.unsafeDone(connected, Effect.void),
+          disconnected: () => undefined,
+          published: () => undefined,
+          unreadable: () => undefined
+        })
+        yield* Deferred.await(connected).pipe(Effect.timeout("3 seconds"))
+        const batch: LoadBatch = {
+          from: "a",
+          instance: "run",
+          publishedAt: 1,
+          reports: [
+            { id: ServerId.make("s1"), active: 4, latencyMs: 1.5 },
+            { id: ServerId.make("s2"), active: 0 }
+          ]
+        }
+        yield* a.publishLoads(batch)
+        const raw = yield* Effect.acquireRelease(
+          Effect.sync(() => new Redis({ host: "127.0.0.1", port: redis.port }).on("error", () => undefined)),
+          (client) => Effect.sync(() => client.disconnect())
+        )
+        yield* Effect.promise(() => raw.publish("t:loads", "{not a batch"))
+        yield* Effect.sleep("20 millis").pipe(
+          Effect.repeat({ until: () => heard.length + unreadable.length >= 2 }),
+          Effect.timeout("2 seconds")
+        )
+        expect(heard).toEqual([batch])
+        expect(unreadable).toEqual(["{not a batch"])
+      })
   )
 })
