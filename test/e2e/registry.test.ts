@@ -1,18 +1,31 @@
 /**
  * Three real balancer processes sharing one registry on a real `redis-server` (started here on a free
  * loopback port): a server registered through one is listed by all three within a second; a weight,
- * a strategy and a drain made on one are seen by all. Where `redis-server` is missing, this file says
+ * a strategy and a drain made on one are seen by all; a server's load, reported to one, shows on
+ * another. Where `redis-server` is missing, this file says
  * so and skips.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { allSee, balancer, request, statusOf } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
+import * as Net from "node:net"
 import { echoServer } from "../support/net.js"
 import { runToEnd, spawn } from "../support/process.js"
 import { freeRedisPort, haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
 
 if (!haveRedis) console.warn(redisSkipReason)
+
+/** A raw control connection to a balancer port on 127.0.0.1, closed with the scope. */
+const controlConnection = (port: number) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const socket = Net.createConnection({ host: "127.0.0.1", port })
+      socket.on("error", () => undefined)
+      return socket
+    }),
+    (socket) => Effect.sync(() => socket.destroy())
+  )
 
 describe.skipIf(!haveRedis)("balancers sharing a registry on Redis", () => {
   it.scopedLive(
@@ -93,6 +106,39 @@ describe.skipIf(!haveRedis)("balancers sharing a registry on Redis", () => {
         yield* first.running.waitFor(/joined the shared registry/, 5000)
         const second = yield* balancer(`redis://127.0.0.1:${port}`, "down")
         yield* allSee([second.admin], (status) => status.servers.has(`127.0.0.1:${echoPort}`), "3 seconds")
+      }),
+    20_000
+  )
+
+  it.scopedLive(
+    "a server's load, reported to the balancer it registered with, shows on another within a second",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const namespace = `loads-${process.pid}`
+        const [one, two] = yield* Effect.all(
+          [1, 2].map(() => balancer(redis.url, namespace, ["--health", "tcp"])),
+          { concurrency: "unbounded" }
+        )
+        if (one === undefined || two === undefined) return expect.unreachable()
+        yield* Effect.forEach([one, two], (each) => each.running.waitFor(/joined the shared registry/, 5000), {
+          concurrency: "unbounded"
+        })
+        // A server (answering the TCP probes) registers with the first, then reports its load there.
+        const echo = yield* echoServer
+        const address = echo.address()
+        const echoPort = typeof address === "object" && address !== null ? address.port : 0
+        const control = yield* controlConnection(one.port)
+        control.write(
+          JSON.stringify({ _tag: "Register", server: { id: "loaded", host: "127.0.0.1", port: echoPort, weight: 1 } }) +
+            "\n"
+        )
+        yield* allSee([two.admin], (status) => status.servers.get("loaded")?.state === "live", "5 seconds")
+        control.write(JSON.stringify({ _tag: "Load", active: 7, latencyMs: 2.5 }) + "\n")
+        yield* allSee([two.admin], (status) => status.servers.get("loaded")?.active === 7, "1 second")
+        const shown = (yield* statusOf(two.admin)).servers.get("loaded")
+        expect(shown?.latencyMs).toBe(2.5)
+        expect(shown?.state).toBe("live")
       }),
     20_000
   )

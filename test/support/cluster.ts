@@ -10,6 +10,8 @@ export interface Shown {
   readonly id: string
   readonly weight: number
   readonly state: string
+  readonly active?: number
+  readonly latencyMs?: number | null
 }
 
 /** An HTTP request to the admin API on 127.0.0.1: its status and its JSON body. */
