@@ -9,11 +9,10 @@
  * `--access-log` adds a third server to the rounds: the balancer with its access log on, and prints
  * what the log costs (CPU per Locate on / off, and the difference: the cost of a line).
  */
-import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { parseArgs } from "node:util"
-import { effectLb, fixed, median, start } from "./support.js"
+import { cpuOf, effectLb, fixed, keepAliveLocates, median, start } from "./support.js"
 
 const { values } = parseArgs({
   options: {
@@ -27,37 +26,8 @@ const rounds = Number(values.rounds)
 const concurrency = 64
 const request = JSON.stringify({ _tag: "Locate" }) + "\n"
 
-/** CPU seconds (user + system) a process has used so far. */
-const cpuOf = (pid: number): number => {
-  const fields = Fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
-  return (Number(fields[11]) + Number(fields[12])) / 100
-}
-
 /** Keep-alive: each connection sends a Locate, waits for the reply, sends the next. */
-const persistent = (port: number, until: number): Promise<number> =>
-  new Promise((resolve) => {
-    let done = 0
-    let open = concurrency
-    for (let c = 0; c < concurrency; c++) {
-      const socket = Net.createConnection({ host: "127.0.0.1", port, noDelay: true })
-      let pending = ""
-      socket.on("connect", () => socket.write(request))
-      socket.on("data", (chunk: Buffer) => {
-        pending += chunk.toString()
-        let end: number
-        while ((end = pending.indexOf("\n")) >= 0) {
-          pending = pending.slice(end + 1)
-          done++
-          if (Date.now() < until) socket.write(request)
-          else socket.end()
-        }
-      })
-      socket.on("error", () => undefined)
-      socket.on("close", () => {
-        if (--open === 0) resolve(done)
-      })
-    }
-  })
+const persistent = (port: number, until: number): Promise<number> => keepAliveLocates(port, until, concurrency)
 
 /** Connection per request: connect, Locate, read the reply, close; `concurrency` at a time. */
 const perConnection = (port: number, until: number): Promise<number> =>
