@@ -349,7 +349,7 @@ const announce = Layer.effectDiscard(
 )
 
 /** With `--registry`: this balancer announces itself to the cluster, where it listens, until it stops. */
-const joinCluster = Layer.scopedDiscard(
+export const joinCluster = Layer.scopedDiscard(
   Effect.gen(function* () {
     const cluster = yield* Effect.serviceOption(Cluster.Cluster)
     if (Option.isNone(cluster)) return

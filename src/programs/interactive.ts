@@ -19,13 +19,16 @@ import { Wire } from "../services/wire/Wire.js"
 import { statusTable } from "./operator.js"
 import { formatBytes, ProgressMeter } from "./progress.js"
 
-/** What the playground adds to the menu: servers a person can kill and bring back. */
-export interface ServerControls {
+/** What the playground adds to the menu: servers (or balancers) a person can kill and bring back. */
+export interface Controls {
   readonly running: Effect.Effect<ReadonlyArray<string>>
   readonly stopped: Effect.Effect<ReadonlyArray<string>>
   readonly kill: (id: string) => Effect.Effect<void>
-  readonly revive: (id: string) => Effect.Effect<void>
+  /** Fails, saying why, when it cannot start again (its port taken meanwhile). */
+  readonly revive: (id: string) => Effect.Effect<void, { readonly message: string }>
 }
+
+export type ServerControls = Controls
 
 export interface InteractiveOptions {
   /** The balancer, or several: the menu's status and strategy go to the first that answers. */
@@ -34,11 +37,23 @@ export interface InteractiveOptions {
   readonly out: string
   readonly token?: string | undefined
   readonly controls?: ServerControls | undefined
+  /** The playground's balancers, when it runs several (`--balancers N`). */
+  readonly balancers?: Controls | undefined
   /** Speak TLS to the balancer, trusting these CAs (`--tls`, `--ca`). */
   readonly tls?: Trust | undefined
 }
 
-type Action = "list" | "download" | "compute" | "status" | "strategy" | "kill" | "revive" | "quit"
+type Action =
+  | "list"
+  | "download"
+  | "compute"
+  | "status"
+  | "strategy"
+  | "kill"
+  | "revive"
+  | "killBalancer"
+  | "reviveBalancer"
+  | "quit"
 
 /** How the client talks to a person: lines, its journey between servers, progress of long work. */
 export const output = (terminal: Terminal.Terminal) =>
@@ -139,7 +154,7 @@ export const interactive = (options: InteractiveOptions) =>
     const voice = yield* output(yield* Terminal.Terminal)
     const session: Session = { ...voice, client, wire, options, fail: (error) => voice.say(`  ✗ ${error.message}`) }
     const actions = steps(session)
-    const choices = menu(options.controls)
+    const choices = menu(options.controls, options.balancers)
     while (true) {
       const action = yield* Prompt.select({ message: "What next?", choices })
       if (action === "quit") return
@@ -151,7 +166,10 @@ export const interactive = (options: InteractiveOptions) =>
   )
 
 /** The menu: the three requests, the balancer's controls, the servers' in the playground, and Quit. */
-const menu = (controls: ServerControls | undefined): Array<{ title: string; value: Action }> => [
+const menu = (
+  controls: ServerControls | undefined,
+  balancers: Controls | undefined
+): Array<{ title: string; value: Action }> => [
   { title: "List files", value: "list" },
   { title: "Download a file", value: "download" },
   { title: "Compute for N seconds", value: "compute" },
@@ -163,6 +181,12 @@ const menu = (controls: ServerControls | undefined): Array<{ title: string; valu
         { title: "Kill a server", value: "kill" as const },
         { title: "Revive a server", value: "revive" as const }
       ]),
+  ...(balancers === undefined
+    ? []
+    : [
+        { title: "Kill a balancer", value: "killBalancer" as const },
+        { title: "Revive a balancer", value: "reviveBalancer" as const }
+      ]),
   { title: "Quit", value: "quit" }
 ]
 
@@ -173,8 +197,10 @@ const steps = (session: Session): Record<Action, Step> => ({
   compute: computeFor(session),
   status: showStatus(session),
   strategy: switchStrategy(session),
-  kill: pickServer(session.options.controls, "running", "Kill which server?", session.say),
-  revive: pickServer(session.options.controls, "stopped", "Revive which server?", session.say),
+  kill: pick(session.options.controls, "running", serverTexts, session),
+  revive: pick(session.options.controls, "stopped", serverTexts, session),
+  killBalancer: pick(session.options.balancers, "running", balancerTexts, session),
+  reviveBalancer: pick(session.options.balancers, "stopped", balancerTexts, session),
   quit: Effect.void
 })
 
@@ -275,21 +301,43 @@ const switchStrategy = (session: Session): Step =>
     )
   })
 
-const pickServer = (
-  controls: ServerControls | undefined,
-  which: "running" | "stopped",
-  message: string,
-  say: (text: string) => Effect.Effect<void>
-) =>
+/** What the menu says when it kills or revives one of a kind. */
+interface Texts {
+  readonly noun: string
+  readonly killed: string
+  readonly revived: string
+}
+
+const serverTexts: Texts = {
+  noun: "server",
+  killed: "the balancer will find it dead within its dead-after",
+  revived: "it registers again by itself"
+}
+
+const balancerTexts: Texts = {
+  noun: "balancer",
+  killed: "its servers register with another, and clients ask the next one",
+  revived: "it reads the shared registry and takes clients again"
+}
+
+/** Kills a running one, or revives a stopped one, of those `controls` hold, picked from a list. */
+const pick = (controls: Controls | undefined, which: "running" | "stopped", texts: Texts, session: Session) =>
   Effect.gen(function* () {
     if (controls === undefined) return
     const ids = yield* controls[which]
-    if (ids.length === 0) return yield* say(which === "running" ? "  no server is running" : "  no server is stopped")
-    const id = yield* Prompt.select({ message, choices: ids.map((value) => ({ title: value, value })) })
-    yield* which === "running" ? controls.kill(id) : controls.revive(id)
-    yield* say(
-      which === "running"
-        ? `  ✓ killed ${id}: the balancer will find it dead within its dead-after`
-        : `  ✓ revived ${id}: it registers again by itself`
+    if (ids.length === 0) return yield* session.say(`  no ${texts.noun} is ${which}`)
+    const id = yield* Prompt.select({
+      message: `${which === "running" ? "Kill" : "Revive"} which ${texts.noun}?`,
+      choices: ids.map((value) => ({ title: value, value }))
+    })
+    if (which === "running") {
+      yield* controls.kill(id)
+      return yield* session.say(`  ✓ killed ${id}: ${texts.killed}`)
+    }
+    yield* controls.revive(id).pipe(
+      Effect.matchEffect({
+        onFailure: session.fail,
+        onSuccess: () => session.say(`  ✓ revived ${id}: ${texts.revived}`)
+      })
     )
   })

@@ -1,5 +1,6 @@
 /**
- * `effect-lb playground`: a balancer (with its admin server and dashboard), 1–50 servers, background
+ * `effect-lb playground`: a balancer (with its admin server and dashboard; or, with `--balancers N`,
+ * several sharing a private Redis: playgroundBalancers.ts), 1–50 servers, background
  * clients and the interactive client in one process, as fibers — or, with `--demo N`, scripted
  * traffic and a table of what each server got (the scripted clients are in traffic.ts). Servers can
  * be killed and revived from the menu to watch re-routing and health checks.
@@ -11,18 +12,18 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { formatEndpoint, ServerId, Weight } from "../domain/Server.js"
-import * as Admin from "../services/balancer/admin/Admin.js"
 import * as BalancerLink from "../services/server/BalancerLink.js"
 import * as Client from "../services/client/Client.js"
 import * as ControlPlane from "../services/balancer/ControlPlane.js"
 import * as FileServer from "../services/server/FileServer.js"
 import * as FileStore from "../services/server/FileStore.js"
 import * as HealthMonitor from "../services/balancer/HealthMonitor.js"
+import * as LocalRedis from "../services/balancer/shared/LocalRedis.js"
 import { ServerRegistry } from "../services/balancer/ServerRegistry.js"
 import { names, type StrategyName } from "../services/balancer/strategies/Catalog.js"
 import * as Wire from "../services/wire/Wire.js"
-import { balancerLayer } from "./balancer.js"
 import { interactive, type ServerControls } from "./interactive.js"
+import { type BalancerFleet, startBalancers } from "./playgroundBalancers.js"
 import { demo, traffic } from "./traffic.js"
 import {
   accessLog,
@@ -39,8 +40,6 @@ import {
   sampleFolder,
   withDefault
 } from "./options.js"
-import { hintBusyPort } from "./listen.js"
-import { version } from "./version.js"
 
 export interface Settings {
   readonly servers: number
@@ -101,6 +100,9 @@ export const checkWeights = (settings: Settings, given: Option.Option<ReadonlyAr
       )
     : Effect.void
 
+/** `--balancers`: enough to watch failover, few enough for one machine. */
+const maxBalancers = 5
+
 interface PlaygroundServer {
   readonly id: string
   readonly port: number
@@ -108,8 +110,8 @@ interface PlaygroundServer {
   readonly folder: string
 }
 
-/** Starts one server with its link to the balancer, in its own scope, so it can be killed alone. */
-const startServer = (server: PlaygroundServer, balancer: Wire.Address) =>
+/** Starts one server with its link to the balancers, in its own scope, so it can be killed alone. */
+const startServer = (server: PlaygroundServer, balancer: ReadonlyArray<Wire.Address>) =>
   Effect.gen(function* () {
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(
@@ -166,8 +168,14 @@ const options = {
     "1 each; 1,2,3 repeated for weighted-*"
   ),
   files: optional("files", folderRule, "one folder for every server to serve", "a copy of the samples each"),
-  port: port(ControlPlane.defaults.port, "the balancer's port (0 picks a free port)"),
-  adminPort: port(0, "the admin API and dashboard's port (0 picks a free port)", "admin-port"),
+  balancers: withDefault(
+    "balancers",
+    integer(1, maxBalancers),
+    1,
+    "balancers sharing one registry on a private redis-server (2 or more need redis-server installed)"
+  ),
+  port: port(ControlPlane.defaults.port, "the (first) balancer's port (0 picks a free port)"),
+  adminPort: port(0, "the (first) balancer's admin API and dashboard port (0 picks a free port)", "admin-port"),
   traffic: withDefault(
     "traffic",
     integer(0, 100),
@@ -201,46 +209,19 @@ const options = {
 
 type Flags = Command.Command.ParseConfig<typeof options>
 
-/** The balancer, with its admin server and dashboard; says where they listen. */
-const startBalancer = (flags: Flags, strategy: StrategyName) =>
-  Effect.gen(function* () {
-    const balancer = yield* Layer.build(
-      balancerLayer({
-        host: "127.0.0.1",
-        port: flags.port,
-        strategy,
-        servers: [],
-        monitor: {
-          ...HealthMonitor.defaults,
-          probeInterval: flags.probeInterval,
-          deadAfter: flags.deadAfter,
-          rise: flags.rise,
-          fall: flags.fall
-        },
-        token: Option.none(),
-        accessLog: flags.accessLog
-      })
-    )
-    const address = Context.get(balancer, ControlPlane.ControlPlane).address
-    const registry = Context.get(balancer, ServerRegistry)
-    yield* Console.log(`balancer  ${formatEndpoint(address)}  strategy ${strategy}`)
-    const admin = yield* Layer.build(Admin.layer({ host: Admin.defaults.host, port: flags.adminPort, version })).pipe(
-      Effect.provide(balancer)
-    )
-    const dashboard = `http://${formatEndpoint(Context.get(admin, Admin.Admin).address)}/`
-    yield* Console.log(`dashboard ${dashboard}  (metrics: ${dashboard}metrics)`)
-    return { address, registry }
-  }).pipe(hintBusyPort([{ flag: "--port", port: flags.port, fallback: ControlPlane.defaults.port }]))
-
 /** The playground's servers: every one it started, and those running now (each in its own scope). */
 interface Fleet {
-  readonly balancer: Wire.Address
+  readonly balancer: ReadonlyArray<Wire.Address>
   readonly known: Map<string, PlaygroundServer>
   readonly running: Map<string, { scope: Scope.CloseableScope; link: BalancerLink.BalancerLink["Type"] }>
 }
 
 /** Starts the servers, each with its folder and weight, and stops those still running with the playground. */
-const startServers = (balancer: Wire.Address, weights: ReadonlyArray<number>, files: Option.Option<string>) =>
+export const startServers = (
+  balancer: ReadonlyArray<Wire.Address>,
+  weights: ReadonlyArray<number>,
+  files: Option.Option<string>
+) =>
   Effect.gen(function* () {
     const { folders } = yield* makeFolders(weights.length, files)
     const fleet: Fleet = { balancer, known: new Map(), running: new Map() }
@@ -257,10 +238,10 @@ const startServers = (balancer: Wire.Address, weights: ReadonlyArray<number>, fi
     return fleet
   })
 
-/** Waits, up to 10 s, until the balancer has every server live. */
-const awaitLive = (registry: ServerRegistry["Type"], servers: number) =>
-  registry.list.pipe(
-    Effect.filterOrFail((all) => all.filter((s) => s.state === "live").length >= servers),
+/** Waits, up to 10 s, until every balancer has every server live. */
+const awaitLive = (registries: ReadonlyArray<ServerRegistry["Type"]>, servers: number) =>
+  Effect.forEach(registries, (registry) => registry.list).pipe(
+    Effect.filterOrFail((each) => each.every((all) => all.filter((s) => s.state === "live").length >= servers)),
     Effect.retry(Schedule.spaced("50 millis")),
     Effect.timeout("10 seconds"),
     Effect.ignore
@@ -290,7 +271,7 @@ const controlsFor = ({ balancer, known, running }: Fleet): ServerControls => ({
  * Background clients sending requests, for the dashboard to show. Their downloads go to a folder of
  * their own, gone with the playground.
  */
-const startTraffic = (clients: number, balancer: Wire.Address) =>
+const startTraffic = (clients: number, balancer: ReadonlyArray<Wire.Address>) =>
   Effect.gen(function* () {
     const scratch = yield* Effect.acquireRelease(
       Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-traffic-"))),
@@ -306,7 +287,7 @@ const startTraffic = (clients: number, balancer: Wire.Address) =>
  * The people's side: the scripted demo; or background traffic, then the interactive client (without
  * a terminal, serving until Ctrl-C).
  */
-const runClients = (flags: Flags, canAsk: boolean, fleet: Fleet) =>
+const runClients = (flags: Flags, canAsk: boolean, fleet: Fleet, balancers: BalancerFleet) =>
   Effect.gen(function* () {
     const downloads = Path.join(Os.tmpdir(), "effect-lb-downloads")
     Fs.mkdirSync(downloads, { recursive: true })
@@ -328,9 +309,12 @@ const runClients = (flags: Flags, canAsk: boolean, fleet: Fleet) =>
       return yield* Effect.never
     }
     yield* Console.log(`downloads go to ${downloads}\n`)
-    yield* interactive({ balancer: fleet.balancer, out: downloads, controls: controlsFor(fleet) }).pipe(
-      Effect.provide(client)
-    )
+    yield* interactive({
+      balancer: fleet.balancer,
+      out: downloads,
+      controls: controlsFor(fleet),
+      balancers: balancers.controls
+    }).pipe(Effect.provide(client))
   })
 
 export const playgroundCommand = Command.make("playground", options, (flags) =>
@@ -342,16 +326,35 @@ export const playgroundCommand = Command.make("playground", options, (flags) =>
     if (Option.isNone(flags.weights)) {
       yield* Console.log(`weights: ${[...new Set(weights)].join(", ")} (set them with --weights 1,2,3)`)
     }
-    const { address, registry } = yield* startBalancer(flags, settings.strategy)
-    const fleet = yield* startServers(address, weights, flags.files)
-    yield* awaitLive(registry, settings.servers)
+    const balancers = yield* startBalancers({
+      count: flags.balancers,
+      strategy: settings.strategy,
+      port: flags.port,
+      adminPort: flags.adminPort,
+      monitor: {
+        ...HealthMonitor.defaults,
+        probeInterval: flags.probeInterval,
+        deadAfter: flags.deadAfter,
+        rise: flags.rise,
+        fall: flags.fall
+      },
+      accessLog: flags.accessLog,
+      redis: LocalRedis.defaults
+    })
+    const fleet = yield* startServers(balancers.addresses, weights, flags.files)
+    yield* awaitLive(yield* balancers.registries, settings.servers)
+    const list = balancers.addresses.map(formatEndpoint).join(",")
     yield* Console.log(
-      `more clients: npx effect-lb client --balancer ${formatEndpoint(address)}   status: npx effect-lb status --balancer ${formatEndpoint(address)}`
+      `more clients: npx effect-lb client --balancer ${list}   status: npx effect-lb status --balancer ${list}`
     )
-    yield* runClients(flags, canAsk, fleet)
+    yield* runClients(flags, canAsk, fleet, balancers)
   }).pipe(
     Effect.scoped,
     // The menu and the tables are the playground's voice; service logs would scribble over the prompts.
     Logger.withMinimumLogLevel(LogLevel.Error)
   )
-).pipe(Command.withDescription("a balancer, 1-50 servers and an interactive client in one process"))
+).pipe(
+  Command.withDescription(
+    "a balancer (or 2-5 sharing a private Redis), 1-50 servers and an interactive client in one process"
+  )
+)

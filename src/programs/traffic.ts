@@ -9,8 +9,16 @@ import { formatEndpoint } from "../domain/Server.js"
 import * as Client from "../services/client/Client.js"
 import type * as Wire from "../services/wire/Wire.js"
 
+/** The playground's balancer, or its several (`--balancers N`). */
+type Balancers = Wire.Address | ReadonlyArray<Wire.Address>
+
+const describe = (balancer: Balancers) =>
+  "host" in balancer
+    ? `balancer ${formatEndpoint(balancer)}`
+    : `balancer${balancer.length === 1 ? "" : "s"} ${balancer.map(formatEndpoint).join(", ")}`
+
 /** Clients named `prefix-1` … `prefix-count`, each its own key for keyed strategies. */
-export const scriptedClients = (balancer: Wire.Address, prefix: string, count: number) =>
+export const scriptedClients = (balancer: Balancers, prefix: string, count: number) =>
   Effect.forEach(
     Array.from({ length: count }, (_, i) => `${prefix}-${i + 1}`),
     (key) => Client.make({ ...Client.defaults, balancer, key })
@@ -23,7 +31,7 @@ const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0)
 
 /** Scripted traffic: a mix of list, download and compute from concurrent clients; a table at the end. */
-export const demo = (requests: number, balancer: Wire.Address, servers: ReadonlyArray<string>, out: string) =>
+export const demo = (requests: number, balancer: Balancers, servers: ReadonlyArray<string>, out: string) =>
   Effect.gen(function* () {
     const clients = yield* scriptedClients(balancer, "demo", Math.min(requests, demoClients))
     const [first] = clients
@@ -75,14 +83,14 @@ export const demo = (requests: number, balancer: Wire.Address, servers: Readonly
         `${row.id.padEnd(6)}  ${String(row.count).padStart(8)}  ${share.toFixed(1).padStart(4)}%  ${String(row.p50).padStart(6)}  ${String(row.p99).padStart(6)}  ${"█".repeat(Math.round((30 * row.count) / widest))}`
       )
     }
-    yield* Console.log(`\n${done.length} served, ${failed} failed (balancer ${formatEndpoint(balancer)})`)
+    yield* Console.log(`\n${done.length} served, ${failed} failed (${describe(balancer)})`)
   })
 
 /**
  * Background clients for the dashboard to show: each asks for a list, a download or a one-second
  * computation, pauses a moment, and goes again — re-routing by itself when a server is killed.
  */
-export const traffic = (count: number, balancer: Wire.Address, out: string) =>
+export const traffic = (count: number, balancer: Balancers, out: string) =>
   Effect.gen(function* () {
     const clients = yield* scriptedClients(balancer, "traffic", count)
     const [first] = clients

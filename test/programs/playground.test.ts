@@ -1,13 +1,19 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
+import * as Fs from "node:fs"
 import * as Net from "node:net"
+import * as Os from "node:os"
+import * as Path from "node:path"
 import { askSettings, weightsFor } from "../../src/programs/playground.js"
 import type { StrategyName } from "../../src/services/balancer/strategies/Catalog.js"
 import { eventually } from "../support/eventually.js"
 import { spawn } from "../support/process.js"
+import { haveRedis, redisServerPath, redisSkipReason } from "../support/redis.js"
 import * as TestTerminal from "../support/terminal.js"
 import { backspace, down, enter, type } from "../support/terminal.js"
+
+if (!haveRedis) console.warn(redisSkipReason)
 
 const files = Layer.merge(NodeFileSystem.layer, NodePath.layer)
 const none = { servers: Option.none<number>(), strategy: Option.none<StrategyName>() }
@@ -158,5 +164,60 @@ describe("effect-lb playground (the real process)", () => {
         expect(served.filter((count) => count > 0).length).toBeGreaterThan(1)
       }),
     30_000
+  )
+})
+
+describe.skipIf(!haveRedis)("effect-lb playground --balancers 2 (the real process)", () => {
+  it.scopedLive(
+    "starts a private Redis and two balancers that each list every server, and stops them all on SIGINT",
+    () =>
+      Effect.gen(function* () {
+        const playground = yield* spawn(
+          ["playground", "--balancers", "2", "--servers", "2", "--strategy", "round-robin", "--port", "0"],
+          { PATH: Path.dirname(redisServerPath) }
+        )
+        yield* playground.waitFor(/serving until Ctrl-C/, 20_000)
+        const output = playground.output()
+        const redisPort = Number(/redis\s+redis:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1])
+        const balancers = [...output.matchAll(/balancer\s+(127\.0\.0\.1:\d+)\s+strategy round-robin\s+(b\d)/g)]
+        expect(balancers.map((m) => m[2])).toEqual(["b1", "b2"])
+        expect([...output.matchAll(/dashboard\s+http:\/\/127\.0\.0\.1:\d+\/.*\s(b\d)$/gm)].map((m) => m[1])).toEqual([
+          "b1",
+          "b2"
+        ])
+        const addresses = balancers.map((m) => m[1] ?? "")
+        expect(output).toContain(`more clients: npx effect-lb client --balancer ${addresses.join(",")}`)
+        for (const address of addresses) {
+          const status = yield* spawn(["status", "--balancer", address, "--json"])
+          expect(yield* status.exited).toBe(0)
+          const report = JSON.parse(status.output()) as { servers: Array<{ id: string; state: string }> }
+          expect(report.servers.map((s) => `${s.id}:${s.state}`).sort()).toEqual(["s1:live", "s2:live"])
+        }
+        expect(yield* refused(redisPort)).toBe(false)
+
+        playground.child.kill("SIGINT")
+        expect(yield* playground.exited).toBe(0)
+        for (const address of addresses) expect(yield* refused(Number(address.split(":")[1]))).toBe(true)
+        expect(yield* refused(redisPort)).toBe(true)
+      }),
+    40_000
+  )
+})
+
+describe("effect-lb playground --balancers 2 without redis-server", () => {
+  it.scopedLive("says in one line that --balancers 2 needs redis-server when it is not installed", () =>
+    Effect.gen(function* () {
+      const empty = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-no-redis-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(empty, { recursive: true, force: true })))
+      const playground = yield* spawn(
+        ["playground", "--balancers", "2", "--servers", "1", "--strategy", "round-robin", "--port", "0"],
+        { PATH: empty }
+      )
+      expect(yield* playground.exited).toBe(1)
+      expect(playground.errors()).toBe(
+        "effect-lb: --balancers 2 needs redis-server to share their registry, and it is not installed (apt-get install redis-server)\n"
+      )
+      expect(playground.output()).not.toContain("balancer ")
+    })
   )
 })
