@@ -107,7 +107,10 @@ export const BalancerInfo = Schema.Struct({
 })
 export type BalancerInfo = typeof BalancerInfo.Type
 
-/** The admin API's `/api/status` only, with `--registry`: the shared registry and the balancers in it. */
+/**
+ * With `--registry`: the shared registry and the balancers in it, in the admin API's `/api/status`
+ * and on the first page of the balancer port's `StatusReport`.
+ */
 export const ClusterView = Schema.Struct({
   registry: Schema.Struct({
     /** It answers and this balancer has read its state since it last (re)connected. */
@@ -132,7 +135,9 @@ export const ClusterView = Schema.Struct({
     })
   ),
   /** The registry did not answer in time: `balancers` is the last list read. */
-  stale: Schema.optionalWith(Schema.Boolean, { exact: true })
+  stale: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  /** The balancer port only, when `balancers` is cut short to fit the line: how many there are in all. */
+  total: Schema.optionalWith(Schema.NonNegativeInt, { exact: true })
 })
 export type ClusterView = typeof ClusterView.Type
 
@@ -170,7 +175,7 @@ export class StatusReport extends Schema.TaggedClass<StatusReport>()("StatusRepo
   balancer: Schema.optional(BalancerInfo),
   /** The admin API's `/api/status` only, while the balancer proxies: the proxy's figures. */
   proxy: Schema.optional(ProxyFigures),
-  /** The admin API's `/api/status` only, with `--registry`: the cluster. */
+  /** With `--registry`: the cluster, in the admin API's `/api/status` and on the balancer port's first page. */
   cluster: Schema.optional(ClusterView)
 }) {}
 export class Deregistered extends Schema.TaggedClass<Deregistered>()("Deregistered", { id: ServerId }) {}

@@ -6,6 +6,7 @@ import { formatEndpoint, type ServerView } from "../domain/Server.js"
 import { askFirst, statusOfFirst } from "../services/client/BalancerClient.js"
 import * as Wire from "../services/wire/Wire.js"
 import { names } from "../services/balancer/strategies/Catalog.js"
+import { clusterBlock } from "./clusterStatus.js"
 import { balancers, checkedToken, json, oneOf, ruledArg, token } from "./options.js"
 import { Schema } from "effect"
 import { trustFrom, trustOptions } from "./tlsOptions.js"
@@ -64,13 +65,18 @@ export const statusCommand = Command.make("status", { balancer: statusBalancer, 
           flags.json
             ? JSON.stringify(encodeReply(report))
             : // Given several, which one answered: each balancer has its own view.
-              `${flags.balancer.length > 1 ? `balancer: ${balancer}\n` : ""}${statusTable(report.strategy, report.servers, now)}`
+              `${flags.balancer.length > 1 ? `balancer: ${balancer}\n` : ""}${statusTable(report.strategy, report.servers, now)}` +
+                (report.cluster === undefined ? "" : `\n\n${clusterBlock(report.cluster, now)}`)
         )
       )
     ),
     Effect.provide(Wire.layer)
   )
-).pipe(Command.withDescription("show the balancer's servers, their state and load, and its strategy"))
+).pipe(
+  Command.withDescription(
+    "show the balancer's servers, their state and load, and its strategy; with --registry, the cluster"
+  )
+)
 
 export const strategyCommand = Command.make(
   "strategy",

@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { eventually } from "../support/eventually.js"
 import { balancer, request } from "../support/cluster.js"
+import { runToEnd, spawn } from "../support/process.js"
 import { haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
 
 if (!haveRedis) console.warn(redisSkipReason)
@@ -50,5 +51,55 @@ describe.skipIf(!haveRedis)("the cluster on the admin API (real Redis, two balan
         expect(ids(yield* clusterOf(one.admin))).toEqual(["one*"])
       }),
     20_000
+  )
+
+  it.scopedLive(
+    "effect-lb status asked of one balancer prints the registry, connected, and both balancers; --json carries them",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const [one, two] = yield* Effect.all([member(redis.url, "one"), member(redis.url, "two")], {
+          concurrency: "unbounded"
+        })
+        yield* eventually(
+          clusterOf(one.admin),
+          (cluster) => cluster?.balancers.length === 2 && cluster.registry.connected,
+          "5 seconds"
+        )
+        const shown = yield* runToEnd(["status", "--balancer", `127.0.0.1:${one.port}`])
+        expect(shown.code).toBe(0)
+        const url = redis.url.replace(/\/$/, "")
+        expect(shown.output).toContain(`registry: ${url}, namespace view: connected, revision `)
+        expect(shown.output).toMatch(/^balancers: 2$/m)
+        expect(shown.output).toMatch(
+          new RegExp(
+            `^one \\(this one\\)\\s+balancer 127\\.0\\.0\\.1:${one.port}, admin 127\\.0\\.0\\.1:${one.admin}\\s+\\d+\\.\\d+\\.\\d+\\s+\\d+s\\s+\\d+s ago$`,
+            "m"
+          )
+        )
+        expect(shown.output).toMatch(new RegExp(`^two\\s+balancer 127\\.0\\.0\\.1:${two.port}, admin`, "m"))
+        const json = yield* runToEnd(["status", "--balancer", `127.0.0.1:${two.port}`, "--json"])
+        expect(json.code).toBe(0)
+        const report = JSON.parse(json.output) as { cluster?: Cluster }
+        expect(ids(report.cluster)).toEqual(["one", "two*"])
+        expect(report.cluster?.registry).toMatchObject({ connected: true, namespace: "view", url })
+      }),
+    20_000
+  )
+})
+
+describe("the cluster without a registry", () => {
+  it.scopedLive("effect-lb status of a balancer without --registry prints no cluster", () =>
+    Effect.gen(function* () {
+      const alone = yield* spawn(["balancer", "--port", "0"])
+      const port = Number((yield* alone.waitFor(/balancer listening on 127\.0\.0\.1:(\d+)/))[1])
+      const shown = yield* runToEnd(["status", "--balancer", `127.0.0.1:${port}`])
+      expect(shown.code).toBe(0)
+      expect(shown.output).toBe(
+        "strategy: round-robin\nID  ADDRESS  WEIGHT  STATE  ACTIVE  RESPONSE  LOCATED\n(no servers)\n"
+      )
+      const json = yield* runToEnd(["status", "--balancer", `127.0.0.1:${port}`, "--json"])
+      expect(JSON.parse(json.output)).not.toHaveProperty("cluster")
+    })
   )
 })

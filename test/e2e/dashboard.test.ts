@@ -11,8 +11,11 @@ import { type Browser, chromium, type Page } from "playwright-core"
 import { Locate } from "../../src/domain/Protocol.js"
 import { ask } from "../../src/services/client/BalancerClient.js"
 import * as Wire from "../../src/services/wire/Wire.js"
+import { Redis } from "ioredis"
+import { balancer as clusterMember } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
 import { spawn } from "../support/process.js"
+import { haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
 
 const executablePath = process.env["CHROMIUM_PATH"] ?? "/usr/bin/chromium"
 const haveChromium = Fs.existsSync(executablePath)
@@ -46,6 +49,8 @@ const proxied = (port: number) =>
     socket.on("error", () => undefined)
     socket.on("close", () => resume(Effect.void))
   })
+
+if (haveChromium && !haveRedis) console.warn(redisSkipReason)
 
 describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
   it.scopedLive(
@@ -99,6 +104,8 @@ describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
         expect(yield* on(page, (p) => p.locator("#listen-balancer").textContent())).toBe(`127.0.0.1:${port}`)
         expect(yield* on(page, (p) => p.locator("#listen-proxy").textContent())).toBe(`127.0.0.1:${proxyPort}`)
         expect(yield* on(page, (p) => p.locator("#listen-admin").textContent())).toBe(url.slice(7, -1))
+        // Without --registry there is no cluster to show.
+        expect(yield* on(page, (p) => p.locator("#cluster-panel").isVisible())).toBe(false)
         // Rows in id order; each with its time in state, last check and counts.
         expect(
           yield* on(page, (p) =>
@@ -227,5 +234,81 @@ describe.skipIf(!haveChromium)("the dashboard in a headless browser", () => {
         )
       }),
     20_000
+  )
+})
+
+/** An announcement written straight into Redis, as a buggy or hostile balancer could: its id is markup. */
+const hostileId = `<img src=x onerror="window.pwned=1">`
+const announceHostile = (url: string, namespace: string) =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 1, connectTimeout: 2000 })),
+    (redis) =>
+      Effect.promise(async () => {
+        const now = Date.now()
+        const record = {
+          id: hostileId,
+          instance: "x",
+          addresses: {},
+          version: "<b>9</b>",
+          startedAt: now,
+          lastSeenAt: now
+        }
+        await redis.set(`${namespace}:balancer:${hostileId}`, JSON.stringify(record), "PX", 60_000)
+        await redis.sadd(`${namespace}:balancers`, hostileId)
+      }),
+    (redis) => Effect.promise(() => redis.quit().catch(() => undefined))
+  )
+
+describe.skipIf(!haveChromium || !haveRedis)("the dashboard's Cluster panel (real Redis, two balancers)", () => {
+  it.scopedLive(
+    "lists both balancers, this one marked, says the registry is connected, and shows another's markup as text",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const [one, two] = yield* Effect.all(
+          [
+            clusterMember(redis.url, "dash", ["--balancer-id", "one"]),
+            clusterMember(redis.url, "dash", ["--balancer-id", "two"])
+          ],
+          { concurrency: "unbounded" }
+        )
+        yield* announceHostile(redis.url, "dash")
+        const page = yield* Effect.flatMap(browser, (b) => Effect.promise(() => b.newPage()))
+        const errors: Array<string> = []
+        page.on("pageerror", (error) => errors.push(error.message))
+        yield* on(page, (p) => p.goto(`http://127.0.0.1:${one.admin}/`))
+        yield* on(page, (p) => p.locator("#cluster-panel").waitFor({ state: "visible", timeout: 5000 }))
+        for (const id of ["one", "two"]) {
+          yield* on(page, (p) => p.locator(`tr[data-balancer="${id}"]`).waitFor({ timeout: 5000 }))
+        }
+        yield* on(page, (p) =>
+          p
+            .locator("#registry-state")
+            .filter({ hasText: /^connected$/ })
+            .waitFor({ timeout: 5000 })
+        )
+        expect(yield* on(page, (p) => p.locator("#registry-state").getAttribute("class"))).toBe("pill on")
+        expect(yield* on(page, (p) => p.locator("#registry-facts").textContent())).toMatch(
+          new RegExp(`^${redis.url.replace(/\/$/, "").replace(/[./]/g, "\\$&")} · namespace dash · revision \\d+`)
+        )
+        expect(yield* on(page, (p) => p.locator(`tr[data-balancer="one"] td.balancer-id`).textContent())).toBe(
+          "onethis one"
+        )
+        expect(yield* on(page, (p) => p.locator(`tr[data-balancer="two"] td.balancer-id`).textContent())).toBe("two")
+        expect(yield* on(page, (p) => p.locator(`tr[data-balancer="two"] td.addresses`).textContent())).toBe(
+          `balancer 127.0.0.1:${two.port}, admin 127.0.0.1:${two.admin}`
+        )
+        expect(yield* on(page, (p) => p.locator(`tr[data-balancer="two"] td.seen`).textContent())).toMatch(
+          /^\d+ s ago$/
+        )
+        // The hostile entry is a row of plain text: no element made from it, no script run.
+        const hostile = page.locator("tr[data-balancer]").filter({ hasText: hostileId })
+        yield* on(page, () => hostile.waitFor({ timeout: 5000 }))
+        expect(yield* on(page, () => hostile.locator("td.version").textContent())).toBe("<b>9</b>")
+        expect(yield* on(page, (p) => p.locator("#cluster-panel img, #cluster-panel b").count())).toBe(0)
+        expect(yield* on(page, (p) => p.evaluate("window.pwned"))).toBeUndefined()
+        expect(errors).toEqual([])
+      }),
+    30_000
   )
 })

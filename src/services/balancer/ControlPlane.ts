@@ -16,6 +16,7 @@ import {
   Deregistered,
   Located,
   Registered,
+  StatusReport,
   StrategySet
 } from "../../domain/Protocol.js"
 import { formatEndpoint, type ServerId, type ServerLocation, type ServerSpec } from "../../domain/Server.js"
@@ -23,6 +24,7 @@ import * as AccessLog from "./AccessLog.js"
 import { Balancer } from "./Balancer.js"
 import { Operator } from "./Operator.js"
 import { type Registration, ServerRegistry } from "./ServerRegistry.js"
+import { Cluster } from "./shared/Cluster.js"
 import { statusPage } from "./StatusPages.js"
 import { Later, type RequestSession, type SessionControl } from "../wire/RequestPort.js"
 import type { ListenerTls } from "../wire/Tls.js"
@@ -63,6 +65,7 @@ export const make = (config: ControlPlaneConfig) =>
       balancer: yield* Balancer,
       registry: yield* ServerRegistry,
       operator: yield* Operator,
+      cluster: yield* Effect.serviceOption(Cluster),
       located: locatedReplies(),
       maxLine: config.maxLine,
       accessLog: config.accessLog === true ? yield* AccessLog.make() : undefined,
@@ -88,6 +91,8 @@ interface Services {
   readonly balancer: Balancer["Type"]
   readonly registry: ServerRegistry["Type"]
   readonly operator: Operator["Type"]
+  /** With `--registry`: the cluster, on the first page of a `StatusReport`. */
+  readonly cluster: Option.Option<Cluster["Type"]>
   /** The `Located` reply for a server. */
   readonly located: (server: ServerLocation) => Located
   /** Every reply fits a line of this many bytes: a long `StatusReport` is sent a page at a time. */
@@ -192,7 +197,9 @@ const answerControl = (
     case "Deregister":
       return deregister(services, request, session)
     case "Status":
-      return Effect.map(services.operator.status, (report) => statusPage(report, request.after, services.maxLine))
+      return Effect.map(statusFor(services, request.after), (report) =>
+        statusPage(report, request.after, services.maxLine)
+      )
     case "SetStrategy":
       return services.operator
         .authorize(request.token, "SetStrategy")
@@ -211,6 +218,17 @@ const answerControl = (
  */
 const sharedChange = (operator: Operator["Type"]) =>
   Effect.mapError(operator.writable, (error) => new Busy({ message: error.message }))
+
+/** The operator's report; for the first page, with the cluster's view when the balancer has one. */
+const statusFor = ({ cluster, operator }: Services, after: ServerId | undefined): Effect.Effect<StatusReport> =>
+  after !== undefined || Option.isNone(cluster)
+    ? operator.status
+    : Effect.zipWith(
+        operator.status,
+        cluster.value.view,
+        (report, view) => new StatusReport({ ...report, cluster: view }, true),
+        { concurrent: true }
+      )
 
 /** A server joins the rotation; this connection becomes its control connection. */
 const register = (

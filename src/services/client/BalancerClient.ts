@@ -4,6 +4,7 @@ import {
   type BalancerReply as BalancerReplyType,
   type BalancerRequest as BalancerRequestType,
   BalancerRequest,
+  type ClusterView,
   Status,
   StatusReport
 } from "../../domain/Protocol.js"
@@ -72,11 +73,19 @@ export const status = (balancer: Address, timeout: Duration.DurationInput = "5 s
       )
     const servers: Array<ServerView> = []
     let after: ServerId | undefined = undefined
+    // With `--registry`, the first page has the cluster too.
+    let cluster: ClusterView | undefined = undefined
     while (true) {
       const answer: BalancerReplyType = yield* page(after)
       if (answer._tag !== "StatusReport") return answer
       servers.push(...answer.servers)
-      if (answer.next === undefined) return new StatusReport({ strategy: answer.strategy, servers }, true)
+      if (after === undefined) cluster = answer.cluster
+      if (answer.next === undefined) {
+        return new StatusReport(
+          { strategy: answer.strategy, servers, ...(cluster === undefined ? {} : { cluster }) },
+          true
+        )
+      }
       // Pages move forward and end: a balancer that says otherwise is not answering.
       if ((after !== undefined && answer.next <= after) || servers.length > maxServers) {
         return yield* new NotABalancer({ peer, reason: "its status report does not end", silent: false })

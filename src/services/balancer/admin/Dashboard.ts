@@ -9,9 +9,12 @@
  * long, weight, active connections, probe round trip, the server's own latency, the last health
  * check, its share of picks over the last 10 seconds and in all, failed checks and connects,
  * re-routes and ejections. A chart shows picks per second per server over the last two minutes,
- * filled from `/api/history` when the page loads. A token, when the balancer has one, is asked for
- * on the first refusal and kept for the tab's life only.
+ * filled from `/api/history` when the page loads. With `--registry`, a Cluster panel
+ * (`ClusterPanel.ts`) shows the registry and the balancers in it. A token, when the balancer has one,
+ * is asked for on the first refusal and kept for the tab's life only.
  */
+import { clusterMarkup, clusterScript, clusterStyle } from "./ClusterPanel.js"
+
 export const page = `<!doctype html>
 <html lang="en">
 <head>
@@ -61,7 +64,7 @@ export const page = `<!doctype html>
   td.check.bad { color:var(--dead); } td.check.good { color:var(--dim); }
   td.zero { color:var(--dim); }
   .ramp { font-size:11px; color:var(--accent); white-space:nowrap; }
-</style>
+${clusterStyle}</style>
 </head>
 <body>
 <header>
@@ -94,7 +97,7 @@ export const page = `<!doctype html>
       <div class="figure"><div class="value" id="proxy-away">0</div><div class="label" id="proxy-away-why">turned away</div></div>
     </div>
   </section>
-  <section>
+${clusterMarkup}  <section>
     <h2>Servers</h2>
     <table>
       <thead><tr>
@@ -245,6 +248,7 @@ function render(status) {
   $("rate").textContent = total.toFixed(0);
   renderFacts(status);
   renderProxy(status.proxy);
+  renderCluster(status.cluster, status.at ?? Date.now());
 
   const body = $("servers");
   const rows = new Map([...body.querySelectorAll("tr")].map((row) => [row.dataset.server, row]));
@@ -261,6 +265,7 @@ function render(status) {
   draw();
 }
 
+${clusterScript}
 function newRow(server) {
   const row = document.createElement("tr");
   row.dataset.server = server.id;
