@@ -51,24 +51,35 @@ const bounded = <A>(effect: Effect.Effect<A, StoreUnavailable>, timeout: Duratio
     onTimeout: () => new StoreUnavailable({ message: `no answer to ${what} within the deadline` })
   })
 
-/** Renews the announcement each heartbeat (a failure is logged once until it works again). */
+/**
+ * Renews the announcement each heartbeat. A failure is logged once its announcement has lapsed (the
+ * other balancers no longer list this one), and once until it works again: a beat that fails while
+ * the connection is still opening, or while Redis is down (which the shared registry says already),
+ * is not news.
+ */
 const heartbeat = (store: SharedStore["Type"], config: ClusterConfig, record: (now: number) => MemberRecord) =>
   Effect.gen(function* () {
     const expireAfter = Duration.decode(config.expireAfter)
-    let failing = false
+    let failingSince: number | undefined
+    let told = false
     const beat = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      bounded(store.announce(record(now), expireAfter), config.timeout, "an announcement")
-    ).pipe(
-      Effect.matchEffect({
-        onSuccess: () => Effect.sync(() => (failing = false)),
-        onFailure: (error) =>
-          failing
-            ? Effect.void
-            : Effect.zipRight(
-                Effect.sync(() => (failing = true)),
-                Effect.logWarning(`could not announce this balancer to the cluster: ${error.message}`)
-              )
-      })
+      bounded(store.announce(record(now), expireAfter), config.timeout, "an announcement").pipe(
+        Effect.matchEffect({
+          onSuccess: () =>
+            Effect.sync(() => {
+              failingSince = undefined
+              told = false
+            }),
+          onFailure: (error) => {
+            failingSince ??= now
+            if (told || now - failingSince < Duration.toMillis(expireAfter)) return Effect.void
+            told = true
+            return Effect.logWarning(
+              `this balancer has not been announced to the cluster for ${Duration.format(expireAfter)}, so the others no longer list it: ${error.message}`
+            )
+          }
+        })
+      )
     )
     yield* Effect.repeat(beat, Schedule.spaced(config.heartbeat))
   })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Metric, Scope, TestClock } from "effect"
+import { Context, Effect, Exit, Layer, Logger, Metric, Scope, TestClock } from "effect"
 import * as Balancer from "../../../../src/services/balancer/Balancer.js"
 import * as Metrics from "../../../../src/services/balancer/Metrics.js"
 import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
@@ -96,6 +96,33 @@ describe("the cluster's balancers (on the in-memory store)", () => {
       backend.setUp(true)
       yield* settled
       expect((yield* a.cluster.view).registry.connected).toBe(true)
+    })
+  )
+
+  it.scoped("an announcement failing is logged once it has lapsed (5 s), once, and not while it recovers in time", () =>
+    Effect.gen(function* () {
+      const warnings: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push((Array.isArray(message) ? message : [message]).join(" "))
+      })
+      const backend = makeMemoryBackend()
+      backend.setUp(false)
+      yield* member(backend, "a", yield* Effect.scope).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+      )
+      const announcing = () => warnings.filter((line) => line.includes("announced to the cluster"))
+      yield* TestClock.adjust("3 seconds")
+      expect(announcing()).toEqual([])
+      backend.setUp(true)
+      yield* TestClock.adjust("1 second")
+      backend.setUp(false)
+      yield* TestClock.adjust("4 seconds")
+      expect(announcing()).toEqual([])
+      yield* TestClock.adjust("3 seconds")
+      expect(announcing()).toHaveLength(1)
+      expect(announcing()[0]).toContain("has not been announced to the cluster for 5s")
+      yield* TestClock.adjust("10 seconds")
+      expect(announcing()).toHaveLength(1)
     })
   )
 
