@@ -8,7 +8,6 @@
  * Nothing here is on the Locate path or the proxy's: only the admin API asks.
  */
 import { Clock, Context, Duration, Effect, Layer, Option, Schedule, type Scope } from "effect"
-import * as Crypto from "node:crypto"
 import type { ClusterView } from "../../../domain/Protocol.js"
 import { RegistrySync } from "./SharedRegistry.js"
 import { type MemberRecord, SharedStore, StoreUnavailable } from "./Store.js"
@@ -88,7 +87,8 @@ export const make = (config: ClusterConfig) =>
   Effect.gen(function* () {
     const store = yield* SharedStore
     const sync = yield* RegistrySync
-    const instance = Crypto.randomUUID()
+    // The run the shared registry signs with: the leases of its servers last as long as this announcement.
+    const instance = sync.instance
     const startedAt = yield* Clock.currentTimeMillis
     let known: ReadonlyArray<MemberRecord> = []
     const announce = (addresses: Addresses) =>

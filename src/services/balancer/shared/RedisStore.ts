@@ -12,7 +12,9 @@
  * The cluster's balancers: `N:balancer:ID` (its announcement, JSON, with an expiry of a few seconds
  * that each heartbeat renews) and `N:balancers` (a set of the ids, so they are listed without a SCAN).
  * Redis expires a silent balancer by its own clock, so the balancers' clocks need not agree; an id
- * whose key has expired is taken out of the set when the list is read.
+ * whose key has expired is taken out of the set when the list is read. A self-registered server's
+ * record names the run holding it (its lease); one script removes the servers of a run no longer
+ * announced, checking both facts again inside Redis.
  *
  * Two connections: one for commands, one subscribed to the channel. Commands are not queued while
  * Redis is unreachable (they fail at once; the caller decides); ioredis reconnects by itself, and each
@@ -21,7 +23,9 @@
 import { Clock, Duration, Effect, Either, Layer, Schema, type Scope } from "effect"
 import type { Redis, RedisOptions } from "ioredis"
 import * as Crypto from "node:crypto"
+import { ServerId } from "../../../domain/Server.js"
 import {
+  type Holder,
   type MemberRecord,
   MemberRecordFromJson,
   PublishedFromJson,
@@ -131,6 +135,34 @@ end
 return found
 `
 
+/**
+ * KEYS: revision, servers, the holder's announcement (N:balancer:ID). ARGV: the holder's id and run,
+ * channel, from (JSON), instance (JSON), sequence, publishedAt, then each server: its id, its removal
+ * (JSON). Nothing if that run is announced; else each server still `registered` and held by that run
+ * is removed as the write script removes one (a revision and a publication each). Returns the ids removed.
+ */
+const expireScript = `
+local announcement = redis.call('GET', KEYS[3])
+if announcement then
+  local ok, member = pcall(cjson.decode, announcement)
+  if ok and type(member) == 'table' and member.instance == ARGV[2] then return {} end
+end
+local removed = {}
+for i = 8, #ARGV - 1, 2 do
+  local text = redis.call('HGET', KEYS[2], ARGV[i])
+  local ok, record = false, nil
+  if text then ok, record = pcall(cjson.decode, text) end
+  if ok and type(record) == 'table' and record.origin == 'registered' and type(record.holder) == 'table'
+    and record.holder.balancer == ARGV[1] and record.holder.instance == ARGV[2] then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    local revision = redis.call('INCR', KEYS[1])
+    redis.call('PUBLISH', ARGV[3], '{"revision":' .. revision .. ',"from":' .. ARGV[4] .. ',"instance":' .. ARGV[5] .. ',"sequence":' .. ARGV[6] .. ',"change":' .. ARGV[i + 1] .. ',"publishedAt":' .. ARGV[7] .. '}')
+    table.insert(removed, ARGV[i])
+  end
+end
+return removed
+`
+
 const SnapshotReply = Schema.Tuple(Schema.String, Schema.String, Schema.Array(Schema.String), Schema.String)
 const encodeChange = Schema.encodeSync(Schema.parseJson(SharedChange))
 const encodeRecord = Schema.encodeSync(ServerRecordFromJson)
@@ -230,6 +262,27 @@ const subscribe = (commands: Redis, subscriber: Redis, channel: string, events: 
     (detach) => Effect.sync(detach)
   )
 
+/** Ends a holder's leases (`expireScript`), signed by `signer`. */
+const expireLeases =
+  (commands: Redis, ns: string, channel: string) => (signer: Signer, holder: Holder, ids: ReadonlyArray<ServerId>) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const keys = [`${ns}:revision`, `${ns}:servers`, `${ns}:balancer:${holder.balancer}`]
+      const args = [
+        holder.balancer,
+        holder.instance,
+        channel,
+        JSON.stringify(signer.from),
+        JSON.stringify(signer.instance),
+        String(Math.trunc(signer.sequence)),
+        String(now),
+        ...ids.flatMap((id) => [id, encodeChange({ _tag: "Removed", id })])
+      ]
+      return Effect.tryPromise({
+        try: () => commands.eval(expireScript, keys.length, ...keys, ...args),
+        catch: unavailable
+      }).pipe(Effect.flatMap(Schema.decodeUnknown(Schema.Array(ServerId))), Effect.mapError(unavailable))
+    })
+
 export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"], never, Scope.Scope> =>
   Effect.gen(function* () {
     const { Redis: Client } = yield* Effect.promise(() => import("ioredis"))
@@ -287,6 +340,7 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
       }
       return found
     })
+
     return SharedStore.of({
       describe: `${formatTarget(config.target)} (namespace ${ns})`,
       write,
@@ -302,7 +356,8 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
         ),
       withdraw: ({ id, instance }) => Effect.asVoid(evalOn(withdrawScript, memberKeys(id), [id, instance])),
       members,
-      ...loadsChannel(commands, subscriber, `${ns}:loads`)
+      ...loadsChannel(commands, subscriber, `${ns}:loads`),
+      expireLeases: expireLeases(commands, ns, channel)
     })
   })
 

@@ -24,7 +24,9 @@ import { Balancer } from "../Balancer.js"
 import * as Metrics from "../Metrics.js"
 import { type Origin, ServerRegistry, type ServerRef } from "../ServerRegistry.js"
 import * as LoadSharing from "./LoadSharing.js"
+import * as Leases from "./Leases.js"
 import {
+  type Holder,
   type Published,
   type ServerRecord,
   type SharedChange,
@@ -47,12 +49,18 @@ export interface SharedConfig {
   readonly maxServers?: number
   /** The servers' load reports received here are published at most once per this long (100 ms). */
   readonly loadInterval?: Duration.DurationInput
+  /** A holder unannounced this long (seen so, continuously) loses its servers (`Leases.ts`). */
+  readonly lease: Duration.DurationInput
+  /** How often the announcements are read for the leases. */
+  readonly leaseCheck: Duration.DurationInput
 }
 
 export const defaults: Omit<SharedConfig, "balancerId"> = {
   timeout: Duration.seconds(2),
   maxPending: 10_000,
-  maxInbox: 10_000
+  maxInbox: 10_000,
+  lease: Leases.defaults.lease,
+  leaseCheck: Leases.defaults.interval
 }
 
 type Inbound =
@@ -83,6 +91,10 @@ interface SyncState {
   sequence: number
   /** The number of this run's latest change to each server (and the strategy), until it comes back. */
   readonly ownLatest: Map<string, number>
+  /** The holder of each self-registered server (its lease), as last shared or applied here. */
+  readonly holders: Map<ServerId, Holder>
+  /** How many times the store's link went down or came up (set at once, as `linkUp`). */
+  linkChanges: number
   /** The store's connection is up, as its callbacks last said (set at once, not in turn). */
   linkUp: boolean
   /** Remote changes were dropped (the inbox was full). */
@@ -117,18 +129,21 @@ export class RegistrySync extends Context.Tag("effect-lb/RegistrySync")<
      * last (re)connected. Otherwise `RegistryUnavailable`: made here alone, it would diverge.
      */
     readonly writable: Effect.Effect<void, RegistryUnavailable>
+    /** This run of the balancer: it signs its changes, holds its servers' leases, and announces itself. */
+    readonly instance: string
   }
 >() {}
 
-/** The record of a server as the registry shows it now. */
-export const recordOf = (server: ServerView, origin: Origin): ServerRecord => ({
+/** The record of a server as the registry shows it now (a `registered` one with its holder, if known). */
+export const recordOf = (server: ServerView, origin: Origin, holder?: Holder): ServerRecord => ({
   id: server.id,
   host: server.host,
   port: server.port,
   weight: server.weight,
   ...(server.tls === true ? { tls: true } : {}),
   draining: server.state === "draining",
-  origin
+  origin,
+  ...(origin === "registered" && holder !== undefined ? { holder } : {})
 })
 
 const specOf = (record: ServerRecord): ServerSpec => ({
@@ -153,6 +168,13 @@ const keyOf = (change: SharedChange) =>
 const remember = (shared: Map<ServerId, ServerRecord>, change: SharedChange) => {
   if (change._tag === "Server") shared.set(change.record.id, change.record)
   else if (change._tag === "Removed") shared.delete(change.id)
+}
+
+/** Notes a server's holder as `change` says it (none: no lease). */
+const noteHolder = (holders: Map<ServerId, Holder>, change: SharedChange) => {
+  if (change._tag === "Server" && change.record.holder !== undefined)
+    holders.set(change.record.id, change.record.holder)
+  else if (change._tag !== "Strategy") holders.delete(change._tag === "Server" ? change.record.id : change.id)
 }
 
 /** Makes the local registry and balancer agree with the store's changes: only what differs is changed. */
@@ -211,13 +233,20 @@ const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistr
     yield* Effect.forEach(snapshot.servers, (record) => (mine(record.id) ? Effect.void : apply.server(record)), {
       discard: true
     })
+    // The holders as the store has them, except where a change of this run's is on its way.
+    for (const record of snapshot.servers)
+      if (!mine(record.id) && !state.ownLatest.has(record.id)) noteHolder(state.holders, { _tag: "Server", record })
     if (wentBack) {
       // Redis restarted empty (or was flushed): what is known here stands, and is written back (resync).
       yield* Effect.logWarning(
         `the shared registry restarted empty or was flushed (revision ${state.revision} before, ${snapshot.revision} now${snapshot.epoch === state.epoch ? "" : ", a new epoch"}): keeping the servers known here and sharing them again`
       )
     } else {
-      for (const id of state.shared.keys()) if (!next.has(id) && !mine(id)) yield* registry.remove(id)
+      for (const id of state.shared.keys())
+        if (!next.has(id) && !mine(id)) {
+          state.holders.delete(id)
+          yield* registry.remove(id)
+        }
     }
     if (snapshot.strategy !== undefined && !mine(keyOf({ _tag: "Strategy", name: "" })))
       yield* apply.strategy(snapshot.strategy)
@@ -236,12 +265,15 @@ const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistr
 const reseed = (
   registry: ServerRegistry["Type"],
   balancer: Balancer["Type"],
-  share: (change: SharedChange) => Effect.Effect<void>
+  share: (change: SharedChange) => Effect.Effect<void>,
+  holders: ReadonlyMap<ServerId, Holder>
 ) =>
   Effect.gen(function* () {
     const servers = yield* registry.list
-    for (const server of servers)
-      yield* share({ _tag: "Server", record: recordOf(server, registry.unsafeOrigin(server.id) ?? "configured") })
+    for (const server of servers) {
+      const origin = registry.unsafeOrigin(server.id) ?? "configured"
+      yield* share({ _tag: "Server", record: recordOf(server, origin, holders.get(server.id)) })
+    }
     yield* share({ _tag: "Strategy", name: yield* balancer.strategy })
     yield* Effect.logInfo(`shared ${servers.length} server${servers.length === 1 ? "" : "s"} again, and the strategy`)
   })
@@ -279,7 +311,7 @@ const resync = (
     const first = !state.joined
     state.joined = true
     const wentBack = yield* applySnapshot(state, apply, registry, read.right)
-    if (wentBack) yield* reseed(registry, balancer, share)
+    if (wentBack) yield* reseed(registry, balancer, share, state.holders)
     const replay = [...state.unshared.values()]
     state.unshared.clear()
     if (replay.length > 0)
@@ -331,6 +363,7 @@ const batch = (
           if (latest !== undefined && latest > event.message.sequence) continue
           state.ownLatest.delete(keyOf(change))
         }
+        noteHolder(state.holders, change)
         yield* apply.change(change)
       } else if (event._tag === "Disconnected") {
         if (state.connected || !state.warned)
@@ -358,15 +391,17 @@ const batch = (
 const sharedRegistry = (
   inner: ServerRegistry["Type"],
   share: (change: SharedChange) => Effect.Effect<void>,
-  loads: LoadSharing.LoadSharing
+  loads: LoadSharing.LoadSharing,
+  leases: { readonly self: Holder; readonly holders: ReadonlyMap<ServerId, Holder> }
 ): ServerRegistry["Type"] => {
   const idOf = (ref: ServerRef) => (typeof ref === "string" ? ref : ref.id)
-  const shareServer = (server: ServerView) =>
-    share({ _tag: "Server", record: recordOf(server, inner.unsafeOrigin(server.id) ?? "configured") })
+  const shareServer = (server: ServerView, holder = leases.holders.get(server.id)) =>
+    share({ _tag: "Server", record: recordOf(server, inner.unsafeOrigin(server.id) ?? "configured", holder) })
   return ServerRegistry.of({
     ...inner,
-    add: (spec, origin) => Effect.tap(inner.add(spec, origin), shareServer),
-    register: (spec) => Effect.tap(inner.register(spec), ({ server }) => shareServer(server)),
+    add: (spec, origin) => Effect.tap(inner.add(spec, origin), (server) => shareServer(server)),
+    // Its control connection is here: this run holds its lease (taking it over from another, if any).
+    register: (spec) => Effect.tap(inner.register(spec), ({ server }) => shareServer(server, leases.self)),
     remove: (ref) =>
       Effect.tap(inner.remove(ref), (removed) => (removed ? share({ _tag: "Removed", id: idOf(ref) }) : Effect.void)),
     // Live and dead are each balancer's own verdicts; a drain is shared.
@@ -439,36 +474,56 @@ const writer =
       })
     )
 
+const initialState = (): SyncState => ({
+  revision: 0,
+  epoch: undefined,
+  synced: false,
+  joined: false,
+  connected: false,
+  sequence: 0,
+  ownLatest: new Map(),
+  holders: new Map(),
+  linkChanges: 0,
+  lost: false,
+  linkUp: false,
+  warned: false,
+  shared: new Map(),
+  unshared: new Map(),
+  lagSeconds: undefined
+})
+
+/** The lease keeper (`Leases.ts`), on what this balancer knows of the store. */
+const keepLeases = (state: SyncState, config: SharedConfig, self: Holder, store: SharedStore["Type"]) =>
+  Leases.keep(
+    {
+      self,
+      synced: () => state.connected && state.synced,
+      linkChanges: () => state.linkChanges,
+      records: () => state.shared.values(),
+      sign: () => ({ from: self.balancer, instance: self.instance, sequence: ++state.sequence })
+    },
+    { lease: config.lease, interval: config.leaseCheck, timeout: config.timeout }
+  ).pipe(Effect.provideService(SharedStore, store))
+
 export const make = (config: SharedConfig) =>
   Effect.gen(function* () {
     const registry = yield* ServerRegistry
     const balancer = yield* Balancer
     const store = yield* SharedStore
     const instance = Crypto.randomUUID()
-    const state: SyncState = {
-      revision: 0,
-      epoch: undefined,
-      synced: false,
-      joined: false,
-      connected: false,
-      sequence: 0,
-      ownLatest: new Map(),
-      lost: false,
-      linkUp: false,
-      warned: false,
-      shared: new Map(),
-      unshared: new Map(),
-      lagSeconds: undefined
-    }
+    const state = initialState()
     const inbox = yield* Queue.dropping<Inbound>(config.maxInbox)
     const outbox = yield* Queue.dropping<Outgoing>(config.maxPending)
     const tell = (event: Inbound) => {
-      if (event._tag === "Connected") state.linkUp = true
-      if (event._tag === "Disconnected") state.linkUp = false
+      if (event._tag === "Connected" || event._tag === "Disconnected") {
+        state.linkUp = event._tag === "Connected"
+        state.linkChanges += 1
+      }
       if (!Queue.unsafeOffer(inbox, event)) state.lost = true
     }
     const share = (change: SharedChange) =>
       Effect.flatMap(Queue.offer(outbox, { change, sequence: ++state.sequence }), (queued) => {
+        noteHolder(state.holders, change)
         if (queued) state.ownLatest.set(keyOf(change), state.sequence)
         return queued || park(state, config, change)
           ? Effect.void
@@ -491,13 +546,15 @@ export const make = (config: SharedConfig) =>
       )
     )
     const loads = yield* LoadSharing.make(store, registry, loadConfig(config, instance), () => state.linkUp)
+    const self: Holder = { balancer: config.balancerId, instance }
+    yield* Effect.forkScoped(keepLeases(state, config, self, store))
     yield* store.listen({
       connected: () => tell({ _tag: "Connected" }),
       disconnected: (reason) => tell({ _tag: "Disconnected", reason }),
       published: (message) => tell({ _tag: "Published", message }),
       unreadable: (reason) => tell({ _tag: "Unreadable", reason })
     })
-    return Context.make(ServerRegistry, sharedRegistry(registry, share, loads)).pipe(
+    return Context.make(ServerRegistry, sharedRegistry(registry, share, loads, { self, holders: state.holders })).pipe(
       Context.add(Balancer, {
         ...balancer,
         setStrategy: (name: string) => Effect.tap(balancer.setStrategy(name), () => share({ _tag: "Strategy", name }))
@@ -510,7 +567,8 @@ export const make = (config: SharedConfig) =>
             revision: state.revision,
             lagSeconds: state.lagSeconds
           })),
-          writable: writable(state, store.describe)
+          writable: writable(state, store.describe),
+          instance
         })
       )
     )

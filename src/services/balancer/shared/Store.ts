@@ -11,6 +11,18 @@ import { Clock, Context, Duration, Effect, Schema, type Scope } from "effect"
 import * as Crypto from "node:crypto"
 import { FiniteNonNegative, Host, Port, ServerId, Weight } from "../../../domain/Server.js"
 
+/**
+ * The balancer run holding a self-registered server's control connection: the server's lease lasts as
+ * long as that run's announcement (`MemberRecord`) does.
+ */
+export const Holder = Schema.Struct({
+  /** Its `--balancer-id`. */
+  balancer: Schema.String,
+  /** That run of it (`MemberRecord.instance`). */
+  instance: Schema.String
+})
+export type Holder = typeof Holder.Type
+
 /** A server as the balancers share it: where it is, its weight, whether it drains, how it came. */
 export const ServerRecord = Schema.Struct({
   id: ServerId,
@@ -19,7 +31,9 @@ export const ServerRecord = Schema.Struct({
   weight: Weight,
   tls: Schema.optionalWith(Schema.Boolean, { exact: true }),
   draining: Schema.Boolean,
-  origin: Schema.Literal("registered", "configured", "file")
+  origin: Schema.Literal("registered", "configured", "file"),
+  /** A `registered` server's lease: absent from older balancers' records (and then it never expires). */
+  holder: Schema.optionalWith(Holder, { exact: true })
 })
 export type ServerRecord = typeof ServerRecord.Type
 
@@ -123,6 +137,16 @@ export class SharedStore extends Context.Tag("effect-lb/SharedStore")<
     readonly publishLoads: (batch: LoadBatch) => Effect.Effect<void, StoreUnavailable>
     /** Tells `events` of every batch published, its own included, for the scope's lifetime (one listener). */
     readonly listenLoads: (events: LoadEvents) => Effect.Effect<void, never, Scope.Scope>
+    /**
+     * Ends `holder`'s leases, atomically: removes each of `ids` that is still a `registered` server
+     * held by that run while that run is not announced (as `write` removes one: a revision and a
+     * publication each). Returns the ids removed; another balancer having done it first removes none.
+     */
+    readonly expireLeases: (
+      signer: Signer,
+      holder: Holder,
+      ids: ReadonlyArray<ServerId>
+    ) => Effect.Effect<ReadonlyArray<ServerId>, StoreUnavailable>
   }
 >() {}
 
@@ -158,6 +182,11 @@ const applyTo = (servers: Map<string, ServerRecord>, strategy: { name: string | 
 /** The balancers' announcements in memory, each expiring by the clock (`TestClock` in tests). */
 const memoryMembers = (isUp: () => boolean, unavailable: StoreUnavailable) => {
   const members = new Map<string, { readonly record: MemberRecord; readonly expiresAt: number }>()
+  /** Whether `holder`'s run is announced now. */
+  const announced = (holder: Holder, now: number) => {
+    const entry = members.get(holder.balancer)
+    return entry !== undefined && entry.expiresAt > now && entry.record.instance === holder.instance
+  }
   const store: Pick<SharedStore["Type"], "announce" | "withdraw" | "members"> = {
     announce: (member, ttl) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -177,8 +206,14 @@ const memoryMembers = (isUp: () => boolean, unavailable: StoreUnavailable) => {
         : Effect.fail(unavailable)
     )
   }
-  return { store, clear: () => members.clear() }
+  return { store, announced, clear: () => members.clear() }
 }
+
+/** A `registered` server whose lease `holder` holds. */
+const heldBy = (record: ServerRecord | undefined, holder: Holder) =>
+  record?.origin === "registered" &&
+  record.holder?.balancer === holder.balancer &&
+  record.holder.instance === holder.instance
 
 export const makeMemoryBackend = (): MemoryBackend => {
   const servers = new Map<string, ServerRecord>()
@@ -252,7 +287,15 @@ export const makeMemoryBackend = (): MemoryBackend => {
             () => Effect.sync(() => listeners.delete(events))
           ),
         ...members.store,
-        ...loads.store
+        ...loads.store,
+        expireLeases: (signer, holder, ids) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            if (!up) return Effect.fail(unavailable)
+            if (members.announced(holder, now)) return Effect.succeed([])
+            const removed = ids.filter((id) => heldBy(servers.get(id), holder))
+            for (const id of removed) writeAs(signer, { _tag: "Removed", id }, now)
+            return Effect.succeed(removed)
+          })
       })
   }
 }

@@ -83,6 +83,64 @@ describe.skipIf(!haveRedis)("the Redis store", () => {
     })
   )
 
+  it.scopedLive("ends a run's leases only while it is not announced, once, and publishes each removal", () =>
+    Effect.gen(function* () {
+      const redis = yield* startRedis()
+      const store = yield* RedisStore.make({
+        target: { host: "127.0.0.1", port: redis.port, db: 0, tls: false },
+        namespace: "t",
+        timeout: Duration.seconds(2)
+      })
+      const heard: Array<Published> = []
+      const connected = yield* Deferred.make<void>()
+      yield* store.listen({
+        connected: () => Deferred.unsafeDone(connected, Effect.void),
+        disconnected: () => undefined,
+        published: (message) => heard.push(message),
+        unreadable: () => undefined
+      })
+      yield* Deferred.await(connected).pipe(Effect.timeout("3 seconds"))
+      const holder = { balancer: "b1", instance: "run-1" }
+      const server = (n: number) => ({
+        id: ServerId.make(`s${n}`),
+        host: Host.make("127.0.0.1"),
+        port: Port.make(4000 + n),
+        weight: Weight.make(1),
+        draining: false
+      })
+      const signer = { from: "b1", instance: "run-1", sequence: 1 }
+      yield* store.write(signer, { _tag: "Server", record: { ...server(1), origin: "registered", holder } })
+      yield* store.write(signer, { _tag: "Server", record: { ...server(2), origin: "configured" } })
+      yield* store.write(signer, {
+        _tag: "Server",
+        record: { ...server(3), origin: "registered", holder: { ...holder, instance: "run-2" } }
+      })
+      const member = { id: "b1", instance: "run-1", addresses: {}, version: "t", startedAt: 0, lastSeenAt: 0 }
+      yield* store.announce(member, Duration.seconds(5))
+      const expirer = { from: "b2", instance: "other", sequence: 7 }
+      const ids = [1, 2, 3].map((n) => server(n).id)
+      // Announced: nothing ends.
+      expect(yield* store.expireLeases(expirer, holder, ids)).toEqual([])
+      // A newer run of b1 announced: run-1's leases end; run-2's and the configured server stay.
+      yield* store.announce({ ...member, instance: "run-2" }, Duration.seconds(5))
+      expect(yield* store.expireLeases(expirer, holder, ids)).toEqual(["s1"])
+      expect(yield* store.expireLeases(expirer, holder, ids)).toEqual([])
+      const after = yield* store.snapshot
+      expect(after.revision).toBe(4)
+      expect(after.servers.map((record) => record.id).sort()).toEqual(["s2", "s3"])
+      yield* Effect.sleep("20 millis").pipe(
+        Effect.repeat({ until: () => heard.length >= 4 }),
+        Effect.timeout("2 seconds")
+      )
+      expect(heard.at(-1)).toMatchObject({
+        revision: 4,
+        from: "b2",
+        sequence: 7,
+        change: { _tag: "Removed", id: "s1" }
+      })
+    })
+  )
+
   it.scopedLive("fails at once, rather than queueing, while Redis is unreachable", () =>
     Effect.gen(function* () {
       const store = yield* RedisStore.make({

@@ -1,0 +1,189 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Context, Duration, Effect, Layer, Option, Scope, TestClock } from "effect"
+import type { ServerSpec } from "../../../../src/domain/Server.js"
+import * as Balancer from "../../../../src/services/balancer/Balancer.js"
+import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
+import * as Cluster from "../../../../src/services/balancer/shared/Cluster.js"
+import * as SharedRegistry from "../../../../src/services/balancer/shared/SharedRegistry.js"
+import {
+  type Holder,
+  type MemoryBackend,
+  makeMemoryBackend,
+  type ServerRecord,
+  SharedStore
+} from "../../../../src/services/balancer/shared/Store.js"
+import { Strategies } from "../../../../src/services/balancer/strategies/Catalog.js"
+import { spec } from "../../../support/balancer.js"
+
+/** One balancer sharing `backend` and announcing itself every `heartbeat` (a real one: it holds leases). */
+const member = (backend: MemoryBackend, balancerId: string, scope: Scope.Scope, heartbeat = Duration.seconds(1)) =>
+  Effect.gen(function* () {
+    const decision = Balancer.layer("round-robin").pipe(
+      Layer.provideMerge(ServerRegistry.layer()),
+      Layer.provideMerge(Strategies.layer)
+    )
+    const store = Layer.succeed(SharedStore, backend.connect())
+    const sync = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId }).pipe(
+      Layer.provide(Layer.merge(decision, store))
+    )
+    const layer = Cluster.layer({
+      ...Cluster.defaults,
+      heartbeat,
+      balancerId,
+      version: "test",
+      url: "memory",
+      namespace: "test"
+    }).pipe(Layer.provideMerge(sync), Layer.provide(store))
+    const context = yield* Layer.buildWithScope(layer, scope)
+    yield* Scope.extend(Context.get(context, Cluster.Cluster).announce({}), scope)
+    return { registry: Context.get(context, ServerRegistry.ServerRegistry) }
+  })
+
+/** Lets the fibers take what is queued (the in-memory store answers at once). */
+const settled = Effect.forEach(Array.from({ length: 20 }), () => Effect.yieldNow(), { discard: true })
+
+/** Moves the clock on to `ms` (since the test's start) in quarter seconds, letting the fibers run at each. */
+const until = (ms: number) =>
+  Effect.gen(function* () {
+    while ((yield* Clock.currentTimeMillis) < ms) {
+      yield* TestClock.adjust("250 millis")
+      yield* settled
+    }
+  })
+
+/** A balancer run that announced itself once, at 0, and then died: its announcement lapses at 5 s. */
+const dead: Holder = { balancer: "a", instance: "run-of-a" }
+
+const announceDead = (backend: MemoryBackend) =>
+  backend
+    .connect()
+    .announce(
+      { id: dead.balancer, instance: dead.instance, addresses: {}, version: "test", startedAt: 0, lastSeenAt: 0 },
+      Cluster.defaults.expireAfter
+    )
+
+const registered = (server: ServerSpec, holder?: Holder): ServerRecord => ({
+  ...server,
+  draining: false,
+  origin: "registered",
+  ...(holder === undefined ? {} : { holder })
+})
+
+/** Writes `record` as its holder `a` did. */
+const heldByDead = (backend: MemoryBackend, record: ServerRecord) =>
+  backend.writeAs({ from: dead.balancer, instance: dead.instance, sequence: 1 }, { _tag: "Server", record })
+
+const listed = (registry: ServerRegistry.ServerRegistry["Type"], server: ServerSpec) =>
+  Effect.map(registry.get(server.id), Option.isSome)
+
+const inStore = (backend: MemoryBackend, server: ServerSpec) =>
+  Effect.map(backend.connect().snapshot, (snapshot) => snapshot.servers.find((record) => record.id === server.id))
+
+describe("leases (on the in-memory store, by the TestClock)", () => {
+  it.scoped(
+    "a holder's announcement lapses: its servers go after the lease, not before, once however many see it; others stay",
+    () =>
+      Effect.gen(function* () {
+        const backend = makeMemoryBackend()
+        yield* announceDead(backend)
+        heldByDead(backend, registered(spec(1), dead))
+        // Without a holder (an older balancer's record), and configured: never expire.
+        heldByDead(backend, registered(spec(2)))
+        backend.writeAs(
+          { from: "op", instance: "op", sequence: 1 },
+          {
+            _tag: "Server",
+            record: { ...spec(3), draining: false, origin: "configured" }
+          }
+        )
+        const b = yield* member(backend, "b", yield* Effect.scope)
+        const c = yield* member(backend, "c", yield* Effect.scope)
+        yield* settled
+        expect(yield* listed(b.registry, spec(1))).toBe(true)
+        // Unannounced from 5 s: seen so from 5 s, so listed until 10 s.
+        yield* until(9_750)
+        expect(yield* listed(b.registry, spec(1))).toBe(true)
+        expect(yield* listed(c.registry, spec(1))).toBe(true)
+        yield* until(11_000)
+        expect(yield* listed(b.registry, spec(1))).toBe(false)
+        expect(yield* listed(c.registry, spec(1))).toBe(false)
+        expect(yield* inStore(backend, spec(1))).toBeUndefined()
+        // b and c both acted: one removal was written.
+        const removals = backend.writes.filter((write) => write.change._tag === "Removed")
+        expect(removals.length).toBe(1)
+        yield* until(30_000)
+        for (const server of [spec(2), spec(3)]) {
+          expect(yield* listed(b.registry, server)).toBe(true)
+          expect(yield* inStore(backend, server)).toBeDefined()
+        }
+      })
+  )
+
+  it.scoped("a server that registered again on another balancer (a take-over) stays after its old holder died", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      yield* announceDead(backend)
+      heldByDead(backend, registered(spec(1), dead))
+      const b = yield* member(backend, "b", yield* Effect.scope)
+      const c = yield* member(backend, "c", yield* Effect.scope)
+      yield* settled
+      yield* until(3_000)
+      yield* b.registry.register(spec(1))
+      yield* settled
+      expect((yield* inStore(backend, spec(1)))?.holder?.balancer).toBe("b")
+      // A weight set on c keeps b as the holder.
+      yield* c.registry.setWeight(spec(1).id, spec(4, 5).weight)
+      yield* settled
+      expect(yield* inStore(backend, spec(1))).toMatchObject({ weight: 5, holder: { balancer: "b" } })
+      yield* until(20_000)
+      expect(yield* listed(c.registry, spec(1))).toBe(true)
+      expect(yield* inStore(backend, spec(1))).toBeDefined()
+    })
+  )
+
+  it.scoped(
+    "Redis restarted empty: announcements missing for a while remove nothing, and an absence counts again from the restart",
+    () =>
+      Effect.gen(function* () {
+        const backend = makeMemoryBackend()
+        yield* announceDead(backend)
+        heldByDead(backend, registered(spec(2), dead))
+        const b = yield* member(backend, "b", yield* Effect.scope)
+        // c renews every 3 s: after the restart its announcement is missing for 2.5 s.
+        const c = yield* member(backend, "c", yield* Effect.scope, Duration.seconds(3))
+        yield* c.registry.register(spec(1))
+        yield* until(6_500)
+        backend.restartEmpty()
+        yield* settled
+        // Written back by b and c, holder included.
+        expect((yield* inStore(backend, spec(2)))?.holder).toEqual(dead)
+        // a was seen missing from 5 s, but the restart at 6.5 s starts that again: not gone at 11 s.
+        yield* until(11_000)
+        expect(yield* listed(b.registry, spec(2))).toBe(true)
+        yield* until(13_000)
+        expect(yield* listed(b.registry, spec(2))).toBe(false)
+        yield* until(20_000)
+        expect(yield* listed(b.registry, spec(1))).toBe(true)
+        expect(yield* inStore(backend, spec(1))).toMatchObject({ holder: { balancer: "c" } })
+      })
+  )
+
+  it.scoped("while the store is down nothing expires; once it is back, a whole lease is waited again", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      yield* announceDead(backend)
+      heldByDead(backend, registered(spec(1), dead))
+      const b = yield* member(backend, "b", yield* Effect.scope)
+      yield* until(8_000)
+      backend.setUp(false)
+      yield* until(30_000)
+      expect(yield* listed(b.registry, spec(1))).toBe(true)
+      backend.setUp(true)
+      yield* until(34_000)
+      expect(yield* listed(b.registry, spec(1))).toBe(true)
+      expect(yield* inStore(backend, spec(1))).toBeDefined()
+      yield* until(36_500)
+      expect(yield* listed(b.registry, spec(1))).toBe(false)
+    })
+  )
+})
