@@ -89,7 +89,10 @@ interface SyncState {
   connected: boolean
   /** The last of this run's changes, counted. */
   sequence: number
-  /** The number of this run's latest change to each server (and the strategy), until it comes back. */
+  /**
+   * The number of this run's latest change to each server (and the strategy), until it comes back; at
+   * most `maxPending` (the oldest forgotten first: see `noteOwn`).
+   */
   readonly ownLatest: Map<string, number>
   /** The holder of each self-registered server (its lease), as last shared or applied here. */
   readonly holders: Map<ServerId, Holder>
@@ -175,6 +178,21 @@ const noteHolder = (holders: Map<ServerId, Holder>, change: SharedChange) => {
   if (change._tag === "Server" && change.record.holder !== undefined)
     holders.set(change.record.id, change.record.holder)
   else if (change._tag !== "Strategy") holders.delete(change._tag === "Server" ? change.record.id : change.id)
+}
+
+/**
+ * Notes this run's latest change to `key`. An entry lives until that change comes back, so one whose
+ * echo is lost (a gap answered by a snapshot) would stay: past `max` entries (as many as changes can
+ * wait to be written) the least recently changed key is forgotten. Should an earlier change of this
+ * run's to it still come back before its latest, that one is applied here for the moment until the
+ * latest comes back and sets it right.
+ */
+const noteOwn = (ownLatest: Map<string, number>, key: string, sequence: number, max: number) => {
+  ownLatest.delete(key)
+  ownLatest.set(key, sequence)
+  if (ownLatest.size <= max) return
+  const oldest = ownLatest.keys().next()
+  if (oldest.done !== true) ownLatest.delete(oldest.value)
 }
 
 /** Makes the local registry and balancer agree with the store's changes: only what differs is changed. */
@@ -524,7 +542,7 @@ export const make = (config: SharedConfig) =>
     const share = (change: SharedChange) =>
       Effect.flatMap(Queue.offer(outbox, { change, sequence: ++state.sequence }), (queued) => {
         noteHolder(state.holders, change)
-        if (queued) state.ownLatest.set(keyOf(change), state.sequence)
+        if (queued) noteOwn(state.ownLatest, keyOf(change), state.sequence, config.maxPending)
         return queued || park(state, config, change)
           ? Effect.void
           : Effect.logWarning(`too many changes waiting: ${describeChange(change)} kept here only`)
