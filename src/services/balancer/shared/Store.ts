@@ -209,11 +209,27 @@ const memoryMembers = (isUp: () => boolean, unavailable: StoreUnavailable) => {
   return { store, announced, clear: () => members.clear() }
 }
 
-/** A `registered` server whose lease `holder` holds. */
-const heldBy = (record: ServerRecord | undefined, holder: Holder) =>
-  record?.origin === "registered" &&
-  record.holder?.balancer === holder.balancer &&
-  record.holder.instance === holder.instance
+/** Ends leases in memory as the Redis script does: nothing while the run is announced. */
+const memoryExpire =
+  (
+    servers: ReadonlyMap<string, ServerRecord>,
+    announced: (holder: Holder, now: number) => boolean,
+    writeAs: (signer: Signer, change: SharedChange, publishedAt?: number) => number,
+    isUp: () => boolean,
+    unavailable: StoreUnavailable
+  ): SharedStore["Type"]["expireLeases"] =>
+  (signer, holder, ids) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      if (!isUp()) return Effect.fail(unavailable)
+      if (announced(holder, now)) return Effect.succeed([])
+      const held = (record: ServerRecord | undefined) =>
+        record?.origin === "registered" &&
+        record.holder?.balancer === holder.balancer &&
+        record.holder.instance === holder.instance
+      const removed = ids.filter((id) => held(servers.get(id)))
+      for (const id of removed) writeAs(signer, { _tag: "Removed", id }, now)
+      return Effect.succeed(removed)
+    })
 
 export const makeMemoryBackend = (): MemoryBackend => {
   const servers = new Map<string, ServerRecord>()
@@ -288,14 +304,7 @@ export const makeMemoryBackend = (): MemoryBackend => {
           ),
         ...members.store,
         ...loads.store,
-        expireLeases: (signer, holder, ids) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            if (!up) return Effect.fail(unavailable)
-            if (members.announced(holder, now)) return Effect.succeed([])
-            const removed = ids.filter((id) => heldBy(servers.get(id), holder))
-            for (const id of removed) writeAs(signer, { _tag: "Removed", id }, now)
-            return Effect.succeed(removed)
-          })
+        expireLeases: memoryExpire(servers, members.announced, writeAs, () => up, unavailable)
       })
   }
 }
