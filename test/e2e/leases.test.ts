@@ -6,7 +6,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect } from "effect"
-import { allSee, balancer } from "../support/cluster.js"
+import { allSee, balancer, request } from "../support/cluster.js"
+import { eventually } from "../support/eventually.js"
 import { startServer, workspace } from "../support/load.js"
 import { haveRedis, redisSkipReason, startRedis } from "../support/redis.js"
 
@@ -43,6 +44,13 @@ describe.skipIf(!haveRedis)("leases (processes on a real Redis)", () => {
           (status) => status.servers.has("only") && status.servers.has("moves"),
           "3 seconds"
         )
+
+        // Every balancer announced (a lease lasts as long as its holder's announcement).
+        const announced = Effect.map(
+          request(b.admin, "/api/status"),
+          ({ body }) => (body as { cluster?: { balancers?: ReadonlyArray<unknown> } }).cluster?.balancers?.length ?? 0
+        )
+        yield* eventually(announced, (count) => count === 3, "3 seconds")
 
         a.running.child.kill("SIGKILL")
         yield* a.running.exited
