@@ -88,6 +88,7 @@ export const formatTarget = (target: RegistryTarget) =>
 
 /** KEYS: revision, servers, strategy. ARGV: op, id, value, channel, from (JSON), instance (JSON), sequence, change (JSON), publishedAt. */
 const writeScript = `
+if ARGV[1] == 'strategy-if-unset' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local revision = redis.call('INCR', KEYS[1])
 if ARGV[1] == 'put' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 elseif ARGV[1] == 'del' then redis.call('HDEL', KEYS[2], ARGV[2])
@@ -301,7 +302,7 @@ export const make = (config: RedisStoreConfig): Effect.Effect<SharedStore["Type"
             ? ["put", change.record.id, encodeRecord(change.record)]
             : change._tag === "Removed"
               ? ["del", change.id, ""]
-              : ["strategy", "", change.name]
+              : [change.ifUnset === true ? "strategy-if-unset" : "strategy", "", change.name]
         const signed = [
           JSON.stringify(signer.from),
           JSON.stringify(signer.instance),

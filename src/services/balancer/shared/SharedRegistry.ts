@@ -337,8 +337,10 @@ const resync = (
         `sharing ${replay.length} change${replay.length === 1 ? "" : "s"} made ${first ? "before joining" : "while the shared registry was unreachable"}`
       )
     yield* Effect.forEach(replay, share, { discard: true })
-    // The first balancer to join an empty store shares its strategy.
-    if (read.right.strategy === undefined) yield* share({ _tag: "Strategy", name: yield* balancer.strategy })
+    // The first balancer to join an empty store offers its strategy — only if none is there by the time
+    // it is written: others writing back a Redis that restarted empty keep theirs.
+    if (read.right.strategy === undefined)
+      yield* share({ _tag: "Strategy", name: yield* balancer.strategy, ifUnset: true })
     if (first)
       yield* Effect.logInfo(
         `joined the shared registry ${store.describe} at revision ${read.right.revision} (${read.right.servers.length} servers)`
@@ -477,7 +479,8 @@ const writer =
         onTimeout: () => new StoreUnavailable({ message: "no answer within the deadline" })
       }),
       Effect.matchEffect({
-        onSuccess: (revision) => Effect.sync(() => revision > 0 && state.unshared.delete(keyOf(change))),
+        // 0: parked, not written (it has not joined); -1: written as not needed (an `ifUnset` strategy).
+        onSuccess: (revision) => Effect.sync(() => revision !== 0 && state.unshared.delete(keyOf(change))),
         // Kept, and written after the next snapshot: read now (retried while the connection is up).
         onFailure: (error) => {
           const kept = park(state, config, change)

@@ -41,7 +41,14 @@ export type ServerRecord = typeof ServerRecord.Type
 export const SharedChange = Schema.Union(
   Schema.TaggedStruct("Server", { record: ServerRecord }),
   Schema.TaggedStruct("Removed", { id: ServerId }),
-  Schema.TaggedStruct("Strategy", { name: Schema.String })
+  Schema.TaggedStruct("Strategy", {
+    name: Schema.String,
+    /**
+     * Written only if the store has no strategy yet (a balancer joining an empty store offers its own):
+     * so one joining while the others write back a Redis that restarted empty does not overwrite theirs.
+     */
+    ifUnset: Schema.optionalWith(Schema.Literal(true), { exact: true })
+  })
 )
 export type SharedChange = typeof SharedChange.Type
 
@@ -122,7 +129,7 @@ export class SharedStore extends Context.Tag("effect-lb/SharedStore")<
   {
     /** Where it is, for people (no password). */
     readonly describe: string
-    /** Writes one change atomically; returns the revision it made. */
+    /** Writes one change atomically; returns the revision it made (-1: an `ifUnset` strategy, not needed). */
     readonly write: (signer: Signer, change: SharedChange) => Effect.Effect<number, StoreUnavailable>
     readonly snapshot: Effect.Effect<Snapshot, StoreUnavailable>
     /** Tells `events` of the store for the scope's lifetime (at most one listener per store). */
@@ -244,6 +251,7 @@ export const makeMemoryBackend = (): MemoryBackend => {
   const members = memoryMembers(() => up, unavailable)
   const loads = memoryLoads(() => up, unavailable)
   const writeAs = (signer: Signer, change: SharedChange, publishedAt?: number) => {
+    if (change._tag === "Strategy" && change.ifUnset === true && strategy.name !== undefined) return -1
     applyTo(servers, strategy, change)
     const message: Published = {
       revision: ++revision,

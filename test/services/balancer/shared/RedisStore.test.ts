@@ -73,6 +73,11 @@ describe.skipIf(!haveRedis)("the Redis store", () => {
         [1, "b1", 1, "Server"],
         [2, "b1", 2, "Strategy"]
       ])
+      // A strategy offered only if there is none: not written, no revision, nothing published.
+      expect(
+        yield* store.write({ ...signer, sequence: 9 }, { _tag: "Strategy", name: "round-robin", ifUnset: true })
+      ).toBe(-1)
+      expect((yield* store.snapshot).strategy).toBe("weighted-round-robin")
       yield* store.write({ ...signer, sequence: 3 }, { _tag: "Removed", id: record.id })
       expect(yield* store.snapshot).toEqual({
         revision: 3,

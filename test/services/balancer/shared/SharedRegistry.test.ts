@@ -1,24 +1,35 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, Layer, Metric, Option } from "effect"
+import { Context, Duration, Effect, Either, Layer, Metric, Option, TestClock } from "effect"
 import { type ServerId, type ServerSpec, Weight } from "../../../../src/domain/Server.js"
 import * as Balancer from "../../../../src/services/balancer/Balancer.js"
 import * as Metrics from "../../../../src/services/balancer/Metrics.js"
 import * as Operator from "../../../../src/services/balancer/Operator.js"
 import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
 import * as SharedRegistry from "../../../../src/services/balancer/shared/SharedRegistry.js"
-import { type MemoryBackend, makeMemoryBackend, SharedStore } from "../../../../src/services/balancer/shared/Store.js"
+import {
+  type MemoryBackend,
+  makeMemoryBackend,
+  type SharedChange,
+  SharedStore,
+  type Signer
+} from "../../../../src/services/balancer/shared/Store.js"
 import { Strategies, type StrategyName } from "../../../../src/services/balancer/strategies/Catalog.js"
 import { spec } from "../../../support/balancer.js"
 
 /** One balancer sharing `backend`: its operator, registry and balancer as the rest of it sees them. */
-const member = (backend: MemoryBackend, balancerId: string, strategy: StrategyName = "round-robin") =>
+const member = (
+  backend: MemoryBackend,
+  balancerId: string,
+  strategy: StrategyName = "round-robin",
+  store: SharedStore["Type"] = backend.connect()
+) =>
   Effect.gen(function* () {
     const decision = Balancer.layer(strategy).pipe(
       Layer.provideMerge(ServerRegistry.layer()),
       Layer.provideMerge(Strategies.layer)
     )
     const shared = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId }).pipe(
-      Layer.provide(Layer.merge(decision, Layer.succeed(SharedStore, backend.connect())))
+      Layer.provide(Layer.merge(decision, Layer.succeed(SharedStore, store)))
     )
     const context = yield* Layer.build(
       Operator.layer(Operator.defaults).pipe(Layer.provideMerge(Layer.merge(shared, Strategies.layer)))
@@ -269,6 +280,49 @@ describe("the shared registry (on the in-memory store)", () => {
       yield* settled
       expect(Option.isSome(yield* b.registry.get(spec(1).id))).toBe(true)
       expect(yield* b.balancer.strategy).toBe("weighted-round-robin")
+    })
+  )
+
+  it.scoped("a balancer joining as Redis comes back empty does not overwrite the strategy the others write back", () =>
+    Effect.gen(function* () {
+      const backend = makeMemoryBackend()
+      /** A link whose writes take `delay` once `slow` is set. */
+      const link = (delay: Duration.DurationInput, offered: Array<SharedChange>) => {
+        const store = backend.connect()
+        const self = { slow: false, store }
+        self.store = {
+          ...store,
+          write: (signer: Signer, change: SharedChange) =>
+            Effect.suspend(() => {
+              offered.push(change)
+              return Effect.zipRight(Effect.sleep(self.slow ? delay : 0), store.write(signer, change))
+            })
+        }
+        return self
+      }
+      const byA: Array<SharedChange> = []
+      const byC: Array<SharedChange> = []
+      const linkA = link("500 millis", byA)
+      const a = yield* member(backend, "a", "weighted-round-robin", linkA.store)
+      yield* settled
+      // The first to join an empty store offers its strategy.
+      expect(backend.writes.at(-1)?.change).toEqual({ _tag: "Strategy", name: "weighted-round-robin", ifUnset: true })
+      // Redis restarts empty. a writes back what it knew, each write taking 0.5 s; c joins at once, reads it empty,
+      // and offers its own strategy, which takes 1.5 s: it arrives after all of a's.
+      linkA.slow = true
+      backend.restartEmpty()
+      yield* settled
+      const linkC = link("1500 millis", byC)
+      linkC.slow = true
+      const c = yield* member(backend, "c", "round-robin", linkC.store)
+      yield* settled
+      yield* TestClock.adjust("5 seconds")
+      yield* settled
+      expect(byA).toContainEqual({ _tag: "Strategy", name: "weighted-round-robin" })
+      expect(byC).toContainEqual({ _tag: "Strategy", name: "round-robin", ifUnset: true })
+      expect((yield* backend.connect().snapshot).strategy).toBe("weighted-round-robin")
+      expect(yield* a.balancer.strategy).toBe("weighted-round-robin")
+      expect(yield* c.balancer.strategy).toBe("weighted-round-robin")
     })
   )
 
