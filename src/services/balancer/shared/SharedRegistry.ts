@@ -205,9 +205,12 @@ const applier = (registry: ServerRegistry["Type"], balancer: Balancer["Type"]) =
         local.host !== record.host ||
         local.port !== record.port ||
         (local.tls === true) !== (record.tls === true)
-      if (moved) yield* registry.add(specOf(record), record.origin)
-      else if (local.weight !== record.weight) yield* registry.setWeight(record.id, record.weight)
-      const now = Option.getOrUndefined(yield* registry.get(record.id))
+      // The server as it is after the change (a view costs: one is built per change, not one per step).
+      const now = moved
+        ? yield* registry.add(specOf(record), record.origin)
+        : local.weight !== record.weight
+          ? Option.getOrUndefined(yield* registry.setWeight(record.id, record.weight))
+          : local
       if (now === undefined) return
       if (record.draining && now.state !== "draining") yield* registry.setState(record.id, "draining")
       // A new registration ends a drain (the server registered again, somewhere).
@@ -375,7 +378,6 @@ const batch = (
           const now = yield* Clock.currentTimeMillis
           // Clocks of two hosts may disagree: a change is never applied before it was published.
           state.lagSeconds = Math.max(0, now - event.message.publishedAt) / 1000
-          yield* Metric.set(Metrics.registrySyncLag, state.lagSeconds)
         }
         // Its own change is local already; applied again (a no-op) unless a later own one is coming.
         if (event.message.instance === instance) {
@@ -441,13 +443,29 @@ const sharedRegistry = (
   })
 }
 
-/** The registry's gauges (`/metrics`), as of now: joined or not, the revision, what waits to be written. */
-const reported = (state: SyncState, waiting: number) =>
-  Effect.all([
-    Metric.set(Metrics.registryConnected, state.connected && state.synced ? 1 : 0),
-    Metric.set(Metrics.registryRevision, state.revision),
-    Metric.set(Metrics.registryPending, state.unshared.size + waiting)
-  ])
+/** The registry's gauges (`/metrics`), as of now: joined or not, the revision, what waits to be written, the lag. */
+const reporter = () => {
+  const gauges = [Metrics.registryConnected, Metrics.registryRevision, Metrics.registryPending, Metrics.registrySyncLag]
+  // Each set only when it changed: this runs after every batch of remote changes.
+  const last: Array<number | undefined> = gauges.map(() => undefined)
+  return (state: SyncState, waiting: number) =>
+    Effect.suspend(() => {
+      const now = [
+        state.connected && state.synced ? 1 : 0,
+        state.revision,
+        state.unshared.size + waiting,
+        state.lagSeconds
+      ]
+      const changed: Array<Effect.Effect<void>> = []
+      gauges.forEach((gauge, i) => {
+        const value = now[i]
+        if (value === undefined || value === last[i]) return
+        last[i] = value
+        changed.push(Metric.set(gauge, value))
+      })
+      return changed.length === 0 ? Effect.void : Effect.all(changed, { discard: true })
+    })
+}
 
 /** Keeps a change that could not be written, to be written when the store answers (false: too many). */
 const park = (state: SyncState, config: SharedConfig, change: SharedChange) => {
@@ -552,6 +570,7 @@ export const make = (config: SharedConfig) =>
       })
     const apply = applier(registry, balancer)
     const write = writer(state, store, config, { from: config.balancerId, instance }, () => tell({ _tag: "Resync" }))
+    const reported = reporter()
     const report = Effect.flatMap(Queue.size(outbox), (waiting) => reported(state, waiting))
     yield* report
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(outbox), write).pipe(Effect.zipRight(report))))
