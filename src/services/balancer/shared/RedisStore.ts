@@ -276,7 +276,7 @@ const expireLeases =
         JSON.stringify(signer.instance),
         String(Math.trunc(signer.sequence)),
         String(now),
-        ...ids.flatMap((id) => [id, encodeChange({ _tag: "Removed", id })])
+        ...ids.flatMap((id) => [id, encodeChange({ _tag: "Removed", id, leaseEnded: true })])
       ]
       return Effect.tryPromise({
         try: () => commands.eval(expireScript, keys.length, ...keys, ...args),

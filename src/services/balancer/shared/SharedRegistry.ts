@@ -78,6 +78,8 @@ interface Outgoing {
 
 /** What this balancer knows of the store. */
 interface SyncState {
+  /** This run of this balancer (random at each start): it signs its changes and holds its leases. */
+  readonly instance: string
   /** The last revision applied (0: none yet). */
   revision: number
   /** The store's epoch at the last snapshot: another one means it restarted empty since. */
@@ -96,6 +98,11 @@ interface SyncState {
   readonly ownLatest: Map<string, number>
   /** The holder of each self-registered server (its lease), as last shared or applied here. */
   readonly holders: Map<ServerId, Holder>
+  /**
+   * Servers this run holds whose lease others ended (it was not announced for a while: stalled, or cut
+   * off from Redis) while it still holds their control connections: shared again, with it as holder.
+   */
+  readonly reclaim: Set<ServerId>
   /** How many times the store's link went down or came up (set at once, as `linkUp`). */
   linkChanges: number
   /** The store's connection is up, as its callbacks last said (set at once, not in turn). */
@@ -265,6 +272,10 @@ const applySnapshot = (state: SyncState, apply: Applier, registry: ServerRegistr
     } else {
       for (const id of state.shared.keys())
         if (!next.has(id) && !mine(id)) {
+          if (state.holders.get(id)?.instance === state.instance && Option.isSome(yield* registry.get(id))) {
+            state.reclaim.add(id)
+            continue
+          }
           state.holders.delete(id)
           yield* registry.remove(id)
         }
@@ -384,6 +395,14 @@ const batch = (
           const latest = state.ownLatest.get(keyOf(change))
           if (latest !== undefined && latest > event.message.sequence) continue
           state.ownLatest.delete(keyOf(change))
+        }
+        if (
+          change._tag === "Removed" &&
+          change.leaseEnded === true &&
+          state.holders.get(change.id)?.instance === instance
+        ) {
+          state.reclaim.add(change.id)
+          continue
         }
         noteHolder(state.holders, change)
         yield* apply.change(change)
@@ -513,7 +532,8 @@ const writer =
       })
     )
 
-const initialState = (): SyncState => ({
+const initialState = (instance: string): SyncState => ({
+  instance,
   revision: 0,
   epoch: undefined,
   synced: false,
@@ -522,6 +542,7 @@ const initialState = (): SyncState => ({
   sequence: 0,
   ownLatest: new Map(),
   holders: new Map(),
+  reclaim: new Set(),
   linkChanges: 0,
   lost: false,
   linkUp: false,
@@ -530,6 +551,38 @@ const initialState = (): SyncState => ({
   unshared: new Map(),
   lagSeconds: undefined
 })
+
+/**
+ * Takes back the leases others ended while this run still holds the servers' control connections (it
+ * was not announced for a while: its event loop stalled, or Redis was out of its reach): each is
+ * shared again with this run as its holder, rather than dropped here too.
+ */
+const reclaim = (
+  state: SyncState,
+  registry: ServerRegistry["Type"],
+  share: (change: SharedChange) => Effect.Effect<void>,
+  self: Holder
+) =>
+  Effect.suspend(() => {
+    if (state.reclaim.size === 0) return Effect.void
+    const ids = [...state.reclaim]
+    state.reclaim.clear()
+    return Effect.forEach(
+      ids,
+      (id) =>
+        Effect.flatMap(registry.get(id), (server) => {
+          if (Option.isNone(server) || registry.unsafeOrigin(id) !== "registered") return Effect.void
+          state.holders.set(id, self)
+          return Effect.zipRight(
+            Effect.logWarning(
+              `server ${id}: its lease was ended by another balancer while this one was not announced; it is still registered here, so it is shared again with this balancer as its holder`
+            ),
+            share({ _tag: "Server", record: recordOf(server.value, "registered", self) })
+          )
+        }),
+      { discard: true }
+    )
+  })
 
 /** The lease keeper (`Leases.ts`), on what this balancer knows of the store. */
 const keepLeases = (state: SyncState, config: SharedConfig, self: Holder, store: SharedStore["Type"]) =>
@@ -550,7 +603,8 @@ export const make = (config: SharedConfig) =>
     const balancer = yield* Balancer
     const store = yield* SharedStore
     const instance = Crypto.randomUUID()
-    const state = initialState()
+    const state = initialState(instance)
+    const self: Holder = { balancer: config.balancerId, instance }
     const inbox = yield* Queue.dropping<Inbound>(config.maxInbox)
     const outbox = yield* Queue.dropping<Outgoing>(config.maxPending)
     const tell = (event: Inbound) => {
@@ -581,12 +635,12 @@ export const make = (config: SharedConfig) =>
           const rest = yield* Queue.takeAll(inbox)
           if (yield* batch(state, [first, ...rest], instance, apply, store))
             yield* resync(state, apply, registry, store, config, share, balancer)
+          yield* reclaim(state, registry, share, self)
           yield* report
         })
       )
     )
     const loads = yield* LoadSharing.make(store, registry, loadConfig(config, instance), () => state.linkUp)
-    const self: Holder = { balancer: config.balancerId, instance }
     yield* Effect.forkScoped(keepLeases(state, config, self, store))
     yield* store.listen({
       connected: () => tell({ _tag: "Connected" }),

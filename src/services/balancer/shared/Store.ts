@@ -40,7 +40,11 @@ export type ServerRecord = typeof ServerRecord.Type
 /** One change to what is shared. */
 export const SharedChange = Schema.Union(
   Schema.TaggedStruct("Server", { record: ServerRecord }),
-  Schema.TaggedStruct("Removed", { id: ServerId }),
+  Schema.TaggedStruct("Removed", {
+    id: ServerId,
+    /** Removed because its holder's lease ended (not by an operator): a holder still alive takes it back. */
+    leaseEnded: Schema.optionalWith(Schema.Literal(true), { exact: true })
+  }),
   Schema.TaggedStruct("Strategy", {
     name: Schema.String,
     /**
@@ -234,7 +238,7 @@ const memoryExpire =
         record.holder?.balancer === holder.balancer &&
         record.holder.instance === holder.instance
       const removed = ids.filter((id) => held(servers.get(id)))
-      for (const id of removed) writeAs(signer, { _tag: "Removed", id }, now)
+      for (const id of removed) writeAs(signer, { _tag: "Removed", id, leaseEnded: true }, now)
       return Effect.succeed(removed)
     })
 

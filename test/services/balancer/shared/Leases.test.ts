@@ -186,4 +186,27 @@ describe("leases (on the in-memory store, by the TestClock)", () => {
       expect(yield* listed(b.registry, spec(1))).toBe(false)
     })
   )
+
+  it.scoped(
+    "a holder alive but unannounced for a while (stalled) takes back the leases others ended: its servers stay listed",
+    () =>
+      Effect.gen(function* () {
+        const backend = makeMemoryBackend()
+        // a announces at 0 and next at 12 s: unannounced from 5 s, its leases end at about 10 s.
+        const a = yield* member(backend, "a", yield* Effect.scope, Duration.seconds(12))
+        const b = yield* member(backend, "b", yield* Effect.scope)
+        yield* settled
+        yield* a.registry.register(spec(1))
+        yield* until(4_000)
+        expect((yield* inStore(backend, spec(1)))?.holder?.balancer).toBe("a")
+        yield* until(11_500)
+        // b ended a's lease, and a, which still has the server registered, shared it again.
+        expect(
+          backend.writes.some((write) => write.change._tag === "Removed" && write.change.leaseEnded === true)
+        ).toBe(true)
+        expect((yield* inStore(backend, spec(1)))?.holder?.balancer).toBe("a")
+        expect(yield* listed(b.registry, spec(1))).toBe(true)
+        expect(yield* listed(a.registry, spec(1))).toBe(true)
+      })
+  )
 })
