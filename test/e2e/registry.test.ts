@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { Redis } from "ioredis"
 import { allSee, balancer, request, statusOf } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
 import * as Net from "node:net"
@@ -77,6 +78,48 @@ describe.skipIf(!haveRedis)("balancers sharing a registry on Redis", () => {
         const drained = yield* request(two.admin, "/api/servers/echo", { method: "DELETE" })
         expect(drained.status).toBe(202)
         yield* allSee(admins, (status) => !status.servers.has("echo") && status.servers.has("one"))
+      }),
+    20_000
+  )
+
+  it.scopedLive(
+    "Redis drops every connection, its data intact: both balancers read it again and a change made then reaches both within 2 s",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const namespace = `cut-${process.pid}`
+        const [a, b] = yield* Effect.all([balancer(redis.url, namespace), balancer(redis.url, namespace)], {
+          concurrency: "unbounded"
+        })
+        const added = yield* request(a.admin, "/api/servers", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ host: "127.0.0.1", port: 4999, id: "s1", weight: 2 })
+        })
+        expect(added.status).toBe(201)
+        yield* allSee([a.admin, b.admin], (status) => status.servers.get("s1")?.weight === 2)
+        // Every client connection of Redis closed by Redis itself (both balancers' two each).
+        const admin = new Redis({ host: "127.0.0.1", port: redis.port, lazyConnect: true, maxRetriesPerRequest: 1 })
+        yield* Effect.acquireRelease(
+          Effect.promise(() => admin.connect()),
+          () => Effect.sync(() => admin.disconnect())
+        )
+        const killed = yield* Effect.promise(() => admin.call("CLIENT", "KILL", "SKIPME", "yes"))
+        expect(Number(killed)).toBeGreaterThanOrEqual(4)
+        const cut = Date.now()
+        const changed = yield* eventually(
+          request(a.admin, "/api/servers/s1", {
+            method: "PATCH",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ weight: 5 })
+          }),
+          (response) => response.status === 200,
+          "2 seconds"
+        )
+        expect(changed.status).toBe(200)
+        yield* allSee([a.admin, b.admin], (status) => status.servers.get("s1")?.weight === 5, "2 seconds")
+        expect(Date.now() - cut).toBeLessThan(2_000)
+        yield* Effect.forEach([a, b], (one) => one.running.waitFor(/answers again/, 2000), { discard: true })
       }),
     20_000
   )
