@@ -1,10 +1,13 @@
 /**
- * The backend server: answers ListFiles, Download, Compute and Ping on its port, one fiber per
- * connection, several requests per connection. It keeps its count of active connections in a
- * `SubscriptionRef` so other services (the balancer link) can follow it, and on shutdown it stops
- * taking new work and lets what is in flight finish, for a bounded time.
+ * The backend server: answers ListFiles, Download, Compute and Ping on its port, several requests
+ * per connection. Its port is a request port (`wire/RequestPort.ts`), as the balancer's is: an idle
+ * connection is a session on the socket's callbacks, with no fiber; a request runs as an Effect
+ * (a `Later`) while it is answered — a download streamed with the socket's backpressure, a
+ * computation a sleep. It keeps its count of active connections in a `SubscriptionRef` so other
+ * services (the balancer link) can follow it, and on shutdown it stops taking new work and lets
+ * what is in flight finish, for a bounded time.
  */
-import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Ref, Stream, SubscriptionRef } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Layer, SubscriptionRef } from "effect"
 import { Busy, InvalidRequest } from "../../domain/Errors.js"
 import {
   type Compute,
@@ -18,12 +21,13 @@ import {
   ServerReply,
   ServerRequest
 } from "../../domain/Protocol.js"
-import { formatEndpoint, ServerId } from "../../domain/Server.js"
-import type { Connection, ConnectionClosed, PayloadFailed } from "../wire/Connection.js"
+import { ServerId } from "../../domain/Server.js"
+import type { ConnectionClosed, PayloadFailed } from "../wire/Connection.js"
 import { FileStore } from "./FileStore.js"
 import { type IdleSweeper, makeIdleSweeper } from "../wire/Idle.js"
 import { lineEncoder } from "../wire/LineCodec.js"
 import { LineBudget } from "../wire/Pages.js"
+import { Later, Refused, type RequestSession, type SessionControl } from "../wire/RequestPort.js"
 import { type Address, Wire } from "../wire/Wire.js"
 import type { ListenerTls } from "../wire/Tls.js"
 
@@ -98,22 +102,25 @@ interface Serving {
   readonly latency: PeakLatency
   /** Computations allowed to run at once; `undefined` for no limit. */
   readonly slots: Effect.Semaphore | undefined
-  /** Connections accepted and not yet ended, counted or not; drain waits for it to reach 0. */
-  readonly open: SubscriptionRef.SubscriptionRef<number>
-  readonly draining: Deferred.Deferred<void>
+  /** Connections accepted and not yet closed, counted or not; drain waits for it to reach 0. */
+  open: number
+  /** Shutdown has begun: no new connection, no new request. */
+  draining: boolean
+  /** Done once draining with no connection left open. */
+  readonly drained: Deferred.Deferred<void>
   readonly sweeper: IdleSweeper
 }
 
-type Answer = Effect.Effect<void, ConnectionClosed | PayloadFailed>
+type Control = SessionControl<ServerReplyType>
+type Answer = Effect.Effect<ServerReplyType | undefined, ConnectionClosed | PayloadFailed>
 
-const reply = (connection: Connection, message: ServerReplyType) => connection.send(ServerReply, message)
-
-const answerPing = (server: Serving, connection: Connection): Answer =>
-  Effect.flatMap(SubscriptionRef.get(server.active), (count) =>
-    reply(connection, new Pong({ id: server.id, active: count, latencyMs: server.latency.ms }))
+const answerPing = (server: Serving): Answer =>
+  Effect.map(
+    SubscriptionRef.get(server.active),
+    (count) => new Pong({ id: server.id, active: count, latencyMs: server.latency.ms })
   )
 
-const answerListFiles = (server: Serving, connection: Connection, request: ListFiles): Answer => {
+const answerListFiles = (server: Serving, request: ListFiles): Answer => {
   // As many files as fit one line; when some are left, the last name sent is where the next page starts.
   const budget = new LineBudget(server.config.maxLine, emptyFileList)
   return server.store
@@ -129,33 +136,31 @@ const answerListFiles = (server: Serving, connection: Connection, request: ListF
         const last = entries.at(-1)
         return new FileList(complete || last === undefined ? { files, sizes } : { files, sizes, next: last[0] })
       }),
-      Effect.merge,
-      Effect.flatMap((message) => reply(connection, message))
+      Effect.merge
     )
 }
 
 /** A `FileList` with no files (nor sizes) and the longest cursor it could carry (255 characters, each escaped to 6 bytes). */
 const emptyFileList = lineEncoder(ServerReply)(new FileList({ files: {}, sizes: {}, next: "\u0000".repeat(255) }))
 
-/** The header, then the file streamed as a payload (the connection applies backpressure). */
-const answerDownload = (server: Serving, connection: Connection, request: Download): Answer =>
+/** The header, then the file piped as a payload with the socket's backpressure: memory stays flat whatever the reader's pace. */
+const answerDownload = (server: Serving, control: Control, request: Download): Answer =>
   Effect.scoped(
     server.store.open(request.name).pipe(
       Effect.matchEffect({
-        onFailure: (error) => reply(connection, error),
+        onFailure: (error) => Effect.succeed(error),
         onSuccess: (file) =>
-          reply(connection, new FileHeader({ name: file.name, size: file.size })).pipe(
-            Effect.zipRight(connection.sendPayload(file.stream, file.size))
-          )
+          control
+            .send(new FileHeader({ name: file.name, size: file.size }))
+            .pipe(Effect.zipRight(control.sendPayload(file.stream, file.size)), Effect.as(undefined))
       })
     )
   )
 
-const answerCompute = (server: Serving, connection: Connection, request: Compute): Answer => {
+const answerCompute = (server: Serving, control: Control, request: Compute): Answer => {
   const { maxCompute, computeScale } = server.config
   if (request.seconds > maxCompute) {
-    return reply(
-      connection,
+    return Effect.succeed(
       new InvalidRequest({
         message: `SECONDS must be an integer from 0 to the server's --max-compute, ${maxCompute} here (got ${request.seconds})`
       })
@@ -166,99 +171,106 @@ const answerCompute = (server: Serving, connection: Connection, request: Compute
   const work = Effect.sleep(Duration.millis(request.seconds * 1000 * (computeScale ?? 1)))
   return Effect.raceFirst(
     (server.slots === undefined ? work : server.slots.withPermits(1)(work)).pipe(
-      Effect.zipRight(reply(connection, new Computed({ seconds: request.seconds })))
+      Effect.as(new Computed({ seconds: request.seconds }))
     ),
-    connection.hangup
+    Effect.as(control.hangup(), undefined)
   )
 }
 
-const answer = (server: Serving, connection: Connection, request: ServerRequest): Answer => {
+const answer = (server: Serving, control: Control, request: ServerRequest): Answer => {
   switch (request._tag) {
     case "Ping":
-      return answerPing(server, connection)
+      return answerPing(server)
     case "ListFiles":
-      return answerListFiles(server, connection, request)
+      return answerListFiles(server, request)
     case "Download":
-      return answerDownload(server, connection, request)
+      return answerDownload(server, control, request)
     case "Compute":
-      return answerCompute(server, connection, request)
+      return answerCompute(server, control, request)
   }
 }
 
 /**
- * Serves requests on one connection until it ends, idles out, breaks, or the server drains.
- * Kept lean (no scope, no log annotations per connection): an idle connection holds this fiber.
+ * One connection to the server port. Between requests it is this object and the port's session on
+ * the socket's callbacks — no fiber; each request is answered by an Effect, a fiber while it runs.
  */
-const serveConnection = (server: Serving, connection: Connection) => {
-  let counted = false
-  // A reply's payload moving is activity: a download is idle only once its peer stops reading.
-  const idle = server.sweeper.unsafeTrack(() => Effect.runSync(connection.destroy), connection.payloadSent)
-  return Effect.gen(function* () {
-    while (true) {
-      const next = yield* connection.read(ServerRequest).pipe(
-        // A bad line does not spoil the connection: say why, and read the next one.
-        Effect.catchTag("InvalidRequest", (error) => Effect.as(reply(connection, error), "skipped" as const))
-      )
-      if (next === "skipped") continue
-      if (Option.isNone(next)) return
-      if (!counted && next.value._tag !== "Ping") {
-        counted = true
-        yield* SubscriptionRef.update(server.active, (n) => n + 1)
-      }
-      // Draining does not cut a request that started: it ends, or the drain timeout cuts it. A
-      // computation is never idle; a reply being sent is, once the peer takes none of it for the idle timeout.
-      if (next.value._tag === "Compute") idle.busy()
-      else idle.sending()
-      const started = yield* Clock.currentTimeMillis
-      yield* answer(server, connection, next.value)
-      if (next.value._tag !== "Ping") server.latency.record((yield* Clock.currentTimeMillis) - started)
-      idle.done()
-      if (yield* Deferred.isDone(server.draining)) return
-    }
-  }).pipe(
-    Effect.catchTag("LineTooLong", (error) => reply(connection, new InvalidRequest({ message: error.message }))),
-    Effect.ensuring(
-      Effect.suspend(() => {
-        idle.release()
-        return counted ? SubscriptionRef.update(server.active, (n) => n - 1) : Effect.void
-      })
+class Exchange implements RequestSession<ServerRequest, ServerReplyType, never> {
+  /** It has made a request other than Ping: it counts among the active connections. */
+  counted = false
+
+  constructor(
+    readonly server: Serving,
+    readonly control: Control
+  ) {}
+
+  /**
+   * Every answer is a `Later`. Draining does not cut a request that started: it ends, or the drain
+   * timeout cuts it. A computation is never idle; a reply being sent is, once the peer takes none
+   * of it for the idle timeout.
+   */
+  answer(request: ServerRequest): Later<ServerReplyType> {
+    const server = this.server
+    const idle = request._tag === "Compute" ? "busy" : "sending"
+    if (request._tag === "Ping") return new Later(answerPing(server), idle)
+    const reply = timed(server, answer(server, this.control, request))
+    if (this.counted) return new Later(reply, idle)
+    this.counted = true
+    return new Later(
+      Effect.zipRight(
+        SubscriptionRef.update(server.active, (n) => n + 1),
+        reply
+      ),
+      idle
     )
-  )
+  }
+
+  /** A draining server closes each connection after the answer it is giving. */
+  keepOpen(): boolean {
+    return !this.server.draining
+  }
+
+  closed(): Effect.Effect<void> {
+    const server = this.server
+    server.open -= 1
+    if (server.draining && server.open === 0) Deferred.unsafeDone(server.drained, Effect.void)
+    return this.counted ? SubscriptionRef.update(server.active, (n) => n - 1) : Effect.void
+  }
 }
 
-/** Takes a connection and serves it, or answers `Busy` when at the connection limit or draining. */
-const accept = (server: Serving, connection: Connection) =>
+/** An answer, its time recorded in the server's latency. */
+const timed = (server: Serving, reply: Answer): Answer =>
   Effect.gen(function* () {
-    const { maxConnections } = server.config
-    const accepted = yield* Ref.modify(server.open, (n): [boolean, number] =>
-      n >= maxConnections ? [false, n] : [true, n + 1]
-    )
-    if (!accepted || (yield* Deferred.isDone(server.draining))) {
-      if (accepted) yield* SubscriptionRef.update(server.open, (n) => n - 1)
-      const reason = accepted
-        ? "the server is shutting down"
-        : `the server is at its limit of ${maxConnections} connections`
-      return yield* reply(connection, new Busy({ message: reason }))
-    }
-    yield* serveConnection(server, connection).pipe(Effect.ensuring(SubscriptionRef.update(server.open, (n) => n - 1)))
+    const started = yield* Clock.currentTimeMillis
+    const result = yield* reply
+    server.latency.record((yield* Clock.currentTimeMillis) - started)
+    return result
   }).pipe(
-    Effect.catchAll((error) =>
-      Effect.logDebug(`connection from ${formatEndpoint(connection.peer)} ended`, error).pipe(
-        Effect.annotateLogs({ server: server.id })
-      )
+    Effect.tapError((error) =>
+      Effect.logDebug("a request ended with its connection", error).pipe(Effect.annotateLogs({ server: server.id }))
     )
   )
+
+/** Takes a connection, or answers `Busy` when at the connection limit or draining. */
+const accept = (server: Serving, control: Control): Exchange | Refused<ServerReplyType> => {
+  const { maxConnections } = server.config
+  if (server.open >= maxConnections)
+    return new Refused(new Busy({ message: `the server is at its limit of ${maxConnections} connections` }))
+  if (server.draining) return new Refused(new Busy({ message: "the server is shutting down" }))
+  server.open += 1
+  return new Exchange(server, control)
+}
 
 /** Stops taking work, closes idle connections, and waits (up to the drain timeout) for the others. */
 const drain = (server: Serving) =>
   Effect.gen(function* () {
-    yield* Deferred.succeed(server.draining, undefined)
+    yield* Effect.sync(() => {
+      server.draining = true
+      if (server.open === 0) Deferred.unsafeDone(server.drained, Effect.void)
+    })
     // Connections between requests close now; the others after the request they are answering.
     yield* server.sweeper.closeIdle
     // Interruptible, so the timeout can cut the wait even when this runs as a finalizer.
-    yield* server.open.changes.pipe(
-      Stream.takeUntil((n) => n === 0),
-      Stream.runDrain,
+    yield* Deferred.await(server.drained).pipe(
       Effect.interruptible,
       Effect.timeout(server.config.drainTimeout),
       Effect.ignore
@@ -274,14 +286,24 @@ export const make = (config: FileServerConfig) =>
       store: yield* FileStore,
       active: yield* SubscriptionRef.make(0),
       latency: new PeakLatency(),
-      open: yield* SubscriptionRef.make(0),
-      draining: yield* Deferred.make<void>(),
+      open: 0,
+      draining: false,
+      drained: yield* Deferred.make<void>(),
       slots: config.computeSlots === undefined ? undefined : yield* Effect.makeSemaphore(config.computeSlots),
       sweeper: yield* makeIdleSweeper(config.idleTimeout)
     }
-    const address = yield* wire.serve(
-      { host: config.host, port: config.port, maxLine: config.maxLine, tls: config.tls },
-      (connection) => accept(server, connection)
+    const address = yield* wire.serveRequests(
+      { host: config.host, port: config.port, tls: config.tls },
+      {
+        request: ServerRequest,
+        reply: ServerReply,
+        idleTimeout: config.idleTimeout,
+        idle: server.sweeper,
+        maxLine: config.maxLine,
+        invalid: (error): ServerReplyType =>
+          error._tag === "LineTooLong" ? new InvalidRequest({ message: error.message }) : error,
+        open: (control) => accept(server, control)
+      }
     )
     server.id = config.id ?? ServerId.make(`s${address.port}`)
     const drainServer = drain(server)

@@ -117,7 +117,7 @@ export const fromDuplex = (socket: Duplex, options: ConnectionOptions): Effect.E
  * What the socket has told one connection so far: the bytes not yet taken, whether the peer or the
  * connection has ended, its first error, and the one read waiting for the next event.
  */
-class SocketState {
+class SocketState implements PayloadSink {
   readonly decoder: FrameDecoder
   /** The peer sends nothing more: it ended its side, or the connection closed. */
   ended = false
@@ -263,14 +263,28 @@ const awaitDrain = (state: SocketState): Effect.Effect<void, ConnectionClosed> =
 
 // ---- payloads ----------------------------------------------------------------------------------------
 
+/**
+ * Where a payload goes: a socket, and what its owner knows of it. `Connection` and the request
+ * ports' sessions (`RequestPort`) both pipe their payloads through `pipePayload` below.
+ */
+export interface PayloadSink {
+  readonly socket: Duplex
+  /** The connection has closed. */
+  readonly closed: boolean
+  /** Payload bytes handed to the socket so far, over the connection's life (an idle timer's activity counter). */
+  payloadSent: number
+  /** The error to report when the connection turns out closed, `what` saying when. */
+  gone(what: string): ConnectionClosed
+}
+
 /** Pipes exactly `size` bytes from `source` into the socket, with the stream's backpressure; closes the source. */
-const pipePayload = (
-  state: SocketState,
+export const pipePayload = (
+  sink: PayloadSink,
   source: Readable,
   size: number
 ): Effect.Effect<void, ConnectionClosed | PayloadFailed> =>
   Effect.async<void, ConnectionClosed | PayloadFailed>((resume) => {
-    const socket = state.socket
+    const socket = sink.socket
     let sent = 0
     let done = false
     const finish = (result: Effect.Effect<void, ConnectionClosed | PayloadFailed>) => {
@@ -286,7 +300,7 @@ const pipePayload = (
     }
     const onData = (chunk: Buffer) => {
       sent += chunk.length
-      state.payloadSent += chunk.length
+      sink.payloadSent += chunk.length
     }
     const onEnd = () => {
       if (sent === size) finish(Effect.void)
@@ -300,8 +314,8 @@ const pipePayload = (
       socket.destroy()
       finish(Effect.fail(new PayloadFailed({ reason: error.message })))
     }
-    const onClose = () => finish(Effect.fail(state.gone(`closed after ${sent} of ${size} bytes`)))
-    if (state.closed) return finish(Effect.fail(state.gone("closed before the payload")))
+    const onClose = () => finish(Effect.fail(sink.gone(`closed after ${sent} of ${size} bytes`)))
+    if (sink.closed) return finish(Effect.fail(sink.gone("closed before the payload")))
     source.on("data", onData)
     source.once("end", onEnd)
     source.once("error", onError)

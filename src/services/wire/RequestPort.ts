@@ -1,28 +1,43 @@
 /**
  * A request/reply port's hot path: NDJSON requests answered in arrival order, synchronously
  * wherever the answer needs no effect, on plain socket callbacks. Per connection it costs a few
- * closures and one waiting fiber (the accept loop's); per request, no fiber, no timer and — for the
- * repeated short lines a balancer mostly sees — no parse (see `lineDecoder`). Answers that need an
- * effect (`Later`) run on the port's runtime; the lines after them wait their turn.
+ * closures and no fiber; per request, no fiber, no timer and — for the repeated short lines a
+ * balancer mostly sees — no parse (see `lineDecoder`). Answers that need an effect (`Later`) run on
+ * the port's runtime, a fiber only while they run; the lines after them wait their turn. Such an
+ * answer may send its own lines and a raw payload first (a server's download: a header, then the
+ * file piped with the socket's backpressure).
  */
 import { Duration, Effect, Either, Exit, Runtime, type Schema } from "effect"
 import { Socket } from "node:net"
-import type { Duplex } from "node:stream"
+import type { Duplex, Readable } from "node:stream"
 import { InvalidRequest } from "../../domain/Errors.js"
 import type { Address } from "../../domain/Server.js"
-import { LineTooLong } from "./Connection.js"
+import { ConnectionClosed, LineTooLong, type PayloadFailed, type PayloadSink, pipePayload } from "./Connection.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 import { FrameDecoder, readAhead } from "./Frames.js"
 import { utf8Length } from "./Pages.js"
 import type { IdleSweeper, IdleTracker } from "./Idle.js"
 
-/** An answer that needs an effect to be produced. */
+/** An answer that needs an effect to be produced. A failure closes the connection (it cannot go on). */
 export class Later<Rep, R = never> {
-  constructor(readonly effect: Effect.Effect<Rep | undefined, never, R>) {}
+  constructor(
+    readonly effect: Effect.Effect<Rep | undefined, ConnectionClosed | PayloadFailed, R>,
+    /**
+     * How the idle timeout sees the connection meanwhile: `busy`, never idle (a computation);
+     * `sending`, idle once the peer takes none of what is sent for the timeout (a download). By
+     * default its idle time runs on from its last request.
+     */
+    readonly idle?: "busy" | "sending"
+  ) {}
+}
+
+/** A connection the port does not take (at its limit, shutting down): `reply` is sent, then it closes. */
+export class Refused<Rep> {
+  constructor(readonly reply: Rep) {}
 }
 
 /** What one connection may do about itself. Methods: call them on the control, not detached. */
-export interface SessionControl {
+export interface SessionControl<Rep = never> {
   /**
    * This connection may stay quiet indefinitely, whatever it sends later (a server's control
    * connection): it leaves the idle timeout for good. A TCP peer is still checked by TCP
@@ -31,11 +46,19 @@ export interface SessionControl {
   keepAlive(): void
   /** Where the peer is. A system call on TCP: asked for only when needed. */
   peer(): Address
+  /** Sends a reply at once, from inside a `Later` (a header before its payload). */
+  send(reply: Rep): Effect.Effect<void, ConnectionClosed>
+  /** Sends exactly `size` raw bytes from `source`, with the socket's backpressure; closes the source. */
+  sendPayload(source: Readable, size: number): Effect.Effect<void, ConnectionClosed | PayloadFailed>
+  /** Completes when the peer stops sending: it ended its side, or the connection closed. */
+  hangup(): Effect.Effect<void>
 }
 
 export interface RequestSession<Req, Rep, R> {
   /** The reply now, `undefined` for none, or a `Later`. Called in arrival order. */
   readonly answer: (request: Req) => Rep | undefined | Later<Rep, R>
+  /** Asked after each answer: `false` closes the connection once it is written (a server draining). */
+  readonly keepOpen?: () => boolean
   /** Runs once the connection has closed. */
   readonly closed?: () => Effect.Effect<void, never, R>
 }
@@ -46,9 +69,14 @@ export interface RequestPort<Req, ReqI, Rep, RepI, R> {
   /** The reply to a line that is not a valid request (the connection goes on) or is too long (it closes). */
   readonly invalid: (error: InvalidRequest | LineTooLong) => Rep
   readonly idleTimeout: Duration.DurationInput
+  /**
+   * The port's own idle sweeper (made with `idleTimeout`), for a port that must reach its
+   * connections: a server draining closes those between requests. By default the listener makes one.
+   */
+  readonly idle?: IdleSweeper
   readonly maxLine: number
-  /** A new connection's session. */
-  readonly open: (control: SessionControl) => RequestSession<Req, Rep, R>
+  /** A new connection's session, or its refusal. */
+  readonly open: (control: SessionControl<Rep>) => RequestSession<Req, Rep, R> | Refused<Rep>
 }
 
 /** Quiet time before TCP keep-alive probes start on a connection kept alive (it closes after a few unanswered ones). */
@@ -77,12 +105,15 @@ export const session = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
     return Effect.sync(() => socket.destroy())
   })
 
+/** The session of a connection that was refused: it answers nothing more. */
+const refusedSession = { answer: () => undefined }
+
 /**
  * One connection of a request port: the lines it has sent, where its answers stand, and the
  * session the port opened for it. It is that session's `SessionControl` too, so a connection
  * costs one object here rather than a closure per job.
  */
-class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionControl {
+class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionControl<Rep>, PayloadSink {
   readonly decoder: FrameDecoder
   readonly decode: (line: string) => Either.Either<Req, InvalidRequest>
   readonly encode: (reply: Rep) => string
@@ -94,7 +125,12 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
   blocked = false
   /** The peer sends nothing more. */
   ended = false
+  /** Nothing more is answered: the connection has closed, or is closing. */
   closed = false
+  /** Payload bytes handed to the socket so far: the idle sweeper's activity counter. */
+  payloadSent = 0
+  /** Whoever waits for the peer to hang up (made when first asked for). */
+  hangups: Set<() => void> | undefined = undefined
 
   constructor(
     readonly socket: S,
@@ -106,8 +142,16 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
     this.decoder = new FrameDecoder(port.maxLine)
     this.decode = lineDecoder(port.request)
     this.encode = lineEncoder(port.reply)
-    this.idle = sweeper.unsafeTrack(() => socket.destroy())
-    this.answers = port.open(this)
+    this.idle = sweeper.unsafeTrack(
+      () => socket.destroy(),
+      () => this.payloadSent
+    )
+    const opened = port.open(this)
+    if (opened instanceof Refused) {
+      this.answers = refusedSession
+      this.write(opened.reply)
+      this.endAfterReplies()
+    } else this.answers = opened
   }
 
   keepAlive(): void {
@@ -120,11 +164,51 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
     return this.peerOf(this.socket)
   }
 
+  send(reply: Rep): Effect.Effect<void, ConnectionClosed> {
+    return Effect.suspend(() => {
+      if (this.closed || this.socket.writableEnded) return Effect.fail(this.gone("closed before the reply"))
+      this.write(reply)
+      return Effect.void
+    })
+  }
+
+  sendPayload(source: Readable, size: number): Effect.Effect<void, ConnectionClosed | PayloadFailed> {
+    return pipePayload(this, source, size)
+  }
+
+  hangup(): Effect.Effect<void> {
+    return Effect.async<void>((resume) => {
+      if (this.ended) return resume(Effect.void)
+      const hungUp = () => resume(Effect.void)
+      const waiting = (this.hangups ??= new Set())
+      waiting.add(hungUp)
+      return Effect.sync(() => waiting.delete(hungUp))
+    })
+  }
+
+  gone(what: string): ConnectionClosed {
+    return new ConnectionClosed({ reason: what })
+  }
+
+  /** The peer sends nothing more: whoever waits for that is told. */
+  hungUp(): void {
+    this.ended = true
+    const waiting = this.hangups
+    this.hangups = undefined
+    if (waiting !== undefined) for (const resume of waiting) resume()
+  }
+
   write(reply: Rep | undefined): void {
     if (reply === undefined || this.closed || this.socket.writableEnded) return
     const line = this.encode(reply)
     // A peer that sends requests but does not read the replies stops being read from.
     if (!this.socket.write((line.length * 3 > this.port.maxLine ? this.fitted(line) : line) + "\n")) this.blocked = true
+  }
+
+  /** Writes an answer; closes the connection after it if the session takes no more. */
+  answered(reply: Rep | undefined): void {
+    this.write(reply)
+    if (this.answers.keepOpen?.() === false) this.endAfterReplies()
   }
 
   /** `line`, or, when it is over the line limit (a bug: lists come in pages), an `InvalidRequest` saying so. */
@@ -157,13 +241,18 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
       }
       const answer = this.answers.answer(request.right)
       if (answer instanceof Later) return this.awaitLater(answer)
-      this.write(answer)
+      this.answered(answer)
     }
   }
 
   /** A line past the limit: the framing is lost, so the connection says why and closes. */
   closeTooLong(limit: number): void {
     this.write(this.port.invalid(new LineTooLong({ limit })))
+    this.endAfterReplies()
+  }
+
+  /** Answers nothing more: what was written is flushed, then the connection closes. */
+  endAfterReplies(): void {
     this.closed = true
     this.socket.end(() => this.socket.destroy())
   }
@@ -176,8 +265,11 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
    */
   awaitLater(answer: Later<Rep, R>): void {
     this.waiting = true
+    if (answer.idle === "busy") this.idle.busy()
+    else if (answer.idle === "sending") this.idle.sending()
     Runtime.runFork(this.runtime)(answer.effect).addObserver((exit) => {
-      if (Exit.isSuccess(exit)) this.write(exit.value)
+      this.idle.done()
+      if (Exit.isSuccess(exit)) this.answered(exit.value)
       else this.socket.destroy()
       setImmediate(this.resume)
     })
@@ -192,10 +284,10 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
   /** The connection has closed: it stops being tracked, and the session's `closed` runs before `done`. */
   finish(done: () => void): void {
     this.closed = true
+    this.hungUp()
     this.idle.release()
-    const after = this.answers.closed
-    if (after === undefined) done()
-    else Runtime.runFork(this.runtime)(after()).addObserver(done)
+    if (this.answers.closed === undefined) done()
+    else Runtime.runFork(this.runtime)(this.answers.closed()).addObserver(done)
   }
 }
 
@@ -211,7 +303,7 @@ const listen = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
     session.step()
   })
   socket.on("end", () => {
-    session.ended = true
+    session.hungUp()
     session.step()
   })
   socket.on("drain", () => {

@@ -248,7 +248,26 @@ describe("FileServer on the test clock", () => {
       expect(yield* late.receive).toMatchObject({ _tag: "Busy" })
       yield* TestClock.adjust("3 seconds")
       expect(yield* Fiber.join(reply)).toMatchObject({ _tag: "Computed", seconds: 4 })
+      // Its connection is closed after the answer, and then the drain is done.
+      yield* computing.connection.closed
       yield* Fiber.join(drained)
+    }).pipe(Effect.provide(Wire.layerMemory))
+  )
+
+  it.scoped("a client that hangs up during its computation abandons it, and its slot goes to the next", () =>
+    Effect.gen(function* () {
+      const folder = yield* servedFolder(1024)
+      const server = yield* startServer(folder.root, { computeSlots: 1 })
+      const leaving = yield* connectTo(server.address)
+      yield* leaving.send(new Compute({ seconds: 60 }))
+      yield* TestClock.adjust("1 millis")
+      expect(yield* SubscriptionRef.get(server.active)).toBe(1)
+      yield* leaving.connection.destroy
+      const next = yield* connectTo(server.address)
+      const reply = yield* Effect.fork(next.ask(new Compute({ seconds: 1 })))
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(reply)).toMatchObject({ _tag: "Computed", seconds: 1 })
+      expect(yield* next.ask(new Ping())).toMatchObject({ _tag: "Pong", active: 1 })
     }).pipe(Effect.provide(Wire.layerMemory))
   )
 
