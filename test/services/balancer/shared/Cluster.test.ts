@@ -1,40 +1,14 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Logger, Metric, Scope, TestClock } from "effect"
-import * as Balancer from "../../../../src/services/balancer/Balancer.js"
+import { Effect, Exit, Logger, Metric, Scope, TestClock } from "effect"
 import * as Metrics from "../../../../src/services/balancer/Metrics.js"
-import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
 import * as Cluster from "../../../../src/services/balancer/shared/Cluster.js"
-import * as SharedRegistry from "../../../../src/services/balancer/shared/SharedRegistry.js"
-import { type MemoryBackend, makeMemoryBackend, SharedStore } from "../../../../src/services/balancer/shared/Store.js"
-import { Strategies } from "../../../../src/services/balancer/strategies/Catalog.js"
+import { type MemoryBackend, makeMemoryBackend } from "../../../../src/services/balancer/shared/Store.js"
 import { spec } from "../../../support/balancer.js"
+import { clusterMember, settled } from "../../../support/shared.js"
 
 /** One balancer sharing `backend`, announcing itself at `balancer` for the life of `scope`. */
 const member = (backend: MemoryBackend, balancerId: string, scope: Scope.Scope) =>
-  Effect.gen(function* () {
-    const decision = Balancer.layer("round-robin").pipe(
-      Layer.provideMerge(ServerRegistry.layer()),
-      Layer.provideMerge(Strategies.layer)
-    )
-    const store = Layer.succeed(SharedStore, backend.connect())
-    const sync = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId }).pipe(
-      Layer.provide(Layer.merge(decision, store))
-    )
-    const layer = Cluster.layer({
-      ...Cluster.defaults,
-      balancerId,
-      version: "test",
-      url: "memory",
-      namespace: "test"
-    }).pipe(Layer.provideMerge(sync), Layer.provide(store))
-    const context = yield* Layer.buildWithScope(layer, scope)
-    const cluster = Context.get(context, Cluster.Cluster)
-    yield* Scope.extend(cluster.announce({ balancer: `127.0.0.1:${balancerId.length}` }), scope)
-    return { cluster, registry: Context.get(context, ServerRegistry.ServerRegistry) }
-  })
-
-/** Lets the fibers take what is queued (the in-memory store answers at once). */
-const settled = Effect.forEach(Array.from({ length: 20 }), () => Effect.yieldNow(), { discard: true })
+  clusterMember(backend, balancerId, scope, { addresses: { balancer: `127.0.0.1:${balancerId.length}` } })
 
 const idsIn = (cluster: Cluster.Cluster["Type"]) =>
   Effect.map(cluster.view, (view) => view.balancers.map((balancer) => `${balancer.id}${balancer.self ? "*" : ""}`))

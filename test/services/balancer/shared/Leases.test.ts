@@ -1,46 +1,16 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Context, Duration, Effect, Layer, Option, Scope, TestClock } from "effect"
+import { Clock, Duration, Effect, Option, TestClock } from "effect"
 import type { ServerSpec } from "../../../../src/domain/Server.js"
-import * as Balancer from "../../../../src/services/balancer/Balancer.js"
 import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
 import * as Cluster from "../../../../src/services/balancer/shared/Cluster.js"
-import * as SharedRegistry from "../../../../src/services/balancer/shared/SharedRegistry.js"
 import {
   type Holder,
   type MemoryBackend,
   makeMemoryBackend,
-  type ServerRecord,
-  SharedStore
+  type ServerRecord
 } from "../../../../src/services/balancer/shared/Store.js"
-import { Strategies } from "../../../../src/services/balancer/strategies/Catalog.js"
 import { spec } from "../../../support/balancer.js"
-
-/** One balancer sharing `backend` and announcing itself every `heartbeat` (a real one: it holds leases). */
-const member = (backend: MemoryBackend, balancerId: string, scope: Scope.Scope, heartbeat = Duration.seconds(1)) =>
-  Effect.gen(function* () {
-    const decision = Balancer.layer("round-robin").pipe(
-      Layer.provideMerge(ServerRegistry.layer()),
-      Layer.provideMerge(Strategies.layer)
-    )
-    const store = Layer.succeed(SharedStore, backend.connect())
-    const sync = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId }).pipe(
-      Layer.provide(Layer.merge(decision, store))
-    )
-    const layer = Cluster.layer({
-      ...Cluster.defaults,
-      heartbeat,
-      balancerId,
-      version: "test",
-      url: "memory",
-      namespace: "test"
-    }).pipe(Layer.provideMerge(sync), Layer.provide(store))
-    const context = yield* Layer.buildWithScope(layer, scope)
-    yield* Scope.extend(Context.get(context, Cluster.Cluster).announce({}), scope)
-    return { registry: Context.get(context, ServerRegistry.ServerRegistry) }
-  })
-
-/** Lets the fibers take what is queued (the in-memory store answers at once). */
-const settled = Effect.forEach(Array.from({ length: 20 }), () => Effect.yieldNow(), { discard: true })
+import { clusterMember, settled } from "../../../support/shared.js"
 
 /** Moves the clock on to `ms` (since the test's start) in quarter seconds, letting the fibers run at each. */
 const until = (ms: number) =>
@@ -96,8 +66,8 @@ describe("leases (on the in-memory store, by the TestClock)", () => {
             record: { ...spec(3), draining: false, origin: "configured" }
           }
         )
-        const b = yield* member(backend, "b", yield* Effect.scope)
-        const c = yield* member(backend, "c", yield* Effect.scope)
+        const b = yield* clusterMember(backend, "b", yield* Effect.scope)
+        const c = yield* clusterMember(backend, "c", yield* Effect.scope)
         yield* settled
         expect(yield* listed(b.registry, spec(1))).toBe(true)
         // Unannounced from 5 s: seen so from 5 s, so listed until 10 s.
@@ -124,8 +94,8 @@ describe("leases (on the in-memory store, by the TestClock)", () => {
       const backend = makeMemoryBackend()
       yield* announceDead(backend)
       heldByDead(backend, registered(spec(1), dead))
-      const b = yield* member(backend, "b", yield* Effect.scope)
-      const c = yield* member(backend, "c", yield* Effect.scope)
+      const b = yield* clusterMember(backend, "b", yield* Effect.scope)
+      const c = yield* clusterMember(backend, "c", yield* Effect.scope)
       yield* settled
       yield* until(3_000)
       yield* b.registry.register(spec(1))
@@ -148,9 +118,9 @@ describe("leases (on the in-memory store, by the TestClock)", () => {
         const backend = makeMemoryBackend()
         yield* announceDead(backend)
         heldByDead(backend, registered(spec(2), dead))
-        const b = yield* member(backend, "b", yield* Effect.scope)
+        const b = yield* clusterMember(backend, "b", yield* Effect.scope)
         // c renews every 3 s: after the restart its announcement is missing for 2.5 s.
-        const c = yield* member(backend, "c", yield* Effect.scope, Duration.seconds(3))
+        const c = yield* clusterMember(backend, "c", yield* Effect.scope, { heartbeat: Duration.seconds(3) })
         yield* c.registry.register(spec(1))
         yield* until(6_500)
         backend.restartEmpty()
@@ -173,7 +143,7 @@ describe("leases (on the in-memory store, by the TestClock)", () => {
       const backend = makeMemoryBackend()
       yield* announceDead(backend)
       heldByDead(backend, registered(spec(1), dead))
-      const b = yield* member(backend, "b", yield* Effect.scope)
+      const b = yield* clusterMember(backend, "b", yield* Effect.scope)
       yield* until(8_000)
       backend.setUp(false)
       yield* until(30_000)
@@ -193,8 +163,8 @@ describe("leases (on the in-memory store, by the TestClock)", () => {
       Effect.gen(function* () {
         const backend = makeMemoryBackend()
         // a announces at 0 and next at 12 s: unannounced from 5 s, its leases end at about 10 s.
-        const a = yield* member(backend, "a", yield* Effect.scope, Duration.seconds(12))
-        const b = yield* member(backend, "b", yield* Effect.scope)
+        const a = yield* clusterMember(backend, "a", yield* Effect.scope, { heartbeat: Duration.seconds(12) })
+        const b = yield* clusterMember(backend, "b", yield* Effect.scope)
         yield* settled
         yield* a.registry.register(spec(1))
         yield* until(4_000)

@@ -3,36 +3,16 @@
  * one batch per 100 ms, applied by the other balancers (load and latency only), unreadable ones dropped.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Metric, Option, TestClock } from "effect"
+import { Effect, Metric, Option, TestClock } from "effect"
 import type { ServerId } from "../../../../src/domain/Server.js"
-import * as Balancer from "../../../../src/services/balancer/Balancer.js"
 import * as Metrics from "../../../../src/services/balancer/Metrics.js"
-import * as Operator from "../../../../src/services/balancer/Operator.js"
 import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
-import * as SharedRegistry from "../../../../src/services/balancer/shared/SharedRegistry.js"
-import { type MemoryBackend, makeMemoryBackend, SharedStore } from "../../../../src/services/balancer/shared/Store.js"
-import { Strategies } from "../../../../src/services/balancer/strategies/Catalog.js"
+import { type MemoryBackend, makeMemoryBackend } from "../../../../src/services/balancer/shared/Store.js"
 import { spec } from "../../../support/balancer.js"
+import { member as sharedMember, settled } from "../../../support/shared.js"
 
 const member = (backend: MemoryBackend, balancerId: string) =>
-  Effect.gen(function* () {
-    const decision = Balancer.layer("weighted-least-connection").pipe(
-      Layer.provideMerge(ServerRegistry.layer()),
-      Layer.provideMerge(Strategies.layer)
-    )
-    const shared = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId, maxServers: 100 }).pipe(
-      Layer.provide(Layer.merge(decision, Layer.succeed(SharedStore, backend.connect())))
-    )
-    const context = yield* Layer.build(
-      Operator.layer(Operator.defaults).pipe(Layer.provideMerge(Layer.merge(shared, Strategies.layer)))
-    )
-    return {
-      operator: Context.get(context, Operator.Operator),
-      registry: Context.get(context, ServerRegistry.ServerRegistry)
-    }
-  })
-
-const settled = Effect.forEach(Array.from({ length: 20 }), () => Effect.yieldNow(), { discard: true })
+  sharedMember(backend, balancerId, { strategy: "weighted-least-connection", config: { maxServers: 100 } })
 
 const loadOf = (registry: ServerRegistry.ServerRegistry["Type"], id: ServerId) =>
   Effect.map(

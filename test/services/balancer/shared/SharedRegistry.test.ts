@@ -5,44 +5,10 @@ import * as Balancer from "../../../../src/services/balancer/Balancer.js"
 import * as Metrics from "../../../../src/services/balancer/Metrics.js"
 import * as Operator from "../../../../src/services/balancer/Operator.js"
 import * as ServerRegistry from "../../../../src/services/balancer/ServerRegistry.js"
-import * as SharedRegistry from "../../../../src/services/balancer/shared/SharedRegistry.js"
-import {
-  type MemoryBackend,
-  makeMemoryBackend,
-  type SharedChange,
-  SharedStore,
-  type Signer
-} from "../../../../src/services/balancer/shared/Store.js"
-import { Strategies, type StrategyName } from "../../../../src/services/balancer/strategies/Catalog.js"
+import { makeMemoryBackend, type SharedChange, type Signer } from "../../../../src/services/balancer/shared/Store.js"
+import { Strategies } from "../../../../src/services/balancer/strategies/Catalog.js"
 import { spec } from "../../../support/balancer.js"
-
-/** One balancer sharing `backend`: its operator, registry and balancer as the rest of it sees them. */
-const member = (
-  backend: MemoryBackend,
-  balancerId: string,
-  strategy: StrategyName = "round-robin",
-  store: SharedStore["Type"] = backend.connect()
-) =>
-  Effect.gen(function* () {
-    const decision = Balancer.layer(strategy).pipe(
-      Layer.provideMerge(ServerRegistry.layer()),
-      Layer.provideMerge(Strategies.layer)
-    )
-    const shared = SharedRegistry.layer({ ...SharedRegistry.defaults, balancerId }).pipe(
-      Layer.provide(Layer.merge(decision, Layer.succeed(SharedStore, store)))
-    )
-    const context = yield* Layer.build(
-      Operator.layer(Operator.defaults).pipe(Layer.provideMerge(Layer.merge(shared, Strategies.layer)))
-    )
-    return {
-      operator: Context.get(context, Operator.Operator),
-      registry: Context.get(context, ServerRegistry.ServerRegistry),
-      balancer: Context.get(context, Balancer.Balancer)
-    }
-  })
-
-/** Lets the sync fibers take what is queued (the in-memory store answers at once). */
-const settled = Effect.forEach(Array.from({ length: 20 }), () => Effect.yieldNow(), { discard: true })
+import { member, settled } from "../../../support/shared.js"
 
 const other = { from: "elsewhere", instance: "another-run", sequence: 1 }
 const record = (server: ServerSpec, draining = false) => ({
@@ -270,7 +236,7 @@ describe("the shared registry (on the in-memory store)", () => {
     Effect.gen(function* () {
       const backend = makeMemoryBackend()
       backend.setUp(false)
-      const a = yield* member(backend, "a", "weighted-round-robin")
+      const a = yield* member(backend, "a", { strategy: "weighted-round-robin" })
       yield* a.registry.add(spec(1), "configured")
       yield* settled
       expect(backend.writes.length).toBe(0)
@@ -303,7 +269,7 @@ describe("the shared registry (on the in-memory store)", () => {
       const byA: Array<SharedChange> = []
       const byC: Array<SharedChange> = []
       const linkA = link("500 millis", byA)
-      const a = yield* member(backend, "a", "weighted-round-robin", linkA.store)
+      const a = yield* member(backend, "a", { strategy: "weighted-round-robin", store: linkA.store })
       yield* settled
       // The first to join an empty store offers its strategy.
       expect(backend.writes.at(-1)?.change).toEqual({ _tag: "Strategy", name: "weighted-round-robin", ifUnset: true })
@@ -314,7 +280,7 @@ describe("the shared registry (on the in-memory store)", () => {
       yield* settled
       const linkC = link("1500 millis", byC)
       linkC.slow = true
-      const c = yield* member(backend, "c", "round-robin", linkC.store)
+      const c = yield* member(backend, "c", { strategy: "round-robin", store: linkC.store })
       yield* settled
       yield* TestClock.adjust("5 seconds")
       yield* settled
