@@ -242,22 +242,20 @@ const subscribe = (commands: Redis, subscriber: Redis, channel: string, events: 
         if (Either.isRight(message)) events.published(message.right)
         else events.unreadable(text.slice(0, 200))
       }
-      subscriber.on("error", onError)
-      subscriber.on("close", onSubscriberClose)
-      subscriber.on("ready", onReady)
-      subscriber.on("message", onMessage)
-      commands.on("error", onError)
-      commands.on("close", lost)
-      commands.on("ready", tellIfUp)
+      // Listed once: each is taken off again, as it was put on, when the scope closes.
+      const listeners: ReadonlyArray<readonly [Redis, string, Parameters<Redis["on"]>[1]]> = [
+        [subscriber, "error", onError],
+        [subscriber, "close", onSubscriberClose],
+        [subscriber, "ready", onReady],
+        [subscriber, "message", onMessage],
+        [commands, "error", onError],
+        [commands, "close", lost],
+        [commands, "ready", tellIfUp]
+      ]
+      for (const [redis, event, listener] of listeners) redis.on(event, listener)
       if (subscriber.status === "ready") onReady()
       return () => {
-        subscriber.off("error", onError)
-        subscriber.off("close", onSubscriberClose)
-        subscriber.off("ready", onReady)
-        subscriber.off("message", onMessage)
-        commands.off("error", onError)
-        commands.off("close", lost)
-        commands.off("ready", tellIfUp)
+        for (const [redis, event, listener] of listeners) redis.off(event, listener)
       }
     }),
     (detach) => Effect.sync(detach)
