@@ -91,6 +91,9 @@ describe.skipIf(!haveRedis)("balancers sharing a registry on Redis", () => {
         const [a, b] = yield* Effect.all([balancer(redis.url, namespace), balancer(redis.url, namespace)], {
           concurrency: "unbounded"
         })
+        yield* Effect.forEach([a, b], (each) => each.running.waitFor(/joined the shared registry/, 5000), {
+          discard: true
+        })
         const added = yield* request(a.admin, "/api/servers", {
           method: "POST",
           headers: { "content-type": "application/json" },
