@@ -33,6 +33,27 @@ const namespaceImports = {
   }
 }
 
+/**
+ * `ws` (WebSockets) is imported at the top of @effect/platform-node's socket modules, for functions
+ * we never call; it has no side effects of its own, and told so, esbuild drops those imports and a
+ * `server` or a balancer without --admin-port does not load it, nor node:http, https and zlib with
+ * it (~1 MB of RSS; the admin's HTTP server still uses it). See docs/DESIGN.md, "Memory at start".
+ */
+const wsWithoutSideEffects = {
+  name: "ws-without-side-effects",
+  setup(build) {
+    build.onResolve({ filter: /^ws$/ }, async (args) => {
+      if (args.pluginData === "ws") return undefined
+      const resolved = await build.resolve(args.path, {
+        kind: args.kind,
+        resolveDir: args.resolveDir,
+        pluginData: "ws"
+      })
+      return { ...resolved, sideEffects: false }
+    })
+  }
+}
+
 await esbuild.build({
   entryPoints: ["src/programs/main.ts"],
   outfile: "dist/cli/effect-lb.cjs",
@@ -43,7 +64,7 @@ await esbuild.build({
   minify: true,
   sourcemap: true,
   logLevel: "warning",
-  plugins: [namespaceImports],
+  plugins: [namespaceImports, wsWithoutSideEffects],
   // The bundle is CommonJS (V8's code cache works for scripts, not ES modules, on Node 20).
   define: { "import.meta.url": "__importMetaUrl" },
   banner: { js: "var __importMetaUrl=require('node:url').pathToFileURL(__filename).href;" }

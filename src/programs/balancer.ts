@@ -3,7 +3,7 @@ import { Command, Options } from "@effect/cli"
 import { Console, Duration, Effect, Layer, Option } from "effect"
 import * as Os from "node:os"
 import { formatEndpoint, Host, ServerId } from "../domain/Server.js"
-import * as Admin from "../services/balancer/admin/Admin.js"
+import * as Admin from "../services/balancer/admin/AdminConfig.js"
 import * as Balancer from "../services/balancer/Balancer.js"
 import * as ControlPlane from "../services/balancer/ControlPlane.js"
 import * as HealthMonitor from "../services/balancer/HealthMonitor.js"
@@ -45,6 +45,17 @@ import {
   token,
   withDefault
 } from "./options.js"
+
+/**
+ * The admin server (HTTP API, dashboard, /metrics), its module loaded only when asked for: a
+ * balancer without --admin-port does not load the HTTP stack or build the dashboard's page.
+ */
+const adminLayer = (config: Admin.AdminConfig) =>
+  Layer.unwrapEffect(
+    Effect.promise(() => import("../services/balancer/admin/Admin.js")).pipe(
+      Effect.map((module) => module.layer(config))
+    )
+  )
 
 /**
  * With `--registry`: the shared registry over `decision`, and the cluster's view, on one store (a
@@ -123,7 +134,7 @@ export const balancerLayer = (options: BalancerOptions) => {
   const admin:
     | Layer.Layer<never, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies>
     | Layer.Layer<Admin.Admin, Wire.ListenFailed, Operator.Operator | ServerRegistry.ServerRegistry | Strategies> =
-    options.admin === undefined ? Layer.empty : Admin.layer({ version, ...options.admin })
+    options.admin === undefined ? Layer.empty : adminLayer({ version, ...options.admin })
   const reloader:
     | Layer.Layer<never>
     | Layer.Layer<

@@ -4,7 +4,7 @@
  */
 import { Duration, type Effect, Option } from "effect"
 import { Host } from "../domain/Server.js"
-import * as Admin from "../services/balancer/admin/Admin.js"
+import * as Admin from "../services/balancer/admin/AdminConfig.js"
 import * as ControlPlane from "../services/balancer/ControlPlane.js"
 import * as HealthMonitor from "../services/balancer/HealthMonitor.js"
 import * as Proxy from "../services/balancer/Proxy.js"

@@ -1,6 +1,5 @@
 /** `effect-lb server`: a backend server serving a folder, computing, and answering probes. */
 import { Command, Options } from "@effect/cli"
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Console, Context, Effect, Layer, Option } from "effect"
 import { ServerId, Weight } from "../domain/Server.js"
 import * as FileServer from "../services/server/FileServer.js"
@@ -150,8 +149,7 @@ export const serverCommand = Command.make("server", options, (flags) =>
       Layer.merge(announce, link).pipe(
         Layer.provideMerge(FileServer.layer(config)),
         Layer.provide(Wire.layer),
-        Layer.provideMerge(FileStore.layer(folder)),
-        Layer.provide(NodeContext.layer)
+        Layer.provideMerge(FileStore.layer(folder))
       )
     ).pipe(
       Effect.flatMap((context) =>

@@ -59,19 +59,9 @@ import * as Prometheus from "./Prometheus.js"
 import { ServerRegistry } from "../ServerRegistry.js"
 import { Strategies } from "../strategies/Catalog.js"
 import { type Address, ListenFailed } from "../../wire/Wire.js"
+import { Admin, type AdminConfig } from "./AdminConfig.js"
 
-export interface AdminConfig {
-  /** 127.0.0.1 unless told otherwise: the admin API can change the rotation. */
-  readonly host: string
-  /** 0 lets the system pick. */
-  readonly port: number
-  /** The version `/api/status` reports. */
-  readonly version?: string
-}
-
-export const defaults = { host: "127.0.0.1" } as const
-
-export class Admin extends Context.Tag("effect-lb/Admin")<Admin, { readonly address: Address }>() {}
+export { Admin, type AdminConfig, defaults } from "./AdminConfig.js"
 
 /**
  * What the status adds to the operator's report: the balancer itself and the proxy. The balancer
