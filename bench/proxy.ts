@@ -8,14 +8,18 @@
  * RSA 2048 with `--key rsa`) are made with openssl in a temporary folder removed afterwards.
  * Installs wrk and haproxy with apt-get when missing, or says why it cannot and skips what it lacks.
  *
- *   npm run bench:proxy [-- --seconds 4 --connections 32 --rounds 2 --only plain|tls --key ec|rsa]
+ *   npm run bench:proxy [-- --seconds 4 --connections 32 --rounds 2 --only plain|tls --key ec|rsa --probe]
+ *
+ * `--node-only` leaves HAProxy out (quicker rounds, for profiling). `--probe` loads `probe.ts` into the two Node proxies (not HAProxy) and prints, per proxy, what
+ * their event loops and garbage collectors did during the rounds: event-loop delay p99 and max, and
+ * scavenges, full collections and pause time per 1,000 requests.
  */
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { parseArgs } from "node:util"
-import { type Child, effectLb, fixed, median, start } from "./support.js"
+import { type Child, effectLb, fixed, median, Probe, type ProbeFigures, start } from "./support.js"
 
 const { values } = parseArgs({
   options: {
@@ -23,9 +27,16 @@ const { values } = parseArgs({
     connections: { type: "string", default: "32" },
     rounds: { type: "string", default: "2" },
     only: { type: "string" },
-    key: { type: "string", default: "ec" }
+    key: { type: "string", default: "ec" },
+    probe: { type: "boolean", default: false },
+    "node-only": { type: "boolean", default: false }
   }
 })
+const probe = values.probe ? Probe.make() : undefined
+/** Node flags for a proxy under `--probe`. */
+const probing = (node: boolean): ReadonlyArray<string> => (node && probe !== undefined ? probe.nodeFlags : [])
+/** The proxies started with the probe. */
+const probedPids = new Set<number>()
 
 const has = (command: string) => ChildProcess.spawnSync("sh", ["-c", `command -v ${command}`]).status === 0
 const ensure = (command: string, pkg: string): boolean => {
@@ -41,7 +52,7 @@ if (!ensure("wrk", "wrk")) {
   console.log("proxy benchmark skipped: wrk is not available")
   process.exit(0)
 }
-const withHaproxy = ensure("haproxy", "haproxy")
+const withHaproxy = !values["node-only"] && ensure("haproxy", "haproxy")
 const withOpenssl = ensure("openssl", "openssl")
 const sections = values.only === undefined ? ["plain", "tls"] : [values.only]
 const here = Path.dirname(new URL(import.meta.url).pathname)
@@ -105,6 +116,10 @@ interface Figure {
   readonly errors: number
   /** The proxy's CPU time (user + system, all its threads) per request, in µs. */
   readonly cpuUs: number
+  /** Requests wrk completed. */
+  readonly requests: number
+  /** With `--probe`, for a Node proxy: its event loop and collector during the run. */
+  readonly probe?: ProbeFigures | undefined
 }
 
 /** A process's CPU time so far, in clock ticks (1/100 s), from /proc; 0 where there is no /proc. */
@@ -127,18 +142,21 @@ const millis = (out: string, percentile: string): number => {
 const wrk = (proxy: Child, close: boolean, scheme = "http", seconds = values.seconds): Figure => {
   const args = ["-t1", `-c${values.connections}`, `-d${seconds}s`, "--latency"]
   if (close) args.push("-H", "Connection: close")
+  const probed = probe !== undefined && probedPids.has(proxy.pid)
+  if (probed) probe.reset(proxy.pid)
   const before = cpuTicks(proxy.pid)
   const out = ChildProcess.spawnSync("wrk", [...args, `${scheme}://127.0.0.1:${proxy.port}/`], {
     encoding: "utf8"
   }).stdout
   const ticks = cpuTicks(proxy.pid) - before
+  const seen = probed ? probe.read(proxy.pid) : undefined
   const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0)
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out)
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0)
   const errors = (socketErrors?.slice(1) ?? []).reduce((sum, n) => sum + Number(n), non2xx)
   const cpuUs = requests > 0 ? (ticks * 10_000) / requests : 0
-  return { rps, p50ms: millis(out, "50"), p99ms: millis(out, "99"), errors, cpuUs }
+  return { rps, p50ms: millis(out, "50"), p99ms: millis(out, "99"), errors, cpuUs, requests, probe: seen }
 }
 
 /**
@@ -157,20 +175,54 @@ const measure = (
   }
   return (name) => {
     const figures = results.get(name) ?? []
+    const requests = figures.reduce((sum, f) => sum + f.requests, 0)
     return {
       rps: median(figures.map((f) => f.rps)),
       p50ms: median(figures.map((f) => f.p50ms)),
       p99ms: median(figures.map((f) => f.p99ms)),
       errors: figures.reduce((sum, f) => sum + f.errors, 0),
-      cpuUs: median(figures.map((f) => f.cpuUs))
+      cpuUs: median(figures.map((f) => f.cpuUs)),
+      requests,
+      probe: probeOver(figures)
     }
   }
+}
+
+/** The probe's figures over several rounds: the loop's median p99 and its worst, collections summed. */
+const probeOver = (figures: ReadonlyArray<Figure>): ProbeFigures | undefined => {
+  const seen = figures.flatMap((f) => (f.probe === undefined ? [] : [f.probe]))
+  if (seen.length === 0) return undefined
+  const sum = (pick: (p: ProbeFigures) => number) => seen.reduce((total, p) => total + pick(p), 0)
+  return {
+    loopP50Ms: median(seen.map((p) => p.loopP50Ms)),
+    loopP99Ms: median(seen.map((p) => p.loopP99Ms)),
+    loopMaxMs: Math.max(...seen.map((p) => p.loopMaxMs)),
+    minor: sum((p) => p.minor),
+    major: sum((p) => p.major),
+    pausedMs: sum((p) => p.pausedMs),
+    maxPauseMs: Math.max(...seen.map((p) => p.maxPauseMs))
+  }
+}
+
+/** `met` or `not met`, for an aim line. */
+const verdict = (met: boolean) => (met ? "met" : "not met")
+
+/** A probed proxy's event loop and collector, per 1,000 requests where it is a count. */
+const probeLine = (figure: Figure): string => {
+  const p = figure.probe
+  if (p === undefined) return ""
+  const per1k = (n: number) => fixed((n * 1000) / Math.max(1, figure.requests))
+  return (
+    `      loop delay p99 ${fixed(p.loopP99Ms)} ms, max ${fixed(p.loopMaxMs, 1)} ms; ` +
+    `GC per 1,000 requests: ${per1k(p.minor)} scavenges, ${per1k(p.major)} full, ${per1k(p.pausedMs)} ms paused (longest ${fixed(p.maxPauseMs, 1)} ms)`
+  )
 }
 
 const plain = async () => {
   const backend = await start([Path.join(here, "http-backend.js")])
   children.push(backend)
   const lb = await start([
+    ...probing(true),
     effectLb,
     "balancer",
     "--port",
@@ -185,9 +237,10 @@ const plain = async () => {
   children.push(lb)
   // The balancer prints its proxy port first.
   const proxies: Array<[string, Child]> = [["effect-lb proxy", lb]]
-  const node = await start([Path.join(here, "baseline-proxy.js"), `127.0.0.1:${backend.port}`])
+  const node = await start([...probing(true), Path.join(here, "baseline-proxy.js"), `127.0.0.1:${backend.port}`])
   children.push(node)
   proxies.push(["node:net pipe proxy", node])
+  if (probe !== undefined) for (const child of [lb, node]) probedPids.add(child.pid)
   if (withHaproxy) {
     const ha = await haproxy(backend.port)
     children.push(ha)
@@ -197,25 +250,46 @@ const plain = async () => {
     proxies.push(["HAProxy, 1 thread", single])
   }
   console.log(
-    `proxy mode: wrk -t1 -c${values.connections} -d${values.seconds}s against a Node HTTP backend, ${values.rounds} interleaved rounds (median)`
+    `proxy mode: wrk -t1 -c${values.connections} -d${values.seconds}s against a Node HTTP backend, ${values.rounds} interleaved rounds (median); CPU per request from /proc`
   )
   for (const close of [false, true]) {
     const figureOf = measure(proxies, close, "http")
     console.log(`  ${close ? "connection per request" : "keep-alive"}:`)
-    const rpsOf = (name: string) => figureOf(name).rps
     for (const [name] of proxies) {
+      const figure = figureOf(name)
       console.log(
-        `    ${name.padEnd(22)} ${fixed(rpsOf(name), 0).padStart(7)} req/s   p99 ${fixed(figureOf(name).p99ms, 2)} ms`
+        `    ${name.padEnd(22)} ${fixed(figure.rps, 0).padStart(7)} req/s   p50 ${fixed(figure.p50ms, 2)} ms   p99 ${fixed(figure.p99ms, 2)} ms   CPU ${fixed(figure.cpuUs, 1).padStart(5)} µs/req` +
+          (figure.errors > 0 ? `   (${figure.errors} wrk errors)` : "")
       )
+      const probed = probeLine(figure)
+      if (probed !== "") console.log(probed)
     }
-    const ours = rpsOf("effect-lb proxy")
-    console.log(`    effect-lb / node:net = ${fixed(ours / rpsOf("node:net pipe proxy"))}  (aim >= 0.9)`)
-    if (withHaproxy) {
-      console.log(`    effect-lb / HAProxy  = ${fixed(ours / rpsOf("HAProxy mode tcp"))}  (aim >= 0.7)`)
-      console.log(`    effect-lb / HAProxy, 1 thread = ${fixed(ours / rpsOf("HAProxy, 1 thread"))}  (per core)`)
-    }
+    printAims(figureOf, close)
   }
   for (const child of children.splice(0).reverse()) await child.stop()
+}
+
+/**
+ * The plain proxy's aims, each a ratio with its verdict: against the plain Node proxy, throughput
+ * (≥ 0.9 kept alive, ≥ 0.95 with a connection per request) and p99 latency (≤ 1.3× either way);
+ * against two-thread HAProxy, throughput ≥ 0.7.
+ */
+const printAims = (figureOf: (name: string) => Figure, close: boolean) => {
+  const ours = figureOf("effect-lb proxy")
+  const node = figureOf("node:net pipe proxy")
+  const rpsAim = close ? 0.95 : 0.9
+  const rps = ours.rps / node.rps
+  const p99 = ours.p99ms / node.p99ms
+  console.log(`    effect-lb / node:net throughput = ${fixed(rps)}  aim >= ${rpsAim}: ${verdict(rps >= rpsAim)}`)
+  console.log(`    effect-lb / node:net p99        = ${fixed(p99)}  aim <= 1.3: ${verdict(p99 <= 1.3)}`)
+  console.log(`    effect-lb / node:net CPU/req    = ${fixed(ours.cpuUs / node.cpuUs)}`)
+  if (withHaproxy) {
+    const ha = ours.rps / figureOf("HAProxy mode tcp").rps
+    console.log(`    effect-lb / HAProxy  throughput = ${fixed(ha)}  aim >= 0.7: ${verdict(ha >= 0.7)}`)
+    console.log(
+      `    effect-lb / HAProxy, 1 thread  = ${fixed(ours.rps / figureOf("HAProxy, 1 thread").rps)}  (per core)`
+    )
+  }
 }
 
 /** A throw-away CA and a certificate it signed for 127.0.0.1, in `dir`; the key type from `--key`. */

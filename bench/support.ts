@@ -2,6 +2,7 @@
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
+import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -173,3 +174,67 @@ export const median = (values: ReadonlyArray<number>): number => {
 }
 
 export const fixed = (value: number, digits = 2): string => value.toFixed(digits)
+
+/** What `probe.ts` saw in a measured process between two signals. */
+export interface ProbeFigures {
+  /** Event-loop delay (`monitorEventLoopDelay`, 1 ms resolution): how late the loop came round. */
+  readonly loopP50Ms: number
+  readonly loopP99Ms: number
+  readonly loopMaxMs: number
+  /** Garbage collections: scavenges (and incremental steps), full mark-compacts, and their pauses. */
+  readonly minor: number
+  readonly major: number
+  readonly pausedMs: number
+  readonly maxPauseMs: number
+}
+
+/**
+ * The benchmarks' `--probe` mode: the node flags that load `probe.ts` into a process started
+ * after `Probe.make` (it sets the environment variable the preload reads), and one reading of a
+ * process at a time: `reset` before a round, `read` after it.
+ */
+export class Probe {
+  private constructor(readonly folder: string) {}
+
+  static make(): Probe {
+    const folder = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-probe-"))
+    process.env["EFFECT_LB_BENCH_PROBE"] = folder
+    process.once("exit", () => Fs.rmSync(folder, { recursive: true, force: true }))
+    return new Probe(folder)
+  }
+
+  /** Node flags that load the probe (before the script's path). */
+  get nodeFlags(): ReadonlyArray<string> {
+    return ["--import", Path.join(here, "probe.js")]
+  }
+
+  private lines(pid: number): Array<string> {
+    try {
+      return Fs.readFileSync(Path.join(this.folder, `${pid}.jsonl`), "utf8")
+        .split("\n")
+        .filter(Boolean)
+    } catch {
+      return []
+    }
+  }
+
+  /** Signals the process and waits (up to 2 s) for its figures since the last signal. */
+  read(pid: number): ProbeFigures | undefined {
+    const before = this.lines(pid).length
+    process.kill(pid, "SIGUSR2")
+    const until = Date.now() + 2000
+    const nap = new Int32Array(new SharedArrayBuffer(4))
+    while (Date.now() < until) {
+      const lines = this.lines(pid)
+      const last = lines[lines.length - 1]
+      if (lines.length > before && last !== undefined) return JSON.parse(last) as ProbeFigures
+      Atomics.wait(nap, 0, 0, 5)
+    }
+    return undefined
+  }
+
+  /** Starts a fresh count (what came before is read and dropped). */
+  reset(pid: number): void {
+    this.read(pid)
+  }
+}

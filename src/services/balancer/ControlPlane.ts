@@ -132,7 +132,8 @@ const openSession = (
       const location = balancer.unsafeDetermineServer(request.exclude, key)
       return Either.isRight(location) ? located(location.right) : location.left
     },
-    closed: () => removeIfDrained(services, session)
+    // Only a server's control connection has anything to do at its close: a Locate's runs no effect.
+    closed: () => (session.registered === undefined ? undefined : removeIfDrained(services, session))
   }
 }
 

@@ -154,6 +154,7 @@ const newPair = (client: Net.Socket): Pair => ({
   open: false,
   since: 0,
   seen: 0,
+  place: undefined,
   closed: 0,
   tried: nothingTried,
   peer: "",

@@ -8,18 +8,25 @@
  * A connection sending a reply is idle when its bytes stop moving: a peer that does not read holds
  * a connection as surely as one that does not write.
  */
-import { Duration, Effect, Schedule, type Scope } from "effect"
+import { type Clock, Duration, Effect, Schedule, type Scope } from "effect"
+import { type Place, Roster } from "./Roster.js"
 
 export interface IdleTracker {
   /** A request is being answered: not idle, however long that takes. */
-  readonly busy: () => void
+  busy(): void
   /**
    * A request is being answered by sending bytes: idle once the activity counter has not moved for
    * the timeout (the peer stopped reading), however long the reply. Draining lets it finish.
    */
-  readonly sending: () => void
+  sending(): void
   /** Activity: the idle time counts from now. */
-  readonly done: () => void
+  done(): void
+}
+
+/** One tracked connection: call its methods on it, not detached. */
+export interface TrackedConnection extends IdleTracker {
+  /** Stops tracking it (at its close, or for good). */
+  release(): void
 }
 
 export interface IdleSweeper {
@@ -28,18 +35,50 @@ export interface IdleSweeper {
    * moves when the connection does (bytes carried): read at each sweep, so a busy connection costs
    * nothing per chunk.
    */
-  readonly unsafeTrack: (close: () => void, activity?: () => number) => IdleTracker & { readonly release: () => void }
+  readonly unsafeTrack: (close: () => void, activity?: () => number) => TrackedConnection
   /** Closes every tracked connection that is between requests right now (a server draining). */
   readonly closeIdle: Effect.Effect<void>
 }
 
-interface Entry {
+/**
+ * A tracked connection: one object per connection, its own tracker (no closures), listed in a
+ * `Roster` rather than a `Set` (a `Set` gaining and losing one per connection kept closed
+ * connections alive through the scavenges; see `Roster.ts`).
+ */
+class Entry implements TrackedConnection {
   since: number
   /** Between requests, answering one that is never idle, or sending a reply that is idle once its bytes stop. */
-  answering: "no" | "busy" | "sending"
-  readonly close: () => void
-  readonly activity: (() => number) | undefined
-  seen: number
+  answering: "no" | "busy" | "sending" = "no"
+  seen = 0
+  place: Place<Entry> | undefined = undefined
+
+  constructor(
+    private readonly entries: Roster<Entry>,
+    private readonly clock: Clock.Clock,
+    readonly close: () => void,
+    readonly activity: (() => number) | undefined
+  ) {
+    this.since = clock.unsafeCurrentTimeMillis()
+  }
+
+  busy(): void {
+    this.answering = "busy"
+  }
+
+  sending(): void {
+    this.answering = "sending"
+    this.since = this.clock.unsafeCurrentTimeMillis()
+  }
+
+  done(): void {
+    this.answering = "no"
+    this.since = this.clock.unsafeCurrentTimeMillis()
+  }
+
+  release(): void {
+    if (this.place !== undefined) this.entries.leave(this.place)
+    this.place = undefined
+  }
 }
 
 export const sweepInterval = (timeout: Duration.DurationInput): Duration.Duration =>
@@ -49,12 +88,12 @@ export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<
   Effect.gen(function* () {
     const clock = yield* Effect.clock
     const limit = Duration.toMillis(timeout)
-    const entries = new Set<Entry>()
+    const entries = new Roster<Entry>()
     const closeWhere = (idle: (entry: Entry) => boolean) =>
       Effect.sync(() => {
         for (const entry of entries) {
           if (entry.answering !== "busy" && idle(entry)) {
-            entries.delete(entry)
+            entry.release()
             entry.close()
           }
         }
@@ -74,25 +113,10 @@ export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<
       })
     })
     yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepInterval(timeout))))
-    const unsafeTrack = (close: () => void, activity?: () => number) => {
-      const entry: Entry = { since: clock.unsafeCurrentTimeMillis(), answering: "no", close, activity, seen: 0 }
-      entries.add(entry)
-      return {
-        busy: () => {
-          entry.answering = "busy"
-        },
-        sending: () => {
-          entry.answering = "sending"
-          entry.since = clock.unsafeCurrentTimeMillis()
-        },
-        done: () => {
-          entry.answering = "no"
-          entry.since = clock.unsafeCurrentTimeMillis()
-        },
-        release: () => {
-          entries.delete(entry)
-        }
-      }
+    const unsafeTrack = (close: () => void, activity?: () => number): TrackedConnection => {
+      const entry = new Entry(entries, clock, close, activity)
+      entry.place = entries.join(entry)
+      return entry
     }
     return {
       unsafeTrack,

@@ -16,7 +16,7 @@ import { ConnectionClosed, LineTooLong, type PayloadFailed, type PayloadSink, pi
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 import { FrameDecoder, readAhead } from "./Frames.js"
 import { utf8Length } from "./Pages.js"
-import type { IdleSweeper, IdleTracker } from "./Idle.js"
+import type { IdleSweeper, TrackedConnection } from "./Idle.js"
 
 /** An answer that needs an effect to be produced. A failure closes the connection (it cannot go on). */
 export class Later<Rep, R = never> {
@@ -59,8 +59,11 @@ export interface RequestSession<Req, Rep, R> {
   readonly answer: (request: Req) => Rep | undefined | Later<Rep, R>
   /** Asked after each answer: `false` closes the connection once it is written (a server draining). */
   readonly keepOpen?: () => boolean
-  /** Runs once the connection has closed. */
-  readonly closed?: () => Effect.Effect<void, never, R>
+  /**
+   * Runs once the connection has closed; undefined when there is nothing to do (most connections:
+   * no effect is run for them then).
+   */
+  readonly closed?: () => Effect.Effect<void, never, R> | undefined
 }
 
 export interface RequestPort<Req, ReqI, Rep, RepI, R> {
@@ -117,7 +120,7 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
   readonly decoder: FrameDecoder
   readonly decode: (line: string) => Either.Either<Req, InvalidRequest>
   readonly encode: (reply: Rep) => string
-  readonly idle: IdleTracker & { readonly release: () => void }
+  readonly idle: TrackedConnection
   readonly answers: RequestSession<Req, Rep, R>
   /** A `Later` answer is being worked out: the lines after it wait. */
   waiting = false
@@ -286,8 +289,9 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
     this.closed = true
     this.hungUp()
     this.idle.release()
-    if (this.answers.closed === undefined) done()
-    else Runtime.runFork(this.runtime)(this.answers.closed()).addObserver(done)
+    const after = this.answers.closed?.()
+    if (after === undefined) done()
+    else Runtime.runFork(this.runtime)(after).addObserver(done)
   }
 }
 

@@ -10,6 +10,7 @@ import * as Net from "node:net"
 import * as NodeTls from "node:tls"
 import { formatEndpoint } from "../../domain/Server.js"
 import { peerOf } from "./Connection.js"
+import type { Roster } from "./Roster.js"
 import { handshakeTimeout, type ListenerTls } from "./Tls.js"
 
 const ignoreError = () => undefined
@@ -66,7 +67,7 @@ const sortOut = (socket: Net.Socket, handshakes: NodeTls.Server, tls: ListenerTl
  * handshake fails (plain text, a certificate it refuses, too slow) is counted and logged by `tls`;
  * the listener goes on serving the others.
  */
-export const tlsServer = (tls: ListenerTls, onSecure: (socket: NodeTls.TLSSocket) => void, track: Set<Net.Socket>) =>
+export const tlsServer = (tls: ListenerTls, onSecure: (socket: NodeTls.TLSSocket) => void, track: Roster<Net.Socket>) =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const handshakes = NodeTls.createServer(
@@ -79,8 +80,8 @@ export const tlsServer = (tls: ListenerTls, onSecure: (socket: NodeTls.TLSSocket
       })
       tls.attach(handshakes)
       const server = Net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
-        track.add(socket)
-        socket.once("close", () => track.delete(socket))
+        const place = track.join(socket)
+        socket.once("close", () => track.leave(place))
         sortOut(socket, handshakes, tls)
       })
       return { server, handshakes }

@@ -15,6 +15,7 @@ import { type Address, formatEndpoint } from "../../domain/Server.js"
 import { type Connection, fromDuplex, peerOf } from "./Connection.js"
 import { makeIdleSweeper } from "./Idle.js"
 import { type RequestPort, runSession, session } from "./RequestPort.js"
+import { Roster } from "./Roster.js"
 import { clientOptions, describeTlsReason, type ListenerTls, type Trust } from "./Tls.js"
 import { tlsServer } from "./TlsListener.js"
 
@@ -182,7 +183,7 @@ const tlsListen = <R>(
   Effect.gen(function* () {
     const fibers = yield* FiberSet.make()
     const run = yield* FiberSet.runtime(fibers)<R>()
-    const open = new Set<Net.Socket>()
+    const open = new Roster<Net.Socket>()
     const server = yield* tlsServer(
       tls,
       (socket) => {
@@ -239,10 +240,11 @@ const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(
   Effect.gen(function* () {
     const runtime = yield* Effect.runtime<R>()
     const sweeper = port.idle ?? (yield* makeIdleSweeper(port.idleTimeout))
-    const sockets = new Set<Net.Socket>()
+    // A roster, not a Set: see Roster.ts.
+    const sockets = new Roster<Net.Socket>()
     const onSocket = (socket: Net.Socket) => {
-      sockets.add(socket)
-      runSession(socket, port, runtime, sweeper, peerOf, () => sockets.delete(socket))
+      const place = sockets.join(socket)
+      runSession(socket, port, runtime, sweeper, peerOf, () => sockets.leave(place))
     }
     const server =
       options.tls === undefined

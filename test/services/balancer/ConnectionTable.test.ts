@@ -8,7 +8,7 @@ interface Row extends Entry {
   bytes: number
 }
 
-const row = (name: string): Row => ({ name, bytes: 0, open: false, since: 0, seen: 0 })
+const row = (name: string): Row => ({ name, bytes: 0, open: false, since: 0, seen: 0, place: undefined })
 
 const table = (limit = 10) =>
   new ConnectionTable<Row>({ limit, connectTimeout: "3 seconds", idleTimeout: "10 seconds" })
