@@ -32,24 +32,30 @@ describe("--registry URLs", () => {
   })
 })
 
+/** A store on a Redis of its own (namespace `t`), listening: what it hears, once it is connected. */
+const listening = Effect.gen(function* () {
+  const redis = yield* startRedis()
+  const store = yield* RedisStore.make({
+    target: { host: "127.0.0.1", port: redis.port, db: 0, tls: false },
+    namespace: "t",
+    timeout: Duration.seconds(2)
+  })
+  const connected = yield* Deferred.make<void>()
+  const heard: Array<Published> = []
+  yield* store.listen({
+    connected: () => Deferred.unsafeDone(connected, Effect.void),
+    disconnected: () => undefined,
+    published: (message) => heard.push(message),
+    unreadable: () => undefined
+  })
+  yield* Deferred.await(connected).pipe(Effect.timeout("3 seconds"))
+  return { redis, store, heard }
+})
+
 describe.skipIf(!haveRedis)("the Redis store", () => {
   it.scopedLive("writes a change atomically: the snapshot holds it and the channel carries it with its revision", () =>
     Effect.gen(function* () {
-      const redis = yield* startRedis()
-      const store = yield* RedisStore.make({
-        target: { host: "127.0.0.1", port: redis.port, db: 0, tls: false },
-        namespace: "t",
-        timeout: Duration.seconds(2)
-      })
-      const connected = yield* Deferred.make<void>()
-      const heard: Array<Published> = []
-      yield* store.listen({
-        connected: () => Deferred.unsafeDone(connected, Effect.void),
-        disconnected: () => undefined,
-        published: (message) => heard.push(message),
-        unreadable: () => undefined
-      })
-      yield* Deferred.await(connected).pipe(Effect.timeout("3 seconds"))
+      const { store, heard } = yield* listening
       const record = {
         id: ServerId.make("s1"),
         host: Host.make("127.0.0.1"),
@@ -90,21 +96,7 @@ describe.skipIf(!haveRedis)("the Redis store", () => {
 
   it.scopedLive("ends a run's leases only while it is not announced, once, and publishes each removal", () =>
     Effect.gen(function* () {
-      const redis = yield* startRedis()
-      const store = yield* RedisStore.make({
-        target: { host: "127.0.0.1", port: redis.port, db: 0, tls: false },
-        namespace: "t",
-        timeout: Duration.seconds(2)
-      })
-      const heard: Array<Published> = []
-      const connected = yield* Deferred.make<void>()
-      yield* store.listen({
-        connected: () => Deferred.unsafeDone(connected, Effect.void),
-        disconnected: () => undefined,
-        published: (message) => heard.push(message),
-        unreadable: () => undefined
-      })
-      yield* Deferred.await(connected).pipe(Effect.timeout("3 seconds"))
+      const { store, heard } = yield* listening
       const holder = { balancer: "b1", instance: "run-1" }
       const server = (n: number) => ({
         id: ServerId.make(`s${n}`),
