@@ -2,12 +2,12 @@ import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
 import * as Fs from "node:fs"
-import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { askSettings, weightsFor } from "../../src/programs/playground.js"
 import type { StrategyName } from "../../src/services/balancer/strategies/Catalog.js"
 import { eventually } from "../support/eventually.js"
+import { refused } from "../support/net.js"
 import { spawn } from "../support/process.js"
 import { haveRedis, redisServerPath, redisSkipReason } from "../support/redis.js"
 import * as TestTerminal from "../support/terminal.js"
@@ -17,16 +17,6 @@ if (!haveRedis) console.warn(redisSkipReason)
 
 const files = Layer.merge(NodeFileSystem.layer, NodePath.layer)
 const none = { servers: Option.none<number>(), strategy: Option.none<StrategyName>() }
-
-const refused = (port: number) =>
-  Effect.async<boolean>((resume) => {
-    const socket = Net.createConnection({ host: "127.0.0.1", port })
-    socket.once("connect", () => {
-      socket.destroy()
-      resume(Effect.succeed(false))
-    })
-    socket.once("error", () => resume(Effect.succeed(true)))
-  })
 
 describe("the playground's questions", () => {
   it.effect("re-asks the number of servers until it is 1 to 50, then offers the strategies", () =>

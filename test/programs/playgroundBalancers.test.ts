@@ -1,7 +1,6 @@
 import { NodeFileSystem, NodePath } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Logger, LogLevel, Option } from "effect"
-import * as Net from "node:net"
 import { interactive } from "../../src/programs/interactive.js"
 import { startServers } from "../../src/programs/playground.js"
 import { startBalancers } from "../../src/programs/playgroundBalancers.js"
@@ -10,21 +9,12 @@ import * as LocalRedis from "../../src/services/balancer/shared/LocalRedis.js"
 import * as Client from "../../src/services/client/Client.js"
 import * as Wire from "../../src/services/wire/Wire.js"
 import { eventually } from "../support/eventually.js"
+import { refused } from "../support/net.js"
 import { haveRedis, redisServerPath, redisSkipReason } from "../support/redis.js"
 import * as TestTerminal from "../support/terminal.js"
 import { down, enter } from "../support/terminal.js"
 
 if (!haveRedis) console.warn(redisSkipReason)
-
-const refused = (port: number) =>
-  Effect.async<boolean>((resume) => {
-    const socket = Net.createConnection({ host: "127.0.0.1", port })
-    socket.once("connect", () => {
-      socket.destroy()
-      resume(Effect.succeed(false))
-    })
-    socket.once("error", () => resume(Effect.succeed(true)))
-  })
 
 /** Two balancers sharing a private Redis, with two servers given both. */
 const twoBalancers = Effect.gen(function* () {

@@ -47,3 +47,14 @@ export const echoServer = Effect.acquireRelease(
   }),
   (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
 )
+
+/** Whether a connection to 127.0.0.1:`port` is refused (nothing listens there any more). */
+export const refused = (port: number) =>
+  Effect.async<boolean>((resume) => {
+    const socket = Net.createConnection({ host: "127.0.0.1", port })
+    socket.once("connect", () => {
+      socket.destroy()
+      resume(Effect.succeed(false))
+    })
+    socket.once("error", () => resume(Effect.succeed(true)))
+  })

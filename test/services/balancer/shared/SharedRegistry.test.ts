@@ -27,6 +27,15 @@ const stateOf = (registry: ServerRegistry.ServerRegistry["Type"], id: ServerId) 
     Option.map((server) => server.state)
   )
 
+/** Two balancers, a and b, sharing one in-memory store, both joined. */
+const twoBalancers = Effect.gen(function* () {
+  const backend = makeMemoryBackend()
+  const a = yield* member(backend, "a")
+  const b = yield* member(backend, "b")
+  yield* settled
+  return { backend, a, b }
+})
+
 describe("the shared registry (on the in-memory store)", () => {
   it.scoped(
     "a server added on one balancer is listed by the other; its weight, its drain and the strategy follow",
@@ -59,10 +68,7 @@ describe("the shared registry (on the in-memory store)", () => {
 
   it.scoped("a local change is written once, and neither balancer applies it again when it comes back", () =>
     Effect.gen(function* () {
-      const backend = makeMemoryBackend()
-      const a = yield* member(backend, "a")
-      const b = yield* member(backend, "b")
-      yield* settled
+      const { backend, a, b } = yield* twoBalancers
       const before = backend.writes.length
       const { registration } = yield* a.registry.register(spec(1))
       yield* settled
@@ -78,10 +84,7 @@ describe("the shared registry (on the in-memory store)", () => {
 
   it.scoped("two balancers changing the same things at once end up agreeing", () =>
     Effect.gen(function* () {
-      const backend = makeMemoryBackend()
-      const a = yield* member(backend, "a")
-      const b = yield* member(backend, "b")
-      yield* settled
+      const { backend, a, b } = yield* twoBalancers
       yield* a.operator.add(spec(1))
       yield* settled
       yield* a.operator.setStrategy("weighted-round-robin")
@@ -101,10 +104,7 @@ describe("the shared registry (on the in-memory store)", () => {
 
   it.scoped("live and dead stay each balancer's own: a verdict on one is neither written nor seen by the other", () =>
     Effect.gen(function* () {
-      const backend = makeMemoryBackend()
-      const a = yield* member(backend, "a")
-      const b = yield* member(backend, "b")
-      yield* settled
+      const { backend, a, b } = yield* twoBalancers
       yield* a.operator.add(spec(1))
       yield* settled
       const before = backend.writes.length
@@ -135,10 +135,7 @@ describe("the shared registry (on the in-memory store)", () => {
 
   it.scoped("while the store is down a balancer serves what it knows, and shares its changes when it answers", () =>
     Effect.gen(function* () {
-      const backend = makeMemoryBackend()
-      const a = yield* member(backend, "a")
-      const b = yield* member(backend, "b")
-      yield* settled
+      const { backend, a, b } = yield* twoBalancers
       backend.setUp(false)
       yield* settled
       yield* a.operator.add(spec(1))
