@@ -80,7 +80,7 @@ export const make = (config: ControlPlaneConfig) =>
         maxLine: config.maxLine,
         invalid: (error): BalancerReplyType =>
           error._tag === "LineTooLong" ? new InvalidRequest({ message: error.message }) : error,
-        open: (control) => openSession(services, control)
+        open: (control) => new Session(services, control)
       }
     )
     return ControlPlane.of({ address })
@@ -102,38 +102,39 @@ interface Services {
   readonly clock: Clock.Clock
 }
 
-/** One connection to the balancer port. */
-interface Session {
-  /** The registration made over this connection (its control connection), if one was. */
-  registered: Registration | undefined
-  readonly control: SessionControl
-  /** The client's address without its port: a Locate's default key (worked out once). */
-  key: string | undefined
-  /** The client's address with its port, for the access log (worked out once). */
-  peer: string | undefined
-}
-
 type ControlRequest = Exclude<BalancerRequest, { _tag: "Locate" }>
 
-/** A new connection: its Locates answered synchronously, everything else as an effect. */
-const openSession = (
-  services: Services,
-  control: SessionControl
-): RequestSession<BalancerRequest, BalancerReplyType, never> => {
-  const { balancer, located } = services
-  const session: Session = { registered: undefined, control, key: undefined, peer: undefined }
-  const accessLog = services.accessLog
-  return {
-    answer: (request) => {
-      if (request._tag !== "Locate") return new Later(answerControl(services, request, session))
-      if (accessLog !== undefined) return locateLogged(services, accessLog, session, request)
-      // The hot path: decided and answered synchronously, no effect to run.
-      const key = request.key ?? (balancer.unsafeKeyed() ? clientKey(session) : undefined)
-      const location = balancer.unsafeDetermineServer(request.exclude, key)
-      return Either.isRight(location) ? located(location.right) : location.left
-    },
-    // Only a server's control connection has anything to do at its close: a Locate's runs no effect.
-    closed: () => (session.registered === undefined ? undefined : removeIfDrained(services, session))
+/**
+ * One connection to the balancer port: its Locates answered synchronously, everything else as an
+ * effect. One object per connection (its methods on the prototype): most connections carry one Locate.
+ */
+class Session implements RequestSession<BalancerRequest, BalancerReplyType, never> {
+  /** The registration made over this connection (its control connection), if one was. */
+  registered: Registration | undefined = undefined
+  /** The client's address without its port: a Locate's default key (worked out once). */
+  key: string | undefined = undefined
+  /** The client's address with its port, for the access log (worked out once). */
+  peer: string | undefined = undefined
+
+  constructor(
+    readonly services: Services,
+    readonly control: SessionControl
+  ) {}
+
+  answer(request: BalancerRequest): BalancerReplyType | Later<BalancerReplyType> {
+    const services = this.services
+    if (request._tag !== "Locate") return new Later(answerControl(services, request, this))
+    if (services.accessLog !== undefined) return locateLogged(services, services.accessLog, this, request)
+    // The hot path: decided and answered synchronously, no effect to run.
+    const balancer = services.balancer
+    const key = request.key ?? (balancer.unsafeKeyed() ? clientKey(this) : undefined)
+    const location = balancer.unsafeDetermineServer(request.exclude, key)
+    return Either.isRight(location) ? services.located(location.right) : location.left
+  }
+
+  /** Only a server's control connection has anything to do at its close: a Locate's runs no effect. */
+  closed(): Effect.Effect<void> | undefined {
+    return this.registered === undefined ? undefined : removeIfDrained(this.services, this)
   }
 }
 

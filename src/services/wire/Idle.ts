@@ -29,13 +29,20 @@ export interface TrackedConnection extends IdleTracker {
   release(): void
 }
 
-export interface IdleSweeper {
+/** What the sweeper needs of a connection it tracks: the connection object itself, so tracking costs no closure. */
+export interface Idler {
+  /** It has idled out: close it. */
+  idleOut(): void
   /**
-   * Tracks one connection; `close` is called once it idles out, `release` stops tracking. `activity`, if given, is a counter that
-   * moves when the connection does (bytes carried): read at each sweep, so a busy connection costs
-   * nothing per chunk.
+   * A counter that moves when the connection does (bytes carried): read at each sweep, so a busy
+   * connection costs nothing per chunk. One that never moves leaves only the request times to go by.
    */
-  readonly unsafeTrack: (close: () => void, activity?: () => number) => TrackedConnection
+  activity(): number
+}
+
+export interface IdleSweeper {
+  /** Tracks one connection; `idleOut` is called once it idles out, `release` stops tracking. */
+  readonly unsafeTrack: (connection: Idler) => TrackedConnection
   /** Closes every tracked connection that is between requests right now (a server draining). */
   readonly closeIdle: Effect.Effect<void>
 }
@@ -55,8 +62,7 @@ class Entry implements TrackedConnection {
   constructor(
     private readonly entries: Roster<Entry>,
     private readonly clock: Clock.Clock,
-    readonly close: () => void,
-    readonly activity: (() => number) | undefined
+    readonly connection: Idler
   ) {
     this.since = clock.unsafeCurrentTimeMillis()
   }
@@ -94,27 +100,25 @@ export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<
         for (const entry of entries) {
           if (entry.answering !== "busy" && idle(entry)) {
             entry.release()
-            entry.close()
+            entry.connection.idleOut()
           }
         }
       })
     const sweep = Effect.suspend(() => {
       const now = clock.unsafeCurrentTimeMillis()
       return closeWhere((entry) => {
-        if (entry.activity !== undefined) {
-          const seen = entry.activity()
-          if (seen !== entry.seen) {
-            entry.seen = seen
-            entry.since = now
-            return false
-          }
+        const seen = entry.connection.activity()
+        if (seen !== entry.seen) {
+          entry.seen = seen
+          entry.since = now
+          return false
         }
         return now - entry.since >= limit
       })
     })
     yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepInterval(timeout))))
-    const unsafeTrack = (close: () => void, activity?: () => number): TrackedConnection => {
-      const entry = new Entry(entries, clock, close, activity)
+    const unsafeTrack = (connection: Idler): TrackedConnection => {
+      const entry = new Entry(entries, clock, connection)
       entry.place = entries.join(entry)
       return entry
     }

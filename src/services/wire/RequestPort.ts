@@ -16,7 +16,7 @@ import { ConnectionClosed, LineTooLong, type PayloadFailed, type PayloadSink, pi
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 import { FrameDecoder, readAhead } from "./Frames.js"
 import { utf8Length } from "./Pages.js"
-import type { IdleSweeper, TrackedConnection } from "./Idle.js"
+import type { Idler, IdleSweeper, TrackedConnection } from "./Idle.js"
 
 /** An answer that needs an effect to be produced. A failure closes the connection (it cannot go on). */
 export class Later<Rep, R = never> {
@@ -85,15 +85,20 @@ export interface RequestPort<Req, ReqI, Rep, RepI, R> {
 /** Quiet time before TCP keep-alive probes start on a connection kept alive (it closes after a few unanswered ones). */
 const tcpKeepAliveDelay = 60_000
 
-/** Serves one connection until it closes; calls `done` then. `peerOf` tells where the socket's peer is. */
-export const runSession = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
+/**
+ * Serves one connection until it closes; then calls `done(token)` (a function shared by every
+ * connection and a value of this one's, rather than a closure per connection). `peerOf` tells
+ * where the socket's peer is.
+ */
+export const runSession = <Req, ReqI, Rep, RepI, R, S extends Duplex, T>(
   socket: S,
   port: RequestPort<Req, ReqI, Rep, RepI, R>,
   runtime: Runtime.Runtime<R>,
   sweeper: IdleSweeper,
   peerOf: (socket: S) => Address,
-  done: () => void
-): void => listen(new Session(socket, port, runtime, sweeper, peerOf), done)
+  done: (token: T) => void,
+  token: T
+): void => listen(new Session(socket, port, runtime, sweeper, peerOf, done, token))
 
 /** Runs `runSession` as an effect: completes when the connection has closed; interrupting closes it. */
 export const session = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
@@ -104,7 +109,7 @@ export const session = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
   peerOf: (socket: S) => Address
 ): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
-    runSession(socket, port, runtime, sweeper, peerOf, () => resume(Effect.void))
+    runSession(socket, port, runtime, sweeper, peerOf, resume, Effect.void)
     return Effect.sync(() => socket.destroy())
   })
 
@@ -116,7 +121,9 @@ const refusedSession = { answer: () => undefined }
  * session the port opened for it. It is that session's `SessionControl` too, so a connection
  * costs one object here rather than a closure per job.
  */
-class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionControl<Rep>, PayloadSink {
+class Session<Req, ReqI, Rep, RepI, R, S extends Duplex, T = unknown>
+  implements SessionControl<Rep>, PayloadSink, Idler, Listened
+{
   readonly decoder: FrameDecoder
   readonly decode: (line: string) => Either.Either<Req, InvalidRequest>
   readonly encode: (reply: Rep) => string
@@ -140,15 +147,14 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
     readonly port: RequestPort<Req, ReqI, Rep, RepI, R>,
     readonly runtime: Runtime.Runtime<R>,
     sweeper: IdleSweeper,
-    private readonly peerOf: (socket: S) => Address
+    private readonly peerOf: (socket: S) => Address,
+    private readonly done: (token: T) => void,
+    private readonly token: T
   ) {
     this.decoder = new FrameDecoder(port.maxLine)
     this.decode = lineDecoder(port.request)
     this.encode = lineEncoder(port.reply)
-    this.idle = sweeper.unsafeTrack(
-      () => socket.destroy(),
-      () => this.payloadSent
-    )
+    this.idle = sweeper.unsafeTrack(this)
     const opened = port.open(this)
     if (opened instanceof Refused) {
       this.answers = refusedSession
@@ -165,6 +171,14 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
 
   peer(): Address {
     return this.peerOf(this.socket)
+  }
+
+  idleOut(): void {
+    this.socket.destroy()
+  }
+
+  activity(): number {
+    return this.payloadSent
   }
 
   send(reply: Rep): Effect.Effect<void, ConnectionClosed> {
@@ -285,38 +299,72 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex> implements SessionContr
   }
 
   /** The connection has closed: it stops being tracked, and the session's `closed` runs before `done`. */
-  finish(done: () => void): void {
+  finish(): void {
     this.closed = true
     this.hungUp()
     this.idle.release()
     const after = this.answers.closed?.()
-    if (after === undefined) done()
-    else Runtime.runFork(this.runtime)(after).addObserver(done)
+    if (after === undefined) this.done(this.token)
+    else Runtime.runFork(this.runtime)(after).addObserver(this.finished)
   }
+
+  readonly finished = (): void => this.done(this.token)
 }
 
-/** The socket's listeners, for the connection's whole life: what arrives or drains moves the session on. */
-const listen = <Req, ReqI, Rep, RepI, R, S extends Duplex>(
-  session: Session<Req, ReqI, Rep, RepI, R, S>,
-  done: () => void
-): void => {
-  const socket = session.socket
-  socket.on("data", (chunk: Buffer) => {
-    session.decoder.push(chunk)
-    if (session.decoder.buffered >= readAhead) socket.pause()
-    session.step()
-  })
-  socket.on("end", () => {
-    session.hungUp()
-    session.step()
-  })
-  socket.on("drain", () => {
-    session.blocked = false
-    session.step()
-  })
+/**
+ * The socket's listeners, for the connection's whole life: what arrives or drains moves the
+ * session on. They are the same five functions for every connection — node calls a listener with
+ * the socket as `this`, and the socket carries its session — so a connection costs no closures here.
+ */
+const listen = (session: Listened): void => {
+  const socket: Carrier = session.socket
+  socket[sessionKey] = session
+  socket.on("data", onData)
+  socket.on("end", onEnd)
+  socket.on("drain", onDrain)
   // An error is followed by `close`, which is where the connection ends.
   socket.on("error", ignore)
-  socket.once("close", () => session.finish(done))
+  socket.once("close", onClose)
+}
+
+/** What the listeners need of a session, whatever its messages. */
+interface Listened {
+  readonly socket: Duplex
+  readonly decoder: FrameDecoder
+  blocked: boolean
+  step(): void
+  hungUp(): void
+  finish(): void
+}
+const sessionKey = Symbol("effect-lb.session")
+type Carrier = Duplex & { [sessionKey]?: Listened | undefined }
+
+function onData(this: Carrier, chunk: Buffer): void {
+  const session = this[sessionKey]
+  if (session === undefined) return
+  session.decoder.push(chunk)
+  if (session.decoder.buffered >= readAhead) this.pause()
+  session.step()
+}
+
+function onEnd(this: Carrier): void {
+  const session = this[sessionKey]
+  if (session === undefined) return
+  session.hungUp()
+  session.step()
+}
+
+function onDrain(this: Carrier): void {
+  const session = this[sessionKey]
+  if (session === undefined) return
+  session.blocked = false
+  session.step()
+}
+
+function onClose(this: Carrier): void {
+  const session = this[sessionKey]
+  this[sessionKey] = undefined
+  session?.finish()
 }
 
 const ignore = (): void => undefined

@@ -15,7 +15,7 @@ import { type Address, formatEndpoint } from "../../domain/Server.js"
 import { type Connection, fromDuplex, peerOf } from "./Connection.js"
 import { makeIdleSweeper } from "./Idle.js"
 import { type RequestPort, runSession, session } from "./RequestPort.js"
-import { Roster } from "./Roster.js"
+import { type Place, Roster } from "./Roster.js"
 import { clientOptions, describeTlsReason, type ListenerTls, type Trust } from "./Tls.js"
 import { tlsServer } from "./TlsListener.js"
 
@@ -242,10 +242,9 @@ const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(
     const sweeper = port.idle ?? (yield* makeIdleSweeper(port.idleTimeout))
     // A roster, not a Set: see Roster.ts.
     const sockets = new Roster<Net.Socket>()
-    const onSocket = (socket: Net.Socket) => {
-      const place = sockets.join(socket)
-      runSession(socket, port, runtime, sweeper, peerOf, () => sockets.leave(place))
-    }
+    const leave = (place: Place<Net.Socket>) => sockets.leave(place)
+    const onSocket = (socket: Net.Socket) =>
+      runSession(socket, port, runtime, sweeper, peerOf, leave, sockets.join(socket))
     const server =
       options.tls === undefined
         ? Net.createServer({ noDelay: true, allowHalfOpen: true }, onSocket)
