@@ -33,6 +33,13 @@ const tlsRecord = 0x16
 const tlsMajor = 0x03
 export const tlsOnPlainPort = "a TLS handshake: this port speaks plain text, not TLS"
 
+/** The first `length` bytes of `bytes` are few (at most 256) and all ASCII. */
+const shortAscii = (bytes: Buffer, length: number): boolean => {
+  if (length > 256) return false
+  for (let i = 0; i < length; i++) if ((bytes[i] ?? 0x80) >= 0x80) return false
+  return true
+}
+
 export class FrameDecoder {
   private pending: Buffer = empty
   /** Bytes of `pending` already known to hold no newline, so they are never scanned twice. */
@@ -70,12 +77,15 @@ export class FrameDecoder {
     }
     if (end > this.maxLine) return { _tag: "TooLong", limit: this.maxLine }
     this.fresh = false
-    const stop = end > 0 && this.pending[end - 1] === carriageReturn ? end - 1 : end
-    const line = this.pending.subarray(0, stop)
-    this.pending = this.pending.subarray(end + 1)
+    const pending = this.pending
+    const stop = end > 0 && pending[end - 1] === carriageReturn ? end - 1 : end
+    this.pending = end + 1 === pending.length ? empty : pending.subarray(end + 1)
     this.scanned = 0
+    // A short ASCII line (every request on the Locate path) is read straight out of the buffer: no
+    // view of it to make and nothing to validate.
+    if (shortAscii(pending, stop)) return { _tag: "Line", text: pending.toString("latin1", 0, stop) }
     try {
-      return { _tag: "Line", text: utf8.decode(line) }
+      return { _tag: "Line", text: utf8.decode(pending.subarray(0, stop)) }
     } catch {
       return { _tag: "BadLine", reason: "the line is not valid UTF-8" }
     }
