@@ -8,83 +8,72 @@
  * A connection sending a reply is idle when its bytes stop moving: a peer that does not read holds
  * a connection as surely as one that does not write.
  */
-import { type Clock, Duration, Effect, Schedule, type Scope } from "effect"
+import { Duration, Effect, Schedule, type Scope } from "effect"
 import { type Place, Roster } from "./Roster.js"
 
-export interface IdleTracker {
-  /** A request is being answered: not idle, however long that takes. */
-  busy(): void
-  /**
-   * A request is being answered by sending bytes: idle once the activity counter has not moved for
-   * the timeout (the peer stopped reading), however long the reply. Draining lets it finish.
-   */
-  sending(): void
-  /** Activity: the idle time counts from now. */
-  done(): void
-}
+/**
+ * A connection under an idle timeout. A connection's own object extends it (so tracking one costs
+ * no object and no closure of its own), is handed to `IdleSweeper.unsafeTrack`, and calls these as
+ * it goes. Listed in a `Roster` rather than a `Set` (a `Set` gaining and losing one per connection
+ * kept closed connections alive through the scavenges; see `Roster.ts`).
+ */
+export abstract class Idler {
+  /** When it went idle, in ms since its sweeper started (small enough to be stored inline). */
+  idleSince = 0
+  /** Between requests, answering one that is never idle, or sending a reply that is idle once its bytes stop. */
+  answering: "no" | "busy" | "sending" = "no"
+  /** The activity counter at the last sweep. */
+  activitySeen = 0
+  /** Its place in its sweeper's list, while tracked. */
+  idlePlace: Place<Idler> | undefined = undefined
+  sweeper: Sweeper | undefined = undefined
 
-/** One tracked connection: call its methods on it, not detached. */
-export interface TrackedConnection extends IdleTracker {
-  /** Stops tracking it (at its close, or for good). */
-  release(): void
-}
-
-/** What the sweeper needs of a connection it tracks: the connection object itself, so tracking costs no closure. */
-export interface Idler {
   /** It has idled out: close it. */
-  idleOut(): void
+  abstract idleOut(): void
   /**
    * A counter that moves when the connection does (bytes carried): read at each sweep, so a busy
    * connection costs nothing per chunk. One that never moves leaves only the request times to go by.
    */
-  activity(): number
-}
+  abstract activity(): number
 
-export interface IdleSweeper {
-  /** Tracks one connection; `idleOut` is called once it idles out, `release` stops tracking. */
-  readonly unsafeTrack: (connection: Idler) => TrackedConnection
-  /** Closes every tracked connection that is between requests right now (a server draining). */
-  readonly closeIdle: Effect.Effect<void>
-}
-
-/**
- * A tracked connection: one object per connection, its own tracker (no closures), listed in a
- * `Roster` rather than a `Set` (a `Set` gaining and losing one per connection kept closed
- * connections alive through the scavenges; see `Roster.ts`).
- */
-class Entry implements TrackedConnection {
-  since: number
-  /** Between requests, answering one that is never idle, or sending a reply that is idle once its bytes stop. */
-  answering: "no" | "busy" | "sending" = "no"
-  seen = 0
-  place: Place<Entry> | undefined = undefined
-
-  constructor(
-    private readonly entries: Roster<Entry>,
-    private readonly clock: Clock.Clock,
-    readonly connection: Idler
-  ) {
-    this.since = clock.unsafeCurrentTimeMillis()
-  }
-
-  busy(): void {
+  /** A request is being answered: not idle, however long that takes. */
+  idleBusy(): void {
     this.answering = "busy"
   }
 
-  sending(): void {
+  /**
+   * A request is being answered by sending bytes: idle once the activity counter has not moved for
+   * the timeout (the peer stopped reading), however long the reply. Draining lets it finish.
+   */
+  idleSending(): void {
     this.answering = "sending"
-    this.since = this.clock.unsafeCurrentTimeMillis()
+    if (this.sweeper !== undefined) this.idleSince = this.sweeper.now()
   }
 
-  done(): void {
+  /** Activity: the idle time counts from now. */
+  idleFromNow(): void {
     this.answering = "no"
-    this.since = this.clock.unsafeCurrentTimeMillis()
+    if (this.sweeper !== undefined) this.idleSince = this.sweeper.now()
   }
 
-  release(): void {
-    if (this.place !== undefined) this.entries.leave(this.place)
-    this.place = undefined
+  /** Stops tracking it (at its close, or for good). */
+  untrack(): void {
+    if (this.idlePlace !== undefined) this.sweeper?.entries.leave(this.idlePlace)
+    this.idlePlace = undefined
   }
+}
+
+/** What a sweeper's connections share: the list they are in and the time. */
+interface Sweeper {
+  readonly entries: Roster<Idler>
+  readonly now: () => number
+}
+
+export interface IdleSweeper {
+  /** Tracks one connection from now: `idleOut` is called once it idles out; `untrack` stops it. */
+  readonly unsafeTrack: (connection: Idler) => void
+  /** Closes every tracked connection that is between requests right now (a server draining). */
+  readonly closeIdle: Effect.Effect<void>
 }
 
 export const sweepInterval = (timeout: Duration.DurationInput): Duration.Duration =>
@@ -94,33 +83,37 @@ export const makeIdleSweeper = (timeout: Duration.DurationInput): Effect.Effect<
   Effect.gen(function* () {
     const clock = yield* Effect.clock
     const limit = Duration.toMillis(timeout)
-    const entries = new Roster<Entry>()
-    const closeWhere = (idle: (entry: Entry) => boolean) =>
+    const started = clock.unsafeCurrentTimeMillis()
+    const sweeper: Sweeper = {
+      entries: new Roster<Idler>(),
+      now: () => clock.unsafeCurrentTimeMillis() - started
+    }
+    const closeWhere = (idle: (entry: Idler) => boolean) =>
       Effect.sync(() => {
-        for (const entry of entries) {
+        for (const entry of sweeper.entries) {
           if (entry.answering !== "busy" && idle(entry)) {
-            entry.release()
-            entry.connection.idleOut()
+            entry.untrack()
+            entry.idleOut()
           }
         }
       })
     const sweep = Effect.suspend(() => {
-      const now = clock.unsafeCurrentTimeMillis()
+      const now = sweeper.now()
       return closeWhere((entry) => {
-        const seen = entry.connection.activity()
-        if (seen !== entry.seen) {
-          entry.seen = seen
-          entry.since = now
+        const seen = entry.activity()
+        if (seen !== entry.activitySeen) {
+          entry.activitySeen = seen
+          entry.idleSince = now
           return false
         }
-        return now - entry.since >= limit
+        return now - entry.idleSince >= limit
       })
     })
     yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepInterval(timeout))))
-    const unsafeTrack = (connection: Idler): TrackedConnection => {
-      const entry = new Entry(entries, clock, connection)
-      entry.place = entries.join(entry)
-      return entry
+    const unsafeTrack = (connection: Idler): void => {
+      connection.sweeper = sweeper
+      connection.idleSince = sweeper.now()
+      connection.idlePlace = sweeper.entries.join(connection)
     }
     return {
       unsafeTrack,
