@@ -4,7 +4,15 @@
  * many Locates on one connection (64 connections), and one connection per Locate (64 at a time).
  * Also prints each server's CPU time per request, which does not depend on the load generator.
  *
- *   npm run bench:locate [-- --seconds 3 --rounds 3] [-- --access-log]
+ *   npm run bench:locate [-- --seconds 2 --rounds 6] [-- --rate 6000] [-- --access-log]
+ *
+ * Each round runs the servers one after the other, in the other order the next round (A B, B A, ...),
+ * and each ratio is the median of the rounds' own ratios, printed with their range: the machine's
+ * load drifts, and a pair measured seconds apart sees the same drift. `--rate N` paces the
+ * connections per Locate at N a second (at most 64 open) instead of opening them as fast as they
+ * close: both servers then see the same load, so their CPU per Locate is compared at the same
+ * offered rate (at saturation, what a Locate costs also depends on how many events each wake-up
+ * of the event loop finds, which moves with each server's own speed and the client's).
  *
  * `--access-log` adds a third server to the rounds: the balancer with its access log on, and prints
  * what the log costs (CPU per Locate on / off, and the difference: the cost of a line).
@@ -16,14 +24,17 @@ import { cpuOf, effectLb, fixed, keepAliveLocates, median, start } from "./suppo
 
 const { values } = parseArgs({
   options: {
-    seconds: { type: "string", default: "3" },
-    rounds: { type: "string", default: "3" },
+    seconds: { type: "string", default: "2" },
+    rounds: { type: "string", default: "6" },
+    rate: { type: "string", default: "0" },
     "access-log": { type: "boolean", default: false }
   }
 })
 const seconds = Number(values.seconds)
 const rounds = Number(values.rounds)
 const concurrency = 64
+/** Connections per Locate opened per second, at most (0: as fast as they complete). */
+const pace = Number(values.rate)
 const request = JSON.stringify({ _tag: "Locate" }) + "\n"
 
 /** Keep-alive: each connection sends a Locate, waits for the reply, sends the next. */
@@ -34,6 +45,21 @@ const perConnection = (port: number, until: number): Promise<number> =>
   new Promise((resolve) => {
     let done = 0
     let running = 0
+    let allowance = 0
+    const ticker =
+      pace > 0
+        ? setInterval(() => {
+            allowance += pace / 100
+            while (allowance >= 1 && running < concurrency && Date.now() < until) {
+              allowance--
+              one()
+            }
+            if (Date.now() >= until) {
+              clearInterval(ticker)
+              if (running === 0) resolve(done)
+            }
+          }, 10)
+        : undefined
     const one = () => {
       if (Date.now() >= until) {
         if (running === 0) resolve(done)
@@ -49,10 +75,10 @@ const perConnection = (port: number, until: number): Promise<number> =>
       socket.on("error", () => undefined)
       socket.on("close", () => {
         running--
-        one()
+        if (ticker === undefined || Date.now() >= until) one()
       })
     }
-    for (let c = 0; c < concurrency; c++) one()
+    if (ticker === undefined) for (let c = 0; c < concurrency; c++) one()
   })
 
 const servers = Array.from({ length: 10 }, (_, i) => ["--server", `127.0.0.1:${20_000 + i}`]).flat()
@@ -81,13 +107,21 @@ const verdict = (met: boolean) => (met ? "met" : "not met")
  * Each figure against plain node:net, with its aim: kept alive, the rate (>= 0.95); a connection per
  * Locate, the CPU each Locate costs (<= 1.15x: per connection, the rate mostly measures the client).
  */
+/** Each round's ratio effect-lb / node:net (the two ran next to each other): their median, and the range. */
+const roundRatios = (figures: Partial<Record<Who, Array<number>>>) => {
+  const node = figures.node ?? []
+  const ratios = (figures.lb ?? []).map((value, round) => value / (node[round] ?? Number.NaN))
+  return { median: median(ratios), range: `${fixed(Math.min(...ratios))}-${fixed(Math.max(...ratios))}` }
+}
 const printAims = (mode: Mode, rate: Partial<Record<Who, Array<number>>>, cpu: Partial<Record<Who, Array<number>>>) => {
-  const rateRatio = median(rate.lb ?? []) / median(rate.node ?? [])
-  const cpuRatio = median(cpu.lb ?? []) / median(cpu.node ?? [])
-  const rateAim = mode === "keep-alive" ? ` aim >= 0.95: ${verdict(rateRatio >= 0.95)}` : ""
-  const cpuAim = mode === "keep-alive" ? "" : ` aim <= 1.15: ${verdict(cpuRatio <= 1.15)}`
-  console.log(`    effect-lb / node:net rate          = ${fixed(rateRatio)}${rateAim}`)
-  console.log(`    effect-lb / node:net CPU per Locate = ${fixed(cpuRatio)}${cpuAim}`)
+  const rateRatio = roundRatios(rate)
+  const cpuRatio = roundRatios(cpu)
+  const rateAim = mode === "keep-alive" ? ` aim >= 0.95: ${verdict(rateRatio.median >= 0.95)}` : ""
+  const cpuAim = mode === "keep-alive" ? "" : ` aim <= 1.15: ${verdict(cpuRatio.median <= 1.15)}`
+  console.log(
+    `    effect-lb / node:net rate          = ${fixed(rateRatio.median)} (rounds ${rateRatio.range})${rateAim}`
+  )
+  console.log(`    effect-lb / node:net CPU per Locate = ${fixed(cpuRatio.median)} (rounds ${cpuRatio.range})${cpuAim}`)
 }
 const modes: Record<Mode, (port: number, until: number) => Promise<number>> = {
   "keep-alive": persistent,
@@ -100,7 +134,8 @@ try {
     const rate: Partial<Record<Who, Array<number>>> = {}
     const cpu: Partial<Record<Who, Array<number>>> = {}
     for (let round = 0; round < rounds; round++) {
-      for (const who of everyone) {
+      // Each round in the other order (A B, B A, ...): a drift in the machine's load falls on both alike.
+      for (const who of round % 2 === 0 ? everyone : [...everyone].reverse()) {
         const child = children[who]
         if (child === undefined) continue
         const cpuBefore = cpuOf(child.pid)
