@@ -18,6 +18,28 @@
  * memory is not in RSS and not counted. The balancer port has no connection limit of its own
  * (--max-connections is the proxy's); the server is given --max-connections 100000.
  *
+ * Live heap per idle connection, beside it: resident memory is about 1.85x the live heap per
+ * connection (V8's slack between collections and the garbage it has not collected yet), which
+ * blurs what the code itself holds. So each of the three processes is also started once more,
+ * fresh (not one of the RSS rounds' processes, so the snapshots do not disturb those figures),
+ * with `--heapsnapshot-signal=SIGUSR2` (it only installs a signal handler: nothing changes until
+ * the signal comes) and `--diagnostic-dir` (only where the snapshot is written: a temporary folder
+ * per process, removed after). It takes 100 silent connections (they warm its code), is sent
+ * SIGUSR2 (V8 collects all the garbage it can, then writes a heap snapshot), takes 5,000 more and
+ * is snapshotted again. The `self_size` of every node of a snapshot summed is the live heap
+ * (V8's objects and the native objects node reports into it, such as a socket's TCPWrap; the
+ * figure's "native" part); the difference over 5,000 is bytes per connection, exact to a few
+ * bytes from run to run, so one pass each. A snapshot is read once the process has closed the
+ * file, its size has stopped changing and its nodes are all there (within 30 s); it is read in
+ * pieces, never parsed whole.
+ *
+ * The aims. The server's, <= 6 KB resident, is checked on the RSS slope. The balancer's, "stays
+ * <= 3 KB", was set with an older method (one RSS delta) that put plain node:net itself at 4.5 KB;
+ * on the slope plain node:net alone is over 3 KB resident, so a balancer on node sockets can
+ * hardly meet it as written: it is printed as it is, met or not, with the ratio to plain
+ * node:net's resident figure. What the balancer's own code holds per connection is its live heap over a bare
+ * node socket's (plain node:net's): that is printed as the balancer's own cost, aim <= 256 B.
+ *
  *   npm run bench:memory [-- --rounds 3 --step 2500 --connections 15000]
  *
  * This process holds the client side of every connection: keep --connections under `ulimit -n`.
@@ -46,6 +68,9 @@ if (!(rounds >= 1 && step >= 1 && most >= 3 * step))
 const batch = 500
 const settleMs = 500
 const acceptDeadlineMs = 20_000
+
+/** A whole number with thousands separators: 1,549. */
+const whole = (value: number): string => Math.round(value).toLocaleString("en-US")
 
 const sleep = (ms: number) => new Promise((wake) => setTimeout(wake, ms))
 
@@ -135,20 +160,208 @@ const pass = async (args: ReadonlyArray<string>): Promise<Pass> => {
   }
 }
 
+/** Connections before the first snapshot (they warm the code), and the connections the figure is over. */
+const liveBase = 100
+const liveMore = 5000
+const snapshotDeadlineMs = 30_000
+const snapshotPollMs = 200
+
+/** A heap snapshot's sums, in bytes: every node's self size, and the native nodes' part of it. */
+interface Snapshot {
+  readonly total: number
+  readonly native: number
+}
+
+/** The part of a snapshot before its nodes: the fields of a node and the count of nodes. */
+interface SnapshotHeader {
+  readonly snapshot: {
+    readonly meta: { readonly node_fields: ReadonlyArray<string>; readonly node_types: ReadonlyArray<unknown> }
+    readonly node_count: number
+  }
+}
+
+const nodesStart = Buffer.from('"nodes":[')
+
+/**
+ * Sums a heap snapshot's nodes, reading the file in pieces (the nodes array is a flat list of
+ * unsigned integers, `node_fields` per node). Throws if the file is not whole yet.
+ */
+const sumSnapshot = (file: string): Snapshot => {
+  const fd = Fs.openSync(file, "r")
+  try {
+    const chunk = Buffer.alloc(1 << 20)
+    let length = Fs.readSync(fd, chunk, 0, chunk.length, 0)
+    let position = length
+    const at = chunk.subarray(0, length).indexOf(nodesStart)
+    if (at < 0) throw new Error(`${file}: no nodes in its first ${length} bytes`)
+    const head = chunk.toString("latin1", 0, at).trimEnd().replace(/,$/, "}")
+    const header = JSON.parse(head) as SnapshotHeader
+    const fields = header.snapshot.meta.node_fields
+    const types = header.snapshot.meta.node_types[0]
+    const width = fields.length
+    const selfSize = fields.indexOf("self_size")
+    const typeField = fields.indexOf("type")
+    const native = Array.isArray(types) ? types.indexOf("native") : -1
+    if (width === 0 || selfSize < 0 || typeField < 0 || typeField > selfSize)
+      throw new Error(`${file}: no self_size or type in node_fields`)
+    let total = 0
+    let nativeTotal = 0
+    let values = 0
+    let value = 0
+    let digits = false
+    let type = -1
+    let index = at + nodesStart.length
+    for (;;) {
+      if (index >= length) {
+        length = Fs.readSync(fd, chunk, 0, chunk.length, position)
+        position += length
+        index = 0
+        if (length === 0) throw new Error(`${file}: ends inside its nodes`)
+      }
+      const byte = chunk[index++] ?? 0
+      if (byte >= 48 && byte <= 57) {
+        value = value * 10 + (byte - 48)
+        digits = true
+        continue
+      }
+      if (digits) {
+        const field = values++ % width
+        if (field === typeField) type = value
+        if (field === selfSize) {
+          total += value
+          if (type === native) nativeTotal += value
+        }
+        value = 0
+        digits = false
+      }
+      if (byte === 93) break // "]": the end of the nodes
+    }
+    if (values !== header.snapshot.node_count * width)
+      throw new Error(`${file}: ${values / width} nodes, its header says ${header.snapshot.node_count}`)
+    // The file is whole when it ends with the closing brace of its object.
+    const size = Fs.fstatSync(fd).size
+    const tail = Buffer.alloc(Math.min(16, size))
+    Fs.readSync(fd, tail, 0, tail.length, size - tail.length)
+    if (!tail.toString("latin1").trimEnd().endsWith("}")) throw new Error(`${file}: does not end with "}"`)
+    return { total, native: nativeTotal }
+  } finally {
+    Fs.closeSync(fd)
+  }
+}
+
+/** Whether process `pid` still has `file` open (it is still writing it). */
+const holds = (pid: number, file: string): boolean => {
+  let names: Array<string>
+  try {
+    names = Fs.readdirSync(`/proc/${pid}/fd`)
+  } catch {
+    return false
+  }
+  return names.some((name) => {
+    try {
+      return Fs.readlinkSync(`/proc/${pid}/fd/${name}`) === file
+    } catch {
+      return false
+    }
+  })
+}
+
+/**
+ * Sends SIGUSR2 to `pid` (started with --heapsnapshot-signal=SIGUSR2, --diagnostic-dir=`folder`)
+ * and sums the snapshot it writes, once written: the process no longer holds the file, its size
+ * did not change over one poll, and it reads whole.
+ */
+const snapshot = async (pid: number, folder: string): Promise<Snapshot> => {
+  const known = new Set(Fs.readdirSync(folder))
+  process.kill(pid, "SIGUSR2")
+  const until = Date.now() + snapshotDeadlineMs
+  let lastSize = -1
+  let problem = "no file"
+  while (Date.now() < until) {
+    await sleep(snapshotPollMs)
+    const name = Fs.readdirSync(folder).find((entry) => entry.endsWith(".heapsnapshot") && !known.has(entry))
+    if (name === undefined) continue
+    const file = Path.join(folder, name)
+    const size = Fs.statSync(file).size
+    const steady = size > 0 && size === lastSize
+    lastSize = size
+    if (!steady || holds(pid, file)) {
+      problem = "still being written"
+      continue
+    }
+    try {
+      return sumSnapshot(file)
+    } catch (error) {
+      problem = error instanceof Error ? error.message : String(error)
+    }
+  }
+  throw new Error(`process ${pid}: no whole heap snapshot within ${snapshotDeadlineMs} ms (${problem})`)
+}
+
+/** Snapshot folders not yet removed: removed when the bench exits, however it exits. */
+const snapshotFolders = new Set<string>()
+process.once("exit", () => {
+  for (const snapshots of snapshotFolders) Fs.rmSync(snapshots, { recursive: true, force: true })
+})
+
+interface Live {
+  readonly before: Snapshot
+  readonly after: Snapshot
+  /** Bytes per connection: all of the live heap, and its native part. */
+  readonly perConnection: number
+  readonly native: number
+}
+
+/** One fresh process, snapshotted at `liveBase` and `liveBase + liveMore` connections. */
+const live = async (args: ReadonlyArray<string>): Promise<Live> => {
+  const snapshots = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-snap-"))
+  snapshotFolders.add(snapshots)
+  try {
+    const child = await start(["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${snapshots}`, ...args])
+    const sockets: Array<Net.Socket> = []
+    try {
+      await sleep(settleMs)
+      const base = descriptors(child.pid)
+      const at = async (count: number) => {
+        while (sockets.length < count) await open(child.port, Math.min(batch, count - sockets.length), sockets)
+        await accepted(child.pid, base + count)
+        await sleep(settleMs)
+        return snapshot(child.pid, snapshots)
+      }
+      const before = await at(liveBase)
+      const after = await at(liveBase + liveMore)
+      return {
+        before,
+        after,
+        perConnection: (after.total - before.total) / liveMore,
+        native: (after.native - before.native) / liveMore
+      }
+    } finally {
+      for (const socket of sockets) socket.resetAndDestroy()
+      await child.stop()
+    }
+  } finally {
+    Fs.rmSync(snapshots, { recursive: true, force: true })
+    snapshotFolders.delete(snapshots)
+  }
+}
+
 const folder = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-lb-mem-"))
 const baselineScript = Path.join(Path.dirname(new URL(import.meta.url).pathname), "baseline-locate-server.js")
 const targets = [
   {
     name: "effect-lb balancer",
     aimKb: 3,
+    ownAimB: 256,
     args: [effectLb, "balancer", "--port", "0", "--probe-interval", "1h", "--idle-timeout", "1h"]
   },
   {
     name: "effect-lb server",
     aimKb: 6,
+    ownAimB: undefined,
     args: [effectLb, "server", "--port", "0", "--files", folder, "--idle-timeout", "1h", "--max-connections", "100000"]
   },
-  { name: "plain node:net", aimKb: undefined, args: [baselineScript] }
+  { name: "plain node:net", aimKb: undefined, ownAimB: undefined, args: [baselineScript] }
 ] as const
 
 console.log(
@@ -156,6 +369,7 @@ console.log(
     `(steps of ${step}), ${rounds} rounds`
 )
 const passes: Array<Array<Pass>> = targets.map(() => [])
+const lives: Array<Live> = []
 try {
   for (let round = 1; round <= rounds; round++) {
     const figures: Array<string> = []
@@ -165,6 +379,18 @@ try {
       figures.push(`${target.name} ${fixed(result.slope)}`)
     }
     console.log(`  round ${round}: ${figures.join(", ")} KB per connection`)
+  }
+  console.log(
+    `live heap per idle connection: V8 heap snapshots at ${whole(liveBase)} and ${whole(liveBase + liveMore)} silent connections, ` +
+      `a fresh process each`
+  )
+  for (const target of targets) {
+    const result = await live(target.args)
+    lives.push(result)
+    console.log(
+      `  ${target.name}: ${whole(result.perConnection)} B per connection ` +
+        `(snapshots ${whole(result.before.total)} B, ${whole(result.after.total)} B)`
+    )
   }
 } finally {
   Fs.rmSync(folder, { recursive: true, force: true })
@@ -189,12 +415,31 @@ for (const [index, target] of targets.entries()) {
       `   ${fixed(figure.error).padStart(6)}   ${fixed(figure.malloc)} + ${fixed(figure.slope - figure.malloc)}`
   )
 }
+console.log(`  ${"".padEnd(20)}  B live heap per connection   native   x plain node:net`)
+const plainLive = lives[targets.length - 1]
+for (const [index, target] of targets.entries()) {
+  const figure = lives[index]
+  if (figure === undefined || plainLive === undefined) continue
+  console.log(
+    `  ${target.name.padEnd(20)} ${whole(figure.perConnection).padStart(27)}` +
+      `   ${whole(figure.native).padStart(6)}   ${fixed(figure.perConnection / plainLive.perConnection).padStart(16)}`
+  )
+}
 const plain = summary[targets.length - 1]
 for (const [index, target] of targets.entries()) {
   const figure = summary[index]
   if (target.aimKb === undefined || figure === undefined || plain === undefined) continue
   console.log(
-    `  ${target.name} <= ${target.aimKb} KB: ${figure.slope <= target.aimKb ? "met" : "not met"} ` +
+    `  ${target.name} <= ${target.aimKb} KB resident: ${figure.slope <= target.aimKb ? "met" : "not met"} ` +
       `(${fixed(figure.slope)} KB, ${fixed(figure.slope / plain.slope)}x plain node:net's ${fixed(plain.slope)} KB)`
+  )
+}
+for (const [index, target] of targets.entries()) {
+  const figure = lives[index]
+  if (target.ownAimB === undefined || figure === undefined || plainLive === undefined) continue
+  const own = Math.round(figure.perConnection - plainLive.perConnection)
+  console.log(
+    `  ${target.name.replace(/^effect-lb /, "")}'s own cost over a bare node socket: ${own >= 0 ? "+" : ""}${whole(own)} B ` +
+      `live heap per connection (aim <= ${target.ownAimB} B): ${own <= target.ownAimB ? "met" : "not met"}`
   )
 }
