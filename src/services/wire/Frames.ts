@@ -33,6 +33,40 @@ const tlsRecord = 0x16
 const tlsMajor = 0x03
 export const tlsOnPlainPort = "a TLS handshake: this port speaks plain text, not TLS"
 
+/**
+ * The short ASCII lines seen last, by a hash of their bytes: most lines on a busy port are the same
+ * few requests (`{"_tag":"Locate"}`), and one seen before is handed out again — the same frame, the
+ * same string — without reading it out of the buffer; being the same string, its hash is known, so
+ * the decoder's cache (LineCodec) finds it at once too. Bounded: at most `internedLines` lines of at
+ * most `internedLength` bytes, forgotten all at once when full (hostile lines only churn it).
+ */
+const internedLength = 64
+const internedLines = 256
+const interned = new Map<number, { readonly bytes: Buffer; readonly frame: Frame }>()
+
+/** The frame of the first `length` bytes of `bytes` (at most `internedLength`), from the recent lines, or `undefined` when not ASCII. */
+const recentLine = (bytes: Buffer, length: number): Frame | undefined => {
+  let hash = length
+  for (let i = 0; i < length; i++) {
+    const byte = bytes[i] ?? 0x80
+    if (byte >= 0x80) return undefined
+    hash = (Math.imul(hash, 31) + byte) | 0
+  }
+  const known = interned.get(hash)
+  if (known !== undefined && sameBytes(known.bytes, bytes, length)) return known.frame
+  const frame: Frame = { _tag: "Line", text: bytes.toString("latin1", 0, length) }
+  if (interned.size >= internedLines) interned.clear()
+  // A copy: the socket's chunk (and the slab under it) must not be held.
+  interned.set(hash, { bytes: Buffer.from(bytes.subarray(0, length)), frame })
+  return frame
+}
+
+const sameBytes = (known: Buffer, bytes: Buffer, length: number): boolean => {
+  if (known.length !== length) return false
+  for (let i = 0; i < length; i++) if (known[i] !== bytes[i]) return false
+  return true
+}
+
 /** The first `length` bytes of `bytes` are few (at most 256) and all ASCII. */
 const shortAscii = (bytes: Buffer, length: number): boolean => {
   if (length > 256) return false
@@ -81,8 +115,11 @@ export class FrameDecoder {
     const stop = end > 0 && pending[end - 1] === carriageReturn ? end - 1 : end
     this.pending = end + 1 === pending.length ? empty : pending.subarray(end + 1)
     this.scanned = 0
-    // A short ASCII line (every request on the Locate path) is read straight out of the buffer: no
-    // view of it to make and nothing to validate.
+    if (stop <= internedLength) {
+      const known = recentLine(pending, stop)
+      if (known !== undefined) return known
+    }
+    // A short ASCII line is read straight out of the buffer: no view of it to make, nothing to validate.
     if (shortAscii(pending, stop)) return { _tag: "Line", text: pending.toString("latin1", 0, stop) }
     try {
       return { _tag: "Line", text: utf8.decode(pending.subarray(0, stop)) }

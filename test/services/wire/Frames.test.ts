@@ -117,6 +117,28 @@ describe("FrameDecoder", () => {
     }
   )
 
+  it.prop(
+    "short lines seen before (handed out from the recent lines) come out as sent, colliding hashes included",
+    [FastCheck.array(FastCheck.stringMatching(/^[AaBb]{0,3}$/), { minLength: 1, maxLength: 200 })],
+    ([lines]) => {
+      // Two letters, at most three: every line repeats, and the hash is easy to collide ("Aa", "BB").
+      const decoder = new FrameDecoder(256)
+      decoder.push(Buffer.from(lines.map((line) => `${line}\n`).join("")))
+      expect(drain(decoder)).toEqual(lines.map((text) => ({ _tag: "Line", text })))
+    }
+  )
+
+  it("tells apart two short lines whose hashes collide", () => {
+    const decoder = new FrameDecoder(256)
+    decoder.push(Buffer.from("Aa\nBB\nAa\nBB\n"))
+    expect(drain(decoder).map((frame) => (frame._tag === "Line" ? frame.text : frame._tag))).toEqual([
+      "Aa",
+      "BB",
+      "Aa",
+      "BB"
+    ])
+  })
+
   it("says at once that a stream starting as a TLS handshake is not plain text, then frames what follows", () => {
     const decoder = new FrameDecoder()
     decoder.push(Buffer.from([0x16]))
