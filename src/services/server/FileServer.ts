@@ -143,7 +143,7 @@ const answerListFiles = (server: Serving, request: ListFiles): Answer => {
 /** A `FileList` with no files (nor sizes) and the longest cursor it could carry (255 characters, each escaped to 6 bytes). */
 const emptyFileList = lineEncoder(ServerReply)(new FileList({ files: {}, sizes: {}, next: "\u0000".repeat(255) }))
 
-/** The header, then the file piped as a payload with the socket's backpressure: memory stays flat whatever the reader's pace. */
+/** The header, then the file as a payload with the socket's backpressure: memory stays flat whatever the reader's pace. */
 const answerDownload = (server: Serving, control: Control, request: Download): Answer =>
   Effect.scoped(
     server.store.open(request.name).pipe(
@@ -152,7 +152,7 @@ const answerDownload = (server: Serving, control: Control, request: Download): A
         onSuccess: (file) =>
           control
             .send(new FileHeader({ name: file.name, size: file.size }))
-            .pipe(Effect.zipRight(control.sendPayload(file.stream, file.size)), Effect.as(undefined))
+            .pipe(Effect.zipRight(control.sendFile(file)), Effect.as(undefined))
       })
     )
   )

@@ -8,7 +8,7 @@ import * as Path from "@effect/platform/Path"
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
 import * as Fs from "node:fs"
 import * as NodePath from "node:path"
-import { Readable } from "node:stream"
+import type { PayloadFile } from "../wire/FilePayload.js"
 import { FileNotFound } from "../../domain/Errors.js"
 
 /** The folder to serve does not exist or is not a folder. */
@@ -21,11 +21,9 @@ export class FolderUnavailable extends Schema.TaggedError<FolderUnavailable>()("
   }
 }
 
-export interface OpenFile {
+/** A served file, open: `size` as it was when opened, read at any position (`wire/FilePayload.ts` sends it). */
+export interface OpenFile extends PayloadFile {
   readonly name: string
-  readonly size: number
-  /** Exactly `size` bytes, read as the consumer takes them. */
-  readonly stream: Readable
 }
 
 export class FileStore extends Context.Tag("effect-lb/FileStore")<
@@ -142,10 +140,9 @@ export const make = (folder: string) =>
     const open = (name: string) =>
       Effect.gen(function* () {
         const real = yield* resolve(name)
-        // The stream owns the descriptor (it closes it when it ends or is destroyed); the scope
-        // destroys it in case it was never consumed. It never reads past the size announced to
-        // the peer, even if the file grows meanwhile.
-        const { size, stream } = yield* Effect.acquireRelease(
+        // The descriptor is closed with the scope. Nothing past the size announced to the peer is
+        // sent, even if the file grows meanwhile (the sender reads exactly `size` bytes).
+        const { size, handle } = yield* Effect.acquireRelease(
           Effect.tryPromise({
             try: async () => {
               const handle = await Fs.promises.open(real, Fs.constants.O_RDONLY | Fs.constants.O_NOFOLLOW)
@@ -155,19 +152,21 @@ export const make = (folder: string) =>
               })
               if (!stat.isFile() || stat.size === 0) {
                 await handle.close()
-                return { size: stat.isFile() ? 0 : -1, stream: Readable.from([]) }
+                return { size: stat.isFile() ? 0 : -1, handle: undefined }
               }
-              return {
-                size: stat.size,
-                stream: handle.createReadStream({ start: 0, end: stat.size - 1, highWaterMark: 256 * 1024 })
-              }
+              return { size: stat.size, handle }
             },
             catch: () => notFound(name)
           }),
-          ({ stream }) => Effect.sync(() => stream.destroy())
+          ({ handle }) =>
+            handle === undefined ? Effect.void : Effect.promise(() => handle.close().catch(() => undefined))
         )
         if (size < 0) return yield* notFound(name)
-        return { name, size, stream }
+        const read = (into: Buffer, length: number, position: number): Promise<number> =>
+          handle === undefined
+            ? Promise.resolve(0)
+            : handle.read(into, 0, length, position).then((result) => result.bytesRead)
+        return { name, size, read }
       })
 
     return FileStore.of({ folder: root, list, entries, open })

@@ -14,6 +14,7 @@ import type { Duplex, Readable } from "node:stream"
 import { InvalidRequest } from "../../domain/Errors.js"
 import type { Address } from "../../domain/Server.js"
 import { ConnectionClosed, LineTooLong, type PayloadFailed, type PayloadSink, pipePayload } from "./Connection.js"
+import { type PayloadFile, sendFile } from "./FilePayload.js"
 import { lineDecoder, lineEncoder } from "./LineCodec.js"
 import { FrameDecoder, readAhead } from "./Frames.js"
 import { utf8Length } from "./Pages.js"
@@ -51,6 +52,8 @@ export interface SessionControl<Rep = never> {
   send(reply: Rep): Effect.Effect<void, ConnectionClosed>
   /** Sends exactly `size` raw bytes from `source`, with the socket's backpressure; closes the source. */
   sendPayload(source: Readable, size: number): Effect.Effect<void, ConnectionClosed | PayloadFailed>
+  /** Sends a file, exactly its size, with the socket's backpressure and no allocation per chunk (`FilePayload.ts`). */
+  sendFile(file: PayloadFile): Effect.Effect<void, ConnectionClosed | PayloadFailed>
   /** Completes when the peer stops sending: it ended its side, or the connection closed. */
   hangup(): Effect.Effect<void>
 }
@@ -195,6 +198,10 @@ class Session<Req, ReqI, Rep, RepI, R, S extends Duplex, T = unknown>
 
   sendPayload(source: Readable, size: number): Effect.Effect<void, ConnectionClosed | PayloadFailed> {
     return pipePayload(this, source, size)
+  }
+
+  sendFile(file: PayloadFile): Effect.Effect<void, ConnectionClosed | PayloadFailed> {
+    return sendFile(this, file)
   }
 
   hangup(): Effect.Effect<void> {

@@ -230,8 +230,9 @@ export const listenNet = (server: Net.Server, options: Address): Effect.Effect<A
  * The request ports' listener is `node:net` itself, held as a scoped resource: measured on the
  * Locate path, SocketServer's fiber per connection costs about 47 µs of CPU per connection — more
  * than node's whole per-connection cost — while a request port needs no fiber per connection at all.
- * Idle, a connection then holds about what plain Node's does: the server port went from 17.5–27.8 KB
- * to 4.1–4.3 KB of RSS per idle connection (`npm run bench:memory`; plain `node:net` 4.5–4.7 KB).
+ * Idle, a connection then holds little more than plain Node's does: the server port went from
+ * 17.5–27.8 KB to under 4 KB of RSS per idle connection, and the balancer port's live heap is
+ * ~1.7 KB against a bare node:net socket's ~1.55 KB (`npm run bench:memory`).
  */
 const tcpServeRequests = <Req, ReqI, Rep, RepI, R>(
   options: ListenOptions,
