@@ -128,7 +128,8 @@ const locateUnderChanges = async (
   console.log(
     `Keep-alive Locate (64 connections), ${servers.length} servers, round-robin; ${rate} weight changes/s written to the shared registry by another process; ${rounds} interleaved rounds of ${seconds} s`
   )
-  for (const mode of modes) await keepAliveLocates(measured[mode].port, Date.now() + 500) // warm-up
+  // Warm-up, 2 s each, as bench:locate: V8 compiles the balancer's hot path over the first seconds.
+  for (const mode of modes) await keepAliveLocates(measured[mode].port, Date.now() + 2000)
   const rates: Record<Mode, Array<number>> = { memory: [], registry: [] }
   const cpu: Record<Mode, Array<number>> = { memory: [], registry: [] }
   const applied: Array<number> = []
