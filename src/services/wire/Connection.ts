@@ -264,8 +264,9 @@ const awaitDrain = (state: SocketState): Effect.Effect<void, ConnectionClosed> =
 // ---- payloads ----------------------------------------------------------------------------------------
 
 /**
- * Where a payload goes: a socket, and what its owner knows of it. `Connection` and the request
- * ports' sessions (`RequestPort`) both pipe their payloads through `pipePayload` below.
+ * Where a payload goes: a socket, and what its owner knows of it. `Connection` pipes a stream
+ * through `pipePayload` below; the request ports' sessions (`RequestPort`) send a file through
+ * `FilePayload.ts`.
  */
 export interface PayloadSink {
   readonly socket: Duplex
