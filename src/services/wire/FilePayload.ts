@@ -34,8 +34,9 @@ const giveBack = (buffer: Buffer): void => {
 export const sendFile = (sink: PayloadSink, file: PayloadFile): Effect.Effect<void, ConnectionClosed | PayloadFailed> =>
   Effect.async<void, ConnectionClosed | PayloadFailed>((resume) => {
     const socket = sink.socket
-    /** Bytes read from the file so far. */
+    /** Bytes read from the file so far, and handed to the socket. */
     let position = 0
+    let written = 0
     let reading = false
     /** A chunk read and not yet written: the socket is still taking the one before. */
     let ready: { readonly buffer: Buffer; readonly length: number } | undefined = undefined
@@ -55,7 +56,7 @@ export const sendFile = (sink: PayloadSink, file: PayloadFile): Effect.Effect<vo
       socket.destroy()
       finish(Effect.fail(new PayloadFailed({ reason })))
     }
-    const onClose = () => finish(Effect.fail(sink.gone(`closed after ${sink.payloadSent} bytes of ${file.size}`)))
+    const onClose = () => finish(Effect.fail(sink.gone(`closed after ${written} of ${file.size} bytes`)))
     const onDrain = () => {
       canWrite = true
       step()
@@ -65,6 +66,7 @@ export const sendFile = (sink: PayloadSink, file: PayloadFile): Effect.Effect<vo
       if (ready !== undefined && canWrite) {
         const { buffer, length } = ready
         ready = undefined
+        written += length
         sink.payloadSent += length
         // The buffer goes back to the pool only once the socket is done with it.
         canWrite = socket.write(length === buffer.length ? buffer : buffer.subarray(0, length), () => giveBack(buffer))

@@ -103,7 +103,10 @@ describe("sendFile", () => {
         const { sender, receiver } = yield* socketPair
         receiver.pause()
         const big = memoryFile(Buffer.alloc(64 * 256 * 1024, 7))
-        const sending = yield* Effect.fork(sendFile(sinkOf(sender), big.file))
+        // A connection that sent other payloads before: the error counts this file's bytes only.
+        const sink = sinkOf(sender)
+      sink.payloadSent = 1_000_000_000
+        const sending = yield* Effect.fork(sendFile(sink, big.file))
         yield* Effect.sleep("300 millis")
         // The kernel's buffers take some chunks (a few MB on loopback); then the sender stops reading.
         const readsWhileStalled = big.stats.reads
@@ -114,6 +117,10 @@ describe("sendFile", () => {
         receiver.destroy()
         const exit = yield* sending.await
         expect(Exit.isFailure(exit) && String(exit.cause)).toContain("ConnectionClosed")
+        const sent = /closed after (\d+) of (\d+) bytes/.exec(String(Exit.isFailure(exit) && exit.cause))
+        expect(Number(sent?.[2])).toBe(big.file.size)
+        expect(Number(sent?.[1])).toBeGreaterThan(0)
+        expect(Number(sent?.[1])).toBe(sink.payloadSent - 1_000_000_000)
       })
   )
 
