@@ -105,7 +105,7 @@ describe("sendFile", () => {
         const big = memoryFile(Buffer.alloc(64 * 256 * 1024, 7))
         // A connection that sent other payloads before: the error counts this file's bytes only.
         const sink = sinkOf(sender)
-      sink.payloadSent = 1_000_000_000
+        sink.payloadSent = 1_000_000_000
         const sending = yield* Effect.fork(sendFile(sink, big.file))
         yield* Effect.sleep("300 millis")
         // The kernel's buffers take some chunks (a few MB on loopback); then the sender stops reading.
